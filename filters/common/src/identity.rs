@@ -1,0 +1,146 @@
+//! The verified end-user identity that jwt-authn publishes for the filters after it.
+//!
+//! jwt-authn, after a token verifies, calls `set_property(PROPERTY_PATH, identity.to_bytes())`.
+//! In Envoy that stores the bytes in the request's filter state under `wasm.<segment>`, where only
+//! filters (never clients) can write, and `get_property(PROPERTY_PATH)` in a later filter of the
+//! same chain reads them back. spiffe-authz (`requestPrincipals`, `request.auth.*`) and rate-limit
+//! (`request.auth.principal`, `request.auth.claims[...]`) read it with [`RequestIdentity::from_bytes`].
+//! No property ⇒ no verified identity: such conditions do not match.
+//!
+//! Wire format: one JSON object (documented in docs/identity.md):
+//! `{"principal":"<iss>/<sub>","iss":"…","sub":"…","aud":["…"],"azp":"…","claims":{…payload…}}`.
+//! `aud` is always a list (a string `aud` claim becomes a one-element list); `azp` and `sub` may be
+//! absent. `claims` is the whole verified payload.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The property path (one segment) jwt-authn publishes the identity under.
+pub const PROPERTY_PATH: &[&str] = &["meshward_request_auth"];
+
+/// A verified JWT identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestIdentity {
+    /// `iss/sub`, Istio's request principal.
+    pub principal: String,
+    pub iss: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    #[serde(default)]
+    pub aud: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azp: Option<String>,
+    #[serde(default)]
+    pub claims: Map<String, Value>,
+}
+
+impl RequestIdentity {
+    /// Build the identity of a verified payload. `None` when the payload has no string `iss`
+    /// (a verified token always has one: the issuer check requires it).
+    pub fn from_claims(claims: Map<String, Value>) -> Option<Self> {
+        let iss = claims.get("iss")?.as_str()?.to_string();
+        let sub = claims.get("sub").and_then(Value::as_str).map(str::to_string);
+        let aud = match claims.get("aud") {
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(items)) => {
+                items.iter().filter_map(Value::as_str).map(str::to_string).collect()
+            }
+            _ => Vec::new(),
+        };
+        let azp = claims.get("azp").and_then(Value::as_str).map(str::to_string);
+        let principal = format!("{iss}/{}", sub.as_deref().unwrap_or(""));
+        Some(Self { principal, iss, sub, aud, azp, claims })
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Serializing plain strings and JSON values cannot fail; an empty vector would read back
+        // as "no identity", which fails closed.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parse the published bytes. Anything unreadable is "no identity" (fail closed).
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        serde_json::from_slice(bytes).ok()
+    }
+
+    /// Values of a (possibly nested) claim as strings, list-aware like Istio's
+    /// `request.auth.claims[a][b]`: a string gives itself, a list gives each string element,
+    /// numbers and booleans their JSON text; objects and missing claims give nothing.
+    pub fn claim_values(&self, path: &[&str]) -> Vec<String> {
+        let Some((first, rest)) = path.split_first() else { return Vec::new() };
+        let mut value = match self.claims.get(*first) {
+            Some(v) => v,
+            None => return Vec::new(),
+        };
+        for segment in rest {
+            value = match value.get(*segment) {
+                Some(v) => v,
+                None => return Vec::new(),
+            };
+        }
+        match value {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(items) => items.iter().filter_map(scalar_text).collect(),
+            other => scalar_text(other).into_iter().collect(),
+        }
+    }
+}
+
+fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn claims(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+
+    #[test]
+    fn builds_principal_and_normalises_aud() {
+        let id = RequestIdentity::from_claims(claims(json!({
+            "iss": "https://idp", "sub": "alice", "aud": "orders", "azp": "web"
+        })))
+        .unwrap();
+        assert_eq!(id.principal, "https://idp/alice");
+        assert_eq!(id.aud, vec!["orders"]);
+        assert_eq!(id.azp.as_deref(), Some("web"));
+        let back = RequestIdentity::from_bytes(&id.to_bytes()).unwrap();
+        assert_eq!(back, id);
+    }
+
+    #[test]
+    fn no_iss_no_identity() {
+        assert!(RequestIdentity::from_claims(claims(json!({"sub": "a"}))).is_none());
+        assert!(RequestIdentity::from_claims(claims(json!({"iss": 5}))).is_none());
+        assert!(RequestIdentity::from_bytes(b"not json").is_none());
+        assert!(RequestIdentity::from_bytes(b"").is_none());
+    }
+
+    #[test]
+    fn nested_and_list_claims() {
+        let id = RequestIdentity::from_claims(claims(json!({
+            "iss": "i", "groups": ["a", "b", 3], "org": {"team": "red", "n": 7}, "ok": true
+        })))
+        .unwrap();
+        assert_eq!(id.claim_values(&["groups"]), vec!["a", "b", "3"]);
+        assert_eq!(id.claim_values(&["org", "team"]), vec!["red"]);
+        assert_eq!(id.claim_values(&["org", "n"]), vec!["7"]);
+        assert_eq!(id.claim_values(&["ok"]), vec!["true"]);
+        assert!(id.claim_values(&["org"]).is_empty());
+        assert!(id.claim_values(&["missing", "x"]).is_empty());
+        assert!(id.claim_values(&[]).is_empty());
+    }
+}

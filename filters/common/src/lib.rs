@@ -1,0 +1,1 @@
+//! Shared building blocks of the meshward filter cores (no proxy-wasm types here).

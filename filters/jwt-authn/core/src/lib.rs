@@ -1,0 +1,1 @@
+//! Pure decision core of the jwt-authn filter.

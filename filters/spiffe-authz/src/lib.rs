@@ -1,0 +1,1 @@
+//! meshward spiffe-authz: a thin proxy-wasm adapter over `spiffe_authz_core`.

@@ -1,0 +1,1 @@
+//! OCI images of proxy-wasm filters (Istio WasmPlugin).

@@ -1,0 +1,1 @@
+//! meshward harness

@@ -1,0 +1,1 @@
+//! test module probe
