@@ -1,0 +1,235 @@
+//! pluginConfig of header-limits: parsing (strict JSON) and validation into [`Limits`].
+
+use meshward_common::{parse_json, ConfigError};
+use serde::Deserialize;
+
+/// Envoy's `max_request_headers_kb` default.
+pub const DEFAULT_MAX_REQUEST_HEADERS_KB: u32 = 60;
+/// Envoy's `max_request_headers_kb` upper bound.
+pub const MAX_REQUEST_HEADERS_KB_LIMIT: u32 = 8192;
+/// Envoy's `max_headers_count` default.
+pub const DEFAULT_MAX_HEADERS_COUNT: u32 = 100;
+
+/// What to do with a regular (non-pseudo) header whose name contains `_`, like Envoy's
+/// `headers_with_underscores_action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum UnderscoreAction {
+    /// Let it through.
+    #[default]
+    Allow,
+    /// Answer 400 `Bad Request`.
+    RejectRequest,
+    /// Remove every such header (all values) and continue.
+    DropHeader,
+}
+
+/// The validated limits. Sizes are in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Reject when Σ (len(name) + len(value)) over all entries is greater than this.
+    pub max_request_headers_bytes: usize,
+    /// Reject when the number of entries is greater than this.
+    pub max_headers_count: usize,
+    /// Reject when any single value is longer than this.
+    pub max_header_value_bytes: Option<usize>,
+    /// Reject when the `:path` value (path and query) is longer than this.
+    pub max_path_bytes: Option<usize>,
+    pub headers_with_underscores_action: UnderscoreAction,
+}
+
+impl Default for Limits {
+    /// Envoy's HCM defaults: 60 KiB, 100 headers, no per-value or path limit, underscores allowed.
+    fn default() -> Self {
+        Self {
+            max_request_headers_bytes: kib(DEFAULT_MAX_REQUEST_HEADERS_KB),
+            max_headers_count: usize_of(DEFAULT_MAX_HEADERS_COUNT),
+            max_header_value_bytes: None,
+            max_path_bytes: None,
+            headers_with_underscores_action: UnderscoreAction::Allow,
+        }
+    }
+}
+
+/// The JSON document as written by the user (camelCase, unknown fields rejected).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawConfig {
+    max_request_headers_kb: Option<u32>,
+    max_headers_count: Option<u32>,
+    max_header_value_bytes: Option<u32>,
+    max_path_bytes: Option<u32>,
+    headers_with_underscores_action: Option<UnderscoreAction>,
+}
+
+impl Limits {
+    /// Parse and validate the pluginConfig bytes. An empty configuration means Envoy's defaults.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let raw: RawConfig = parse_json(bytes)?;
+        let kb = raw
+            .max_request_headers_kb
+            .unwrap_or(DEFAULT_MAX_REQUEST_HEADERS_KB);
+        if !(1..=MAX_REQUEST_HEADERS_KB_LIMIT).contains(&kb) {
+            return Err(ConfigError::new(
+                "maxRequestHeadersKb",
+                format!("{kb} is out of range 1..={MAX_REQUEST_HEADERS_KB_LIMIT}"),
+            ));
+        }
+        let count = raw.max_headers_count.unwrap_or(DEFAULT_MAX_HEADERS_COUNT);
+        if count == 0 {
+            return Err(ConfigError::new("maxHeadersCount", "must be at least 1"));
+        }
+        Ok(Self {
+            max_request_headers_bytes: kib(kb),
+            max_headers_count: usize_of(count),
+            max_header_value_bytes: positive("maxHeaderValueBytes", raw.max_header_value_bytes)?,
+            max_path_bytes: positive("maxPathBytes", raw.max_path_bytes)?,
+            headers_with_underscores_action: raw
+                .headers_with_underscores_action
+                .unwrap_or_default(),
+        })
+    }
+}
+
+/// An optional byte limit must be at least 1: a 0 would reject every request (`:path` is never
+/// empty), which is a typo rather than a policy.
+fn positive(field: &str, value: Option<u32>) -> Result<Option<usize>, ConfigError> {
+    match value {
+        Some(0) => Err(ConfigError::new(
+            field,
+            "must be at least 1 (omit it for no limit)",
+        )),
+        other => Ok(other.map(usize_of)),
+    }
+}
+
+/// `kb * 1024`; `kb` is at most 8192 here, but saturate rather than trust that.
+fn kib(kb: u32) -> usize {
+    usize_of(kb).saturating_mul(1024)
+}
+
+/// u32 → usize without a cast that could truncate (usize is at least 32 bits on our targets; a
+/// 16-bit target would saturate, which only makes the limit larger than asked, never panic).
+fn usize_of(v: u32) -> usize {
+    usize::try_from(v).unwrap_or(usize::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(json: &str) -> ConfigError {
+        Limits::from_json(json.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn empty_config_is_envoy_defaults() {
+        for doc in ["", "{}", " \n"] {
+            let l = Limits::from_json(doc.as_bytes()).unwrap();
+            assert_eq!(l, Limits::default());
+            assert_eq!(l.max_request_headers_bytes, 60 * 1024);
+            assert_eq!(l.max_headers_count, 100);
+            assert_eq!(l.max_header_value_bytes, None);
+            assert_eq!(l.max_path_bytes, None);
+            assert_eq!(l.headers_with_underscores_action, UnderscoreAction::Allow);
+        }
+    }
+
+    #[test]
+    fn all_fields() {
+        let l = Limits::from_json(
+            br#"{"maxRequestHeadersKb":64,"maxHeadersCount":50,"maxHeaderValueBytes":8192,
+                 "maxPathBytes":2048,"headersWithUnderscoresAction":"REJECT_REQUEST"}"#,
+        )
+        .unwrap();
+        assert_eq!(l.max_request_headers_bytes, 65536);
+        assert_eq!(l.max_headers_count, 50);
+        assert_eq!(l.max_header_value_bytes, Some(8192));
+        assert_eq!(l.max_path_bytes, Some(2048));
+        assert_eq!(
+            l.headers_with_underscores_action,
+            UnderscoreAction::RejectRequest
+        );
+        let drop = Limits::from_json(br#"{"headersWithUnderscoresAction":"DROP_HEADER"}"#).unwrap();
+        assert_eq!(
+            drop.headers_with_underscores_action,
+            UnderscoreAction::DropHeader
+        );
+    }
+
+    #[test]
+    fn kb_bounds() {
+        assert_eq!(
+            err(r#"{"maxRequestHeadersKb":0}"#).field,
+            "maxRequestHeadersKb"
+        );
+        assert_eq!(
+            err(r#"{"maxRequestHeadersKb":8193}"#).field,
+            "maxRequestHeadersKb"
+        );
+        assert_eq!(
+            err(r#"{"maxRequestHeadersKb":-1}"#).field,
+            "maxRequestHeadersKb"
+        );
+        let min = Limits::from_json(br#"{"maxRequestHeadersKb":1}"#).unwrap();
+        assert_eq!(min.max_request_headers_bytes, 1024);
+        let max = Limits::from_json(br#"{"maxRequestHeadersKb":8192}"#).unwrap();
+        assert_eq!(max.max_request_headers_bytes, 8192 * 1024);
+    }
+
+    #[test]
+    fn count_and_byte_limits_must_be_positive() {
+        assert_eq!(err(r#"{"maxHeadersCount":0}"#).field, "maxHeadersCount");
+        assert_eq!(
+            err(r#"{"maxHeaderValueBytes":0}"#).field,
+            "maxHeaderValueBytes"
+        );
+        assert_eq!(err(r#"{"maxPathBytes":0}"#).field, "maxPathBytes");
+        let one = Limits::from_json(br#"{"maxHeadersCount":1,"maxPathBytes":1}"#).unwrap();
+        assert_eq!((one.max_headers_count, one.max_path_bytes), (1, Some(1)));
+    }
+
+    #[test]
+    fn type_errors_name_the_field() {
+        let e = err(r#"{"maxHeadersCount":"x"}"#);
+        assert_eq!(e.field, "maxHeadersCount");
+        assert!(e.to_string().contains("maxHeadersCount"), "{e}");
+        assert_eq!(err(r#"{"maxPathBytes":1.5}"#).field, "maxPathBytes");
+        assert_eq!(
+            err(r#"{"headersWithUnderscoresAction":"allow"}"#).field,
+            "headersWithUnderscoresAction"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let e = err(r#"{"maxRequestHeadersKB":64}"#);
+        assert_eq!(e.field, "maxRequestHeadersKB");
+    }
+
+    #[test]
+    fn not_an_object() {
+        assert!(Limits::from_json(b"[]").is_err());
+        assert!(Limits::from_json(b"{").is_err());
+    }
+    #[test]
+    fn shipped_policies_parse() {
+        let default = include_str!("../../../../policies/header-limits/default.json");
+        assert_eq!(
+            Limits::from_json(default.as_bytes()).unwrap(),
+            Limits::default()
+        );
+        let strict = include_str!("../../../../policies/header-limits/strict.json");
+        let strict = Limits::from_json(strict.as_bytes()).unwrap();
+        assert_eq!(
+            strict,
+            Limits {
+                max_request_headers_bytes: 64 * 1024,
+                max_headers_count: 50,
+                max_header_value_bytes: Some(8192),
+                max_path_bytes: Some(2048),
+                headers_with_underscores_action: UnderscoreAction::RejectRequest,
+            }
+        );
+    }
+}
