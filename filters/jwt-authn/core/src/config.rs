@@ -1,0 +1,522 @@
+//! pluginConfig: Istio `RequestAuthentication.jwtRules` (camelCase) plus `clockSkewSeconds` and
+//! `requireToken`, parsed strictly and compiled into [`Config`].
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use meshward_common::{parse_json, ConfigError};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::duration::parse_millis;
+use crate::jwk::{parse_jwks, KeySet};
+
+pub const DEFAULT_CLOCK_SKEW_SECS: u64 = 60;
+pub const DEFAULT_FETCH_TIMEOUT_MS: u64 = 5_000;
+/// Istio's value for remote JWKS (`policy_applier.go`); Envoy's own default is 600 s.
+pub const DEFAULT_CACHE_DURATION_MS: u64 = 300_000;
+const MAX_RULES: usize = 4096;
+const MAX_URI_LEN: usize = 2048;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawConfig {
+    #[serde(default)]
+    jwt_rules: Vec<RawRule>,
+    #[serde(default)]
+    clock_skew_seconds: Option<u64>,
+    #[serde(default)]
+    require_token: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawRule {
+    issuer: String,
+    #[serde(default)]
+    audiences: Vec<String>,
+    /// Istio writes the JWKS as a JSON string; an object is accepted too (handy in YAML).
+    #[serde(default)]
+    jwks: Option<Value>,
+    #[serde(default)]
+    jwks_uri: Option<String>,
+    #[serde(default)]
+    jwks_cluster: Option<String>,
+    #[serde(default)]
+    timeout: Option<String>,
+    #[serde(default)]
+    jwks_cache_duration: Option<String>,
+    #[serde(default)]
+    from_headers: Vec<RawHeaderLocation>,
+    #[serde(default)]
+    from_params: Vec<String>,
+    #[serde(default)]
+    from_cookies: Vec<String>,
+    #[serde(default)]
+    output_payload_to_header: Option<String>,
+    #[serde(default)]
+    output_claim_to_headers: Vec<RawClaimHeader>,
+    #[serde(default)]
+    forward_original_token: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawHeaderLocation {
+    name: String,
+    #[serde(default)]
+    prefix: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawClaimHeader {
+    header: String,
+    claim: String,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub rules: Vec<Rule>,
+    /// Every token location, in config order, deduplicated; each knows which rules read it.
+    pub locations: Vec<Location>,
+    /// Lower-cased names of every configured output header: removed from every request.
+    pub output_headers: Vec<String>,
+    pub clock_skew_secs: u64,
+    pub require_token: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub keys: KeySource,
+    pub payload_header: Option<String>,
+    /// (lower-cased header, claim path split at `.`)
+    pub claim_headers: Vec<(String, Vec<String>)>,
+    pub forward: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    Inline(Arc<KeySet>),
+    Remote(RemoteSpec),
+}
+
+/// Where and how to fetch a remote JWKS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteSpec {
+    pub uri: String,
+    pub cluster: String,
+    pub authority: String,
+    pub path: String,
+    pub timeout_ms: u64,
+    pub cache_duration_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocationKind {
+    /// Lower-cased header name and the exact, case-sensitive value prefix.
+    Header {
+        name: String,
+        prefix: String,
+    },
+    Param(String),
+    Cookie(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub kind: LocationKind,
+    /// Indices of the rules that read tokens from here: a token found here must have one of
+    /// their issuers.
+    pub rules: Vec<usize>,
+}
+
+/// Headers an output may never name: pseudo-headers are not `[-_A-Za-z0-9]`, these would break
+/// the request framing or routing.
+const RESERVED_OUTPUT_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "te",
+    "upgrade",
+    "cookie",
+];
+
+impl Config {
+    pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+        let raw: RawConfig = parse_json(bytes)?;
+        compile(raw)
+    }
+}
+
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
+    if raw.jwt_rules.len() > MAX_RULES {
+        return Err(ConfigError::new(
+            "jwtRules",
+            format!("at most {MAX_RULES} rules"),
+        ));
+    }
+    let clock_skew_secs = raw.clock_skew_seconds.unwrap_or(DEFAULT_CLOCK_SKEW_SECS);
+    if clock_skew_secs > 3_600 {
+        return Err(ConfigError::new("clockSkewSeconds", "at most 3600"));
+    }
+    let mut rules = Vec::with_capacity(raw.jwt_rules.len());
+    let mut locations: Vec<Location> = Vec::new();
+    let mut output_headers: Vec<String> = Vec::new();
+    for (i, raw_rule) in raw.jwt_rules.into_iter().enumerate() {
+        let field = format!("jwtRules[{i}]");
+        let (rule, rule_locations) = compile_rule(raw_rule).map_err(|e| e.within(&field))?;
+        if rules.iter().any(|r: &Rule| r.issuer == rule.issuer) {
+            return Err(ConfigError::new(
+                format!("{field}.issuer"),
+                "duplicate issuer",
+            ));
+        }
+        for kind in rule_locations {
+            match locations.iter_mut().find(|l| l.kind == kind) {
+                Some(existing) => existing.rules.push(i),
+                None => locations.push(Location {
+                    kind,
+                    rules: vec![i],
+                }),
+            }
+        }
+        for header in rule
+            .payload_header
+            .iter()
+            .chain(rule.claim_headers.iter().map(|(h, _)| h))
+        {
+            if !output_headers.contains(header) {
+                output_headers.push(header.clone());
+            }
+        }
+        rules.push(rule);
+    }
+    // Output headers are removed from every request before tokens are read: one that is also a
+    // token location would delete the token.
+    for location in &locations {
+        if let LocationKind::Header { name, .. } = &location.kind {
+            if output_headers.contains(name) {
+                return Err(ConfigError::new(
+                    "jwtRules",
+                    format!("header `{name}` is both a token location and an output header"),
+                ));
+            }
+        }
+    }
+    Ok(Config {
+        rules,
+        locations,
+        output_headers,
+        clock_skew_secs,
+        require_token: raw.require_token,
+    })
+}
+
+fn compile_rule(raw: RawRule) -> Result<(Rule, Vec<LocationKind>), ConfigError> {
+    if raw.issuer.is_empty() {
+        return Err(ConfigError::new("issuer", "must not be empty"));
+    }
+    for (j, aud) in raw.audiences.iter().enumerate() {
+        if aud.is_empty() {
+            return Err(ConfigError::new(
+                format!("audiences[{j}]"),
+                "must not be empty",
+            ));
+        }
+    }
+    let keys = match (raw.jwks, raw.jwks_uri) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                "jwksUri",
+                "set either `jwks` or `jwksUri`, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(ConfigError::new(
+                "jwksUri",
+                "one of `jwks` or `jwksUri` is required",
+            ))
+        }
+        (Some(jwks), None) => {
+            if raw.jwks_cluster.is_some()
+                || raw.timeout.is_some()
+                || raw.jwks_cache_duration.is_some()
+            {
+                return Err(ConfigError::new(
+                    "jwks",
+                    "`jwksCluster`, `timeout` and `jwksCacheDuration` only apply to `jwksUri`",
+                ));
+            }
+            let text = match jwks {
+                Value::String(s) => s,
+                other @ Value::Object(_) => other.to_string(),
+                _ => {
+                    return Err(ConfigError::new(
+                        "jwks",
+                        "must be a JWKS (JSON string or object)",
+                    ))
+                }
+            };
+            let set =
+                parse_jwks(&text, true).map_err(|e| ConfigError::new("jwks", e.to_string()))?;
+            KeySource::Inline(Arc::new(set))
+        }
+        (None, Some(uri)) => KeySource::Remote(compile_remote(
+            &uri,
+            raw.jwks_cluster,
+            raw.timeout.as_deref(),
+            raw.jwks_cache_duration.as_deref(),
+        )?),
+    };
+    let mut kinds = Vec::new();
+    for (j, h) in raw.from_headers.iter().enumerate() {
+        if !is_header_name(&h.name) {
+            return Err(ConfigError::new(
+                format!("fromHeaders[{j}].name"),
+                "must match ^[-_A-Za-z0-9]+$",
+            ));
+        }
+        if h.prefix.chars().any(char::is_control) {
+            return Err(ConfigError::new(
+                format!("fromHeaders[{j}].prefix"),
+                "control characters",
+            ));
+        }
+        kinds.push(LocationKind::Header {
+            name: h.name.to_ascii_lowercase(),
+            prefix: h.prefix.clone(),
+        });
+    }
+    for (j, p) in raw.from_params.iter().enumerate() {
+        if p.is_empty() || p.contains(['&', '=', '#']) {
+            return Err(ConfigError::new(
+                format!("fromParams[{j}]"),
+                "must be a query parameter name",
+            ));
+        }
+        kinds.push(LocationKind::Param(p.clone()));
+    }
+    for (j, c) in raw.from_cookies.iter().enumerate() {
+        if !is_header_name(c) {
+            return Err(ConfigError::new(
+                format!("fromCookies[{j}]"),
+                "must match ^[-_A-Za-z0-9]+$",
+            ));
+        }
+        kinds.push(LocationKind::Cookie(c.clone()));
+    }
+    if kinds.is_empty() {
+        kinds.push(LocationKind::Header {
+            name: "authorization".into(),
+            prefix: "Bearer ".into(),
+        });
+        kinds.push(LocationKind::Param("access_token".into()));
+    }
+    let payload_header = match raw.output_payload_to_header {
+        None => None,
+        Some(h) => Some(output_header(&h).ok_or_else(|| {
+            ConfigError::new(
+                "outputPayloadToHeader",
+                "must match ^[-_A-Za-z0-9]+$ and not be a reserved header",
+            )
+        })?),
+    };
+    let mut claim_headers = Vec::new();
+    for (j, ch) in raw.output_claim_to_headers.iter().enumerate() {
+        let header = output_header(&ch.header).ok_or_else(|| {
+            ConfigError::new(
+                format!("outputClaimToHeaders[{j}].header"),
+                "must match ^[-_A-Za-z0-9]+$ and not be a reserved header",
+            )
+        })?;
+        let path: Vec<String> = ch.claim.split('.').map(str::to_string).collect();
+        if path.iter().any(String::is_empty) {
+            return Err(ConfigError::new(
+                format!("outputClaimToHeaders[{j}].claim"),
+                "empty claim name",
+            ));
+        }
+        if payload_header.as_ref() == Some(&header)
+            || claim_headers.iter().any(|(h, _)| *h == header)
+        {
+            return Err(ConfigError::new(
+                format!("outputClaimToHeaders[{j}].header"),
+                "duplicate output header",
+            ));
+        }
+        claim_headers.push((header, path));
+    }
+    let rule = Rule {
+        issuer: raw.issuer,
+        audiences: raw.audiences,
+        keys,
+        payload_header,
+        claim_headers,
+        forward: raw.forward_original_token,
+    };
+    Ok((rule, kinds))
+}
+
+fn output_header(name: &str) -> Option<String> {
+    let lower = name.to_ascii_lowercase();
+    (is_header_name(name) && !RESERVED_OUTPUT_HEADERS.contains(&lower.as_str())).then_some(lower)
+}
+
+fn compile_remote(
+    uri: &str,
+    cluster: Option<String>,
+    timeout: Option<&str>,
+    cache: Option<&str>,
+) -> Result<RemoteSpec, ConfigError> {
+    if uri.len() > MAX_URI_LEN {
+        return Err(ConfigError::new(
+            "jwksUri",
+            format!("longer than {MAX_URI_LEN} characters"),
+        ));
+    }
+    let parsed = parse_http_uri(uri).ok_or_else(|| {
+        ConfigError::new(
+            "jwksUri",
+            "must be an absolute http:// or https:// URI with a host",
+        )
+    })?;
+    let cluster = match cluster {
+        Some(c) if c.is_empty() => {
+            return Err(ConfigError::new("jwksCluster", "must not be empty"))
+        }
+        Some(c) => c,
+        None => {
+            // SSRF guard (Istio 2026-003): without an explicit cluster the fetch goes wherever the
+            // URI points; refuse loopback, link-local and unspecified hosts.
+            if is_internal_host(&parsed.host) {
+                return Err(ConfigError::new(
+                    "jwksUri",
+                    "loopback/link-local host: set `jwksCluster` explicitly to allow it",
+                ));
+            }
+            format!("outbound|{}||{}", parsed.port, parsed.host)
+        }
+    };
+    let timeout_ms = match timeout {
+        None => DEFAULT_FETCH_TIMEOUT_MS,
+        Some(t) => parse_millis(t)
+            .filter(|ms| (1..=60_000).contains(ms))
+            .ok_or_else(|| {
+                ConfigError::new("timeout", "a duration like `5s` or `500ms`, at most 60s")
+            })?,
+    };
+    let cache_duration_ms = match cache {
+        None => DEFAULT_CACHE_DURATION_MS,
+        Some(t) => parse_millis(t)
+            .filter(|ms| (1_000..=86_400_000).contains(ms))
+            .ok_or_else(|| {
+                ConfigError::new("jwksCacheDuration", "a duration between 1s and 24h")
+            })?,
+    };
+    Ok(RemoteSpec {
+        uri: uri.to_string(),
+        cluster,
+        authority: parsed.authority,
+        path: parsed.path,
+        timeout_ms,
+        cache_duration_ms,
+    })
+}
+
+struct HttpUri {
+    host: String,
+    port: u16,
+    authority: String,
+    path: String,
+}
+
+fn parse_http_uri(uri: &str) -> Option<HttpUri> {
+    let (rest, default_port) = if let Some(r) = uri.strip_prefix("https://") {
+        (r, 443)
+    } else if let Some(r) = uri.strip_prefix("http://") {
+        (r, 80)
+    } else {
+        return None;
+    };
+    if uri.bytes().any(|b| b <= b' ' || b == 0x7f) || uri.contains('#') {
+        return None;
+    }
+    let split = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(split);
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (inner, after) = v6.split_once(']')?;
+        inner.parse::<Ipv6Addr>().ok()?;
+        let port = match after {
+            "" => default_port,
+            p => p.strip_prefix(':')?.parse().ok()?,
+        };
+        (format!("[{inner}]"), port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), p.parse().ok()?),
+            None => (authority.to_string(), default_port),
+        }
+    };
+    if host.is_empty() || port == 0 {
+        return None;
+    }
+    let path = if path.is_empty() {
+        "/".to_string()
+    } else if path.starts_with('?') {
+        format!("/{path}")
+    } else {
+        path.to_string()
+    };
+    Some(HttpUri {
+        host: host.to_ascii_lowercase(),
+        port,
+        authority: authority.to_string(),
+        path,
+    })
+}
+
+fn is_internal_host(host: &str) -> bool {
+    let bare = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_end_matches('.');
+    if bare == "localhost" || bare.ends_with(".localhost") || bare == "metadata.google.internal" {
+        return true;
+    }
+    if let Ok(v4) = bare.parse::<Ipv4Addr>() {
+        return v4.is_loopback() || v4.is_link_local() || v4.is_unspecified();
+    }
+    if let Ok(v6) = bare.parse::<Ipv6Addr>() {
+        if let Some(v4) = v6.to_ipv4_mapped() {
+            return v4.is_loopback() || v4.is_link_local() || v4.is_unspecified();
+        }
+        let link_local = v6
+            .segments()
+            .first()
+            .is_some_and(|s| (s & 0xffc0) == 0xfe80);
+        return v6.is_loopback() || v6.is_unspecified() || link_local;
+    }
+    // Decimal/hex/octal IPv4 spellings (`2130706433`, `0x7f.1`) that resolvers may still accept.
+    bare.bytes()
+        .all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b'x' || b == b'X')
+        && bare.bytes().any(|b| b.is_ascii_digit())
+        && !bare.contains("..")
+        && bare.split('.').all(|p| {
+            p.bytes().all(|b| b.is_ascii_digit()) || p.starts_with("0x") || p.starts_with("0X")
+        })
+}
