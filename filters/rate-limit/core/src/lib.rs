@@ -1,1 +1,28 @@
-//! Pure decision core of the rate-limit filter.
+//! Pure decision core of the meshward rate-limit filter (no proxy-wasm here).
+//!
+//! - [`config`]: pluginConfig parsing and validation into [`Config`].
+//! - [`keys`]: which bucket a request draws from (descriptor keys, `match`, the default bucket).
+//! - [`bucket`]: the token bucket arithmetic (GCRA in exact integer time units).
+//! - [`table`]: the fixed slot table in shared data (layout, slot choice, eviction) and [`decide`].
+//! - [`store`]: the CAS loop over a [`SharedStore`] (Envoy's shared data, or [`MemoryStore`]).
+//! - [`headers`]: the response headers of a decision.
+//!
+//! The design and its arithmetic are documented in docs/rate-limit.md.
+
+pub mod bucket;
+pub mod config;
+pub mod headers;
+pub mod keys;
+pub mod store;
+pub mod table;
+
+pub use bucket::{Decision, TokenBucket};
+pub use config::{Config, HeaderStyle};
+pub use keys::{BucketChoice, KeySpec, RequestFacts};
+pub use store::{
+    init_table, run_cas_loop, LoopOutcome, MemoryStore, SetError, SharedStore, StoreError, Stored,
+    TableInit, MAX_CAS_ATTEMPTS,
+};
+pub use table::{
+    decide, empty_entry, Decided, EntryRef, SlotEvent, SlotRef, TableKeys, TableLayout,
+};

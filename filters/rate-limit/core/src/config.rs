@@ -1,0 +1,473 @@
+//! pluginConfig: parsing (strict JSON, camelCase, unknown fields rejected) and validation.
+//!
+//! Names follow Envoy's `local_ratelimit` where there is one (`tokenBucket`, `maxTokens`,
+//! `tokensPerFill`, `fillInterval`, `statusCode`, `DRAFT_VERSION_03`).
+
+use meshward_common::matchers::{parse_list, MatchOptions, StringMatcher};
+use meshward_common::{parse_json, ConfigError};
+use serde::Deserialize;
+use siphasher::sip128::{Hasher128, SipHasher13};
+use std::hash::Hasher;
+
+use crate::bucket::TokenBucket;
+use crate::keys::KeySpec;
+use crate::table::{TableLayout, FORMAT_VERSION};
+
+/// Default `maxKeys`.
+pub const DEFAULT_MAX_KEYS: u32 = 10_000;
+/// Largest `maxKeys`: 125,000 shared-data entries of ~210 bytes (see docs/rate-limit.md).
+pub const MAX_MAX_KEYS: u32 = 1_000_000;
+/// Most descriptors one config may list (bucket ids are `u16`; a long list is a config mistake).
+pub const MAX_DESCRIPTORS: usize = 64;
+const MIN_FILL_INTERVAL_NS: u64 = 1_000_000; // 1 ms
+const MAX_FILL_INTERVAL_NS: u64 = 366 * 24 * 3600 * 1_000_000_000; // a (leap) year
+
+/// Which rate-limit headers responses carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum HeaderStyle {
+    #[default]
+    #[serde(rename = "NONE")]
+    None,
+    /// `x-ratelimit-limit`, `x-ratelimit-remaining`, `x-ratelimit-reset` (Envoy's DRAFT_VERSION_03).
+    #[serde(rename = "DRAFT_VERSION_03")]
+    DraftVersion03,
+    /// `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers).
+    #[serde(rename = "IETF")]
+    Ietf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawConfig {
+    token_bucket: Option<RawBucket>,
+    #[serde(default)]
+    descriptors: Vec<RawDescriptor>,
+    max_keys: Option<u64>,
+    #[serde(default)]
+    rate_limit_headers: HeaderStyle,
+    status_code: Option<u64>,
+    #[serde(default)]
+    shadow: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawBucket {
+    max_tokens: u64,
+    tokens_per_fill: Option<u64>,
+    fill_interval: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawDescriptor {
+    key: String,
+    token_bucket: Option<RawBucket>,
+    #[serde(rename = "match")]
+    request_match: Option<RawMatch>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawMatch {
+    #[serde(default)]
+    paths: Vec<String>,
+    #[serde(default)]
+    methods: Vec<String>,
+}
+
+/// One compiled descriptor: requests it matches and whose key value is present draw from a bucket
+/// of their own per distinct value.
+#[derive(Debug, Clone)]
+pub struct Descriptor {
+    pub key: KeySpec,
+    pub bucket: TokenBucket,
+    /// Any of these must match the request path (query stripped); empty = any path.
+    pub paths: Vec<StringMatcher>,
+    /// Any of these must match the method; empty = any method.
+    pub methods: Vec<StringMatcher>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub default_bucket: TokenBucket,
+    pub descriptors: Vec<Descriptor>,
+    pub layout: TableLayout,
+    pub headers: HeaderStyle,
+    /// Status of a rejection (400..=599; Envoy maps anything below 400 to 429, so do we).
+    pub status: u16,
+    pub shadow: bool,
+    /// Identifies the bucket semantics (table geometry, keys, bucket parameters): the shared-data
+    /// namespace, so that a config with different buckets never reads another's state.
+    pub state_id: u64,
+}
+
+/// Bucket id of the default bucket; descriptor `i` has id `i + 1`.
+pub const DEFAULT_BUCKET: u16 = 0;
+
+impl Config {
+    pub fn parse(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let raw: RawConfig = parse_json(bytes)?;
+        // Required, like Envoy's token_bucket; checked here so that the error names the field.
+        let raw_bucket = raw
+            .token_bucket
+            .as_ref()
+            .ok_or_else(|| ConfigError::new("tokenBucket", "required"))?;
+        let default_bucket = compile_bucket(raw_bucket).map_err(|e| e.within("tokenBucket"))?;
+        if raw.descriptors.len() > MAX_DESCRIPTORS {
+            return Err(ConfigError::new(
+                "descriptors",
+                format!("at most {MAX_DESCRIPTORS} descriptors"),
+            ));
+        }
+        let descriptors = raw
+            .descriptors
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                compile_descriptor(d, default_bucket)
+                    .map_err(|e| e.within(&format!("descriptors[{i}]")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let max_keys = match raw.max_keys {
+            None => DEFAULT_MAX_KEYS,
+            Some(n) => u32::try_from(n)
+                .ok()
+                .filter(|n| (1..=MAX_MAX_KEYS).contains(n))
+                .ok_or_else(|| {
+                    ConfigError::new("maxKeys", format!("must be 1..={MAX_MAX_KEYS}"))
+                })?,
+        };
+        let status = match raw.status_code {
+            None => 429,
+            Some(s) if s < 400 => 429,
+            Some(s) => u16::try_from(s).ok().filter(|s| *s <= 599).ok_or_else(|| {
+                ConfigError::new("statusCode", "must be an HTTP status below 600")
+            })?,
+        };
+        let layout = TableLayout::for_max_keys(max_keys);
+        let state_id = state_id(&layout, default_bucket, &descriptors);
+        Ok(Self {
+            default_bucket,
+            descriptors,
+            layout,
+            headers: raw.rate_limit_headers,
+            status,
+            shadow: raw.shadow,
+            state_id,
+        })
+    }
+
+    /// The bucket parameters of a bucket id.
+    pub fn bucket(&self, id: u16) -> Option<&TokenBucket> {
+        match usize::from(id).checked_sub(1) {
+            None => Some(&self.default_bucket),
+            Some(i) => self.descriptors.get(i).map(|d| &d.bucket),
+        }
+    }
+}
+
+fn compile_descriptor(
+    raw: &RawDescriptor,
+    default: TokenBucket,
+) -> Result<Descriptor, ConfigError> {
+    let key = KeySpec::parse("key", &raw.key)?;
+    let bucket = match &raw.token_bucket {
+        Some(b) => compile_bucket(b).map_err(|e| e.within("tokenBucket"))?,
+        None => default,
+    };
+    let (paths, methods) = match &raw.request_match {
+        None => (Vec::new(), Vec::new()),
+        Some(m) => (
+            parse_list("match.paths", &m.paths, &MatchOptions::new())?,
+            parse_list("match.methods", &m.methods, &MatchOptions::new())?,
+        ),
+    };
+    Ok(Descriptor {
+        key,
+        bucket,
+        paths,
+        methods,
+    })
+}
+
+fn compile_bucket(raw: &RawBucket) -> Result<TokenBucket, ConfigError> {
+    let max_tokens = u32::try_from(raw.max_tokens)
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| ConfigError::new("maxTokens", "must be 1..=4294967295"))?;
+    let per_fill = u32::try_from(raw.tokens_per_fill.unwrap_or(1))
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| ConfigError::new("tokensPerFill", "must be 1..=4294967295"))?;
+    let interval = parse_duration(&raw.fill_interval)
+        .filter(|ns| (MIN_FILL_INTERVAL_NS..=MAX_FILL_INTERVAL_NS).contains(ns))
+        .ok_or_else(|| {
+            ConfigError::new(
+                "fillInterval",
+                format!(
+                    "`{}`: expected a duration from 1ms to 366d such as `1s`, `250ms`, `1.5m`",
+                    raw.fill_interval
+                ),
+            )
+        })?;
+    TokenBucket::new(max_tokens, per_fill, interval)
+        .ok_or_else(|| ConfigError::new("", "invalid token bucket"))
+}
+
+/// A duration string: a decimal number and one unit (`ns`, `us`, `ms`, `s`, `m`, `h`, `d`), e.g.
+/// `1s`, `0.25s`, `100ms`, `1m`. Fractions below a nanosecond are dropped.
+pub fn parse_duration(text: &str) -> Option<u64> {
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (number, unit) = (text.get(..split)?, text.get(split..)?);
+    let unit_ns: u128 = match unit {
+        "ns" => 1,
+        "us" => 1_000,
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
+        "d" => 86_400_000_000_000,
+        _ => return None,
+    };
+    let (whole, frac) = match number.split_once('.') {
+        Some((w, f)) => (w, f),
+        None => (number, ""),
+    };
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty()
+        || !all_digits(whole)
+        || !all_digits(frac)
+        || frac.len() > 18
+        || (number.contains('.') && frac.is_empty())
+    {
+        return None;
+    }
+    let whole: u128 = whole.parse().ok()?;
+    let frac_value: u128 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().ok()?
+    };
+    let frac_scale = 10u128.checked_pow(u32::try_from(frac.len()).ok()?)?;
+    let ns = whole
+        .checked_mul(unit_ns)?
+        .checked_add(frac_value.checked_mul(unit_ns)?.checked_div(frac_scale)?)?;
+    u64::try_from(ns).ok()
+}
+
+/// A stable hash of everything that gives stored bucket state its meaning.
+fn state_id(layout: &TableLayout, default: TokenBucket, descriptors: &[Descriptor]) -> u64 {
+    let mut h = SipHasher13::new_with_keys(0x6d65_7368_7761_7264, 0x7261_7465_6c69_6d74);
+    let bucket = |h: &mut SipHasher13, b: &TokenBucket| {
+        h.write_u32(b.max_tokens());
+        h.write_u32(b.tokens_per_fill());
+        h.write_u64(b.fill_interval_ns());
+    };
+    h.write_u8(FORMAT_VERSION);
+    h.write_u32(layout.sets());
+    h.write_u8(layout.ways());
+    bucket(&mut h, &default);
+    h.write_usize(descriptors.len());
+    for d in descriptors {
+        let key = d.key.to_string();
+        h.write_usize(key.len());
+        h.write(key.as_bytes());
+        bucket(&mut h, &d.bucket);
+    }
+    h.finish128().h1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<Config, ConfigError> {
+        Config::parse(json.as_bytes())
+    }
+
+    const MIN: &str = r#"{"tokenBucket":{"maxTokens":10,"tokensPerFill":5,"fillInterval":"1s"}}"#;
+
+    #[test]
+    fn the_issue_example_parses() {
+        let cfg = parse(
+            r#"{"tokenBucket":{"maxTokens":100,"tokensPerFill":100,"fillInterval":"1s"},
+            "descriptors":[
+              {"key":"source.principal","tokenBucket":{"maxTokens":20,"tokensPerFill":20,"fillInterval":"1s"}},
+              {"key":"request.auth.principal"},
+              {"key":"request.headers[x-api-key]"},
+              {"key":"source.ip"},
+              {"key":"request.auth.claims[tenant]","match":{"paths":["/api/*"],"methods":["POST"]}}],
+            "maxKeys":10000,"rateLimitHeaders":"DRAFT_VERSION_03","statusCode":429,"shadow":false}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.descriptors.len(), 5);
+        assert_eq!(cfg.bucket(1).unwrap().max_tokens(), 20);
+        assert_eq!(cfg.bucket(2).unwrap(), &cfg.default_bucket);
+        assert!(cfg.bucket(6).is_none());
+        assert_eq!(cfg.headers, HeaderStyle::DraftVersion03);
+        assert_eq!(cfg.layout.capacity(), 10_000);
+        assert_eq!(cfg.descriptors[4].paths.len(), 1);
+    }
+
+    #[test]
+    fn defaults() {
+        let cfg = parse(MIN).unwrap();
+        assert_eq!(cfg.status, 429);
+        assert_eq!(cfg.headers, HeaderStyle::None);
+        assert!(!cfg.shadow);
+        assert_eq!(cfg.layout.capacity(), DEFAULT_MAX_KEYS);
+        let cfg = parse(r#"{"tokenBucket":{"maxTokens":1,"fillInterval":"1s"}}"#).unwrap();
+        assert_eq!(cfg.default_bucket.tokens_per_fill(), 1);
+    }
+
+    #[test]
+    fn status_below_400_becomes_429() {
+        let with = |s: &str| parse(&MIN.replace("}}", &format!("}},\"statusCode\":{s}}}")));
+        assert_eq!(with("200").unwrap().status, 429);
+        assert_eq!(with("0").unwrap().status, 429);
+        assert_eq!(with("503").unwrap().status, 503);
+        assert_eq!(with("600").unwrap_err().field, "statusCode");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (r#"{}"#, "tokenBucket"),
+            (
+                r#"{"tokenBucket":{"maxTokens":0,"fillInterval":"1s"}}"#,
+                "tokenBucket.maxTokens",
+            ),
+            (
+                r#"{"tokenBucket":{"maxTokens":5000000000,"fillInterval":"1s"}}"#,
+                "tokenBucket.maxTokens",
+            ),
+            (
+                r#"{"tokenBucket":{"maxTokens":1,"tokensPerFill":0,"fillInterval":"1s"}}"#,
+                "tokenBucket.tokensPerFill",
+            ),
+            (
+                r#"{"tokenBucket":{"maxTokens":1,"fillInterval":"1"}}"#,
+                "tokenBucket.fillInterval",
+            ),
+            (
+                r#"{"tokenBucket":{"maxTokens":1,"fillInterval":"0s"}}"#,
+                "tokenBucket.fillInterval",
+            ),
+            (
+                r#"{"tokenBucket":{"maxTokens":1,"fillInterval":"999us"}}"#,
+                "tokenBucket.fillInterval",
+            ),
+            (
+                r#"{"tokenBucket":{"maxTokens":1,"fillInterval":"367d"}}"#,
+                "tokenBucket.fillInterval",
+            ),
+            (
+                r#"{"tokenBucket":{"maxTokens":1,"fillInterval":"1s","burst":2}}"#,
+                "tokenBucket.burst",
+            ),
+            (
+                r#"{"tokenBucket":{"maxTokens":1,"fillInterval":"1s"},"maxKeys":0}"#,
+                "maxKeys",
+            ),
+            (
+                r#"{"tokenBucket":{"maxTokens":1,"fillInterval":"1s"},"maxKeys":1000001}"#,
+                "maxKeys",
+            ),
+            (
+                r#"{"tokenBucket":{"maxTokens":1,"fillInterval":"1s"},"rateLimitHeaders":"draft"}"#,
+                "rateLimitHeaders",
+            ),
+            (
+                r#"{"tokenBucket":{"maxTokens":1,"fillInterval":"1s"},"descriptors":[{"key":"source.port"}]}"#,
+                "descriptors[0].key",
+            ),
+            (
+                r#"{"tokenBucket":{"maxTokens":1,"fillInterval":"1s"},"descriptors":[{"key":"source.ip"},{"key":"request.headers[]"}]}"#,
+                "descriptors[1].key",
+            ),
+            (
+                r#"{"tokenBucket":{"maxTokens":1,"fillInterval":"1s"},"descriptors":[{"key":"source.ip","tokenBucket":{"maxTokens":1,"fillInterval":"x"}}]}"#,
+                "descriptors[0].tokenBucket.fillInterval",
+            ),
+            (
+                r#"{"tokenBucket":{"maxTokens":1,"fillInterval":"1s"},"descriptors":[{"key":"source.ip","match":{"paths":["/a*b"]}}]}"#,
+                "descriptors[0].match.paths[0]",
+            ),
+            (
+                r#"{"tokenBucket":{"maxTokens":1,"fillInterval":"1s"},"descriptors":[{"key":"source.ip","match":{"hosts":[]}}]}"#,
+                "descriptors[0].match.hosts",
+            ),
+        ];
+        for (json, field) in cases {
+            let err = parse(json).unwrap_err();
+            assert_eq!(err.field, field, "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1s"), Some(1_000_000_000));
+        assert_eq!(parse_duration("0.25s"), Some(250_000_000));
+        assert_eq!(parse_duration("100ms"), Some(100_000_000));
+        assert_eq!(parse_duration("1.5m"), Some(90_000_000_000));
+        assert_eq!(parse_duration("2h"), Some(7_200_000_000_000));
+        assert_eq!(parse_duration("1d"), Some(86_400_000_000_000));
+        assert_eq!(parse_duration("7ns"), Some(7));
+        for bad in [
+            "",
+            "s",
+            "1",
+            "1.s",
+            ".5s",
+            "-1s",
+            "1 s",
+            "1sec",
+            "1e3s",
+            "99999999999999999999999h",
+            "1.2.3s",
+        ] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn state_id_follows_bucket_semantics_only() {
+        let a = parse(MIN).unwrap().state_id;
+        let shadow = parse(&MIN.replace("}}", "},\"shadow\":true}"))
+            .unwrap()
+            .state_id;
+        assert_eq!(a, shadow);
+        let other = parse(&MIN.replace("\"maxTokens\":10", "\"maxTokens\":11"))
+            .unwrap()
+            .state_id;
+        assert_ne!(a, other);
+        let keys = parse(&MIN.replace("}}", "},\"maxKeys\":64}"))
+            .unwrap()
+            .state_id;
+        assert_ne!(a, keys);
+    }
+}
+
+#[cfg(test)]
+mod policy_files {
+    use super::*;
+
+    /// The example policies shipped in policies/rate-limit/ are valid.
+    #[test]
+    fn shipped_policies_parse() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../policies/rate-limit");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let bytes = std::fs::read(&path).unwrap();
+                Config::parse(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 2);
+    }
+}
