@@ -7,14 +7,12 @@
 //! A limit filter that let such a request through would be bypassable by whatever makes the
 //! host call fail; 500 rather than 400/431 because the client did nothing wrong that we know of.
 
-mod host;
-mod metrics;
-mod wire;
-
 use std::rc::Rc;
 
-use header_limits_core::{evaluate, request_path, Limits, Verdict};
-use metrics::Metrics;
+use header_limits_core::{
+    evaluate, request_path, Limits, Reason, Verdict, DROPPED_UNDERSCORE_METRIC,
+};
+use meshward_host::{wire, Counters, MapType};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 
@@ -24,14 +22,36 @@ const INTERNAL_ERROR_DETAILS: &str = "header_limits.internal_error";
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{
     // Envoy filters by its own wasm log level; pass everything to it.
-    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Trace);
+    meshward_host::init_logger(log::LevelFilter::Trace);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
 /// What every request of a configured plugin shares.
 struct Shared {
     limits: Limits,
-    metrics: Metrics,
+    /// [`Reason::ALL`]'s counters in that order, then [`DROPPED_UNDERSCORE_METRIC`].
+    counters: Counters,
+}
+
+/// Index of the underscore-drop counter in [`Shared::counters`].
+const DROPPED_COUNTER: usize = Reason::ALL.len();
+
+/// Define every counter (at configure time, so they exist, at 0, before the first request).
+fn define_counters() -> Counters {
+    let names = Reason::ALL
+        .iter()
+        .map(|reason| reason.metric())
+        .chain([DROPPED_UNDERSCORE_METRIC]);
+    Counters::define("header-limits", names)
+}
+
+/// Index of `reason`'s rejection counter in [`Shared::counters`].
+fn rejection_counter(reason: Reason) -> usize {
+    // Every reason is in ALL; an impossible miss lands out of range, which Counters ignores.
+    Reason::ALL
+        .iter()
+        .position(|r| *r == reason)
+        .unwrap_or(usize::MAX)
 }
 
 #[derive(Default)]
@@ -43,12 +63,11 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        let bytes = match host::plugin_configuration(plugin_configuration_size) {
+        let bytes = match meshward_host::plugin_configuration(plugin_configuration_size) {
             Ok(bytes) => bytes,
             Err(status) => {
                 log::error!(
-                    "header-limits: cannot read the plugin configuration (host status {})",
-                    status.0
+                    "header-limits: cannot read the plugin configuration (host status {status})"
                 );
                 return false;
             }
@@ -58,7 +77,7 @@ impl RootContext for Root {
                 log::info!("header-limits: configured: {limits:?}");
                 self.shared = Some(Rc::new(Shared {
                     limits,
-                    metrics: Metrics::define(),
+                    counters: define_counters(),
                 }));
                 true
             }
@@ -92,16 +111,15 @@ impl HttpContext for Filter {
         let Some(shared) = self.shared.as_deref() else {
             return internal_error("request before a successful configuration");
         };
-        let raw = match host::request_header_pairs() {
+        let raw = match meshward_host::get_map_raw(MapType::HttpRequestHeaders) {
             Ok(raw) => raw,
             Err(status) => {
                 return internal_error(&format!(
-                    "cannot read the request headers (host status {})",
-                    status.0
+                    "cannot read the request headers (host status {status})"
                 ))
             }
         };
-        let Some(headers) = wire::parse_pairs(&raw) else {
+        let Some(headers) = wire::decode_map(&raw) else {
             return internal_error("the host sent a malformed request header map");
         };
         match evaluate(&shared.limits, &headers, request_path(&headers)) {
@@ -110,16 +128,18 @@ impl HttpContext for Filter {
                 dropped_entries,
             } => {
                 for name in drop {
-                    if let Err(status) = host::remove_request_header(name) {
+                    if let Err(status) =
+                        meshward_host::remove_map_value(MapType::HttpRequestHeaders, name)
+                    {
                         return internal_error(&format!(
-                            "cannot drop header `{}` (host status {})",
-                            String::from_utf8_lossy(name),
-                            status.0
+                            "cannot drop header `{}` (host status {status})",
+                            String::from_utf8_lossy(name)
                         ));
                     }
                 }
                 if dropped_entries > 0 {
-                    shared.metrics.count_dropped(dropped_entries);
+                    let entries = u64::try_from(dropped_entries).unwrap_or(u64::MAX);
+                    shared.counters.add(DROPPED_COUNTER, entries);
                     log::debug!(
                         "header-limits: dropped {dropped_entries} header(s) with underscores"
                     );
@@ -127,7 +147,9 @@ impl HttpContext for Filter {
                 Action::Continue
             }
             Verdict::Reject(rejection) => {
-                shared.metrics.count_rejection(rejection.reason);
+                shared
+                    .counters
+                    .increment(rejection_counter(rejection.reason));
                 log::debug!(
                     "header-limits: rejected request: {} ({})",
                     rejection.reason.as_str(),
@@ -145,14 +167,67 @@ fn internal_error(why: &str) -> Action {
     reply(500, INTERNAL_ERROR_DETAILS, INTERNAL_ERROR_BODY)
 }
 
-/// Send a local reply and stop the request. If even that fails, the request stays paused (never
-/// forwarded): the host's stream timeout ends it.
+/// Send a local reply with no extra headers (the host adds `content-type: text/plain` to a reply
+/// with a body, like Envoy's own 431) and stop the request. If even that fails, the request stays
+/// paused (never forwarded): the host's stream timeout ends it.
 fn reply(status: u32, details: &str, body: &str) -> Action {
-    if let Err(err) = host::send_local_response(status, details, body) {
+    const NO_HEADERS: &[(&str, &str)] = &[];
+    if let Err(err) =
+        meshward_host::send_local_response(status, details, body.as_bytes(), NO_HEADERS, None)
+    {
         log::error!(
-            "header-limits: cannot send the {status} reply (host status {}); request stays paused",
-            err.0
+            "header-limits: cannot send the {status} reply (host status {err}); request stays paused"
         );
     }
     Action::Pause
+}
+
+#[cfg(test)]
+mod tests {
+    //! Natively every host call fails (meshward-host's stubs answer UNIMPLEMENTED), which is
+    //! exactly the host-failure path: the adapter must fail closed, never continue or panic.
+    use super::*;
+
+    fn configured() -> Filter {
+        Filter {
+            shared: Some(Rc::new(Shared {
+                limits: Limits::default(),
+                counters: define_counters(),
+            })),
+        }
+    }
+
+    #[test]
+    fn a_configuration_the_host_will_not_hand_over_is_rejected() {
+        let mut root = Root::default();
+        assert!(!root.on_configure(10));
+        assert!(root.shared.is_none());
+    }
+
+    #[test]
+    fn an_unreadable_header_map_pauses_the_request() {
+        assert_eq!(configured().on_http_request_headers(3, true), Action::Pause);
+    }
+
+    #[test]
+    fn an_unconfigured_filter_pauses_the_request() {
+        let mut filter = Filter { shared: None };
+        assert_eq!(filter.on_http_request_headers(3, true), Action::Pause);
+    }
+
+    #[test]
+    fn every_reason_and_the_drop_count_have_their_own_counter() {
+        let counters = define_counters();
+        assert_eq!(counters.len(), Reason::ALL.len() + 1);
+        for reason in Reason::ALL {
+            assert_eq!(
+                counters.name(rejection_counter(reason)),
+                Some(reason.metric())
+            );
+        }
+        assert_eq!(
+            counters.name(DROPPED_COUNTER),
+            Some(DROPPED_UNDERSCORE_METRIC)
+        );
+    }
 }
