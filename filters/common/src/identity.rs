@@ -40,17 +40,32 @@ impl RequestIdentity {
     /// (a verified token always has one: the issuer check requires it).
     pub fn from_claims(claims: Map<String, Value>) -> Option<Self> {
         let iss = claims.get("iss")?.as_str()?.to_string();
-        let sub = claims.get("sub").and_then(Value::as_str).map(str::to_string);
+        let sub = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         let aud = match claims.get("aud") {
             Some(Value::String(s)) => vec![s.clone()],
-            Some(Value::Array(items)) => {
-                items.iter().filter_map(Value::as_str).map(str::to_string).collect()
-            }
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
             _ => Vec::new(),
         };
-        let azp = claims.get("azp").and_then(Value::as_str).map(str::to_string);
+        let azp = claims
+            .get("azp")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         let principal = format!("{iss}/{}", sub.as_deref().unwrap_or(""));
-        Some(Self { principal, iss, sub, aud, azp, claims })
+        Some(Self {
+            principal,
+            iss,
+            sub,
+            aud,
+            azp,
+            claims,
+        })
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -68,7 +83,9 @@ impl RequestIdentity {
     /// `request.auth.claims[a][b]`: a string gives itself, a list gives each string element,
     /// numbers and booleans their JSON text; objects and missing claims give nothing.
     pub fn claim_values(&self, path: &[&str]) -> Vec<String> {
-        let Some((first, rest)) = path.split_first() else { return Vec::new() };
+        let Some((first, rest)) = path.split_first() else {
+            return Vec::new();
+        };
         let mut value = match self.claims.get(*first) {
             Some(v) => v,
             None => return Vec::new(),
@@ -100,6 +117,7 @@ fn scalar_text(value: &Value) -> Option<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+    use wasm_bindgen_test::wasm_bindgen_test;
 
     fn claims(v: Value) -> Map<String, Value> {
         match v {
@@ -108,7 +126,7 @@ mod tests {
         }
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn builds_principal_and_normalises_aud() {
         let id = RequestIdentity::from_claims(claims(json!({
             "iss": "https://idp", "sub": "alice", "aud": "orders", "azp": "web"
@@ -121,7 +139,7 @@ mod tests {
         assert_eq!(back, id);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn no_iss_no_identity() {
         assert!(RequestIdentity::from_claims(claims(json!({"sub": "a"}))).is_none());
         assert!(RequestIdentity::from_claims(claims(json!({"iss": 5}))).is_none());
@@ -129,7 +147,7 @@ mod tests {
         assert!(RequestIdentity::from_bytes(b"").is_none());
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn nested_and_list_claims() {
         let id = RequestIdentity::from_claims(claims(json!({
             "iss": "i", "groups": ["a", "b", 3], "org": {"team": "red", "n": 7}, "ok": true

@@ -1,1 +1,389 @@
 //! meshward spiffe-authz: a thin proxy-wasm adapter over `spiffe_authz_core`.
+//!
+//! Per request it reads only what the compiled policies need ([`spiffe_authz_core::Needs`]) from
+//! the host — the peer identity only from connection properties, never from a header such as
+//! `x-forwarded-client-cert` — asks the core for a decision, counts it, logs refusals naming the
+//! policy, and either answers locally (403 `RBAC: access denied`, or 400 for a refused path) or
+//! lets the request go on, with `:path` replaced by the normalized path when it differs.
+//! A host call that fails where the decision needs it denies the request (fail closed).
+
+pub mod host;
+
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+
+use meshward_common::identity::{RequestIdentity, PROPERTY_PATH};
+use meshward_common::spiffe::SpiffeId;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType};
+use spiffe_authz_core::{
+    CompiledPolicy, Decision, DenyReason, RequestFacts, BAD_REQUEST_BODY, DENY_BODY,
+};
+
+#[cfg(target_arch = "wasm32")]
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(AuthzRoot::default()) });
+}}
+
+/// Counter ids; `None` where defining the metric failed (counting is best effort).
+#[derive(Debug, Default)]
+struct Metrics {
+    allowed: Option<u32>,
+    denied: Option<u32>,
+    bad_path: Option<u32>,
+    dry_run_would_deny: Option<u32>,
+    /// Per policy, in config order: `spiffe_authz.policy.<name>.matched`.
+    policy_matched: Vec<Option<u32>>,
+}
+
+impl Metrics {
+    fn define(policy: &CompiledPolicy) -> Self {
+        let counter = |name: &str| match host::define_counter(name) {
+            Ok(id) => Some(id),
+            Err(status) => {
+                log::warn!("cannot define metric {name} (status {status})");
+                None
+            }
+        };
+        Self {
+            allowed: counter("spiffe_authz.allowed"),
+            denied: counter("spiffe_authz.denied"),
+            bad_path: counter("spiffe_authz.bad_path"),
+            dry_run_would_deny: counter("spiffe_authz.dry_run.would_deny"),
+            policy_matched: (0..policy.policy_count())
+                .map(|i| {
+                    counter(&format!(
+                        "spiffe_authz.policy.{}.matched",
+                        policy.policy_name(i)
+                    ))
+                })
+                .collect(),
+        }
+    }
+
+    fn bump(id: Option<u32>) {
+        if let Some(id) = id {
+            // A lost count must not change the decision.
+            let _ = host::increment(id);
+        }
+    }
+
+    fn bump_policy(&self, index: usize) {
+        Self::bump(self.policy_matched.get(index).copied().flatten());
+    }
+}
+
+/// The configured filter, shared by the request contexts of this VM.
+struct Configured {
+    policy: CompiledPolicy,
+    metrics: Metrics,
+}
+
+#[derive(Default)]
+pub struct AuthzRoot {
+    configured: Option<Rc<Configured>>,
+}
+
+impl Context for AuthzRoot {}
+
+impl RootContext for AuthzRoot {
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let bytes = match host::plugin_configuration() {
+            Ok(b) => b,
+            Err(status) => {
+                log::error!("cannot read the plugin configuration (status {status})");
+                return false;
+            }
+        };
+        match CompiledPolicy::from_json(&bytes) {
+            Ok(policy) => {
+                let metrics = Metrics::define(&policy);
+                log::info!(
+                    "configured {} policies{}",
+                    policy.policy_count(),
+                    if policy.dry_run() { " (dry run)" } else { "" }
+                );
+                self.configured = Some(Rc::new(Configured { policy, metrics }));
+                true
+            }
+            Err(e) => {
+                log::error!("{e}");
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(AuthzRequest {
+            configured: self.configured.clone(),
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+pub struct AuthzRequest {
+    /// `None` only if the host created a request context without a successful configure: every
+    /// request is then denied.
+    configured: Option<Rc<Configured>>,
+}
+
+impl Context for AuthzRequest {}
+
+impl HttpContext for AuthzRequest {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(configured) = self.configured.clone() else {
+            log::error!("denied: the filter has no configuration");
+            return deny(403, "spiffe_authz_unconfigured", DENY_BODY);
+        };
+        match read_and_decide(&configured.policy) {
+            Ok(decision) => act(&configured, &decision),
+            Err(failure) if configured.policy.dry_run() => {
+                log::info!("dry run: would deny: {failure}");
+                Metrics::bump(configured.metrics.dry_run_would_deny);
+                Metrics::bump(configured.metrics.allowed);
+                Action::Continue
+            }
+            Err(failure) => {
+                log::warn!("denied: {failure}");
+                Metrics::bump(configured.metrics.denied);
+                deny(403, "spiffe_authz_host_failure", DENY_BODY)
+            }
+        }
+    }
+}
+
+/// A host call that failed, for the log.
+struct HostFailure {
+    what: &'static str,
+    status: host::Status,
+}
+
+impl std::fmt::Display for HostFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "reading {} failed (host status {})",
+            self.what, self.status
+        )
+    }
+}
+
+fn fail(what: &'static str) -> impl Fn(host::Status) -> HostFailure {
+    move |status| HostFailure { what, status }
+}
+
+/// Read what the policies need and decide.
+fn read_and_decide(policy: &CompiledPolicy) -> Result<Decision, HostFailure> {
+    let needs = policy.needs();
+    let text = |v: Option<Vec<u8>>| v.and_then(|b| String::from_utf8(b).ok());
+    let header = |name: &'static str, needed: bool| -> Result<Option<String>, HostFailure> {
+        if needed {
+            host::request_header(name).map(text).map_err(fail(name))
+        } else {
+            Ok(None)
+        }
+    };
+    let property =
+        |path: &[&str], what: &'static str, needed: bool| -> Result<Option<Vec<u8>>, HostFailure> {
+            if needed {
+                host::property(path).map_err(fail(what))
+            } else {
+                Ok(None)
+            }
+        };
+
+    let mtls = property(&["connection", "mtls"], "connection.mtls", needs.peer)?
+        .is_some_and(|b| b.first() == Some(&1));
+    // Only the first URI SAN is visible to wasm; it must be a strictly valid SPIFFE ID.
+    let peer = if mtls {
+        let san = property(
+            &["connection", "uri_san_peer_certificate"],
+            "connection.uri_san_peer_certificate",
+            true,
+        )?;
+        text(san).and_then(|s| match SpiffeId::parse(&s) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                log::info!("peer URI SAN is not a valid SPIFFE ID ({e}); no peer identity");
+                None
+            }
+        })
+    } else {
+        None
+    };
+    let method = header(":method", needs.method)?;
+    let path = header(":path", needs.path)?;
+    let authority = header(":authority", needs.host)?;
+    let destination_port = property(
+        &["destination", "port"],
+        "destination.port",
+        needs.destination_port,
+    )?
+    .and_then(|b| le_u64(&b))
+    .and_then(|p| u16::try_from(p).ok());
+    let source_ip = text(property(
+        &["source", "address"],
+        "source.address",
+        needs.source_ip,
+    )?)
+    .and_then(|a| parse_address(&a));
+    let headers = if needs.headers.is_empty() {
+        Vec::new()
+    } else {
+        let mut all = host::request_headers().map_err(fail("request headers"))?;
+        all.retain(|(name, _)| needs.headers.iter().any(|n| n.eq_ignore_ascii_case(name)));
+        all
+    };
+    let identity = property(PROPERTY_PATH, "meshward_request_auth", needs.identity)?
+        .and_then(|b| RequestIdentity::from_bytes(&b));
+    let sni = text(property(
+        &["connection", "requested_server_name"],
+        "connection.requested_server_name",
+        needs.sni,
+    )?)
+    .filter(|s| !s.is_empty());
+
+    let facts = RequestFacts {
+        mtls,
+        peer,
+        method: method.as_deref(),
+        path: path.as_deref(),
+        host: authority.as_deref(),
+        destination_port,
+        source_ip,
+        headers: &headers,
+        identity: identity.as_ref(),
+        sni: sni.as_deref(),
+    };
+    let decision = policy.evaluate(&facts);
+    if decision.deny.is_some() {
+        log_refusal(policy, &decision, &facts);
+    }
+    Ok(decision)
+}
+
+fn log_refusal(policy: &CompiledPolicy, decision: &Decision, facts: &RequestFacts<'_>) {
+    let peer = facts
+        .peer
+        .as_ref()
+        .filter(|_| facts.mtls)
+        .map_or("none", |p| p.as_str());
+    let prefix = if decision.dry_run_would_deny {
+        "dry run: would have "
+    } else {
+        ""
+    };
+    log::info!(
+        "{prefix}{}; peer={peer} method={} path={:?}",
+        policy.describe(decision),
+        facts.method.unwrap_or("-"),
+        facts.path.unwrap_or("-"),
+    );
+}
+
+/// Count, rewrite or answer.
+fn act(configured: &Configured, decision: &Decision) -> Action {
+    let (policy, metrics) = (&configured.policy, &configured.metrics);
+    if let Some(i) = decision.matched_policy {
+        metrics.bump_policy(i);
+    }
+    for &i in &decision.audit_matched {
+        metrics.bump_policy(i);
+        log::info!("AUDIT policy `{}` matched", policy.policy_name(i));
+    }
+    if decision.dry_run_would_deny {
+        Metrics::bump(metrics.dry_run_would_deny);
+    }
+    if !decision.allowed {
+        let status = decision.status();
+        Metrics::bump(if status == 400 {
+            metrics.bad_path
+        } else {
+            metrics.denied
+        });
+        let (details, body) = match decision.deny {
+            Some(DenyReason::BadPath(_)) => {
+                ("spiffe_authz_invalid_path".to_string(), BAD_REQUEST_BODY)
+            }
+            Some(DenyReason::DenyPolicy(i)) => (details_for(policy.policy_name(i)), DENY_BODY),
+            _ => (
+                "spiffe_authz_access_denied_matched_policy[none]".to_string(),
+                DENY_BODY,
+            ),
+        };
+        return deny(status, &details, body);
+    }
+    if let Some(target) = &decision.rewrite_path {
+        if let Err(status) = host::replace_request_header(":path", target) {
+            log::warn!("denied: cannot forward the normalized path (host status {status})");
+            Metrics::bump(metrics.denied);
+            return deny(403, "spiffe_authz_path_rewrite_failed", DENY_BODY);
+        }
+    }
+    Metrics::bump(metrics.allowed);
+    Action::Continue
+}
+
+/// Envoy's RBAC detail, `rbac_access_denied_matched_policy[<name>]`, under our own prefix.
+fn details_for(policy: &str) -> String {
+    format!("spiffe_authz_access_denied_matched_policy[{policy}]")
+}
+
+fn deny(status: u16, details: &str, body: &str) -> Action {
+    if let Err(s) =
+        host::send_local_response(status, details, body, &[("content-type", "text/plain")])
+    {
+        // Nothing else can answer; keep the request paused (it times out) rather than continue.
+        log::error!("cannot send the {status} reply (host status {s}); request stays paused");
+    }
+    Action::Pause
+}
+
+/// Envoy encodes integer properties as 8-byte little-endian.
+fn le_u64(bytes: &[u8]) -> Option<u64> {
+    let arr: [u8; 8] = bytes.try_into().ok()?;
+    Some(u64::from_le_bytes(arr))
+}
+
+/// `source.address` is `ip:port` (`[v6]:port`); a bare address is accepted too.
+fn parse_address(text: &str) -> Option<IpAddr> {
+    text.parse::<SocketAddr>()
+        .map(|s| s.ip())
+        .ok()
+        .or_else(|| text.parse::<IpAddr>().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_and_ports() {
+        assert_eq!(
+            parse_address("10.0.0.1:5555"),
+            Some("10.0.0.1".parse().unwrap())
+        );
+        assert_eq!(parse_address("[::1]:80"), Some("::1".parse().unwrap()));
+        assert_eq!(
+            parse_address("127.0.0.2"),
+            Some("127.0.0.2".parse().unwrap())
+        );
+        assert_eq!(parse_address("pipe:/x"), None);
+        assert_eq!(le_u64(&8080u64.to_le_bytes()), Some(8080));
+        assert_eq!(le_u64(&[1, 2, 3]), None);
+        assert_eq!(
+            details_for("deny-admin"),
+            "spiffe_authz_access_denied_matched_policy[deny-admin]"
+        );
+    }
+
+    #[test]
+    fn native_builds_have_no_host_and_fail_closed() {
+        let policy = CompiledPolicy::from_json(b"{}").unwrap();
+        assert!(read_and_decide(&policy).is_err());
+    }
+}

@@ -1,1 +1,24 @@
-//! Pure decision core of the spiffe-authz filter.
+//! Pure decision core of the spiffe-authz filter: Istio `AuthorizationPolicy` semantics on the
+//! peer's SPIFFE ID (and the request's L7 attributes), with no proxy-wasm types.
+//!
+//! - [`config`]: the pluginConfig types (serde, camelCase, unknown fields rejected).
+//! - [`CompiledPolicy`]: validation and compilation (once), and [`CompiledPolicy::evaluate`]
+//!   from plain [`RequestFacts`] to a [`Decision`] (per request).
+//! - [`Needs`]: what the compiled policies read, so the adapter reads nothing else.
+
+pub mod config;
+mod facts;
+mod matchers;
+mod policy;
+
+pub use config::{Action, Config};
+pub use facts::{Needs, RequestFacts};
+pub use policy::{CompiledPolicy, Decision, DenyReason, SUPPORTED_WHEN_KEYS};
+
+/// The body of a 403, as Envoy's RBAC filter sends it.
+pub const DENY_BODY: &str = "RBAC: access denied";
+/// The body of a 400 for a refused path, as Envoy's codec sends it.
+pub const BAD_REQUEST_BODY: &str = "Bad Request";
+
+#[cfg(test)]
+mod tests;

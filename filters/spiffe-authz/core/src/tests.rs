@@ -1,0 +1,726 @@
+//! Evaluation order, every field, and config errors, through the public API.
+
+use meshward_common::identity::RequestIdentity;
+use meshward_common::path::PathError;
+use meshward_common::spiffe::SpiffeId;
+use serde_json::{json, Value};
+
+use crate::{CompiledPolicy, DenyReason, RequestFacts};
+
+fn compile(v: Value) -> CompiledPolicy {
+    CompiledPolicy::from_json(v.to_string().as_bytes()).unwrap()
+}
+
+fn config_error(v: Value) -> meshward_common::ConfigError {
+    CompiledPolicy::from_json(v.to_string().as_bytes()).unwrap_err()
+}
+
+const FRONTEND: &str = "spiffe://cluster.local/ns/default/sa/frontend";
+
+/// A GET / over mTLS from `FRONTEND` to example.com:8080 from 10.0.0.1.
+fn facts<'a>(headers: &'a [(String, Vec<u8>)]) -> RequestFacts<'a> {
+    RequestFacts {
+        mtls: true,
+        peer: Some(SpiffeId::parse(FRONTEND).unwrap()),
+        method: Some("GET"),
+        path: Some("/"),
+        host: Some("example.com"),
+        destination_port: Some(8080),
+        source_ip: Some("10.0.0.1".parse().unwrap()),
+        headers,
+        identity: None,
+        sni: None,
+    }
+}
+
+fn allowed(p: &CompiledPolicy, f: &RequestFacts<'_>) -> bool {
+    p.evaluate(f).allowed
+}
+
+fn one_rule(action: &str, rule: Value) -> CompiledPolicy {
+    compile(json!({"policies": [{"name": "p", "action": action, "rules": [rule]}]}))
+}
+
+/// An ALLOW policy with one rule; `allowed` then says whether the rule matched.
+fn allow(rule: Value) -> CompiledPolicy {
+    one_rule("ALLOW", rule)
+}
+
+#[test]
+fn evaluation_order_deny_then_allow() {
+    let p = compile(json!({"policies": [
+        {"name": "audit-all", "action": "AUDIT", "rules": [{}]},
+        {"name": "allow-get", "rules": [{"to": [{"operation": {"methods": ["GET"]}}]}]},
+        {"name": "deny-admin", "action": "DENY", "rules": [{"to": [{"operation": {"paths": ["/admin"]}}]}]},
+    ]}));
+    let h = [];
+    let mut f = facts(&h);
+    let d = p.evaluate(&f);
+    assert!(d.allowed);
+    assert_eq!(d.matched_policy, Some(1));
+    assert_eq!(d.audit_matched, vec![0]);
+
+    f.path = Some("/admin");
+    let d = p.evaluate(&f);
+    assert!(!d.allowed);
+    assert_eq!(d.deny, Some(DenyReason::DenyPolicy(2)));
+    assert_eq!(d.status(), 403);
+    assert_eq!(p.policy_name(2), "deny-admin");
+    assert!(p.describe(&d).contains("deny-admin"));
+    assert_eq!(
+        d.audit_matched,
+        vec![0],
+        "AUDIT is evaluated even when DENY decides"
+    );
+
+    f.path = Some("/x");
+    f.method = Some("POST");
+    let d = p.evaluate(&f);
+    assert_eq!(d.deny, Some(DenyReason::NoAllowMatched));
+    assert!(p.describe(&d).contains("no ALLOW policy matched"));
+}
+
+#[test]
+fn no_allow_policies_means_allow_and_audit_never_decides() {
+    let h = [];
+    let f = facts(&h);
+    assert!(allowed(&compile(json!({})), &f));
+    assert!(allowed(
+        &compile(json!({"policies": [{"name": "a", "action": "AUDIT", "rules": [{}]}]})),
+        &f
+    ));
+    let deny_nothing = compile(
+        json!({"policies": [{"name": "d", "action": "DENY", "rules": [
+        {"to": [{"operation": {"methods": ["DELETE"]}}]}]}]}),
+    );
+    assert!(allowed(&deny_nothing, &f));
+    // AUDIT alongside an ALLOW that does not match: still denied.
+    let p = compile(json!({"policies": [
+        {"name": "a", "action": "AUDIT", "rules": [{}]},
+        {"name": "b", "rules": [{"to": [{"operation": {"methods": ["PUT"]}}]}]}]}));
+    assert!(!allowed(&p, &f));
+}
+
+#[test]
+fn empty_rules_match_nothing_and_empty_rule_matches_everything() {
+    let h = [];
+    let f = facts(&h);
+    assert!(!allowed(
+        &compile(json!({"policies": [{"name": "nothing"}]})),
+        &f
+    ));
+    assert!(!allowed(
+        &compile(json!({"policies": [{"name": "nothing", "rules": []}]})),
+        &f
+    ));
+    assert!(allowed(
+        &compile(json!({"policies": [{"name": "all", "rules": [{}]}]})),
+        &f
+    ));
+    // A DENY with an empty rule denies everything.
+    assert!(!allowed(&one_rule("DENY", json!({})), &f));
+    // A DENY with no rules denies nothing.
+    assert!(allowed(
+        &compile(json!({"policies": [{"name": "d", "action": "DENY"}]})),
+        &f
+    ));
+}
+
+#[test]
+fn fields_and_entries_or_and_not() {
+    let h = [];
+    let mut f = facts(&h);
+    // Fields AND.
+    let p = allow(json!({"to": [{"operation": {"methods": ["GET"], "paths": ["/a"]}}]}));
+    f.path = Some("/a");
+    assert!(allowed(&p, &f));
+    f.method = Some("POST");
+    assert!(!allowed(&p, &f));
+    // List entries OR (values within a field, and `to` entries).
+    let p = allow(
+        json!({"to": [{"operation": {"methods": ["PUT"]}}, {"operation": {"methods": ["POST"]}}]}),
+    );
+    assert!(allowed(&p, &f));
+    let p = allow(json!({"to": [{"operation": {"methods": ["PUT", "POST"]}}]}));
+    assert!(allowed(&p, &f));
+    // from AND to AND when.
+    let p = allow(json!({
+        "from": [{"source": {"namespaces": ["default"]}}],
+        "to": [{"operation": {"methods": ["POST"]}}],
+        "when": [{"key": "destination.port", "values": ["8080"]}, {"key": "source.ip", "values": ["10.0.0.0/8"]}]
+    }));
+    assert!(allowed(&p, &f));
+    f.destination_port = Some(9090);
+    assert!(!allowed(&p, &f));
+    // not* negates, and combines with the positive form.
+    let p = allow(json!({"to": [{"operation": {"methods": ["*"], "notMethods": ["DELETE"]}}]}));
+    assert!(allowed(&p, &f));
+    f.method = Some("DELETE");
+    assert!(!allowed(&p, &f));
+}
+
+#[test]
+fn principals_and_namespaces() {
+    let h = [];
+    let mut f = facts(&h);
+    let src = |s: Value| allow(json!({"from": [{"source": s}]}));
+    assert!(allowed(
+        &src(json!({"principals": ["cluster.local/ns/default/sa/frontend"]})),
+        &f
+    ));
+    assert!(allowed(
+        &src(json!({"principals": ["cluster.local/ns/default/*"]})),
+        &f
+    ));
+    assert!(allowed(&src(json!({"principals": ["*/sa/frontend"]})), &f));
+    assert!(allowed(&src(json!({"principals": ["*"]})), &f));
+    assert!(!allowed(
+        &src(json!({"principals": ["cluster.local/ns/default/sa/backend"]})),
+        &f
+    ));
+    assert!(!allowed(
+        &src(json!({"notPrincipals": ["cluster.local/ns/default/sa/frontend"]})),
+        &f
+    ));
+    assert!(allowed(
+        &src(json!({"notPrincipals": ["cluster.local/ns/ops/*"]})),
+        &f
+    ));
+    assert!(allowed(&src(json!({"namespaces": ["default"]})), &f));
+    assert!(allowed(&src(json!({"namespaces": ["def*"]})), &f));
+    assert!(!allowed(&src(json!({"namespaces": ["ops"]})), &f));
+    assert!(!allowed(&src(json!({"notNamespaces": ["default"]})), &f));
+    assert!(allowed(
+        &src(json!({"notNamespaces": ["ops", "*-system"]})),
+        &f
+    ));
+
+    // A peer without an Istio-shaped path has no namespace.
+    f.peer = Some(SpiffeId::parse("spiffe://cluster.local/workload").unwrap());
+    assert!(!allowed(&src(json!({"namespaces": ["*"]})), &f));
+    assert!(allowed(&src(json!({"notNamespaces": ["*"]})), &f));
+}
+
+#[test]
+fn require_mtls_denies_before_policies() {
+    let h = [];
+    let p = compile(json!({"policies": [{"name": "all", "rules": [{}]}]}));
+    let mut f = facts(&h);
+    f.mtls = false;
+    let d = p.evaluate(&f);
+    assert_eq!(d.deny, Some(DenyReason::NoVerifiedPeer));
+    assert_eq!(d.matched_policy, None);
+    let mut f = facts(&h);
+    f.peer = None; // no URI SAN, or not a valid SPIFFE ID
+    assert_eq!(p.evaluate(&f).deny, Some(DenyReason::NoVerifiedPeer));
+    // Even with no policies at all.
+    assert!(!allowed(&compile(json!({})), &f));
+    // A peer without mTLS is not a peer (the adapter should not produce it; the core ignores it).
+    let mut f = facts(&h);
+    f.mtls = false;
+    let open = compile(json!({"requireMtls": false, "policies": [
+        {"name": "p", "rules": [{"from": [{"source": {"principals": ["*"]}}]}]}]}));
+    assert!(!allowed(&open, &f));
+    let not_p = compile(json!({"requireMtls": false, "policies": [
+        {"name": "p", "rules": [{"from": [{"source": {"notPrincipals": ["cluster.local/ns/ops/sa/admin"]}}]}]}]}));
+    assert!(
+        allowed(&not_p, &f),
+        "no peer matches notPrincipals, as in Istio"
+    );
+}
+
+#[test]
+fn paths_are_matched_normalized_and_rewritten() {
+    let h = [];
+    let mut f = facts(&h);
+    let deny = one_rule(
+        "DENY",
+        json!({"to": [{"operation": {"paths": ["/admin", "/admin/*"]}}]}),
+    );
+    for bypass in [
+        "//admin",
+        "/a/../admin",
+        "/admin?x=1",
+        "/admin#frag",
+        "/%61dmin",
+        "/./admin/",
+        "/public/..//admin/x",
+    ] {
+        f.path = Some(bypass);
+        let d = deny.evaluate(&f);
+        assert_eq!(d.deny, Some(DenyReason::DenyPolicy(0)), "{bypass}");
+    }
+    for refused in [
+        "/%2Fadmin",
+        "/a%5cadmin",
+        "/a\\admin",
+        "/a%00",
+        "/a%zz",
+        "admin",
+    ] {
+        f.path = Some(refused);
+        let d = deny.evaluate(&f);
+        assert!(matches!(d.deny, Some(DenyReason::BadPath(_))), "{refused}");
+        assert_eq!(d.status(), 400);
+    }
+    f.path = None;
+    assert_eq!(
+        deny.evaluate(&f).deny,
+        Some(DenyReason::BadPath(PathError::Missing))
+    );
+    // Case-sensitive: /ADMIN is another path (and forwarded as such).
+    f.path = Some("/ADMIN");
+    assert!(allowed(&deny, &f));
+    // An allowed, changed path is forwarded normalized, query kept.
+    f.path = Some("/x/../public//a?q=1#f");
+    let d = deny.evaluate(&f);
+    assert!(d.allowed);
+    assert_eq!(d.rewrite_path.as_deref(), Some("/public/a?q=1"));
+    f.path = Some("/public/a?q=1");
+    assert_eq!(deny.evaluate(&f).rewrite_path, None);
+    // No path policy: the path is neither checked nor rewritten.
+    let no_paths = allow(json!({"to": [{"operation": {"methods": ["GET"]}}]}));
+    f.path = Some("/%2F/../x");
+    let d = no_paths.evaluate(&f);
+    assert!(d.allowed);
+    assert_eq!(d.rewrite_path, None);
+}
+
+#[test]
+fn not_paths_and_templates() {
+    let h = [];
+    let mut f = facts(&h);
+    let p = allow(json!({"to": [{"operation": {"notPaths": ["/admin/*"]}}]}));
+    f.path = Some("//admin/x");
+    assert!(!allowed(&p, &f), "CVE-2021-31920: ALLOW+notPaths with //");
+    f.path = Some("/public");
+    assert!(allowed(&p, &f));
+    let t = allow(json!({"to": [{"operation": {"paths": ["/api/{*}/items/{**}"]}}]}));
+    f.path = Some("/api/v1/items/1/2");
+    assert!(allowed(&t, &f));
+    f.path = Some("/api/v1/x/items/1");
+    assert!(!allowed(&t, &f));
+    f.path = Some("/api/v1/../v2/items/7");
+    assert!(allowed(&t, &f));
+}
+
+#[test]
+fn hosts_ports_methods() {
+    let h = [];
+    let mut f = facts(&h);
+    let p = allow(json!({"to": [{"operation": {"hosts": ["example.com"]}}]}));
+    for host in [
+        "example.com",
+        "EXAMPLE.COM",
+        "example.com:8080",
+        "Example.Com.:443",
+    ] {
+        f.host = Some(host);
+        assert!(allowed(&p, &f), "{host}");
+    }
+    f.host = Some("evil.com");
+    assert!(!allowed(&p, &f));
+    let not = allow(json!({"to": [{"operation": {"notHosts": ["*.internal"]}}]}));
+    f.host = Some("DB.INTERNAL:5432");
+    assert!(!allowed(&not, &f));
+
+    let ports = allow(json!({"to": [{"operation": {"ports": ["8080", "8443"]}}]}));
+    assert!(allowed(&ports, &f));
+    f.destination_port = Some(9000);
+    assert!(!allowed(&ports, &f));
+    let not_ports = allow(json!({"to": [{"operation": {"notPorts": ["9000"]}}]}));
+    assert!(!allowed(&not_ports, &f));
+
+    let methods = allow(json!({"to": [{"operation": {"methods": ["GET", "HEAD"]}}]}));
+    assert!(allowed(&methods, &f));
+    f.method = Some("get");
+    assert!(!allowed(&methods, &f), "methods are case-sensitive");
+}
+
+#[test]
+fn ip_blocks_and_remote_ip() {
+    let xff: Vec<(String, Vec<u8>)> = vec![
+        ("x-forwarded-for".into(), b"6.6.6.6, 203.0.113.9".to_vec()),
+        ("x-forwarded-for".into(), b"10.1.1.1".to_vec()),
+    ];
+    let mut f = facts(&xff);
+    let ip = allow(json!({"from": [{"source": {"ipBlocks": ["10.0.0.0/24"]}}]}));
+    assert!(allowed(&ip, &f));
+    f.source_ip = Some("10.0.1.1".parse().unwrap());
+    assert!(!allowed(&ip, &f));
+    let not_ip = allow(json!({"from": [{"source": {"notIpBlocks": ["10.0.1.0/24"]}}]}));
+    assert!(!allowed(&not_ip, &f));
+
+    // numTrustedProxies 0: remote = direct peer; x-forwarded-for ignored.
+    let remote = |n: u32, block: &str| {
+        compile(json!({"numTrustedProxies": n, "policies": [
+            {"name": "p", "rules": [{"from": [{"source": {"remoteIpBlocks": [block]}}]}]}]}))
+    };
+    assert!(allowed(&remote(0, "10.0.1.1"), &f));
+    assert!(!allowed(&remote(0, "6.6.6.6"), &f));
+    // 1 trusted hop: the rightmost entry (across repeated headers) is the client.
+    assert!(allowed(&remote(1, "10.1.1.1"), &f));
+    assert!(allowed(&remote(2, "203.0.113.0/24"), &f));
+    assert!(allowed(&remote(3, "6.6.6.6"), &f));
+    let d = remote(4, "6.6.6.6").evaluate(&f);
+    assert!(
+        matches!(d.deny, Some(DenyReason::Unavailable(_))),
+        "too few hops fails closed"
+    );
+    let no_xff = [];
+    assert!(!allowed(&remote(1, "0.0.0.0/0"), &facts(&no_xff)));
+    assert_eq!(
+        remote(1, "10.0.0.0/8").needs().headers,
+        vec!["x-forwarded-for".to_string()]
+    );
+    assert!(remote(0, "10.0.0.0/8").needs().headers.is_empty());
+
+    let when = allow(json!({"when": [{"key": "remote.ip", "values": ["203.0.113.9"]}]}));
+    assert!(
+        !allowed(&when, &f),
+        "numTrustedProxies 0: remote.ip is the peer"
+    );
+    let when = allow(json!({"when": [{"key": "source.ip", "notValues": ["10.0.1.0/24"]}]}));
+    assert!(!allowed(&when, &f));
+}
+
+#[test]
+fn headers_per_value_and_presence() {
+    let dup: Vec<(String, Vec<u8>)> = vec![
+        ("x-role".into(), b"user".to_vec()),
+        ("x-role".into(), b"admin".to_vec()),
+        ("x-empty".into(), Vec::new()),
+    ];
+    let f = facts(&dup);
+    let deny = one_rule(
+        "DENY",
+        json!({"when": [{"key": "request.headers[X-Role]", "values": ["admin"]}]}),
+    );
+    assert!(
+        !allowed(&deny, &f),
+        "CVE-2026-26308: each value is tested on its own"
+    );
+    let joined = one_rule(
+        "DENY",
+        json!({"when": [{"key": "request.headers[x-role]", "values": ["user,admin"]}]}),
+    );
+    assert!(allowed(&joined, &f), "values are not joined");
+    let present = allow(json!({"when": [{"key": "request.headers[x-empty]", "values": ["*"]}]}));
+    assert!(allowed(&present, &f), "`*` matches a present, empty header");
+    let absent = allow(json!({"when": [{"key": "request.headers[x-missing]", "values": ["*"]}]}));
+    assert!(!allowed(&absent, &f));
+    let not_absent =
+        allow(json!({"when": [{"key": "request.headers[x-missing]", "notValues": ["*"]}]}));
+    assert!(allowed(&not_absent, &f));
+    let not_admin =
+        allow(json!({"when": [{"key": "request.headers[x-role]", "notValues": ["admin"]}]}));
+    assert!(!allowed(&not_admin, &f));
+    let prefix = allow(json!({"when": [{"key": "request.headers[x-role]", "values": ["adm*"]}]}));
+    assert!(allowed(&prefix, &f));
+    assert_eq!(deny.needs().headers, vec!["x-role".to_string()]);
+}
+
+fn identity() -> RequestIdentity {
+    RequestIdentity::from_claims(
+        json!({"iss": "https://idp.example.com", "sub": "alice", "aud": ["orders", "billing"],
+               "azp": "web", "groups": ["dev", "ops"], "org": {"team": "red"}})
+        .as_object()
+        .unwrap()
+        .clone(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn request_principals_and_auth_conditions() {
+    let h = [];
+    let id = identity();
+    let mut f = facts(&h);
+    let rp = |v: Value| allow(json!({"from": [{"source": v}]}));
+    let exact = rp(json!({"requestPrincipals": ["https://idp.example.com/alice"]}));
+    assert!(!allowed(&exact, &f), "no identity ⇒ no match");
+    let any = rp(json!({"notRequestPrincipals": ["*"]}));
+    assert!(
+        allowed(&any, &f),
+        "no identity ⇒ notRequestPrincipals [*] matches"
+    );
+    f.identity = Some(&id);
+    assert!(allowed(&exact, &f));
+    assert!(!allowed(&any, &f));
+    assert!(allowed(&rp(json!({"requestPrincipals": ["*"]})), &f));
+    assert!(!allowed(
+        &rp(json!({"requestPrincipals": ["https://idp.example.com/bob"]})),
+        &f
+    ));
+
+    let when = |key: &str, values: Value| allow(json!({"when": [{"key": key, "values": values}]}));
+    assert!(allowed(
+        &when(
+            "request.auth.principal",
+            json!(["https://idp.example.com/*"])
+        ),
+        &f
+    ));
+    assert!(allowed(
+        &when("request.auth.audiences", json!(["billing"])),
+        &f
+    ));
+    assert!(!allowed(
+        &when("request.auth.audiences", json!(["payroll"])),
+        &f
+    ));
+    assert!(allowed(&when("request.auth.presenter", json!(["web"])), &f));
+    assert!(allowed(
+        &when("request.auth.claims[groups]", json!(["ops"])),
+        &f
+    ));
+    assert!(allowed(
+        &when("request.auth.claims[org][team]", json!(["red"])),
+        &f
+    ));
+    assert!(!allowed(
+        &when("request.auth.claims[org][team]", json!(["blue"])),
+        &f
+    ));
+    assert!(!allowed(
+        &when("request.auth.claims[org]", json!(["*"])),
+        &f
+    ));
+    f.identity = None;
+    assert!(!allowed(
+        &when("request.auth.claims[groups]", json!(["*"])),
+        &f
+    ));
+    assert!(exact.needs().identity);
+}
+
+#[test]
+fn other_when_keys() {
+    let h = [];
+    let mut f = facts(&h);
+    let when = |key: &str, values: Value| allow(json!({"when": [{"key": key, "values": values}]}));
+    assert!(allowed(&when("source.namespace", json!(["default"])), &f));
+    assert!(allowed(
+        &when(
+            "source.principal",
+            json!(["cluster.local/ns/default/sa/frontend"])
+        ),
+        &f
+    ));
+    assert!(!allowed(
+        &when("source.principal", json!(["cluster.local/ns/default/sa/x"])),
+        &f
+    ));
+    assert!(allowed(&when("destination.port", json!(["8080"])), &f));
+    let sni = when("connection.sni", json!(["*.example.com"]));
+    assert!(!allowed(&sni, &f));
+    f.sni = Some("api.example.com");
+    assert!(allowed(&sni, &f));
+    assert!(sni.needs().sni);
+    let both = allow(
+        json!({"when": [{"key": "connection.sni", "values": ["*.example.com"], "notValues": ["api.*"]}]}),
+    );
+    assert!(!allowed(&both, &f));
+}
+
+#[test]
+fn dry_run_reports_but_never_denies_or_rewrites() {
+    let h = [];
+    let mut f = facts(&h);
+    let p = compile(json!({"dryRun": true, "policies": [
+        {"name": "deny-admin", "action": "DENY", "rules": [{"to": [{"operation": {"paths": ["/admin"]}}]}]}]}));
+    f.path = Some("//admin");
+    let d = p.evaluate(&f);
+    assert!(d.allowed);
+    assert!(d.dry_run_would_deny);
+    assert_eq!(d.deny, Some(DenyReason::DenyPolicy(0)));
+    assert_eq!(d.rewrite_path, None);
+    f.path = Some("/%2F");
+    let d = p.evaluate(&f);
+    assert!(d.allowed && d.dry_run_would_deny);
+    f.path = Some("/ok");
+    f.mtls = false;
+    let d = p.evaluate(&f);
+    assert!(d.allowed && d.dry_run_would_deny);
+    f.mtls = true;
+    let d = p.evaluate(&f);
+    assert!(d.allowed && !d.dry_run_would_deny);
+}
+
+#[test]
+fn needs_track_only_what_policies_read() {
+    let p = compile(json!({"requireMtls": false, "policies": [
+        {"name": "p", "rules": [{"to": [{"operation": {"methods": ["GET"]}}]}]}]}));
+    let n = p.needs();
+    assert!(n.method && !n.path && !n.host && !n.peer && !n.identity && !n.sni && !n.source_ip);
+    assert!(n.headers.is_empty());
+    let p = compile(json!({}));
+    assert!(p.needs().peer, "requireMtls needs the peer");
+    let p = allow(
+        json!({"from": [{"source": {"principals": ["*"]}}], "to": [{"operation": {"paths": ["/x"], "hosts": ["h"], "ports": ["1"]}}]}),
+    );
+    let n = p.needs();
+    assert!(n.peer && n.path && n.host && n.destination_port && !n.method);
+}
+
+#[test]
+fn unavailable_facts_fail_closed() {
+    let h = [];
+    let mut f = facts(&h);
+    f.host = None;
+    let p = allow(json!({"to": [{"operation": {"notHosts": ["admin.example.com"]}}]}));
+    assert_eq!(
+        p.evaluate(&f).deny,
+        Some(DenyReason::Unavailable(":authority"))
+    );
+    let mut f = facts(&h);
+    f.source_ip = None;
+    let p = one_rule(
+        "DENY",
+        json!({"from": [{"source": {"ipBlocks": ["6.6.6.0/24"]}}]}),
+    );
+    assert_eq!(
+        p.evaluate(&f).deny,
+        Some(DenyReason::Unavailable("source.address"))
+    );
+}
+
+#[test]
+fn config_errors_name_the_field() {
+    let e = config_error(
+        json!({"policies": [{"name": "p", "rules": [{"when": [{"key": "request.time", "values": ["1"]}]}]}]}),
+    );
+    assert_eq!(e.field, "policies[0].rules[0].when[0].key");
+    assert!(e.reason.contains("unsupported key `request.time`"), "{e}");
+
+    let e = config_error(
+        json!({"policies": [{"name": "p", "rules": [{"from": [{"source": {"principals": ["ok/ns/a/sa/b", "a*b"]}}]}]}]}),
+    );
+    assert_eq!(e.field, "policies[0].rules[0].from[0].source.principals[1]");
+
+    let e = config_error(
+        json!({"policies": [{"name": "p", "rules": [{"to": [{"operation": {"pathz": ["/"]}}]}]}]}),
+    );
+    assert_eq!(e.field, "policies[0].rules[0].to[0].operation.pathz");
+    let e = config_error(json!({"requireMTLS": true}));
+    assert_eq!(e.field, "requireMTLS");
+    let e = config_error(json!({"policies": [{"name": "p", "action": "CUSTOM"}]}));
+    assert_eq!(e.field, "policies[0].action");
+    let e = config_error(json!({"policies": [{"name": "p"}, {"name": "p"}]}));
+    assert_eq!(e.field, "policies[1].name");
+    let e = config_error(json!({"policies": [{"name": "has space"}]}));
+    assert_eq!(e.field, "policies[0].name");
+    let e =
+        config_error(json!({"policies": [{"name": "p", "rules": [{"from": [{"source": {}}]}]}]}));
+    assert_eq!(e.field, "policies[0].rules[0].from[0].source");
+    let e =
+        config_error(json!({"policies": [{"name": "p", "rules": [{"to": [{"operation": {}}]}]}]}));
+    assert_eq!(e.field, "policies[0].rules[0].to[0].operation");
+    let e = config_error(
+        json!({"policies": [{"name": "p", "rules": [{"when": [{"key": "source.ip"}]}]}]}),
+    );
+    assert_eq!(e.field, "policies[0].rules[0].when[0]");
+    let e = config_error(
+        json!({"policies": [{"name": "p", "rules": [{"when": [{"key": "source.ip", "values": ["1.2.3.4", "x"]}]}]}]}),
+    );
+    assert_eq!(e.field, "policies[0].rules[0].when[0].values[1]");
+    let e = config_error(
+        json!({"policies": [{"name": "p", "rules": [{"to": [{"operation": {"ports": ["http"]}}]}]}]}),
+    );
+    assert_eq!(e.field, "policies[0].rules[0].to[0].operation.ports[0]");
+    let e = config_error(
+        json!({"policies": [{"name": "p", "rules": [{"to": [{"operation": {"notPaths": ["/a/{**}/b"]}}]}]}]}),
+    );
+    assert_eq!(e.field, "policies[0].rules[0].to[0].operation.notPaths[0]");
+    let e = config_error(
+        json!({"policies": [{"name": "p", "rules": [{"from": [{"source": {"notIpBlocks": ["10.0.0.0/40"]}}]}]}]}),
+    );
+    assert_eq!(
+        e.field,
+        "policies[0].rules[0].from[0].source.notIpBlocks[0]"
+    );
+    let e = config_error(
+        json!({"policies": [{"name": "p", "rules": [{"when": [{"key": "request.headers[a b]", "values": ["1"]}]}]}]}),
+    );
+    assert_eq!(e.field, "policies[0].rules[0].when[0].key");
+    let e = config_error(
+        json!({"policies": [{"name": "p", "rules": [{"when": [{"key": "request.auth.claims[]", "values": ["1"]}]}]}]}),
+    );
+    assert_eq!(e.field, "policies[0].rules[0].when[0].key");
+    let e = config_error(json!({"numTrustedProxies": -1}));
+    assert_eq!(e.field, "numTrustedProxies");
+    let e = config_error(
+        json!({"policies": [{"name": "p", "rules": [{"from": [{"source": {"requestPrincipals": ["noslash"]}}]}]}]}),
+    );
+    assert_eq!(
+        e.field,
+        "policies[0].rules[0].from[0].source.requestPrincipals[0]"
+    );
+}
+
+#[test]
+fn defaults() {
+    let p = compile(json!({}));
+    assert!(!p.dry_run());
+    assert_eq!(p.policy_count(), 0);
+    // Empty config bytes parse as `{}` (Envoy passes an empty buffer when no config is set).
+    let p = CompiledPolicy::from_json(b"").unwrap();
+    assert!(p.needs().peer);
+}
+
+fn repo_file(rel: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../..")
+        .join(rel)
+}
+
+#[test]
+fn example_policies_compile() {
+    let dir = repo_file("policies/spiffe-authz");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let bytes = std::fs::read(&path).unwrap();
+            CompiledPolicy::from_json(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            count += 1;
+        }
+    }
+    assert!(count >= 4);
+    let ten = CompiledPolicy::from_json(&std::fs::read(dir.join("mesh-10.json")).unwrap()).unwrap();
+    assert_eq!(ten.policy_count(), 10);
+}
+
+#[test]
+fn scenario_configs_compile_and_invalid_ones_name_their_field() {
+    let dir = repo_file("tests/scenarios/spiffe-authz");
+    let mut scenarios = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .is_some_and(|n| n == "invalid-configs.yaml")
+            || path.extension().is_none_or(|e| e != "yaml")
+        {
+            continue;
+        }
+        let doc: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for entry in doc["chain"].as_array().unwrap() {
+            if entry["filter"] == "spiffe-authz" {
+                CompiledPolicy::from_json(entry["config"].to_string().as_bytes())
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                scenarios += 1;
+            }
+        }
+    }
+    assert!(scenarios >= 7);
+    let invalid: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(dir.join("invalid-configs.yaml")).unwrap(),
+    )
+    .unwrap();
+    for case in invalid.as_array().unwrap() {
+        let e = config_error(case["config"].clone());
+        assert_eq!(e.field, case["field"].as_str().unwrap(), "{}", case["name"]);
+        assert!(e.to_string().contains(&format!("field `{}`", e.field)));
+    }
+}
