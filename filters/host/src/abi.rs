@@ -104,18 +104,6 @@ imports! {
         headers_size: usize,
         grpc_status: i32,
     );
-    fn proxy_http_call(
-        upstream_data: *const u8,
-        upstream_size: usize,
-        headers_data: *const u8,
-        headers_size: usize,
-        body_data: *const u8,
-        body_size: usize,
-        trailers_data: *const u8,
-        trailers_size: usize,
-        timeout_ms: u32,
-        return_token: *mut u32,
-    );
     fn proxy_continue_stream(stream_type: u32);
     fn proxy_close_stream(stream_type: u32);
 

@@ -21,6 +21,10 @@
 //!   `set_http_context`, and the `types::Action` / `ContextType` values;
 //! - the allocator export `proxy_on_memory_allocate`, which this crate relies on: buffers the host
 //!   returns are allocated through it, and taken over here as `Vec<u8>`.
+//! - its dispatcher's bookkeeping of HTTP calls: the dispatcher delivers `on_http_call_response`
+//!   only for tokens the SDK's own `dispatch_http_call` registered (an unknown token panics), so
+//!   [`dispatch_http_call`] makes that one call through the SDK on wasm32, after refusing what
+//!   could reach the SDK's panic (see its docs).
 //!
 //! # What adapters must not use (a test of this crate checks the adapters' sources)
 //!

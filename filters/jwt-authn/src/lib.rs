@@ -4,14 +4,15 @@
 //! cache, the remote JWKS state of each `jwksUri` rule and the list of requests paused while keys
 //! are fetched. HTTP contexts share it through an `Rc`. Remote JWKS fetches are coordinated across
 //! workers through shared data (see `jwt_authn_core::remote`). Every host call goes through
-//! `proxy_wasm::hostcalls` so that a failing host status is handled here (the SDK's trait helpers
-//! unwrap), and the filter fails closed.
+//! `meshward_host`, which returns host statuses as values (the SDK's calls panic on statuses they
+//! do not expect), so each failure is handled here and the filter fails closed: a request whose
+//! headers, clock or header/identity updates the host refuses is denied.
 
 use std::cell::RefCell;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use jwt_authn_core::config::KeySource;
 use jwt_authn_core::engine::{denial, KeyLookup, Keys, Request, Stats, Verdict};
@@ -19,13 +20,13 @@ use jwt_authn_core::remote::{FetchOutcome, RemoteJwks, SharedStore, Trigger};
 use jwt_authn_core::{AuthError, Authenticator, Config};
 use log::{error, info, warn};
 use meshward_common::identity::PROPERTY_PATH;
-use proxy_wasm::hostcalls;
+use meshward_host::{Counters, MapType, Status, StreamType};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, MapType, MetricType};
+use proxy_wasm::types::{Action, ContextType};
 
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{
-    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+    meshward_host::init_logger(log::LevelFilter::Info);
     proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> { Box::new(JwtRoot::new(context_id)) });
 }}
 
@@ -34,34 +35,34 @@ const TICK: Duration = Duration::from_millis(500);
 /// Largest JWKS response body read.
 const MAX_BODY: usize = jwt_authn_core::jwk::MAX_JWKS_BYTES;
 
-#[derive(Default)]
-struct Metrics {
-    allowed: Option<u32>,
-    denied: Option<u32>,
-    fetch_success: Option<u32>,
-    fetch_failed: Option<u32>,
-    cache_hit: Option<u32>,
-    cache_miss: Option<u32>,
+/// The filter's counters, indexes into [`Counters`] (names documented in docs/jwt-authn.md).
+mod counter {
+    pub const ALLOWED: usize = 0;
+    pub const DENIED: usize = 1;
+    pub const FETCH_SUCCESS: usize = 2;
+    pub const FETCH_FAILED: usize = 3;
+    pub const CACHE_HIT: usize = 4;
+    pub const CACHE_MISS: usize = 5;
+
+    /// In index order.
+    pub const NAMES: [&str; 6] = [
+        "jwt_authn.allowed",
+        "jwt_authn.denied",
+        "jwt_authn.jwks_fetch_success",
+        "jwt_authn.jwks_fetch_failed",
+        "jwt_authn.jwt_cache_hit",
+        "jwt_authn.jwt_cache_miss",
+    ];
 }
 
-impl Metrics {
-    fn define() -> Self {
-        let m = |name: &str| hostcalls::define_metric(MetricType::Counter, name).ok();
-        Self {
-            allowed: m("jwt_authn.allowed"),
-            denied: m("jwt_authn.denied"),
-            fetch_success: m("jwt_authn.jwks_fetch_success"),
-            fetch_failed: m("jwt_authn.jwks_fetch_failed"),
-            cache_hit: m("jwt_authn.jwt_cache_hit"),
-            cache_miss: m("jwt_authn.jwt_cache_miss"),
-        }
-    }
+fn define_counters() -> Counters {
+    Counters::define("jwt-authn", counter::NAMES)
+}
 
-    fn add(id: Option<u32>, n: u32) {
-        if let (Some(id), true) = (id, n > 0) {
-            // A metric that cannot be updated is not a reason to change the verdict.
-            let _ = hostcalls::increment_metric(id, i64::from(n));
-        }
+/// Add `n` to a counter; nothing (no host call) for 0, most requests' cache statistics.
+fn count(counters: &Counters, index: usize, n: u32) {
+    if n > 0 {
+        counters.add(index, u64::from(n));
     }
 }
 
@@ -82,23 +83,31 @@ struct Vm {
     /// Outstanding JWKS fetches: callout token → rule.
     inflight: Vec<(u32, usize)>,
     owner: u64,
-    metrics: Metrics,
+    counters: Counters,
 }
 
 type Shared = Rc<RefCell<Option<Vm>>>;
 
+/// Envoy's shared data, as `jwt_authn_core::remote` wants it.
+///
+/// The core treats a value it cannot read as missing and a write that fails as lost: shared data
+/// only spreads keys and fetch leases between workers, so a host error there costs an extra
+/// fetch or a wait, never a verdict (requests without keys are denied).
 struct HostStore;
 
 impl SharedStore for HostStore {
     fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        match hostcalls::get_shared_data(key) {
-            Ok((Some(value), Some(cas))) => Some((value, cas)),
-            _ => None,
+        match meshward_host::get_shared_data(key) {
+            // An empty value (the host hands over no buffer) or a zero CAS token (nothing to
+            // compare-and-swap against) cannot be a record this filter wrote: treat it as missing.
+            Ok(Some((value, cas))) if !value.is_empty() && cas != 0 => Some((value, cas)),
+            Ok(_) | Err(_) => None,
         }
     }
 
     fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        hostcalls::set_shared_data(key, Some(value), cas).is_ok()
+        // CAS 0 is the ABI's unconditional write.
+        meshward_host::set_shared_data(key, value, cas.unwrap_or(0)).is_ok()
     }
 }
 
@@ -120,16 +129,34 @@ impl KeyLookup for Lookup<'_> {
     }
 }
 
-fn now_ms() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+/// The host's clock in milliseconds since the Unix epoch.
+fn now_ms() -> Result<u64, Status> {
+    meshward_host::current_time_nanos().map(|ns| ns / 1_000_000)
+}
+
+/// The clock where only key bookkeeping (not a verdict) needs it. 0 if the host has no clock:
+/// keys and failures recorded "at 0" look old, so they are refetched/retried sooner, never
+/// trusted longer; verdicts read the clock themselves and deny without it (see `process`).
+fn bookkeeping_now_ms() -> u64 {
+    now_ms().unwrap_or_else(|status| {
+        warn!("jwt-authn: host clock unavailable (host status {status})");
+        0
+    })
 }
 
 /// A per-VM random identity for the fetch lease (two VMs must not think they hold the same lease).
 fn random_owner() -> u64 {
-    RandomState::new().hash_one(now_ms()).max(1)
+    // RandomState is randomly keyed per VM; the clock only adds to it, so 0 without one is fine.
+    RandomState::new().hash_one(now_ms().unwrap_or(0)).max(1)
+}
+
+/// Make `context_id` the effective context again after acting on other contexts' requests.
+fn restore_context(context_id: u32) {
+    if let Err(status) = meshward_host::set_effective_context(context_id) {
+        // Later host calls of this callback would act on the last request resolved; there are
+        // none after this, so only report it.
+        warn!("jwt-authn: cannot restore context {context_id} (host status {status})");
+    }
 }
 
 pub struct JwtRoot {
@@ -150,7 +177,7 @@ impl Context for JwtRoot {
     fn on_http_call_response(&mut self, token_id: u32, _: usize, body_size: usize, _: usize) {
         on_fetch_response(&self.shared, token_id, body_size);
         resolve_waiters(&self.shared, false);
-        let _ = hostcalls::set_effective_context(self.context_id);
+        restore_context(self.context_id);
     }
 }
 
@@ -159,11 +186,11 @@ impl RootContext for JwtRoot {
         true
     }
 
-    fn on_configure(&mut self, _: usize) -> bool {
-        let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
-            Ok(b) => b.unwrap_or_default(),
+    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        let bytes = match meshward_host::plugin_configuration(plugin_configuration_size) {
+            Ok(b) => b,
             Err(status) => {
-                error!("jwt-authn: cannot read the plugin configuration: {status:?}");
+                error!("jwt-authn: cannot read the plugin configuration (host status {status})");
                 return false;
             }
         };
@@ -189,9 +216,14 @@ impl RootContext for JwtRoot {
                 KeySource::Inline(_) => None,
             })
             .collect();
-        if remotes.iter().any(Option::is_some) && hostcalls::set_tick_period(TICK).is_err() {
-            error!("jwt-authn: cannot set the tick period needed for remote JWKS");
-            return false;
+        if remotes.iter().any(Option::is_some) {
+            if let Err(status) = meshward_host::set_tick_period(TICK) {
+                error!(
+                    "jwt-authn: cannot set the tick period needed for remote JWKS \
+                     (host status {status})"
+                );
+                return false;
+            }
         }
         *self.shared.borrow_mut() = Some(Vm {
             auth: Authenticator::new(config),
@@ -199,33 +231,36 @@ impl RootContext for JwtRoot {
             waiters: Vec::new(),
             inflight: Vec::new(),
             owner: random_owner(),
-            metrics: Metrics::define(),
+            counters: define_counters(),
         });
         true
     }
 
     fn on_tick(&mut self) {
-        let now = now_ms();
-        let fetches: Vec<usize> = {
-            let mut guard = self.shared.borrow_mut();
-            let Some(vm) = guard.as_mut() else { return };
-            let owner = vm.owner;
-            vm.remotes
-                .iter_mut()
-                .enumerate()
-                .filter_map(|(i, r)| {
-                    r.as_mut().and_then(|r| {
-                        r.poll(&mut HostStore, now, owner, Trigger::Tick)
-                            .then_some(i)
+        // Without a clock nothing can be scheduled; resolve_waiters still ends the paused
+        // requests (denied), so none hangs.
+        if let Ok(now) = now_ms() {
+            let fetches: Vec<usize> = {
+                let mut guard = self.shared.borrow_mut();
+                let Some(vm) = guard.as_mut() else { return };
+                let owner = vm.owner;
+                vm.remotes
+                    .iter_mut()
+                    .enumerate()
+                    .filter_map(|(i, r)| {
+                        r.as_mut().and_then(|r| {
+                            r.poll(&mut HostStore, now, owner, Trigger::Tick)
+                                .then_some(i)
+                        })
                     })
-                })
-                .collect()
-        };
-        for rule in fetches {
-            dispatch_fetch(&self.shared, rule);
+                    .collect()
+            };
+            for rule in fetches {
+                dispatch_fetch(&self.shared, rule);
+            }
         }
         resolve_waiters(&self.shared, true);
-        let _ = hostcalls::set_effective_context(self.context_id);
+        restore_context(self.context_id);
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -259,7 +294,7 @@ impl Context for JwtHttp {
     fn on_http_call_response(&mut self, token_id: u32, _: usize, body_size: usize, _: usize) {
         on_fetch_response(&self.shared, token_id, body_size);
         resolve_waiters(&self.shared, false);
-        let _ = hostcalls::set_effective_context(self.context_id);
+        restore_context(self.context_id);
     }
 }
 
@@ -272,6 +307,7 @@ impl HttpContext for JwtHttp {
     }
 }
 
+#[derive(Debug, PartialEq, Eq)]
 enum Step {
     Continue,
     Replied,
@@ -285,26 +321,52 @@ fn header(headers: &[(String, String)], name: &str) -> Option<String> {
         .map(|(_, v)| v.clone())
 }
 
+/// The request headers as text. Bytes that are not UTF-8 become U+FFFD: such a token can never
+/// verify (so it is denied, not mistaken for an absent one), and such a name matches no rule.
+fn request_headers() -> Result<Vec<(String, String)>, Status> {
+    let pairs = meshward_host::get_map(MapType::HttpRequestHeaders)?;
+    Ok(pairs
+        .into_iter()
+        .map(|(name, value)| {
+            (
+                String::from_utf8_lossy(&name).into_owned(),
+                String::from_utf8_lossy(&value).into_owned(),
+            )
+        })
+        .collect())
+}
+
 fn reply(status: u32, body: &str, www_authenticate: &str) -> Step {
-    let headers = vec![
+    let headers = [
         ("www-authenticate", www_authenticate),
         ("content-type", "text/plain"),
     ];
-    if hostcalls::send_http_response(status, headers, Some(body.as_bytes())).is_err() {
+    // No response code details: the SDK call this replaces sent none either.
+    if let Err(err) =
+        meshward_host::send_local_response(status, "", body.as_bytes(), &headers, None)
+    {
         // Could not answer: stop the request instead of letting it through.
-        let _ = hostcalls::reset_http_request();
+        error!("jwt-authn: cannot send the {status} reply (host status {err}); resetting");
+        if let Err(err) = meshward_host::close_stream(StreamType::HttpRequest) {
+            error!("jwt-authn: cannot reset the request either (host status {err})");
+        }
     }
     Step::Replied
+}
+
+/// Deny without having read the request.
+fn deny_unread() -> Step {
+    reply(401, AuthError::VerificationFail.message(), "Bearer")
 }
 
 /// Decide on the request of the current effective context and act on the verdict.
 /// `expired_wait`: it has waited for keys as long as allowed.
 fn process(shared: &Shared, context_id: u32, expired_wait: bool) -> Step {
-    let headers = match hostcalls::get_map(MapType::HttpRequestHeaders) {
+    let headers = match request_headers() {
         Ok(h) => h,
         Err(status) => {
-            error!("jwt-authn: cannot read request headers: {status:?}");
-            return reply(401, AuthError::VerificationFail.message(), "Bearer");
+            error!("jwt-authn: cannot read request headers (host status {status})");
+            return deny_unread();
         }
     };
     let path = header(&headers, ":path").unwrap_or_default();
@@ -312,25 +374,34 @@ fn process(shared: &Shared, context_id: u32, expired_wait: bool) -> Step {
         .or_else(|| header(&headers, ":scheme"))
         .unwrap_or_else(|| "http".to_string());
     let authority = header(&headers, ":authority").unwrap_or_default();
-    let now = now_ms();
-    let mut stats = Stats::default();
-
-    let mut guard = shared.borrow_mut();
-    let Some(vm) = guard.as_mut() else {
-        return reply(401, AuthError::VerificationFail.message(), "Bearer");
-    };
-    // Client-supplied copies of output headers never pass, token or not.
-    for name in &vm.auth.config.output_headers {
-        if hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None).is_err() {
-            return reply(401, AuthError::VerificationFail.message(), "Bearer");
-        }
-    }
     let request = Request {
         headers: &headers,
         path: &path,
         scheme: &scheme,
         authority: &authority,
     };
+    let now = match now_ms() {
+        Ok(now) => now,
+        Err(status) => {
+            // Expiry and not-before cannot be checked without a clock.
+            error!("jwt-authn: host clock unavailable (host status {status}); denying");
+            let d = denial(AuthError::VerificationFail, &request);
+            return reply(d.status, d.body, &d.www_authenticate);
+        }
+    };
+    let mut stats = Stats::default();
+
+    let mut guard = shared.borrow_mut();
+    let Some(vm) = guard.as_mut() else {
+        return deny_unread();
+    };
+    // Client-supplied copies of output headers never pass, token or not.
+    for name in &vm.auth.config.output_headers {
+        if let Err(status) = meshward_host::remove_map_value(MapType::HttpRequestHeaders, name) {
+            error!("jwt-authn: cannot remove header `{name}` (host status {status}); denying");
+            return deny_unread();
+        }
+    }
     let verdict = {
         let lookup = Lookup {
             remotes: &vm.remotes,
@@ -339,37 +410,47 @@ fn process(shared: &Shared, context_id: u32, expired_wait: bool) -> Step {
         vm.auth
             .decide(&request, now / 1000, &lookup, expired_wait, &mut stats)
     };
-    Metrics::add(vm.metrics.cache_hit, stats.cache_hits);
-    Metrics::add(vm.metrics.cache_miss, stats.cache_misses);
+    count(&vm.counters, counter::CACHE_HIT, stats.cache_hits);
+    count(&vm.counters, counter::CACHE_MISS, stats.cache_misses);
     match verdict {
         Verdict::Allow {
             identity,
             remove_headers,
             set_headers,
         } => {
-            let mut ok = true;
+            let mut refused = None;
             for name in &remove_headers {
-                ok &= hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None).is_ok();
+                if let Err(status) =
+                    meshward_host::remove_map_value(MapType::HttpRequestHeaders, name)
+                {
+                    refused.get_or_insert((name.as_str(), status));
+                }
             }
             for (name, value) in &set_headers {
-                ok &= hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
-                    .is_ok();
+                if let Err(status) =
+                    meshward_host::replace_map_value(MapType::HttpRequestHeaders, name, value)
+                {
+                    refused.get_or_insert((name.as_str(), status));
+                }
             }
             if let Some(identity) = identity {
-                ok &= hostcalls::set_property(PROPERTY_PATH.to_vec(), Some(&identity.to_bytes()))
-                    .is_ok();
+                if let Err(status) =
+                    meshward_host::set_property(PROPERTY_PATH, &identity.to_bytes())
+                {
+                    refused.get_or_insert(("the request identity", status));
+                }
             }
-            if !ok {
-                error!("jwt-authn: host refused a header or property update; denying");
-                Metrics::add(vm.metrics.denied, 1);
+            if let Some((what, status)) = refused {
+                error!("jwt-authn: host refused to update {what} (host status {status}); denying");
+                vm.counters.increment(counter::DENIED);
                 let d = denial(AuthError::VerificationFail, &request);
                 return reply(d.status, d.body, &d.www_authenticate);
             }
-            Metrics::add(vm.metrics.allowed, 1);
+            vm.counters.increment(counter::ALLOWED);
             Step::Continue
         }
         Verdict::Deny(d) => {
-            Metrics::add(vm.metrics.denied, 1);
+            vm.counters.increment(counter::DENIED);
             reply(d.status, d.body, &d.www_authenticate)
         }
         Verdict::Wait { rules, refetch } => {
@@ -416,29 +497,29 @@ fn dispatch_fetch(shared: &Shared, rule: usize) {
         return;
     };
     let spec = remote.spec.clone();
-    let headers = vec![
+    let headers = [
         (":method", "GET"),
         (":path", spec.path.as_str()),
         (":authority", spec.authority.as_str()),
         ("accept", "application/json"),
     ];
-    match hostcalls::dispatch_http_call(
+    match meshward_host::dispatch_http_call(
         &spec.cluster,
-        headers,
+        &headers,
         None,
-        vec![],
+        &[],
         Duration::from_millis(spec.timeout_ms),
     ) {
         Ok(token) => vm.inflight.push((token, rule)),
         Err(status) => {
             let outcome = remote.on_fetch_done(
                 &mut HostStore,
-                now_ms(),
+                bookkeeping_now_ms(),
                 owner,
-                Err(format!("dispatch to `{}` failed: {status:?}", spec.cluster)),
+                Err(format!("dispatch to `{}` failed: {status}", spec.cluster)),
             );
             log_outcome(&spec.uri, &outcome);
-            Metrics::add(vm.metrics.fetch_failed, 1);
+            vm.counters.increment(counter::FETCH_FAILED);
         }
     }
 }
@@ -457,6 +538,31 @@ fn log_outcome(uri: &str, outcome: &FetchOutcome) {
     }
 }
 
+/// The JWKS in the response to a fetch, or why there is none.
+fn fetched_body(body_size: usize) -> Result<Vec<u8>, String> {
+    if body_size > MAX_BODY {
+        return Err(format!("body of {body_size} bytes is too large"));
+    }
+    let status = match meshward_host::http_call_response_header(":status") {
+        Ok(Some(status)) => status,
+        // The host reports a reset or timeout with no headers at all.
+        Ok(None) => return Err("status none (reset or timeout)".to_string()),
+        Err(status) => {
+            return Err(format!(
+                "cannot read the response status (host status {status})"
+            ))
+        }
+    };
+    if status != b"200" {
+        return Err(format!("status {}", String::from_utf8_lossy(&status)));
+    }
+    match meshward_host::http_call_response_body(body_size) {
+        Ok(body) if !body.is_empty() => Ok(body),
+        Ok(_) => Err("empty body".to_string()),
+        Err(status) => Err(format!("cannot read the body (host status {status})")),
+    }
+}
+
 fn on_fetch_response(shared: &Shared, token_id: u32, body_size: usize) {
     let mut guard = shared.borrow_mut();
     let Some(vm) = guard.as_mut() else { return };
@@ -464,46 +570,29 @@ fn on_fetch_response(shared: &Shared, token_id: u32, body_size: usize) {
         return;
     };
     let (_, rule) = vm.inflight.swap_remove(pos);
-    let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
-        .ok()
-        .flatten();
-    let body = if body_size > MAX_BODY {
-        Err(format!("body of {body_size} bytes is too large"))
-    } else {
-        match (
-            status.as_deref(),
-            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size),
-        ) {
-            (Some("200"), Ok(Some(body))) => Ok(body),
-            (Some("200"), _) => Err("empty body".to_string()),
-            (other, _) => Err(format!(
-                "status {}",
-                other.unwrap_or("none (reset or timeout)")
-            )),
-        }
-    };
+    let body = fetched_body(body_size);
     let owner = vm.owner;
-    let metrics = (vm.metrics.fetch_success, vm.metrics.fetch_failed);
     let Some(Some(remote)) = vm.remotes.get_mut(rule) else {
         return;
     };
     let outcome = remote.on_fetch_done(
         &mut HostStore,
-        now_ms(),
+        bookkeeping_now_ms(),
         owner,
         body.as_deref().map_err(Clone::clone),
     );
     log_outcome(&remote.spec.uri, &outcome);
     match outcome {
-        FetchOutcome::Installed { .. } => Metrics::add(metrics.0, 1),
-        FetchOutcome::Failed(_) => Metrics::add(metrics.1, 1),
+        FetchOutcome::Installed { .. } => vm.counters.increment(counter::FETCH_SUCCESS),
+        FetchOutcome::Failed(_) => vm.counters.increment(counter::FETCH_FAILED),
     }
 }
 
 /// Re-decide every paused request whose keys changed (or, on ticks, whose wait ran out), in its
-/// own context, and resume the ones that may continue.
+/// own context, and resume the ones that may continue. Without a clock every wait counts as run
+/// out: `process` then denies, so no request stays paused on a broken clock.
 fn resolve_waiters(shared: &Shared, sync_first: bool) {
-    let now = now_ms();
+    let now = now_ms().unwrap_or(u64::MAX);
     let due: Vec<(u32, bool)> = {
         let mut guard = shared.borrow_mut();
         let Some(vm) = guard.as_mut() else { return };
@@ -529,13 +618,116 @@ fn resolve_waiters(shared: &Shared, sync_first: bool) {
         due
     };
     for (context_id, expired) in due {
-        if hostcalls::set_effective_context(context_id).is_err() {
+        if let Err(status) = meshward_host::set_effective_context(context_id) {
+            // The request is gone (or unreachable): nothing to decide.
+            warn!("jwt-authn: cannot switch to request {context_id} (host status {status})");
             continue;
         }
         if let Step::Continue = process(shared, context_id, expired) {
-            if hostcalls::resume_http_request().is_err() {
-                warn!("jwt-authn: could not resume request {context_id}");
+            if let Err(status) = meshward_host::resume_http_request() {
+                warn!("jwt-authn: could not resume request {context_id} (host status {status})");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Natively every host call fails (meshward-host's stubs answer UNIMPLEMENTED): exactly the
+    //! host-failure paths, which must deny (or end paused requests), never continue or panic.
+    use super::*;
+
+    const INLINE: &str = r#"{"jwtRules":[{"issuer":"https://idp.example.com",
+        "jwks":"{\"keys\":[{\"kty\":\"oct\",\"kid\":\"k\",\"alg\":\"HS256\",\"k\":\"bWVzaHdhcmQtZml4dHVyZS1obWFjLXNlY3JldC0wMTIzNDU2Nzg5YWJjZGVm\"}]}"}]}"#;
+
+    fn configured() -> Shared {
+        let config = Config::parse(INLINE.as_bytes()).unwrap();
+        Rc::new(RefCell::new(Some(Vm {
+            auth: Authenticator::new(config),
+            remotes: vec![None],
+            waiters: Vec::new(),
+            inflight: Vec::new(),
+            owner: random_owner(),
+            counters: define_counters(),
+        })))
+    }
+
+    #[test]
+    fn a_configuration_the_host_will_not_hand_over_is_rejected() {
+        let mut root = JwtRoot::new(1);
+        assert!(!root.on_configure(INLINE.len()));
+        assert!(root.shared.borrow().is_none());
+    }
+
+    #[test]
+    fn unreadable_headers_are_answered_not_forwarded() {
+        assert_eq!(process(&configured(), 2, false), Step::Replied);
+        let mut http = JwtHttp {
+            shared: configured(),
+            context_id: 2,
+        };
+        assert_eq!(http.on_http_request_headers(3, true), Action::Pause);
+    }
+
+    #[test]
+    fn an_unconfigured_filter_answers_too() {
+        let shared: Shared = Rc::new(RefCell::new(None));
+        assert_eq!(process(&shared, 2, false), Step::Replied);
+    }
+
+    #[test]
+    fn without_a_clock_every_paused_request_is_ended() {
+        let shared = configured();
+        if let Some(vm) = shared.borrow_mut().as_mut() {
+            vm.waiters.push(Waiter {
+                context_id: 5,
+                deadline_ms: u64::MAX - 1,
+                epochs: vec![(0, 0)],
+            });
+        }
+        resolve_waiters(&shared, true);
+        assert!(shared.borrow().as_ref().unwrap().waiters.is_empty());
+    }
+
+    #[test]
+    fn a_fetch_response_the_host_will_not_hand_over_fails_the_fetch() {
+        let too_big = fetched_body(MAX_BODY + 1).unwrap_err();
+        assert!(too_big.contains("too large"), "{too_big}");
+        let unreadable = fetched_body(10).unwrap_err();
+        assert!(
+            unreadable.contains("cannot read the response status"),
+            "{unreadable}"
+        );
+    }
+
+    #[test]
+    fn shared_data_the_host_refuses_is_missing_and_unwritten() {
+        let mut store = HostStore;
+        assert_eq!(store.get("k"), None);
+        assert!(!store.set("k", b"v", None));
+        assert!(!store.set("k", b"v", Some(3)));
+    }
+
+    #[test]
+    fn counters_are_listed_in_index_order() {
+        let counters = define_counters();
+        assert_eq!(counters.name(counter::ALLOWED), Some("jwt_authn.allowed"));
+        assert_eq!(counters.name(counter::DENIED), Some("jwt_authn.denied"));
+        assert_eq!(
+            counters.name(counter::FETCH_SUCCESS),
+            Some("jwt_authn.jwks_fetch_success")
+        );
+        assert_eq!(
+            counters.name(counter::FETCH_FAILED),
+            Some("jwt_authn.jwks_fetch_failed")
+        );
+        assert_eq!(
+            counters.name(counter::CACHE_HIT),
+            Some("jwt_authn.jwt_cache_hit")
+        );
+        assert_eq!(
+            counters.name(counter::CACHE_MISS),
+            Some("jwt_authn.jwt_cache_miss")
+        );
     }
 }

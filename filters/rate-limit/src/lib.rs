@@ -4,13 +4,17 @@
 //! docs/rate-limit.md for why creation happens here), define the metrics. Per request: pick the
 //! bucket from connection properties / headers / the jwt-authn identity, run the CAS loop on the
 //! bucket's shared-data entry, then continue (headers added on the response) or reject.
+//!
+//! Every host call goes through `meshward_host`, which returns host statuses as values (the SDK's
+//! calls panic on statuses they do not expect). A host error on anything the decision needs (a
+//! fact the bucket choice read, the clock, shared data) fails closed.
 
-mod host;
 mod metrics;
 
 use std::rc::Rc;
 
 use meshward_common::identity::{RequestIdentity, PROPERTY_PATH};
+use meshward_host::{MapType, Status};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use rate_limit_core::headers::{rate_limit_headers, rejection_headers, REJECT_BODY};
@@ -24,9 +28,12 @@ use metrics::{Counter, Metrics};
 
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{
-    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+    meshward_host::init_logger(log::LevelFilter::Info);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
+
+/// The table's namespace when the host has no `plugin_name`.
+const DEFAULT_PLUGIN_NAME: &str = "rate-limit";
 
 /// What every request of one configured plugin shares (per VM).
 struct Runtime {
@@ -44,8 +51,16 @@ pub struct Root {
 impl Context for Root {}
 
 impl RootContext for Root {
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let bytes = self.get_plugin_configuration().unwrap_or_default();
+    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        let bytes = match meshward_host::plugin_configuration(plugin_configuration_size) {
+            Ok(bytes) => bytes,
+            Err(status) => {
+                log::error!(
+                    "rate-limit: cannot read the plugin configuration (host status {status})"
+                );
+                return false;
+            }
+        };
         let cfg = match Config::parse(&bytes) {
             Ok(cfg) => cfg,
             Err(e) => {
@@ -53,9 +68,14 @@ impl RootContext for Root {
                 return false;
             }
         };
-        let plugin = match host::get_property(&["plugin_name"]) {
+        let plugin = match property(&["plugin_name"]) {
             Ok(Some(name)) => String::from_utf8_lossy(&name).into_owned(),
-            _ => "rate-limit".to_string(),
+            Ok(None) => DEFAULT_PLUGIN_NAME.to_string(),
+            Err(status) => {
+                // The name keys the shared table: guessing could share it with another plugin.
+                log::error!("rate-limit: cannot read plugin_name (host status {status})");
+                return false;
+            }
         };
         let keys = TableKeys::new(&plugin, &cfg);
         let mut fresh_seed = [0u8; 16];
@@ -99,22 +119,22 @@ impl RootContext for Root {
     }
 }
 
-/// Envoy's shared data through the status-safe host calls.
+/// Envoy's shared data, with host statuses passed on to the core (which fails closed on them).
 struct HostStore;
 
 impl SharedStore for HostStore {
     fn get(&mut self, key: &str) -> Result<Option<Stored>, StoreError> {
-        match host::get_shared_data(key) {
+        match meshward_host::get_shared_data(key) {
             Ok(found) => Ok(found.map(|(value, cas)| Stored { value, cas })),
-            Err(status) => Err(StoreError::Status(status)),
+            Err(status) => Err(StoreError::Status(status.0)),
         }
     }
 
     fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), SetError> {
-        match host::set_shared_data(key, value, cas) {
+        match meshward_host::set_shared_data(key, value, cas) {
             Ok(()) => Ok(()),
-            Err(host::CAS_MISMATCH) => Err(SetError::CasMismatch),
-            Err(status) => Err(SetError::Status(status)),
+            Err(Status::CAS_MISMATCH) => Err(SetError::CasMismatch),
+            Err(status) => Err(SetError::Status(status.0)),
         }
     }
 
@@ -123,7 +143,9 @@ impl SharedStore for HostStore {
         match getrandom::fill(&mut b) {
             Ok(()) => u32::from_le_bytes(b).max(1),
             // Without randomness, the low bits of the clock are still unlikely to equal a cas.
-            Err(_) => host::now_ns().map_or(0x5bd1_e995, |t| (t as u32).max(1)),
+            Err(_) => {
+                meshward_host::current_time_nanos().map_or(0x5bd1_e995, |t| (t as u32).max(1))
+            }
         }
     }
 }
@@ -152,7 +174,13 @@ impl HttpContext for Request {
             .bucket(slot.bucket)
             .copied()
             .unwrap_or(rt.cfg.default_bucket);
-        let now = match host::now_ns() {
+        if let Some((fact, status)) = facts.host_error {
+            // The choice may have skipped the request's real bucket for a looser one.
+            log::warn!("rate-limit: cannot read {fact} (host status {status}): failing closed");
+            rt.metrics.bump(Counter::StoreErrors);
+            return self.fail_closed(&rt, bucket.max_tokens());
+        }
+        let now = match meshward_host::current_time_nanos() {
             Ok(now) => now,
             Err(status) => {
                 log::warn!("rate-limit: clock unavailable (status {status}): failing closed");
@@ -200,7 +228,10 @@ impl HttpContext for Request {
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         if !self.replied {
             for (name, value) in self.headers.take().unwrap_or_default() {
-                if let Err(status) = host::replace_header(host::RESPONSE_HEADERS, name, &value) {
+                // Informational headers only: the request was already allowed.
+                if let Err(status) =
+                    meshward_host::replace_map_value(MapType::HttpResponseHeaders, name, &value)
+                {
                     log::debug!("rate-limit: cannot set {name} (status {status})");
                 }
             }
@@ -247,7 +278,10 @@ impl Request {
 
     fn reject(&mut self, status: u32, headers: &[(&str, String)], body: &str) -> Action {
         self.replied = true;
-        if let Err(s) = host::send_local_response(status, headers, body) {
+        // No response code details, as before the port.
+        if let Err(s) =
+            meshward_host::send_local_response(status, "", body.as_bytes(), headers, None)
+        {
             // Nothing else can answer the request; pausing it forever would hang the client,
             // so log and stop iteration: Envoy's stream timeout then resets it.
             log::error!("rate-limit: local reply failed (status {s})");
@@ -256,58 +290,218 @@ impl Request {
     }
 }
 
+/// A property; `None` when absent or empty (Envoy hands over no buffer for an empty value, and
+/// an empty value says nothing any caller here could use).
+fn property(path: &[&str]) -> Result<Option<Vec<u8>>, Status> {
+    Ok(meshward_host::get_property(path)?.filter(|value| !value.is_empty()))
+}
+
 /// Request facts read from the host on demand (each property once at most).
+///
+/// `RequestFacts` answers "no value" or a value; a host error is recorded in `host_error` and
+/// answered as "no value", and the request then fails closed: a fact that could not be read
+/// must not move the request to another (looser) bucket.
 #[derive(Default)]
 struct HostFacts {
     identity: Option<Option<RequestIdentity>>,
+    /// The first fact the host would not hand over, and its status.
+    host_error: Option<(&'static str, Status)>,
 }
 
-fn property_string(path: &[&str]) -> Option<String> {
-    match host::get_property(path) {
-        Ok(Some(bytes)) => String::from_utf8(bytes).ok(),
-        _ => None,
+impl HostFacts {
+    /// `Ok` results as they are; an error is recorded and becomes "no value".
+    fn read<T>(&mut self, fact: &'static str, result: Result<Option<T>, Status>) -> Option<T> {
+        match result {
+            Ok(value) => value,
+            Err(status) => {
+                self.host_error.get_or_insert((fact, status));
+                None
+            }
+        }
+    }
+
+    fn property_string(&mut self, fact: &'static str, path: &[&str]) -> Option<String> {
+        self.read(fact, property(path))
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+    }
+
+    fn request_header(&mut self, fact: &'static str, name: &str) -> Option<Vec<u8>> {
+        self.read(
+            fact,
+            meshward_host::get_map_value(MapType::HttpRequestHeaders, name),
+        )
     }
 }
 
 impl RequestFacts for HostFacts {
     fn source_principal(&mut self) -> Option<String> {
         // Identity from the verified connection only, never from a header.
-        let mtls = matches!(host::get_property(&["connection", "mtls"]), Ok(Some(b)) if b.first() == Some(&1));
-        if !mtls {
+        let mtls = self.read("connection.mtls", property(&["connection", "mtls"]));
+        if mtls.as_deref().and_then(|b| b.first()) != Some(&1) {
             return None;
         }
-        property_string(&["connection", "uri_san_peer_certificate"]).filter(|s| !s.is_empty())
+        self.property_string(
+            "connection.uri_san_peer_certificate",
+            &["connection", "uri_san_peer_certificate"],
+        )
+        .filter(|s| !s.is_empty())
     }
 
     fn source_ip(&mut self) -> Option<String> {
-        property_string(&["source", "address"]).and_then(|a| ip_of_address(&a))
+        self.property_string("source.address", &["source", "address"])
+            .and_then(|a| ip_of_address(&a))
     }
 
     fn header(&mut self, name: &str) -> Option<Vec<u8>> {
-        host::get_header(host::REQUEST_HEADERS, name).ok().flatten()
+        self.request_header("a request header", name)
     }
 
     fn identity(&mut self) -> Option<RequestIdentity> {
-        self.identity
-            .get_or_insert_with(|| match host::get_property(PROPERTY_PATH) {
-                Ok(Some(bytes)) => RequestIdentity::from_bytes(&bytes),
-                _ => None,
-            })
-            .clone()
+        if let Some(known) = &self.identity {
+            return known.clone();
+        }
+        let identity = self
+            .read("the request identity", property(PROPERTY_PATH))
+            .and_then(|bytes| RequestIdentity::from_bytes(&bytes));
+        self.identity = Some(identity.clone());
+        identity
     }
 
     fn path(&mut self) -> Option<String> {
-        host::get_header(host::REQUEST_HEADERS, ":path")
-            .ok()
-            .flatten()
+        self.request_header(":path", ":path")
             // Lossy: a non-UTF-8 path still meets `match.paths` (and fails to normalize there).
             .map(|p| String::from_utf8_lossy(&p).into_owned())
     }
 
     fn method(&mut self) -> Option<String> {
-        host::get_header(host::REQUEST_HEADERS, ":method")
-            .ok()
-            .flatten()
+        self.request_header(":method", ":method")
             .and_then(|m| String::from_utf8(m).ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Natively every host call fails (meshward-host's stubs answer UNIMPLEMENTED): exactly the
+    //! host-failure paths, which must fail closed (or, in shadow mode, pass uncounted by the
+    //! client), never panic.
+    use super::*;
+
+    fn request(config: &str) -> Request {
+        let cfg = Config::parse(config.as_bytes()).unwrap();
+        let keys = TableKeys::new(DEFAULT_PLUGIN_NAME, &cfg);
+        Request {
+            runtime: Some(Rc::new(Runtime {
+                cfg,
+                keys,
+                seed: [7; 16],
+                metrics: Metrics::define(),
+            })),
+            headers: None,
+            replied: false,
+        }
+    }
+
+    const ENFORCED: &str =
+        r#"{"tokenBucket":{"maxTokens":5,"tokensPerFill":1,"fillInterval":"1s"}}"#;
+    const SHADOW: &str = r#"{"tokenBucket":{"maxTokens":5,"tokensPerFill":1,"fillInterval":"1s"},
+        "shadow":true}"#;
+    const BY_HEADER: &str = r#"{"tokenBucket":{"maxTokens":5,"tokensPerFill":1,"fillInterval":"1s"},
+        "descriptors":[{"key":"request.headers[x-api-key]",
+            "tokenBucket":{"maxTokens":1,"tokensPerFill":1,"fillInterval":"1h"}}]}"#;
+
+    #[test]
+    fn a_configuration_the_host_will_not_hand_over_is_rejected() {
+        let mut root = Root::default();
+        assert!(!root.on_configure(10));
+        assert!(root.runtime.is_none());
+    }
+
+    #[test]
+    fn an_unconfigured_request_is_answered_not_forwarded() {
+        let mut req = Request {
+            runtime: None,
+            headers: None,
+            replied: false,
+        };
+        assert_eq!(req.on_http_request_headers(3, true), Action::Pause);
+        assert!(req.replied);
+    }
+
+    #[test]
+    fn host_failures_fail_closed_when_enforcing() {
+        for config in [ENFORCED, BY_HEADER] {
+            let mut req = request(config);
+            assert_eq!(
+                req.on_http_request_headers(3, true),
+                Action::Pause,
+                "{config}"
+            );
+            assert!(req.replied);
+            assert!(req.headers.is_none());
+        }
+    }
+
+    #[test]
+    fn host_failures_pass_in_shadow_mode() {
+        let mut req = request(SHADOW);
+        assert_eq!(req.on_http_request_headers(3, true), Action::Continue);
+        assert!(!req.replied);
+        // And the response is left alone.
+        assert_eq!(req.on_http_response_headers(2, false), Action::Continue);
+    }
+
+    #[test]
+    fn a_fact_the_host_refuses_is_no_value_and_is_recorded() {
+        let mut facts = HostFacts::default();
+        assert_eq!(facts.header("x-api-key"), None);
+        assert_eq!(
+            facts.host_error,
+            Some(("a request header", Status::UNIMPLEMENTED))
+        );
+        // The first failure is the one reported.
+        assert_eq!(facts.source_ip(), None);
+        assert_eq!(facts.identity(), None);
+        assert_eq!(facts.source_principal(), None);
+        assert_eq!(facts.path(), None);
+        assert_eq!(facts.method(), None);
+        assert_eq!(
+            facts.host_error,
+            Some(("a request header", Status::UNIMPLEMENTED))
+        );
+    }
+
+    #[test]
+    fn facts_answered_without_the_host_record_nothing() {
+        let mut facts = HostFacts::default();
+        assert_eq!(facts.read::<u8>("x", Ok(None)), None);
+        assert_eq!(facts.read("x", Ok(Some(3))), Some(3));
+        assert_eq!(facts.host_error, None);
+        assert_eq!(facts.read::<u8>("y", Err(Status::BAD_ARGUMENT)), None);
+        assert_eq!(facts.host_error, Some(("y", Status::BAD_ARGUMENT)));
+    }
+
+    #[test]
+    fn the_identity_is_read_once() {
+        let mut facts = HostFacts::default();
+        assert_eq!(facts.identity(), None);
+        assert!(facts.host_error.is_some());
+        facts.host_error = None;
+        // Cached: the host is not asked again, so no new error.
+        assert_eq!(facts.identity(), None);
+        assert_eq!(facts.host_error, None);
+    }
+
+    #[test]
+    fn the_shared_store_passes_host_statuses_on() {
+        let mut store = HostStore;
+        assert_eq!(
+            store.get("k"),
+            Err(StoreError::Status(Status::UNIMPLEMENTED.0))
+        );
+        assert_eq!(
+            store.set("k", b"v", 3),
+            Err(SetError::Status(Status::UNIMPLEMENTED.0))
+        );
+        assert_ne!(store.creation_cas(), 0);
     }
 }
