@@ -6,14 +6,17 @@
 //! policy, and either answers locally (403 `RBAC: access denied`, or 400 for a refused path) or
 //! lets the request go on, with `:path` replaced by the normalized path when it differs.
 //! A host call that fails where the decision needs it denies the request (fail closed).
-
-pub mod host;
+//!
+//! Every host call goes through `meshward_host`, which returns statuses as values: the SDK's own
+//! wrappers `panic!` on statuses they do not expect, and a panic in an authorization filter either
+//! 503s every later request or, with `fail_open`, skips the filter.
 
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 
 use meshward_common::identity::{RequestIdentity, PROPERTY_PATH};
 use meshward_common::spiffe::SpiffeId;
+use meshward_host::{wire, MapType, MetricType, Status};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use spiffe_authz_core::{
@@ -22,7 +25,7 @@ use spiffe_authz_core::{
 
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{
-    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+    meshward_host::init_logger(log::LevelFilter::Info);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(AuthzRoot::default()) });
 }}
 
@@ -39,7 +42,7 @@ struct Metrics {
 
 impl Metrics {
     fn define(policy: &CompiledPolicy) -> Self {
-        let counter = |name: &str| match host::define_counter(name) {
+        let counter = |name: &str| match meshward_host::define_metric(MetricType::Counter, name) {
             Ok(id) => Some(id),
             Err(status) => {
                 log::warn!("cannot define metric {name} (status {status})");
@@ -65,7 +68,7 @@ impl Metrics {
     fn bump(id: Option<u32>) {
         if let Some(id) = id {
             // A lost count must not change the decision.
-            let _ = host::increment(id);
+            let _ = meshward_host::increment_metric(id, 1);
         }
     }
 
@@ -88,8 +91,8 @@ pub struct AuthzRoot {
 impl Context for AuthzRoot {}
 
 impl RootContext for AuthzRoot {
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let bytes = match host::plugin_configuration() {
+    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        let bytes = match meshward_host::plugin_configuration(plugin_configuration_size) {
             Ok(b) => b,
             Err(status) => {
                 log::error!("cannot read the plugin configuration (status {status})");
@@ -159,7 +162,7 @@ impl HttpContext for AuthzRequest {
 /// A host call that failed, for the log.
 struct HostFailure {
     what: &'static str,
-    status: host::Status,
+    status: Status,
 }
 
 impl std::fmt::Display for HostFailure {
@@ -172,7 +175,7 @@ impl std::fmt::Display for HostFailure {
     }
 }
 
-fn fail(what: &'static str) -> impl Fn(host::Status) -> HostFailure {
+fn fail(what: &'static str) -> impl Fn(Status) -> HostFailure {
     move |status| HostFailure { what, status }
 }
 
@@ -182,7 +185,9 @@ fn read_and_decide(policy: &CompiledPolicy) -> Result<Decision, HostFailure> {
     let text = |v: Option<Vec<u8>>| v.and_then(|b| String::from_utf8(b).ok());
     let header = |name: &'static str, needed: bool| -> Result<Option<String>, HostFailure> {
         if needed {
-            host::request_header(name).map(text).map_err(fail(name))
+            meshward_host::get_map_value(MapType::HttpRequestHeaders, name)
+                .map(text)
+                .map_err(fail(name))
         } else {
             Ok(None)
         }
@@ -190,7 +195,7 @@ fn read_and_decide(policy: &CompiledPolicy) -> Result<Decision, HostFailure> {
     let property =
         |path: &[&str], what: &'static str, needed: bool| -> Result<Option<Vec<u8>>, HostFailure> {
             if needed {
-                host::property(path).map_err(fail(what))
+                meshward_host::get_property(path).map_err(fail(what))
             } else {
                 Ok(None)
             }
@@ -223,7 +228,7 @@ fn read_and_decide(policy: &CompiledPolicy) -> Result<Decision, HostFailure> {
         "destination.port",
         needs.destination_port,
     )?
-    .and_then(|b| le_u64(&b))
+    .and_then(|b| meshward_host::property::decode_u64(&b))
     .and_then(|p| u16::try_from(p).ok());
     let source_ip = text(property(
         &["source", "address"],
@@ -234,9 +239,7 @@ fn read_and_decide(policy: &CompiledPolicy) -> Result<Decision, HostFailure> {
     let headers = if needs.headers.is_empty() {
         Vec::new()
     } else {
-        let mut all = host::request_headers().map_err(fail("request headers"))?;
-        all.retain(|(name, _)| needs.headers.iter().any(|n| n.eq_ignore_ascii_case(name)));
-        all
+        request_headers(&needs.headers).map_err(fail("request headers"))?
     };
     let identity = property(PROPERTY_PATH, "meshward_request_auth", needs.identity)?
         .and_then(|b| RequestIdentity::from_bytes(&b));
@@ -318,7 +321,9 @@ fn act(configured: &Configured, decision: &Decision) -> Action {
         return deny(status, &details, body);
     }
     if let Some(target) = &decision.rewrite_path {
-        if let Err(status) = host::replace_request_header(":path", target) {
+        if let Err(status) =
+            meshward_host::replace_map_value(MapType::HttpRequestHeaders, ":path", target)
+        {
             log::warn!("denied: cannot forward the normalized path (host status {status})");
             Metrics::bump(metrics.denied);
             return deny(403, "spiffe_authz_path_rewrite_failed", DENY_BODY);
@@ -334,19 +339,41 @@ fn details_for(policy: &str) -> String {
 }
 
 fn deny(status: u16, details: &str, body: &str) -> Action {
-    if let Err(s) =
-        host::send_local_response(status, details, body, &[("content-type", "text/plain")])
-    {
+    let headers = [("content-type", "text/plain")];
+    if let Err(s) = meshward_host::send_local_response(
+        u32::from(status),
+        details,
+        body.as_bytes(),
+        &headers,
+        None,
+    ) {
         // Nothing else can answer; keep the request paused (it times out) rather than continue.
         log::error!("cannot send the {status} reply (host status {s}); request stays paused");
     }
     Action::Pause
 }
 
-/// Envoy encodes integer properties as 8-byte little-endian.
-fn le_u64(bytes: &[u8]) -> Option<u64> {
-    let arr: [u8; 8] = bytes.try_into().ok()?;
-    Some(u64::from_le_bytes(arr))
+/// The request header lines whose names are in `wanted` (ASCII case-insensitively), in order.
+///
+/// Names are text for the core: a map with a non-UTF-8 name is a SERIALIZATION_FAILURE (fail
+/// closed), as is a map the host serialized wrongly. A map the host does not have (NOT_FOUND)
+/// fails too: treating it as empty would let header conditions see no headers.
+fn request_headers(wanted: &[String]) -> Result<Vec<(String, Vec<u8>)>, Status> {
+    let raw = meshward_host::get_map_raw(MapType::HttpRequestHeaders)?;
+    let pairs = wire::decode_map(&raw).ok_or(Status::SERIALIZATION_FAILURE)?;
+    select_headers(&pairs, wanted).ok_or(Status::SERIALIZATION_FAILURE)
+}
+
+/// The pairs whose names are in `wanted`, as text names; `None` if any name is not UTF-8.
+fn select_headers(pairs: &[(&[u8], &[u8])], wanted: &[String]) -> Option<Vec<(String, Vec<u8>)>> {
+    let mut selected = Vec::new();
+    for &(name, value) in pairs {
+        let name = std::str::from_utf8(name).ok()?;
+        if wanted.iter().any(|w| w.eq_ignore_ascii_case(name)) {
+            selected.push((name.to_owned(), value.to_vec()));
+        }
+    }
+    Some(selected)
 }
 
 /// `source.address` is `ip:port` (`[v6]:port`); a bare address is accepted too.
@@ -373,8 +400,6 @@ mod tests {
             Some("127.0.0.2".parse().unwrap())
         );
         assert_eq!(parse_address("pipe:/x"), None);
-        assert_eq!(le_u64(&8080u64.to_le_bytes()), Some(8080));
-        assert_eq!(le_u64(&[1, 2, 3]), None);
         assert_eq!(
             details_for("deny-admin"),
             "spiffe_authz_access_denied_matched_policy[deny-admin]"
@@ -384,6 +409,59 @@ mod tests {
     #[test]
     fn native_builds_have_no_host_and_fail_closed() {
         let policy = CompiledPolicy::from_json(b"{}").unwrap();
-        assert!(read_and_decide(&policy).is_err());
+        let Err(failure) = read_and_decide(&policy) else {
+            panic!("without a host the read must fail");
+        };
+        assert_eq!(failure.status, Status::UNIMPLEMENTED);
+    }
+
+    fn request(config: &str) -> AuthzRequest {
+        let policy = CompiledPolicy::from_json(config.as_bytes()).unwrap();
+        let metrics = Metrics::define(&policy);
+        AuthzRequest {
+            configured: Some(Rc::new(Configured { policy, metrics })),
+        }
+    }
+
+    #[test]
+    fn a_configuration_the_host_will_not_hand_over_is_rejected() {
+        let mut root = AuthzRoot::default();
+        assert!(!root.on_configure(2));
+        assert!(root.configured.is_none());
+    }
+
+    #[test]
+    fn a_failed_host_read_pauses_the_request_unless_dry_run() {
+        assert_eq!(
+            request("{}").on_http_request_headers(3, true),
+            Action::Pause
+        );
+        let mut unconfigured = AuthzRequest { configured: None };
+        assert_eq!(unconfigured.on_http_request_headers(3, true), Action::Pause);
+        // A dry run never denies, not even on a host failure (it is counted as would-deny).
+        let mut dry = request(r#"{"dryRun":true}"#);
+        assert_eq!(dry.on_http_request_headers(3, true), Action::Continue);
+    }
+
+    #[test]
+    fn only_wanted_headers_are_kept_and_non_utf8_names_fail() {
+        let wanted = vec!["x-team".to_string(), "X-Env".to_string()];
+        let pairs: Vec<(&[u8], &[u8])> = vec![
+            (b"X-Team", b"a"),
+            (b"other", b"b"),
+            (b"x-env", b"\xff"),
+            (b"x-team", b"c"),
+        ];
+        assert_eq!(
+            select_headers(&pairs, &wanted),
+            Some(vec![
+                ("X-Team".to_string(), b"a".to_vec()),
+                ("x-env".to_string(), b"\xff".to_vec()),
+                ("x-team".to_string(), b"c".to_vec()),
+            ])
+        );
+        let bad: Vec<(&[u8], &[u8])> = vec![(b"x-team", b"a"), (b"\xff", b"b")];
+        assert_eq!(select_headers(&bad, &wanted), None);
+        assert_eq!(select_headers(&[], &wanted), Some(Vec::new()));
     }
 }

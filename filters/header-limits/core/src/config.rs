@@ -13,6 +13,7 @@ pub const DEFAULT_MAX_HEADERS_COUNT: u32 = 100;
 /// What to do with a regular (non-pseudo) header whose name contains `_`, like Envoy's
 /// `headers_with_underscores_action`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum UnderscoreAction {
     /// Let it through.
@@ -52,17 +53,46 @@ impl Default for Limits {
 }
 
 /// The JSON document as written by the user (camelCase, unknown fields rejected).
+// The `schemars` attributes only shape policies/header-limits/schema.json (feature `schema`);
+// they restate the checks in `Limits::from_json` so that editors flag mistakes early.
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(
+    feature = "schema",
+    derive(schemars::JsonSchema),
+    schemars(
+        title = "meshward header-limits pluginConfig",
+        description = "Request header limits in the spirit of Envoy's HTTP connection manager. Every field is optional; `{}` means Envoy's defaults."
+    )
+)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawConfig {
+    /// Reject (431) when the sum of header name and value lengths exceeds this many KiB, like
+    /// Envoy's `max_request_headers_kb`.
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 8192), extend("default" = 60)))]
     max_request_headers_kb: Option<u32>,
+    /// Reject (431) when the request has more header entries than this, like Envoy's
+    /// `max_headers_count`.
+    #[cfg_attr(feature = "schema", schemars(range(min = 1), extend("default" = 100)))]
     max_headers_count: Option<u32>,
+    /// Reject (431) when any single header value is longer than this many bytes. Absent: no limit.
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     max_header_value_bytes: Option<u32>,
+    /// Reject (431) when `:path` (path and query) is longer than this many bytes. Absent: no limit.
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     max_path_bytes: Option<u32>,
+    /// What to do with a header whose name contains `_`, like Envoy's
+    /// `headers_with_underscores_action`.
+    #[cfg_attr(feature = "schema", schemars(extend("default" = "ALLOW")))]
     headers_with_underscores_action: Option<UnderscoreAction>,
 }
 
 impl Limits {
+    /// The JSON Schema of the pluginConfig (policies/header-limits/schema.json).
+    #[cfg(feature = "schema")]
+    pub fn json_schema() -> schemars::Schema {
+        schemars::schema_for!(RawConfig)
+    }
+
     /// Parse and validate the pluginConfig bytes. An empty configuration means Envoy's defaults.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
         let raw: RawConfig = parse_json(bytes)?;

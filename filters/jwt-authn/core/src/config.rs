@@ -18,60 +18,126 @@ pub const DEFAULT_CACHE_DURATION_MS: u64 = 300_000;
 const MAX_RULES: usize = 4096;
 const MAX_URI_LEN: usize = 2048;
 
+// The `schemars` attributes only shape policies/jwt-authn/schema.json (feature `schema`); they
+// restate the checks in `compile` so that editors flag mistakes early.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(
+    feature = "schema",
+    derive(schemars::JsonSchema),
+    schemars(
+        title = "meshward jwt-authn pluginConfig",
+        description = "JWT authentication: Istio RequestAuthentication `jwtRules` (camelCase), plus `clockSkewSeconds` and `requireToken`."
+    )
+)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawConfig {
+    /// One rule per issuer, as in Istio's `RequestAuthentication.spec.jwtRules`.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(length(max = 4096)))]
     jwt_rules: Vec<RawRule>,
+    /// Tolerance for `exp`/`nbf`, in seconds.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(max = 3600), extend("default" = 60)))]
     clock_skew_seconds: Option<u64>,
+    /// Deny (401) requests without any token; by default they pass unauthenticated (Istio's
+    /// behaviour: pair with an AuthorizationPolicy that requires a request principal).
     #[serde(default)]
     require_token: bool,
 }
 
+/// A duration as Istio writes it: a decimal number and `ms`, `s`, `m` or `h`.
+#[cfg(feature = "schema")]
+const DURATION_PATTERN: &str = r"^[0-9]{1,9}(\.[0-9]{1,9})?(ms|s|m|h)$";
+
+/// A header (or cookie) name: `^[-_A-Za-z0-9]+$`.
+#[cfg(feature = "schema")]
+const NAME_PATTERN: &str = r"^[-_A-Za-z0-9]+$";
+
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawRule {
+    /// The `iss` a token must carry; unique across rules.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     issuer: String,
+    /// Accepted `aud` values; empty: any audience.
     #[serde(default)]
     audiences: Vec<String>,
     /// Istio writes the JWKS as a JSON string; an object is accepted too (handy in YAML).
     #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(extend("type" = ["string", "object"]), extend("description" = "An inline JWKS, as a JSON string (Istio's form) or an object. Exactly one of `jwks` and `jwksUri`."))
+    )]
     jwks: Option<Value>,
+    /// Where to fetch the JWKS from (http:// or https://). Exactly one of `jwks` and `jwksUri`.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 2048)))]
     jwks_uri: Option<String>,
+    /// The Envoy cluster for the JWKS fetch; default `outbound|<port>||<host>` of `jwksUri`.
+    /// Required for a loopback or link-local host.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     jwks_cluster: Option<String>,
+    /// Timeout of the JWKS fetch (`jwksUri` only), at most 60s.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(regex(pattern = DURATION_PATTERN), extend("default" = "5s"))
+    )]
     timeout: Option<String>,
+    /// How long a fetched JWKS is used (`jwksUri` only), 1s to 24h.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(regex(pattern = DURATION_PATTERN), extend("default" = "300s"))
+    )]
     jwks_cache_duration: Option<String>,
+    /// Headers to read the token from. Default, with `fromParams` and `fromCookies` empty too:
+    /// `Authorization: Bearer …` and the `access_token` query parameter.
     #[serde(default)]
     from_headers: Vec<RawHeaderLocation>,
+    /// Query parameters to read the token from.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(inner(regex(pattern = r"^[^&=#]+$"))))]
     from_params: Vec<String>,
+    /// Cookies to read the token from.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(inner(regex(pattern = NAME_PATTERN))))]
     from_cookies: Vec<String>,
+    /// Forward the verified payload (base64url JSON) to the upstream in this header.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = NAME_PATTERN)))]
     output_payload_to_header: Option<String>,
+    /// Copy claims of the verified token into request headers.
     #[serde(default)]
     output_claim_to_headers: Vec<RawClaimHeader>,
+    /// Keep the token in the request forwarded upstream (default: removed).
     #[serde(default)]
     forward_original_token: bool,
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawHeaderLocation {
+    /// The header's name.
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = NAME_PATTERN)))]
     name: String,
+    /// The exact, case-sensitive value prefix before the token (e.g. `Bearer `).
     #[serde(default)]
     prefix: String,
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawClaimHeader {
+    /// The request header to set.
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = NAME_PATTERN)))]
     header: String,
+    /// The claim, nested claims separated by `.` (e.g. `realm.role`).
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     claim: String,
 }
 
@@ -147,6 +213,12 @@ const RESERVED_OUTPUT_HEADERS: &[&str] = &[
 ];
 
 impl Config {
+    /// The JSON Schema of the pluginConfig (policies/jwt-authn/schema.json).
+    #[cfg(feature = "schema")]
+    pub fn json_schema() -> schemars::Schema {
+        schemars::schema_for!(RawConfig)
+    }
+
     pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         let raw: RawConfig = parse_json(bytes)?;
         compile(raw)

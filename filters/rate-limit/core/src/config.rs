@@ -24,6 +24,7 @@ const MAX_FILL_INTERVAL_NS: u64 = 366 * 24 * 3600 * 1_000_000_000; // a (leap) y
 
 /// Which rate-limit headers responses carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum HeaderStyle {
     #[default]
     #[serde(rename = "NONE")]
@@ -36,42 +37,94 @@ pub enum HeaderStyle {
     Ietf,
 }
 
+// The `schemars` attributes only shape policies/rate-limit/schema.json (feature `schema`); they
+// restate the checks in `Config::parse` so that editors flag mistakes early.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(
+    feature = "schema",
+    derive(schemars::JsonSchema),
+    schemars(
+        title = "meshward rate-limit pluginConfig",
+        description = "Local token-bucket rate limiting per key (identity, header, claim, address), shared by the proxy's workers."
+    )
+)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawConfig {
+    /// The bucket of requests no descriptor matches, and the default of every descriptor.
+    #[cfg_attr(feature = "schema", schemars(required))]
     token_bucket: Option<RawBucket>,
+    /// Keys to limit by, first match wins; each distinct key value gets its own bucket.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(length(max = 64)))]
     descriptors: Vec<RawDescriptor>,
+    /// How many key values (buckets) are tracked at once.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(range(min = 1, max = 1_000_000), extend("default" = 10_000))
+    )]
     max_keys: Option<u64>,
+    /// Rate-limit headers on responses.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = "NONE")))]
     rate_limit_headers: HeaderStyle,
+    /// Status of a rejection; below 400 means 429, as in Envoy.
+    #[cfg_attr(feature = "schema", schemars(range(max = 599), extend("default" = 429)))]
     status_code: Option<u64>,
+    /// Count and log, but never reject.
     #[serde(default)]
     shadow: bool,
 }
 
+/// A duration: a decimal number and one of `ns`, `us`, `ms`, `s`, `m`, `h`, `d`; 1ms to 366d.
+#[cfg(feature = "schema")]
+const DURATION_PATTERN: &str = r"^[0-9]+(\.[0-9]{1,18})?(ns|us|ms|s|m|h|d)$";
+
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawBucket {
+    /// The bucket's capacity (the burst).
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 4_294_967_295_u64)))]
     max_tokens: u64,
+    /// Tokens added every `fillInterval`.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(range(min = 1, max = 4_294_967_295_u64), extend("default" = 1))
+    )]
     tokens_per_fill: Option<u64>,
+    /// e.g. `1s`, `250ms`, `1.5m`.
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = DURATION_PATTERN)))]
     fill_interval: String,
 }
 
+/// The key forms [`KeySpec::parse`] accepts.
+#[cfg(feature = "schema")]
+const KEY_PATTERN: &str = r"^(source\.principal|source\.ip|request\.auth\.principal|request\.headers\[[-!#$%&'*+.^_`|~0-9A-Za-z]+\]|request\.auth\.claims(\[[^\[\]]+\])+)$";
+
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawDescriptor {
+    /// `source.principal`, `source.ip`, `request.auth.principal`, `request.auth.claims[NAME]` or
+    /// `request.headers[NAME]`.
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = KEY_PATTERN)))]
     key: String,
+    /// This descriptor's bucket; default: the top-level `tokenBucket`.
     token_bucket: Option<RawBucket>,
+    /// Only requests matching this use the descriptor.
     #[serde(rename = "match")]
     request_match: Option<RawMatch>,
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawMatch {
+    /// Istio string matches on the path (query stripped): exact, `prefix*`, `*suffix` or `*`.
+    /// Empty: any path.
     #[serde(default)]
     paths: Vec<String>,
+    /// Istio string matches on the method. Empty: any method.
     #[serde(default)]
     methods: Vec<String>,
 }
@@ -107,6 +160,12 @@ pub struct Config {
 pub const DEFAULT_BUCKET: u16 = 0;
 
 impl Config {
+    /// The JSON Schema of the pluginConfig (policies/rate-limit/schema.json).
+    #[cfg(feature = "schema")]
+    pub fn json_schema() -> schemars::Schema {
+        schemars::schema_for!(RawConfig)
+    }
+
     pub fn parse(bytes: &[u8]) -> Result<Self, ConfigError> {
         let raw: RawConfig = parse_json(bytes)?;
         // Required, like Envoy's token_bucket; checked here so that the error names the field.

@@ -6,9 +6,19 @@
 
 use serde::Deserialize;
 
+// The `schemars` attributes only shape policies/spiffe-authz/schema.json (feature `schema`).
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(
+    feature = "schema",
+    derive(schemars::JsonSchema),
+    schemars(
+        title = "meshward spiffe-authz pluginConfig",
+        description = "Authorization on the peer's SPIFFE ID and the request: Istio AuthorizationPolicy specs (without selector/targetRefs), evaluated as Istio does: any matching DENY denies; else, if there are ALLOW policies, one must match."
+    )
+)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
+    /// Istio AuthorizationPolicy specs, each with a name.
     #[serde(default)]
     pub policies: Vec<PolicyConfig>,
     /// No verified SPIFFE peer ⇒ 403 before any policy is looked at. Default true.
@@ -28,7 +38,16 @@ fn default_true() -> bool {
     true
 }
 
+impl Config {
+    /// The JSON Schema of the pluginConfig (policies/spiffe-authz/schema.json).
+    #[cfg(feature = "schema")]
+    pub fn json_schema() -> schemars::Schema {
+        schemars::schema_for!(Config)
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Action {
     #[default]
@@ -48,16 +67,21 @@ impl Action {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PolicyConfig {
+    /// Names the policy in logs and metrics.
     pub name: String,
+    /// ALLOW (default), DENY or AUDIT, as in Istio.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = "ALLOW")))]
     pub action: Action,
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RuleConfig {
     #[serde(default)]
@@ -69,18 +93,21 @@ pub struct RuleConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct FromConfig {
     pub source: SourceConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ToConfig {
     pub operation: OperationConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SourceConfig {
     #[serde(default)]
@@ -106,6 +133,7 @@ pub struct SourceConfig {
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct OperationConfig {
     #[serde(default)]
@@ -128,6 +156,7 @@ pub struct OperationConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ConditionConfig {
     pub key: String,

@@ -1,0 +1,301 @@
+//! The modelled HTTP connection manager (HCM), HTTP/1 codec and router: everything Envoy does
+//! to a request before the first filter and to a response after the last one.
+//!
+//! Kept in one module so it can be calibrated against real Envoy in one place; each point below
+//! was observed in Envoy 1.40 by the rig's tests (`tests/tests/envoy_rig.rs`):
+//! - Codec limits (HTTP/1): Envoy counts the **whole raw request head** — request line, every
+//!   `name: value\r\n` line (Host included) and the final CRLF — against
+//!   `max_request_headers_kb * 1024`; one byte over ⇒ `431 Request Header Fields Too Large` before
+//!   any filter. More than `max_headers_count` header lines (Host counts) ⇒ 431. The harness
+//!   rebuilds the head exactly as the rig's HTTP/1.1 client writes it (`host`, the headers,
+//!   `content-length` for a body, POST or PUT, and `connection: close`).
+//! - Request-target: a `#` anywhere ⇒ 400 with an empty body; a target that is not origin-form
+//!   (`a/b`, `*`) or has a byte outside visible ASCII ⇒ 400 `Bad Request`. `%2F`, `\`, `//`, dot
+//!   segments pass through unchanged (no `normalize_path`, no `merge_slashes`).
+//! - Header names are lowercased (HTTP/1 codec). Pseudo-headers `:authority` (from `Host`),
+//!   `:path`, `:method`, `:scheme` (`https` on TLS, else `http`) come first; `host` is not a
+//!   separate entry.
+//! - HCM adds `x-forwarded-proto` (the scheme) and `x-request-id` (a fresh UUID v4) when the client
+//!   did not send them.
+//! - Remote address: with `use_remote_address: false` (Envoy's default, and the rig's) Envoy takes
+//!   the downstream remote address — the `source.address` property — from the **last**
+//!   `x-forwarded-for` entry when there is one (port 0), not from the connection. With
+//!   `use_remote_address: true` it is the connection's peer. See [`remote_address`].
+//! - The router adds `x-envoy-expected-rq-timeout-ms: 15000` to what the upstream sees and
+//!   `x-envoy-upstream-service-time` to upstream responses; HCM adds `server: envoy` after the
+//!   filters, on every response.
+
+use crate::headers::HeaderMap;
+use crate::types::Request;
+
+/// The listener / HCM settings both the harness and the Envoy rig use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerSettings {
+    /// HCM `max_request_headers_kb` (Envoy default 60).
+    pub max_request_headers_kb: u32,
+    /// HCM `common_http_protocol_options.max_headers_count` (Envoy default 100).
+    pub max_headers_count: u32,
+    /// Listener port (`destination.port`).
+    pub port: u16,
+    /// Listener address (`destination.address` without port).
+    pub address: std::net::IpAddr,
+    /// HCM `use_remote_address` (Envoy default false: the remote address comes from
+    /// `x-forwarded-for`).
+    pub use_remote_address: bool,
+}
+
+impl Default for ListenerSettings {
+    fn default() -> Self {
+        ListenerSettings {
+            max_request_headers_kb: 60,
+            max_headers_count: 100,
+            port: 10000,
+            address: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            use_remote_address: false,
+        }
+    }
+}
+
+/// A codec-level refusal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CodecReject {
+    pub status: u16,
+    pub details: &'static str,
+    pub body: &'static str,
+}
+
+/// Checks the request the way Envoy's HTTP/1 codec does, before any filter.
+pub(crate) fn check_codec(settings: &ListenerSettings, req: &Request) -> Result<(), CodecReject> {
+    check_target(&req.path)?;
+    let limit = settings.max_request_headers_kb as usize * 1024;
+    if raw_head_len(req) > limit {
+        return Err(too_large("http1.headers_too_large"));
+    }
+    if header_lines(req) > settings.max_headers_count as usize {
+        return Err(too_large("http1.too_many_headers"));
+    }
+    Ok(())
+}
+
+/// What the codec does with the request-target (observed: see the module docs).
+fn check_target(target: &str) -> Result<(), CodecReject> {
+    if target.contains('#') {
+        return Err(CodecReject {
+            status: 400,
+            details: "http1.invalid_url",
+            body: "",
+        });
+    }
+    let origin_form = target.starts_with('/');
+    let visible = target.bytes().all(|b| (0x21..0x7f).contains(&b));
+    if !origin_form || !visible {
+        return Err(CodecReject {
+            status: 400,
+            details: "http1.codec_error",
+            body: "Bad Request",
+        });
+    }
+    Ok(())
+}
+
+/// Whether the client sends a `content-length` line (the rig's client does for a body, POST, PUT).
+fn sends_content_length(req: &Request) -> bool {
+    let framed = req.headers.iter().any(|(n, _)| {
+        n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("transfer-encoding")
+    });
+    !framed && (!req.body.is_empty() || matches!(req.method.as_str(), "POST" | "PUT"))
+}
+
+/// Bytes of the request head as the rig's HTTP/1.1 client writes it.
+fn raw_head_len(req: &Request) -> usize {
+    const CRLF: usize = 2;
+    let request_line = req.method.len() + 1 + req.path.len() + " HTTP/1.1".len() + CRLF;
+    let line = |name: usize, value: usize| name + ": ".len() + value + CRLF;
+    let host = line("host".len(), req.authority.len());
+    let headers: usize = req
+        .headers
+        .iter()
+        .map(|(n, v)| line(n.len(), v.len()))
+        .sum();
+    let content_length = if sends_content_length(req) {
+        line("content-length".len(), req.body.len().to_string().len())
+    } else {
+        0
+    };
+    let connection = line("connection".len(), "close".len());
+    request_line + host + headers + content_length + connection + CRLF
+}
+
+/// Header lines the codec counts (Host included).
+fn header_lines(req: &Request) -> usize {
+    1 + req.headers.len() + usize::from(sends_content_length(req)) + 1
+}
+
+/// The downstream remote address Envoy reports as `source.address`.
+pub(crate) fn remote_address(
+    settings: &ListenerSettings,
+    peer: std::net::SocketAddr,
+    req: &Request,
+) -> std::net::SocketAddr {
+    if settings.use_remote_address {
+        return peer;
+    }
+    let last_xff = req
+        .headers
+        .iter()
+        .rfind(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-for"))
+        .and_then(|(_, v)| v.rsplit(',').next())
+        .and_then(|ip| ip.trim().parse::<std::net::IpAddr>().ok());
+    match last_xff {
+        Some(ip) => std::net::SocketAddr::new(ip, 0),
+        None => peer,
+    }
+}
+
+fn too_large(details: &'static str) -> CodecReject {
+    CodecReject {
+        status: 431,
+        details,
+        body: "Request Header Fields Too Large",
+    }
+}
+
+/// The request headers the first filter sees.
+pub(crate) fn request_headers(req: &Request, tls: bool) -> HeaderMap {
+    let scheme = if tls { "https" } else { "http" };
+    let mut map = HeaderMap::default();
+    map.add(b":authority", req.authority.as_bytes());
+    map.add(b":path", req.path.as_bytes());
+    map.add(b":method", req.method.as_bytes());
+    map.add(b":scheme", scheme.as_bytes());
+    for (n, v) in &req.headers {
+        // HTTP/1 carries the authority in Host, already mapped to :authority.
+        if n.eq_ignore_ascii_case("host") {
+            continue;
+        }
+        map.add(n.as_bytes(), v.as_bytes());
+    }
+    if map.get(b"x-forwarded-proto").is_none() {
+        map.add(b"x-forwarded-proto", scheme.as_bytes());
+    }
+    if map.get(b"x-request-id").is_none() {
+        map.add(b"x-request-id", uuid_v4().as_bytes());
+    }
+    map
+}
+
+/// Router additions to what the upstream receives.
+pub(crate) fn router_upstream_headers(map: &mut HeaderMap) {
+    map.replace(b"x-envoy-expected-rq-timeout-ms", b"15000");
+}
+
+/// Router additions to an upstream response, before the encoder filters.
+pub(crate) fn router_response_headers(map: &mut HeaderMap) {
+    map.add(b"x-envoy-upstream-service-time", b"0");
+}
+
+/// HCM additions after the encoder filters.
+pub(crate) fn finalize_response_headers(map: &mut HeaderMap) {
+    map.replace(b"server", b"envoy");
+}
+
+/// Headers of a local reply as the encoder filters see them.
+pub(crate) fn local_reply_headers(
+    status: u16,
+    body: &[u8],
+    extra: &[(Vec<u8>, Vec<u8>)],
+) -> HeaderMap {
+    let mut map = HeaderMap::default();
+    map.add(b":status", status.to_string().as_bytes());
+    if !body.is_empty() {
+        map.add(b"content-length", body.len().to_string().as_bytes());
+        map.add(b"content-type", b"text/plain");
+    }
+    for (n, v) in extra {
+        map.add(n, v);
+    }
+    map
+}
+
+fn uuid_v4() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_whole_raw_head_counts_toward_the_limit() {
+        let s = ListenerSettings {
+            max_request_headers_kb: 1,
+            ..Default::default()
+        };
+        // "GET / HTTP/1.1\r\n" + "host: example.com\r\n" + "connection: close\r\n" + "\r\n"
+        let fixed = 16 + 19 + 19 + 2;
+        let line = |v: usize| "x: ".len() + v + 2;
+        let at_limit = Request::get("/").header("x", &"a".repeat(1024 - fixed - line(0)));
+        assert_eq!(raw_head_len(&at_limit), 1024);
+        assert!(check_codec(&s, &at_limit).is_ok());
+        let over = Request::get("/").header("x", &"a".repeat(1025 - fixed - line(0)));
+        assert_eq!(check_codec(&s, &over).unwrap_err().status, 431);
+    }
+
+    #[test]
+    fn header_count_includes_host() {
+        let s = ListenerSettings {
+            max_headers_count: 3,
+            ..Default::default()
+        };
+        let two = Request::get("/").header("a", "1");
+        assert!(check_codec(&s, &two).is_ok()); // host, a, connection
+        let three = two.header("b", "2");
+        assert_eq!(
+            check_codec(&s, &three).unwrap_err().details,
+            "http1.too_many_headers"
+        );
+    }
+
+    #[test]
+    fn fragments_and_odd_targets_are_refused() {
+        let s = ListenerSettings::default();
+        let frag = check_codec(&s, &Request::get("/a#b")).unwrap_err();
+        assert_eq!((frag.status, frag.body), (400, ""));
+        assert_eq!(
+            check_codec(&s, &Request::get("a/b")).unwrap_err().status,
+            400
+        );
+        assert_eq!(
+            check_codec(&s, &Request::get("/a b")).unwrap_err().body,
+            "Bad Request"
+        );
+        for ok in ["/%2Fadmin", "//admin", "/a/../b", "/a\\b", "/p?q=1"] {
+            assert!(check_codec(&s, &Request::get(ok)).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn remote_address_follows_xff_unless_use_remote_address() {
+        let peer: std::net::SocketAddr = "127.0.0.2:5555".parse().unwrap();
+        let req = Request::get("/").header("x-forwarded-for", "203.0.113.9, 198.51.100.7");
+        let mut s = ListenerSettings::default();
+        assert_eq!(
+            remote_address(&s, peer, &req),
+            "198.51.100.7:0".parse().unwrap()
+        );
+        assert_eq!(remote_address(&s, peer, &Request::get("/")), peer);
+        s.use_remote_address = true;
+        assert_eq!(remote_address(&s, peer, &req), peer);
+    }
+}

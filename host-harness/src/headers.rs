@@ -1,0 +1,172 @@
+//! Header maps with Envoy's mutation semantics, and the proxy-wasm pairs wire format.
+
+/// An ordered multimap of lowercased names to values (bytes, as the ABI allows any bytes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct HeaderMap {
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl HeaderMap {
+    pub fn from_pairs<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+        pairs: impl IntoIterator<Item = (N, V)>,
+    ) -> Self {
+        let mut m = HeaderMap::default();
+        for (n, v) in pairs {
+            m.add(n.as_ref(), v.as_ref());
+        }
+        m
+    }
+
+    pub fn entries(&self) -> &[(Vec<u8>, Vec<u8>)] {
+        &self.entries
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Envoy's `byteSize()`: Σ name + value.
+    pub fn byte_size(&self) -> usize {
+        self.entries.iter().map(|(n, v)| n.len() + v.len()).sum()
+    }
+
+    /// First value (Envoy's wasm `getHeaderMapValue` returns only the first).
+    pub fn get(&self, name: &[u8]) -> Option<&[u8]> {
+        let key = name.to_ascii_lowercase();
+        self.entries
+            .iter()
+            .find(|(n, _)| *n == key)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    pub fn get_str(&self, name: &str) -> Option<String> {
+        self.get(name.as_bytes())
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+
+    /// Appends an entry (Envoy `addCopy`, which lowercases the key).
+    pub fn add(&mut self, name: &[u8], value: &[u8]) {
+        self.entries
+            .push((name.to_ascii_lowercase(), value.to_vec()));
+    }
+
+    /// Envoy `setCopy` (with `http_set_copy_replace_all_headers`): remove all, then add.
+    pub fn replace(&mut self, name: &[u8], value: &[u8]) {
+        self.remove(name);
+        self.add(name, value);
+    }
+
+    pub fn remove(&mut self, name: &[u8]) {
+        let key = name.to_ascii_lowercase();
+        self.entries.retain(|(n, _)| *n != key);
+    }
+
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    pub fn to_strings(&self) -> Vec<(String, String)> {
+        self.entries
+            .iter()
+            .map(|(n, v)| {
+                (
+                    String::from_utf8_lossy(n).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// The proxy-wasm pairs format: u32 count, then (u32 name_len, u32 value_len) per pair,
+    /// then each name and value followed by a NUL byte.
+    pub fn serialize(&self) -> Vec<u8> {
+        serialize_pairs(
+            self.entries
+                .iter()
+                .map(|(n, v)| (n.as_slice(), v.as_slice())),
+        )
+    }
+}
+
+pub(crate) fn serialize_pairs<'a>(
+    pairs: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+) -> Vec<u8> {
+    let count = pairs.clone().count();
+    let mut out = Vec::new();
+    out.extend_from_slice(&(count as u32).to_le_bytes());
+    for (n, v) in pairs.clone() {
+        out.extend_from_slice(&(n.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    }
+    for (n, v) in pairs {
+        out.extend_from_slice(n);
+        out.push(0);
+        out.extend_from_slice(v);
+        out.push(0);
+    }
+    out
+}
+
+/// Parses the pairs format; malformed input yields the pairs that could be read (cpp-host's
+/// `toPairs` returns an empty list on malformed input, which we follow).
+pub(crate) fn deserialize_pairs(data: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    parse_pairs(data).unwrap_or_default()
+}
+
+fn parse_pairs(data: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    if data.is_empty() {
+        return Some(Vec::new());
+    }
+    let read_u32 = |at: usize| -> Option<usize> {
+        let b = data.get(at..at.checked_add(4)?)?;
+        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    let count = read_u32(0)?;
+    let mut sizes = Vec::with_capacity(count.min(1024));
+    let mut pos = 4usize;
+    for _ in 0..count {
+        let n = read_u32(pos)?;
+        let v = read_u32(pos.checked_add(4)?)?;
+        sizes.push((n, v));
+        pos = pos.checked_add(8)?;
+    }
+    let mut out = Vec::with_capacity(sizes.len());
+    for (n, v) in sizes {
+        let name = data.get(pos..pos.checked_add(n)?)?.to_vec();
+        pos = pos.checked_add(n)?.checked_add(1)?;
+        let value = data.get(pos..pos.checked_add(v)?)?.to_vec();
+        pos = pos.checked_add(v)?.checked_add(1)?;
+        out.push((name, value));
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_round_trip() {
+        let m = HeaderMap::from_pairs([("A", "1"), ("b", "")]);
+        let bytes = m.serialize();
+        assert_eq!(deserialize_pairs(&bytes), m.entries().to_vec());
+        assert_eq!(m.get(b"a"), Some(&b"1"[..]));
+    }
+
+    #[test]
+    fn truncated_pairs_are_empty() {
+        let m = HeaderMap::from_pairs([("a", "1")]);
+        let bytes = m.serialize();
+        assert!(deserialize_pairs(&bytes[..bytes.len() - 2]).is_empty());
+    }
+
+    #[test]
+    fn replace_removes_all_and_appends() {
+        let mut m = HeaderMap::from_pairs([("a", "1"), ("b", "2"), ("a", "3")]);
+        m.replace(b"A", b"9");
+        assert_eq!(
+            m.to_strings(),
+            vec![("b".into(), "2".into()), ("a".into(), "9".into())]
+        );
+    }
+}

@@ -1,0 +1,184 @@
+//! `check` (will Envoy load and configure this module?) and `bench` (how fast is a chain?).
+
+use std::time::{Duration, Instant};
+
+use crate::error::HostError;
+use crate::host::{FilterSpec, Host};
+use crate::module::{self, ModuleReport};
+use crate::types::{LogLine, Request};
+
+/// What `check` found.
+#[derive(Debug)]
+pub struct CheckReport {
+    /// Imports Envoy 1.40 would not satisfy, missing exports, detected ABI.
+    pub module: ModuleReport,
+    /// The error loading/configuring gave (`ConfigRejected` carries the module's logs); `None`
+    /// when the module loaded and `proxy_on_configure` accepted the configuration.
+    pub error: Option<HostError>,
+    /// Every log line the module wrote while starting.
+    pub logs: Vec<LogLine>,
+}
+
+impl CheckReport {
+    pub fn is_ok(&self) -> bool {
+        self.error.is_none()
+            && self.module.unsupported_imports.is_empty()
+            && self.module.missing_exports.is_empty()
+    }
+}
+
+/// Inspects `spec`'s module like Envoy's loader, then starts it with its configuration.
+pub fn check(spec: &FilterSpec) -> CheckReport {
+    let module = match module::compile(spec.bytes()) {
+        Ok(m) => m,
+        Err(e) => {
+            return CheckReport {
+                module: ModuleReport::default(),
+                error: Some(e),
+                logs: Vec::new(),
+            }
+        }
+    };
+    let report = module::inspect_module(&module);
+    match Host::builder().filter(spec.clone()).build() {
+        Ok(host) => CheckReport {
+            module: report,
+            error: None,
+            logs: host.logs(),
+        },
+        Err(e) => {
+            let logs = match &e {
+                HostError::ConfigRejected { logs, .. } | HostError::VmStartFailed { logs, .. } => {
+                    logs.clone()
+                }
+                _ => Vec::new(),
+            };
+            CheckReport {
+                module: report,
+                error: Some(e),
+                logs,
+            }
+        }
+    }
+}
+
+/// How long and how hard to bench.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Requests sent in turn (cycled).
+    pub requests: Vec<Request>,
+    /// Stop after this many requests in total (across threads)…
+    pub count: Option<u64>,
+    /// …or after this long (whichever comes first; neither: 10,000 requests).
+    pub duration: Option<Duration>,
+    /// Threads sending concurrently; thread t uses worker t % workers (give the host as many
+    /// workers as threads).
+    pub threads: usize,
+}
+
+/// Bench results.
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    pub requests: u64,
+    pub elapsed: Duration,
+    pub requests_per_second: f64,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub p999: Duration,
+    /// Mean time per request spent in each filter's callbacks (chain order).
+    pub per_filter_mean: Vec<(String, Duration)>,
+    /// Requests whose status differed from the first request's status (a sanity check).
+    pub status_changes: u64,
+}
+
+/// Latencies (ns), per-filter totals (ns) and status changes of one bench thread.
+#[derive(Default)]
+struct ThreadResult(Vec<u64>, Vec<u64>, u64);
+
+/// Runs the requests through `host` as fast as possible.
+pub fn bench(host: &Host, opts: &BenchOptions) -> BenchReport {
+    let threads = opts.threads.max(1);
+    let limit = match (opts.count, opts.duration) {
+        (None, None) => Some(10_000),
+        (c, _) => c,
+    };
+    let per_thread = limit.map(|c| c.div_ceil(threads as u64));
+    let deadline = opts.duration.map(|d| Instant::now() + d);
+    let started = Instant::now();
+    let names = host.filter_names().to_vec();
+    let results: Vec<ThreadResult> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let names = &names;
+                scope.spawn(move || {
+                    let mut lat = Vec::new();
+                    let mut filt = vec![0u64; names.len()];
+                    let mut first = None;
+                    let mut changes = 0;
+                    let mut i = 0usize;
+                    loop {
+                        if per_thread.is_some_and(|n| lat.len() as u64 >= n)
+                            || deadline.is_some_and(|d| Instant::now() >= d)
+                            || opts.requests.is_empty()
+                        {
+                            break;
+                        }
+                        let req = opts.requests[i % opts.requests.len()].clone().worker(t);
+                        i += 1;
+                        let t0 = Instant::now();
+                        let out = host.send(&req);
+                        lat.push(t0.elapsed().as_nanos() as u64);
+                        for (slot, (_, ns)) in filt.iter_mut().zip(out.filter_nanos.iter()) {
+                            *slot += ns;
+                        }
+                        match first {
+                            None => first = Some(out.status()),
+                            Some(s) if s != out.status() => changes += 1,
+                            _ => {}
+                        }
+                    }
+                    ThreadResult(lat, filt, changes)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let elapsed = started.elapsed();
+    let mut lat: Vec<u64> = results.iter().flat_map(|r| r.0.iter().copied()).collect();
+    lat.sort_unstable();
+    let n = lat.len() as u64;
+    let pct = |p: f64| -> Duration {
+        if lat.is_empty() {
+            return Duration::ZERO;
+        }
+        let idx = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1;
+        Duration::from_nanos(lat[idx])
+    };
+    let per_filter_mean = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let total: u64 = results
+                .iter()
+                .map(|r| r.1.get(i).copied().unwrap_or(0))
+                .sum();
+            (
+                name.clone(),
+                Duration::from_nanos(total.checked_div(n).unwrap_or(0)),
+            )
+        })
+        .collect();
+    BenchReport {
+        requests: n,
+        elapsed,
+        requests_per_second: n as f64 / elapsed.as_secs_f64().max(1e-9),
+        p50: pct(0.50),
+        p99: pct(0.99),
+        p999: pct(0.999),
+        per_filter_mean,
+        status_changes: results.iter().map(|r| r.2).sum(),
+    }
+}

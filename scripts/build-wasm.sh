@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Builds every filter and test module for wasm32-wasip1 (release profile: lto, one codegen unit,
+# panic=abort, stripped, opt-level z). Output: target/wasm32-wasip1/release/*.wasm
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --target wasm32-wasip1 --quiet \
+  -p header-limits -p spiffe-authz -p jwt-authn -p rate-limit \
+  -p meshward-test-noop -p meshward-test-probe
+dir="${CARGO_TARGET_DIR:-target}/wasm32-wasip1/release"
+for f in header_limits spiffe_authz jwt_authn rate_limit meshward_test_noop meshward_test_probe; do
+  printf '%-24s %8d bytes\n' "$f.wasm" "$(stat -c %s "$dir/$f.wasm")" >&2
+done

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The main job: build the filters, then run every example scenario (tests/scenarios/**.yaml)
+# through the harness and through a real Envoy 1.40, with the same files, and report any
+# difference. Extra arguments go to `meshward test` (e.g. --verbose, or scenario files).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+bash scripts/build-wasm.sh
+cargo build --quiet -p meshward-harness --bin meshward
+files=()
+if [ $# -eq 0 ] || [[ "${1:-}" == -* ]]; then
+  while IFS= read -r f; do files+=("$f"); done < <(find tests/scenarios -name '*.yaml' | sort)
+fi
+exec "${CARGO_TARGET_DIR:-target}/debug/meshward" test --envoy "$@" "${files[@]}"

@@ -1,0 +1,56 @@
+//! The scenario files under tests/scenarios/, each run through the harness AND a real Envoy 1.40
+//! with the same module and config. A case fails if either run misses its expectation or if the
+//! two runs differ in anything the case checks. Envoy missing ⇒ failure, never a skip.
+
+use std::path::{Path, PathBuf};
+
+use meshward_harness::scenario::default_wasm_dir;
+use meshward_harness::scenario::suite::{run_file, Targets};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+}
+
+/// Run every `*.yaml` in `tests/scenarios/<dir>` in both targets and fail with the full report.
+fn suite(dir: &str) {
+    let root = repo();
+    let scenario_dir = root.join("tests/scenarios").join(dir);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&scenario_dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", scenario_dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no scenario files in {}", scenario_dir.display());
+    let wasm_dir = default_wasm_dir(&root);
+    let (mut passed, mut failed, mut text) = (0, 0, String::new());
+    for file in &files {
+        let report = run_file(file, &wasm_dir, Targets::HarnessAndEnvoy, true);
+        passed += report.passed;
+        failed += report.failed;
+        text.push_str(&report.text);
+    }
+    println!("{text}\n{dir}: {passed} passed, {failed} failed");
+    assert_eq!(failed, 0, "{dir}: {failed} case(s) failed:\n{text}");
+    assert!(passed > 0, "{dir}: no case ran");
+}
+
+#[test]
+fn header_limits_scenarios_agree_in_harness_and_envoy() {
+    suite("header-limits");
+}
+
+#[test]
+fn spiffe_authz_scenarios_agree_in_harness_and_envoy() {
+    suite("spiffe-authz");
+}
+
+#[test]
+fn jwt_authn_scenarios_agree_in_harness_and_envoy() {
+    suite("jwt-authn");
+}
+
+#[test]
+fn rate_limit_scenarios_agree_in_harness_and_envoy() {
+    suite("rate-limit");
+}
