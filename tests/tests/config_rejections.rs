@@ -18,11 +18,16 @@ struct Rejection {
 }
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
 }
 
 fn cases(filter: &str) -> Vec<Rejection> {
-    let path = repo().join("tests/config-rejections").join(format!("{filter}.yaml"));
+    let path = repo()
+        .join("tests/config-rejections")
+        .join(format!("{filter}.yaml"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let cases: Vec<Rejection> = serde_yaml_ng::from_str(&text).expect("rejection list");
     assert!(!cases.is_empty());
@@ -31,7 +36,11 @@ fn cases(filter: &str) -> Vec<Rejection> {
 
 fn wasm(filter: &str) -> PathBuf {
     let p = default_wasm_dir(&repo()).join(format!("{}.wasm", filter.replace('-', "_")));
-    assert!(p.is_file(), "{} missing: run scripts/build-wasm.sh", p.display());
+    assert!(
+        p.is_file(),
+        "{} missing: run scripts/build-wasm.sh",
+        p.display()
+    );
     p
 }
 
@@ -45,11 +54,21 @@ fn rejected_in_harness(filter: &str) {
     let mut failures = Vec::new();
     for case in cases(filter) {
         let config = serde_json::to_string(&case.config).unwrap();
-        let spec = FilterSpec::from_file(&module).unwrap().name(filter).config(config.into_bytes());
+        let spec = FilterSpec::from_file(&module)
+            .unwrap()
+            .name(filter)
+            .config(config.into_bytes());
         match Host::builder().filter(spec).build() {
             Err(HostError::ConfigRejected { logs, .. }) => {
-                if !logs.iter().any(|l| l.message.contains(&needle(&case.field))) {
-                    failures.push(format!("{}: rejected, but no log names {}: {logs:?}", case.name, needle(&case.field)));
+                if !logs
+                    .iter()
+                    .any(|l| l.message.contains(&needle(&case.field)))
+                {
+                    failures.push(format!(
+                        "{}: rejected, but no log names {}: {logs:?}",
+                        case.name,
+                        needle(&case.field)
+                    ));
                 }
             }
             Err(other) => failures.push(format!("{}: failed otherwise: {other}", case.name)),
@@ -65,17 +84,26 @@ fn rejected_in_envoy(filter: &str) {
     let mut failures = Vec::new();
     for case in cases(filter) {
         let config = serde_json::to_string(&case.config).unwrap();
-        let envoy = EnvoyConfig::new(upstream.addr()).filter(WasmFilter::new(filter, &module, &config));
+        let envoy =
+            EnvoyConfig::new(upstream.addr()).filter(WasmFilter::new(filter, &module, &config));
         match Envoy::validate_or_start_expect_failure(&envoy) {
             Ok(failure) => {
                 if failure.status.success() {
                     failures.push(format!("{}: Envoy exited 0", case.name));
                 }
                 if !failure.log.contains(&needle(&case.field)) {
-                    failures.push(format!("{}: Envoy's log does not name {}:\n{}", case.name, needle(&case.field), tail(&failure.log)));
+                    failures.push(format!(
+                        "{}: Envoy's log does not name {}:\n{}",
+                        case.name,
+                        needle(&case.field),
+                        tail(&failure.log)
+                    ));
                 }
                 if !failure.log.contains("Unable to create Wasm plugin") {
-                    failures.push(format!("{}: no 'Unable to create Wasm plugin' in Envoy's log", case.name));
+                    failures.push(format!(
+                        "{}: no 'Unable to create Wasm plugin' in Envoy's log",
+                        case.name
+                    ));
                 }
             }
             Err(e) => failures.push(format!("{}: {e:#}", case.name)),

@@ -155,41 +155,129 @@ fn example_policies_satisfy_their_schema_and_their_parser() {
 fn schema_and_parser_agree_on_typical_documents() {
     let cases: &[(&str, bool, &str)] = &[
         ("header-limits", true, "{}"),
-        ("header-limits", true, r#"{"maxRequestHeadersKb":8192,"headersWithUnderscoresAction":"DROP_HEADER"}"#),
+        (
+            "header-limits",
+            true,
+            r#"{"maxRequestHeadersKb":8192,"headersWithUnderscoresAction":"DROP_HEADER"}"#,
+        ),
         ("header-limits", false, r#"{"maxRequestHeadersKB":64}"#),
         ("header-limits", false, r#"{"maxRequestHeadersKb":0}"#),
         ("header-limits", false, r#"{"maxRequestHeadersKb":8193}"#),
         ("header-limits", false, r#"{"maxHeadersCount":"100"}"#),
         ("header-limits", false, r#"{"maxPathBytes":0}"#),
-        ("header-limits", false, r#"{"headersWithUnderscoresAction":"allow"}"#),
-        ("jwt-authn", true, r#"{"jwtRules":[{"issuer":"a","jwksUri":"https://idp/jwks","timeout":"1.5s","jwksCacheDuration":"10m"}]}"#),
-        ("jwt-authn", true, r#"{"jwtRules":[{"issuer":"a","jwksUri":"https://idp/jwks","fromHeaders":[{"name":"x-token"}],"fromCookies":["session"]}]}"#),
-        ("jwt-authn", false, r#"{"jwtRules":[{"issuer":"a","jwksUri":"https://idp/jwks","audience":["x"]}]}"#),
-        ("jwt-authn", false, r#"{"jwtRules":[{"issuer":"","jwksUri":"https://idp/jwks"}]}"#),
-        ("jwt-authn", false, r#"{"jwtRules":[{"issuer":"a","jwksUri":"https://idp/jwks","timeout":"5 s"}]}"#),
-        ("jwt-authn", false, r#"{"jwtRules":[{"issuer":"a","jwksUri":"https://idp/jwks","fromCookies":["a b"]}]}"#),
-        ("jwt-authn", false, r#"{"jwtRules":[{"issuer":"a","jwks":42}]}"#),
+        (
+            "header-limits",
+            false,
+            r#"{"headersWithUnderscoresAction":"allow"}"#,
+        ),
+        (
+            "jwt-authn",
+            true,
+            r#"{"jwtRules":[{"issuer":"a","jwksUri":"https://idp/jwks","timeout":"1.5s","jwksCacheDuration":"10m"}]}"#,
+        ),
+        (
+            "jwt-authn",
+            true,
+            r#"{"jwtRules":[{"issuer":"a","jwksUri":"https://idp/jwks","fromHeaders":[{"name":"x-token"}],"fromCookies":["session"]}]}"#,
+        ),
+        (
+            "jwt-authn",
+            false,
+            r#"{"jwtRules":[{"issuer":"a","jwksUri":"https://idp/jwks","audience":["x"]}]}"#,
+        ),
+        (
+            "jwt-authn",
+            false,
+            r#"{"jwtRules":[{"issuer":"","jwksUri":"https://idp/jwks"}]}"#,
+        ),
+        (
+            "jwt-authn",
+            false,
+            r#"{"jwtRules":[{"issuer":"a","jwksUri":"https://idp/jwks","timeout":"5 s"}]}"#,
+        ),
+        (
+            "jwt-authn",
+            false,
+            r#"{"jwtRules":[{"issuer":"a","jwksUri":"https://idp/jwks","fromCookies":["a b"]}]}"#,
+        ),
+        (
+            "jwt-authn",
+            false,
+            r#"{"jwtRules":[{"issuer":"a","jwks":42}]}"#,
+        ),
         ("jwt-authn", false, r#"{"clockSkewSeconds":3601}"#),
-        ("spiffe-authz", true, r#"{"policies":[{"name":"p","action":"DENY","rules":[{"to":[{"operation":{"paths":["/a"]}}]}]}]}"#),
-        ("spiffe-authz", false, r#"{"policies":[{"name":"p","action":"deny"}]}"#),
-        ("spiffe-authz", false, r#"{"policies":[{"name":"p","rules":[{"from":[{"source":{"principal":["x"]}}]}]}]}"#),
+        (
+            "spiffe-authz",
+            true,
+            r#"{"policies":[{"name":"p","action":"DENY","rules":[{"to":[{"operation":{"paths":["/a"]}}]}]}]}"#,
+        ),
+        (
+            "spiffe-authz",
+            false,
+            r#"{"policies":[{"name":"p","action":"deny"}]}"#,
+        ),
+        (
+            "spiffe-authz",
+            false,
+            r#"{"policies":[{"name":"p","rules":[{"from":[{"source":{"principal":["x"]}}]}]}]}"#,
+        ),
         ("spiffe-authz", false, r#"{"requireMtls":"yes"}"#),
-        ("spiffe-authz", false, r#"{"policies":[{"action":"ALLOW"}]}"#),
-        ("rate-limit", true, r#"{"tokenBucket":{"maxTokens":1,"fillInterval":"250ms"},"descriptors":[{"key":"request.headers[x-api-key]"},{"key":"request.auth.claims[org][team]"}]}"#),
+        (
+            "spiffe-authz",
+            false,
+            r#"{"policies":[{"action":"ALLOW"}]}"#,
+        ),
+        (
+            "rate-limit",
+            true,
+            r#"{"tokenBucket":{"maxTokens":1,"fillInterval":"250ms"},"descriptors":[{"key":"request.headers[x-api-key]"},{"key":"request.auth.claims[org][team]"}]}"#,
+        ),
         ("rate-limit", false, r#"{}"#),
-        ("rate-limit", false, r#"{"tokenBucket":{"maxTokens":0,"fillInterval":"1s"}}"#),
-        ("rate-limit", false, r#"{"tokenBucket":{"maxTokens":1,"fillInterval":"1 s"}}"#),
-        ("rate-limit", false, r#"{"tokenBucket":{"maxTokens":1,"fillInterval":"1s"},"descriptors":[{"key":"source.port"}]}"#),
-        ("rate-limit", false, r#"{"tokenBucket":{"maxTokens":1,"fillInterval":"1s"},"rateLimitHeaders":"draft"}"#),
-        ("rate-limit", false, r#"{"tokenBucket":{"maxTokens":1,"fillInterval":"1s"},"maxKeys":0}"#),
-        ("rate-limit", false, r#"{"tokenBucket":{"maxTokens":1,"fillInterval":"1s"},"statusCode":600}"#),
+        (
+            "rate-limit",
+            false,
+            r#"{"tokenBucket":{"maxTokens":0,"fillInterval":"1s"}}"#,
+        ),
+        (
+            "rate-limit",
+            false,
+            r#"{"tokenBucket":{"maxTokens":1,"fillInterval":"1 s"}}"#,
+        ),
+        (
+            "rate-limit",
+            false,
+            r#"{"tokenBucket":{"maxTokens":1,"fillInterval":"1s"},"descriptors":[{"key":"source.port"}]}"#,
+        ),
+        (
+            "rate-limit",
+            false,
+            r#"{"tokenBucket":{"maxTokens":1,"fillInterval":"1s"},"rateLimitHeaders":"draft"}"#,
+        ),
+        (
+            "rate-limit",
+            false,
+            r#"{"tokenBucket":{"maxTokens":1,"fillInterval":"1s"},"maxKeys":0}"#,
+        ),
+        (
+            "rate-limit",
+            false,
+            r#"{"tokenBucket":{"maxTokens":1,"fillInterval":"1s"},"statusCode":600}"#,
+        ),
     ];
     for (filter, valid, text) in cases {
         let doc: Json = serde_json::from_str(text).unwrap();
         let by_schema = validate(&schema_of(filter), &doc);
         let by_parser = parse_with_core(filter, text);
-        assert_eq!(by_schema.is_ok(), *valid, "{filter} schema on {text}: {by_schema:?}");
-        assert_eq!(by_parser.is_ok(), *valid, "{filter} parser on {text}: {by_parser:?}");
+        assert_eq!(
+            by_schema.is_ok(),
+            *valid,
+            "{filter} schema on {text}: {by_schema:?}"
+        );
+        assert_eq!(
+            by_parser.is_ok(),
+            *valid,
+            "{filter} parser on {text}: {by_parser:?}"
+        );
     }
 }
 
@@ -227,7 +315,10 @@ fn istio_examples() -> Vec<IstioExample> {
             let words = command_line
                 .strip_prefix("# meshward wasmplugin ")
                 .unwrap_or_else(|| {
-                    panic!("{}: the first line must be `# meshward wasmplugin …`", path.display())
+                    panic!(
+                        "{}: the first line must be `# meshward wasmplugin …`",
+                        path.display()
+                    )
                 });
             let argv = std::iter::once("wasmplugin").chain(words.split_whitespace());
             let mut args = WasmPluginCommand::try_parse_from(argv)
@@ -257,7 +348,12 @@ fn istio_examples_are_what_meshward_wasmplugin_renders() {
     assert_eq!(covered, all, "one example per filter");
     for example in &examples {
         let stem = example.path.file_stem().unwrap().to_str().unwrap();
-        assert_eq!(stem, example.args.filter.name(), "{}", example.path.display());
+        assert_eq!(
+            stem,
+            example.args.filter.name(),
+            "{}",
+            example.path.display()
+        );
         assert!(
             example.args.policy.starts_with(repo().join("policies")),
             "{}: the pluginConfig comes from policies/",
@@ -270,7 +366,8 @@ fn istio_examples_are_what_meshward_wasmplugin_renders() {
             &format!("{}\n{rendered}", example.command_line),
         );
         // The pluginConfig is the policy file itself, and a policy the filter accepts.
-        let plugin_config: Json = serde_json::to_value(&example.yaml["spec"]["pluginConfig"]).unwrap();
+        let rendered: Yaml = serde_yaml_ng::from_str(&rendered).unwrap();
+        let plugin_config: Json = serde_json::to_value(&rendered["spec"]["pluginConfig"]).unwrap();
         assert_eq!(plugin_config, policy, "{}", example.path.display());
         let filter = example.args.filter.name();
         validate(&schema_of(filter), &plugin_config).unwrap();
@@ -284,7 +381,10 @@ fn istio_examples_are_what_meshward_wasmplugin_renders() {
 fn wasmplugin_crd_schema() -> Json {
     let path = repo().join("../shared/reference/istio-crds-subset.yaml");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!("{}: {e} (the Istio CRD reference must sit beside the repository)", path.display())
+        panic!(
+            "{}: {e} (the Istio CRD reference must sit beside the repository)",
+            path.display()
+        )
     });
     let crd = serde_yaml_ng::Deserializer::from_str(&text)
         .map(|doc| Yaml::deserialize(doc).unwrap())
@@ -299,7 +399,10 @@ fn wasmplugin_crd_schema() -> Json {
     let mut schema: Json = serde_json::to_value(&version["schema"]["openAPIV3Schema"]).unwrap();
     strict(&mut schema);
     let props = schema["properties"].as_object_mut().unwrap();
-    props.insert("apiVersion".into(), json!({"const": "extensions.istio.io/v1alpha1"}));
+    props.insert(
+        "apiVersion".into(),
+        json!({"const": "extensions.istio.io/v1alpha1"}),
+    );
     props.insert("kind".into(), json!({"const": "WasmPlugin"}));
     props.insert(
         "metadata".into(),
@@ -362,7 +465,10 @@ fn check_cel_rules(spec: &Json) -> Result<(), String> {
     }
     if let Some(labels) = spec["selector"]["matchLabels"].as_object() {
         for (key, value) in labels {
-            if key.is_empty() || key.contains('*') || value.as_str().is_some_and(|v| v.contains('*')) {
+            if key.is_empty()
+                || key.contains('*')
+                || value.as_str().is_some_and(|v| v.contains('*'))
+            {
                 return Err(format!("label {key}: empty or wildcard"));
             }
         }
@@ -370,7 +476,9 @@ fn check_cel_rules(spec: &Json) -> Result<(), String> {
     let url = spec["url"].as_str().unwrap_or_default();
     let scheme = url.split_once("://").map_or("", |(s, _)| s);
     if !["", "http", "https", "oci", "file"].contains(&scheme) {
-        return Err(format!("url must have schema one of [http, https, file, oci]: {url}"));
+        return Err(format!(
+            "url must have schema one of [http, https, file, oci]: {url}"
+        ));
     }
     Ok(())
 }
@@ -383,7 +491,10 @@ fn istio_examples_validate_against_the_wasmplugin_crd() {
     for example in &examples {
         let doc: Json = serde_json::to_value(&example.yaml).unwrap();
         if let Err(e) = validate(&schema, &doc) {
-            panic!("{} violates the WasmPlugin CRD:\n{e}", example.path.display());
+            panic!(
+                "{} violates the WasmPlugin CRD:\n{e}",
+                example.path.display()
+            );
         }
         check_cel_rules(&doc["spec"]).unwrap();
         assert_eq!(doc["spec"]["failStrategy"], "FAIL_CLOSE");
@@ -455,9 +566,15 @@ fn istio_phases_and_priorities_order_the_filters() {
 fn render_args(extra: &[&str]) -> Result<String, String> {
     let policy = repo().join("policies/header-limits/strict.json");
     let policy = policy.to_str().unwrap();
-    let argv = ["wasmplugin", "--filter", "header-limits", "--policy", policy];
-    let parsed = WasmPluginCommand::try_parse_from(argv.iter().chain(extra))
-        .map_err(|e| e.to_string())?;
+    let argv = [
+        "wasmplugin",
+        "--filter",
+        "header-limits",
+        "--policy",
+        policy,
+    ];
+    let parsed =
+        WasmPluginCommand::try_parse_from(argv.iter().chain(extra)).map_err(|e| e.to_string())?;
     let json = wasmplugin::read_policy(&parsed.args.policy).map_err(|e| e.to_string())?;
     wasmplugin::render(&parsed.args, &json).map_err(|e| format!("{e:#}"))
 }
@@ -465,19 +582,51 @@ fn render_args(extra: &[&str]) -> Result<String, String> {
 #[test]
 fn wasmplugin_command_checks_its_inputs() {
     let digest = "ab".repeat(32);
-    let ok = render_args(&["--image", "oci://r.example/m/hl:1", "--sha256", &format!("sha256:{}", digest.to_uppercase())]).unwrap();
+    let ok = render_args(&[
+        "--image",
+        "oci://r.example/m/hl:1",
+        "--sha256",
+        &format!("sha256:{}", digest.to_uppercase()),
+    ])
+    .unwrap();
     assert!(ok.contains(&format!("sha256: {digest}\n")), "{ok}");
-    assert!(ok.contains("phase: AUTHN\n") && ok.contains("priority: 1000\n"), "{ok}");
-    let overridden = render_args(&["--image", "oci://r/m:1", "--phase", "stats", "--priority", "-5"]).unwrap();
-    assert!(overridden.contains("phase: STATS\n") && overridden.contains("priority: -5\n"), "{overridden}");
+    assert!(
+        ok.contains("phase: AUTHN\n") && ok.contains("priority: 1000\n"),
+        "{ok}"
+    );
+    let overridden = render_args(&[
+        "--image",
+        "oci://r/m:1",
+        "--phase",
+        "stats",
+        "--priority",
+        "-5",
+    ])
+    .unwrap();
+    assert!(
+        overridden.contains("phase: STATS\n") && overridden.contains("priority: -5\n"),
+        "{overridden}"
+    );
     for bad in [
         vec!["--image", "r.example/m/hl:1"],
         vec!["--image", "ftp://r/m"],
         vec!["--image", "oci://r/m:1", "--sha256", "abc"],
-        vec!["--image", &format!("oci://r/m@sha256:{}", "cd".repeat(32)), "--sha256", &digest],
+        vec![
+            "--image",
+            &format!("oci://r/m@sha256:{}", "cd".repeat(32)),
+            "--sha256",
+            &digest,
+        ],
         vec!["--image", "oci://r/m:1", "--selector", "app"],
         vec!["--image", "oci://r/m:1", "--selector", "app=*"],
-        vec!["--image", "oci://r/m:1", "--selector", "app=a", "--selector", "app=b"],
+        vec![
+            "--image",
+            "oci://r/m:1",
+            "--selector",
+            "app=a",
+            "--selector",
+            "app=b",
+        ],
         vec!["--image", "oci://r/m:1", "--namespace", "Shop"],
         vec!["--image", "oci://r/m:1", "--phase", "AUTHORIZATION"],
     ] {
@@ -495,7 +644,10 @@ fn bootstrap_path() -> PathBuf {
 /// (plugin name, configuration JSON) of every wasm filter in the bootstrap, in chain order.
 fn wasm_filters(bootstrap: &Yaml) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for listener in bootstrap["static_resources"]["listeners"].as_sequence().unwrap() {
+    for listener in bootstrap["static_resources"]["listeners"]
+        .as_sequence()
+        .unwrap()
+    {
         for chain in listener["filter_chains"].as_sequence().unwrap() {
             for filter in chain["filters"].as_sequence().unwrap() {
                 let hcm = &filter["typed_config"];
@@ -548,7 +700,10 @@ fn relocated_bootstrap() -> (String, BTreeMap<u64, u16>) {
     let mut holders = Vec::new();
     let mut wasm_files = 0;
     relocate(&mut bootstrap, &mut ports, &mut holders, &mut wasm_files);
-    assert_eq!(wasm_files, 4, "four wasm filters under target/wasm32-wasip1/release/");
+    assert_eq!(
+        wasm_files, 4,
+        "four wasm filters under target/wasm32-wasip1/release/"
+    );
     drop(holders); // free the ports just before Envoy binds them
     (serde_yaml_ng::to_string(&bootstrap).unwrap(), ports)
 }
@@ -616,7 +771,13 @@ impl RunningEnvoy {
         let child = Command::new(binary)
             .arg("-c")
             .arg(&config)
-            .args(["--concurrency", "1", "--disable-hot-restart", "--log-level", "info"])
+            .args([
+                "--concurrency",
+                "1",
+                "--disable-hot-restart",
+                "--log-level",
+                "info",
+            ])
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
@@ -646,7 +807,11 @@ impl RunningEnvoy {
             if ready && std::net::TcpStream::connect(listener).is_ok() {
                 return;
             }
-            assert!(Instant::now() < deadline, "Envoy not ready in 60 s:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "Envoy not ready in 60 s:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -666,7 +831,10 @@ impl Drop for RunningEnvoy {
 fn token(name: &str) -> String {
     let path = repo().join("tests/fixtures/jwt/tokens.json");
     let tokens: Json = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    tokens["tokens"][name]["token"].as_str().unwrap().to_string()
+    tokens["tokens"][name]["token"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 #[test]
@@ -698,12 +866,18 @@ fn envoy_example_answers_through_all_four_filters() {
     let underscore = send(Request::get("/").header("x_under", "1"));
     assert_eq!(underscore.status, 400, "{underscore:?}");
     // jwt-authn: a token with a broken signature.
-    let forged = send(api().header("authorization", format!("Bearer {}", token("bad_signature"))));
+    let forged = send(api().header(
+        "authorization",
+        format!("Bearer {}", token("bad_signature")),
+    ));
     assert_eq!(forged.status, 401, "{forged:?}");
     assert_eq!(forged.body_text(), "Jwt verification fails");
     // spiffe-authz: /api/* without a token, /admin for everyone, unlisted paths.
     assert_eq!(send(api()).status, 403);
-    assert_eq!(send(Request::get("/admin").header("authorization", &alice)).status, 403);
+    assert_eq!(
+        send(Request::get("/admin").header("authorization", &alice)).status,
+        403
+    );
     assert_eq!(send(Request::get("/elsewhere")).status, 403);
     // Open pages pass anonymous, drawing from the shared default bucket (100/s).
     let public = send(Request::get("/"));
@@ -716,7 +890,10 @@ fn envoy_example_answers_through_all_four_filters() {
     for remaining in (0..4).rev() {
         let r = send(api().header("authorization", &alice));
         assert_eq!(r.status, 200, "{r:?}");
-        assert_eq!(r.header("x-ratelimit-remaining"), Some(remaining.to_string().as_str()));
+        assert_eq!(
+            r.header("x-ratelimit-remaining"),
+            Some(remaining.to_string().as_str())
+        );
     }
     let limited = send(api().header("authorization", &alice));
     assert_eq!(limited.status, 429, "{limited:?}");
@@ -727,5 +904,8 @@ fn envoy_example_readme_uses_the_example_ports_and_a_valid_token() {
     let readme = std::fs::read_to_string(repo().join("examples/envoy/README.md")).unwrap();
     assert!(readme.contains(".venv/bin/envoy -c examples/envoy/bootstrap.yaml"));
     assert!(readme.contains("127.0.0.1:10000"));
-    assert!(readme.contains(&token("rs256_alice")), "the README's token is the fixture's");
+    assert!(
+        readme.contains(&token("rs256_alice")),
+        "the README's token is the fixture's"
+    );
 }

@@ -8,7 +8,10 @@ use meshward_harness::scenario::default_wasm_dir;
 use meshward_harness::scenario::suite::{run_file, Targets};
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
 }
 
 /// Run every `*.yaml` in `tests/scenarios/<dir>` in both targets and fail with the full report.
@@ -21,7 +24,11 @@ fn suite(dir: &str) {
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
         .collect();
     files.sort();
-    assert!(!files.is_empty(), "no scenario files in {}", scenario_dir.display());
+    assert!(
+        !files.is_empty(),
+        "no scenario files in {}",
+        scenario_dir.display()
+    );
     let wasm_dir = default_wasm_dir(&root);
     let (mut passed, mut failed, mut text) = (0, 0, String::new());
     for file in &files {

@@ -38,9 +38,16 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
         bail!("no case to send");
     }
     scenario.workers = Some(args.threads.max(1) as u32);
-    let wasm_dir = args.wasm_dir.clone().unwrap_or_else(|| default_wasm_dir(&args.scenario));
+    let wasm_dir = args
+        .wasm_dir
+        .clone()
+        .unwrap_or_else(|| default_wasm_dir(&args.scenario));
     let host = run::build_host(&scenario, &wasm_dir)?;
-    let requests = scenario.cases.iter().map(|c| run::to_request(&c.request)).collect::<Result<Vec<_>>>()?;
+    let requests = scenario
+        .cases
+        .iter()
+        .map(|c| run::to_request(&c.request))
+        .collect::<Result<Vec<_>>>()?;
     let report = bench(
         &host,
         &BenchOptions {
@@ -50,15 +57,30 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
             threads: args.threads.max(1),
         },
     );
-    println!("scenario: {} ({} case(s), {} thread(s))", args.scenario.display(), scenario.cases.len(), args.threads);
-    println!("requests: {} in {:.3} s", report.requests, report.elapsed.as_secs_f64());
+    println!(
+        "scenario: {} ({} case(s), {} thread(s))",
+        args.scenario.display(),
+        scenario.cases.len(),
+        args.threads
+    );
+    println!(
+        "requests: {} in {:.3} s",
+        report.requests,
+        report.elapsed.as_secs_f64()
+    );
     println!("requests/s: {:.0}", report.requests_per_second);
-    println!("latency p50 {:?}  p99 {:?}  p999 {:?}", report.p50, report.p99, report.p999);
+    println!(
+        "latency p50 {:?}  p99 {:?}  p999 {:?}",
+        report.p50, report.p99, report.p999
+    );
     for (filter, mean) in &report.per_filter_mean {
         println!("filter {filter}: mean {:?} per request", mean);
     }
     if report.status_changes > 0 {
-        println!("note: {} request(s) got another status than the first", report.status_changes);
+        println!(
+            "note: {} request(s) got another status than the first",
+            report.status_changes
+        );
     }
     Ok(())
 }

@@ -20,12 +20,18 @@ pub struct CheckArgs {
 pub fn run(args: CheckArgs) -> Result<bool> {
     let mut spec = FilterSpec::from_file(&args.module)?;
     if let Some(file) = &args.config {
-        spec = spec.config(std::fs::read(file).with_context(|| format!("reading {}", file.display()))?);
+        spec = spec
+            .config(std::fs::read(file).with_context(|| format!("reading {}", file.display()))?);
     }
     let report = check(&spec);
     let m = &report.module;
     println!("module: {}", args.module.display());
-    println!("abi: {}", m.abi.map(|a| format!("{a:?}")).unwrap_or_else(|| "none (no proxy_abi_version_* export)".into()));
+    println!(
+        "abi: {}",
+        m.abi
+            .map(|a| format!("{a:?}"))
+            .unwrap_or_else(|| "none (no proxy_abi_version_* export)".into())
+    );
     if m.unsupported_imports.is_empty() {
         println!("imports: all satisfied by Envoy 1.40");
     } else {

@@ -153,8 +153,8 @@ pub fn wasmplugin(args: WasmPluginArgs) -> Result<()> {
 pub fn read_policy(path: &Path) -> Result<Json> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let value: Json = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not JSON", path.display()))?;
+    let value: Json =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
     if !value.is_object() {
         bail!("{}: a policy must be a JSON object", path.display());
     }
@@ -278,8 +278,7 @@ fn parse_label(pair: &str) -> Result<(&str, &str)> {
 fn is_label_value(v: &str) -> bool {
     let edge = |c: Option<char>| c.is_none_or(|c| c.is_ascii_alphanumeric());
     v.len() <= 63
-        && v
-            .chars()
+        && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         && edge(v.chars().next())
         && edge(v.chars().last())
@@ -315,7 +314,10 @@ fn check_url(url: &str) -> Result<&str> {
 /// 64 lowercase hex digits; a `sha256:` prefix (as `meshward image push` prints the manifest
 /// digest) is dropped. Must agree with a digest pinned in the URL.
 fn check_sha256(sha: &str, url: &str) -> Result<String> {
-    let hex = sha.strip_prefix("sha256:").unwrap_or(sha).to_ascii_lowercase();
+    let hex = sha
+        .strip_prefix("sha256:")
+        .unwrap_or(sha)
+        .to_ascii_lowercase();
     if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
         bail!("--sha256 {sha}: expected 64 hex digits");
     }

@@ -680,7 +680,7 @@ fn example_policies_compile() {
     let mut count = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "json") {
+        if path.extension().is_some_and(|e| e == "json") && !path.ends_with("schema.json") {
             let bytes = std::fs::read(&path).unwrap();
             CompiledPolicy::from_json(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             count += 1;
