@@ -67,9 +67,20 @@ fn a_wrong_expectation_prints_a_diff_and_exits_1() {
 
 #[test]
 fn check_is_clean_on_our_filters() {
-    for f in ["header_limits", "spiffe_authz", "jwt_authn", "rate_limit"] {
+    for (f, policy) in [
+        ("header_limits", "header-limits/default.json"),
+        ("spiffe_authz", "spiffe-authz/issue-example.json"),
+        ("jwt_authn", "jwt-authn/inline-fixture-keys.json"),
+        ("rate_limit", "rate-limit/per-identity.json"),
+    ] {
         let module = wasm_dir().join(format!("{f}.wasm"));
-        let (code, out) = meshward(&["check", module.to_str().unwrap()]);
+        let policy = repo().join("policies").join(policy);
+        let (code, out) = meshward(&[
+            "check",
+            module.to_str().unwrap(),
+            "--config",
+            policy.to_str().unwrap(),
+        ]);
         assert_eq!(code, 0, "{f}: {out}");
         assert!(
             out.contains("imports: all satisfied by Envoy 1.40"),

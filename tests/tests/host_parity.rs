@@ -35,14 +35,16 @@ const THREADS: usize = 4;
 const PER_THREAD: usize = 50;
 
 /// Every request increments one shared counter with a CAS loop; with two workers the values
-/// written must be exactly 1..=N (no lost update, no duplicate).
+/// written must be exactly 2..=N+1 (no lost update, no duplicate): one request creates the key
+/// first because, as in Envoy, writing a key that does not exist ignores `cas`, so two workers
+/// racing to create it can both write 1 (the harness reproduces that; this test once caught it).
 fn assert_exact(values: Vec<u64>) {
     let n = (THREADS * PER_THREAD) as u64;
     let set: BTreeSet<u64> = values.iter().copied().collect();
     assert_eq!(values.len() as u64, n);
     assert_eq!(
         set,
-        (1..=n).collect::<BTreeSet<u64>>(),
+        (2..=n + 1).collect::<BTreeSet<u64>>(),
         "lost or duplicated CAS updates"
     );
 }
@@ -54,6 +56,12 @@ fn cas_counter_is_exact_across_two_workers_in_the_harness() {
         .filter(FilterSpec::from_file(probe()).unwrap().name("probe"))
         .build()
         .unwrap();
+    let first = host.send(&Request::get("/").header("x-probe-count", "k"));
+    let created = first
+        .upstream_request
+        .as_ref()
+        .and_then(|h| h.header("x-probe-count-value"));
+    assert_eq!(created, Some("1"));
     let reqs: Vec<Request> = (0..THREADS * PER_THREAD)
         .map(|_| Request::get("/").header("x-probe-count", "k"))
         .collect();
@@ -79,6 +87,13 @@ fn cas_counter_is_exact_across_two_workers_in_envoy() {
         .concurrency(2);
     let envoy = Envoy::start(&config).unwrap();
     let client = envoy.client();
+    let first = client
+        .send(&envoy::Request::get("/").header("x-probe-count", "k"))
+        .unwrap();
+    assert_eq!(
+        first.echo().unwrap().header("x-probe-count-value"),
+        Some("1")
+    );
     let values: Vec<u64> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..THREADS)
             .map(|_| {
