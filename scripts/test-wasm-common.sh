@@ -35,4 +35,4 @@ fi
 command -v node >/dev/null || { log "node is required"; exit 1; }
 
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
-  cargo test -p meshward-common --target wasm32-unknown-unknown "$@"
+  cargo test -p meshward-common --lib --target wasm32-unknown-unknown "$@"

