@@ -8,13 +8,9 @@ use meshward_harness::FilterSpec;
 /// The release wasm of a test module (built by
 /// `cargo build --release --target wasm32-wasip1 -p meshward-test-probe -p meshward-test-noop`).
 pub fn module_path(stem: &str) -> PathBuf {
-    // MESHWARD_WASM_DIR overrides where the release wasm files are (default: the workspace's
-    // target/wasm32-wasip1/release).
-    let dir = std::env::var("MESHWARD_WASM_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip1/release")
-        });
+    // $MESHWARD_WASM_DIR, else $CARGO_TARGET_DIR or the workspace's target, /wasm32-wasip1/release.
+    let dir =
+        meshward_harness::scenario::default_wasm_dir(&PathBuf::from(env!("CARGO_MANIFEST_DIR")));
     let path = dir.join(format!("{stem}.wasm"));
     assert!(
         path.exists(),
