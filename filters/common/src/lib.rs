@@ -8,6 +8,7 @@
 //! - [`spiffe`]: SPIFFE IDs parsed with go-spiffe's strict rules.
 
 pub mod config;
+pub mod duration;
 pub mod identity;
 pub mod matchers;
 pub mod path;

@@ -1,44 +1,8 @@
-//! Duration strings as Istio/protobuf JSON writes them (`5s`, `1.5s`) plus `ms`, `m`, `h`.
+//! Duration strings as Istio/protobuf JSON writes them (`5s`, `1.5s`) plus `ms`, `m`, `h`: the
+//! shared parser of `meshward_common::duration`, in milliseconds.
 
 /// Parse into milliseconds. `None` for anything malformed, negative or absurdly large.
-pub fn parse_millis(text: &str) -> Option<u64> {
-    let (number, unit_ms): (&str, u64) = if let Some(n) = text.strip_suffix("ms") {
-        (n, 1)
-    } else if let Some(n) = text.strip_suffix('s') {
-        (n, 1_000)
-    } else if let Some(n) = text.strip_suffix('m') {
-        (n, 60_000)
-    } else if let Some(n) = text.strip_suffix('h') {
-        (n, 3_600_000)
-    } else {
-        return None;
-    };
-    let (whole, frac) = match number.split_once('.') {
-        Some((w, f)) => (w, f),
-        None => (number, ""),
-    };
-    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) || whole.len() > 9 {
-        return None;
-    }
-    if !frac.bytes().all(|b| b.is_ascii_digit())
-        || frac.len() > 9
-        || (number.contains('.') && frac.is_empty())
-    {
-        return None;
-    }
-    let whole: u64 = whole.parse().ok()?;
-    let mut millis = whole.checked_mul(unit_ms)?;
-    // Fractional part: digits d1 d2 … scaled by unit/10, unit/100, …; sub-millisecond remainders drop.
-    let mut scale = unit_ms;
-    for digit in frac.bytes() {
-        scale /= 10;
-        if scale == 0 {
-            break;
-        }
-        millis = millis.checked_add(u64::from(digit - b'0').checked_mul(scale)?)?;
-    }
-    Some(millis)
-}
+pub use meshward_common::duration::parse_millis;
 
 #[cfg(test)]
 mod tests {
@@ -54,20 +18,13 @@ mod tests {
         assert_eq!(parse_millis("1h"), Some(3_600_000));
         assert_eq!(parse_millis("0s"), Some(0));
         for bad in [
-            "",
-            "s",
-            "5",
-            "-1s",
-            "1.s",
-            ".5s",
-            "1,5s",
-            "5 s",
-            "5S",
-            "1e3s",
-            "9999999999s",
-            "1.0000000001s",
+            "", "s", "5", "-1s", "1.s", ".5s", "1,5s", "5 s", "5S", "1e3s",
         ] {
             assert_eq!(parse_millis(bad), None, "{bad}");
         }
+        // Large values parse (the shared parser works in u64 nanoseconds); the config bounds each
+        // field (timeout ≤ 60s, jwksCacheDuration 1s..24h).
+        assert_eq!(parse_millis("9999999999s"), Some(9_999_999_999_000));
+        assert_eq!(parse_millis("1.0000000001s"), Some(1_000));
     }
 }

@@ -275,46 +275,8 @@ fn compile_bucket(raw: &RawBucket) -> Result<TokenBucket, ConfigError> {
         .ok_or_else(|| ConfigError::new("", "invalid token bucket"))
 }
 
-/// A duration string: a decimal number and one unit (`ns`, `us`, `ms`, `s`, `m`, `h`, `d`), e.g.
-/// `1s`, `0.25s`, `100ms`, `1m`. Fractions below a nanosecond are dropped.
-pub fn parse_duration(text: &str) -> Option<u64> {
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-    let (number, unit) = (text.get(..split)?, text.get(split..)?);
-    let unit_ns: u128 = match unit {
-        "ns" => 1,
-        "us" => 1_000,
-        "ms" => 1_000_000,
-        "s" => 1_000_000_000,
-        "m" => 60_000_000_000,
-        "h" => 3_600_000_000_000,
-        "d" => 86_400_000_000_000,
-        _ => return None,
-    };
-    let (whole, frac) = match number.split_once('.') {
-        Some((w, f)) => (w, f),
-        None => (number, ""),
-    };
-    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if whole.is_empty()
-        || !all_digits(whole)
-        || !all_digits(frac)
-        || frac.len() > 18
-        || (number.contains('.') && frac.is_empty())
-    {
-        return None;
-    }
-    let whole: u128 = whole.parse().ok()?;
-    let frac_value: u128 = if frac.is_empty() {
-        0
-    } else {
-        frac.parse().ok()?
-    };
-    let frac_scale = 10u128.checked_pow(u32::try_from(frac.len()).ok()?)?;
-    let ns = whole
-        .checked_mul(unit_ns)?
-        .checked_add(frac_value.checked_mul(unit_ns)?.checked_div(frac_scale)?)?;
-    u64::try_from(ns).ok()
-}
+/// A duration string (`1s`, `250ms`, `1.5m`…) in nanoseconds: the shared parser.
+pub use meshward_common::duration::parse_nanos as parse_duration;
 
 /// A stable hash of everything that gives stored bucket state its meaning.
 fn state_id(layout: &TableLayout, default: TokenBucket, descriptors: &[Descriptor]) -> u64 {
