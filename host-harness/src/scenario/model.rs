@@ -346,21 +346,20 @@ impl ClusterResponse {
 }
 
 /// Find the wasm directory: `$MESHWARD_WASM_DIR`, else `<target>/wasm32-wasip1/release` where
-/// target is `$CARGO_TARGET_DIR` or `target` under the nearest ancestor holding a `Cargo.lock`.
+/// target is `$CARGO_TARGET_DIR` or `target`, relative paths taken from the nearest ancestor of
+/// `start` holding a `Cargo.lock` or `.git` (the workspace root, where cargo resolves them too).
 pub fn default_wasm_dir(start: &Path) -> PathBuf {
     if let Some(d) = std::env::var_os("MESHWARD_WASM_DIR") {
         return PathBuf::from(d);
     }
-    let target = match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(t) => PathBuf::from(t),
-        None => {
-            let start = std::fs::canonicalize(start).unwrap_or_else(|_| start.to_path_buf());
-            start
-                .ancestors()
-                .find(|a| a.join("Cargo.lock").exists())
-                .map(|a| a.join("target"))
-                .unwrap_or_else(|| PathBuf::from("target"))
-        }
-    };
-    target.join("wasm32-wasip1").join("release")
+    let start = std::fs::canonicalize(start).unwrap_or_else(|_| start.to_path_buf());
+    let root = start
+        .ancestors()
+        .find(|a| a.join("Cargo.lock").is_file() || a.join(".git").exists())
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"));
+    root.join(target).join("wasm32-wasip1").join("release")
 }
