@@ -1,5 +1,7 @@
 //! Header maps with Envoy's mutation semantics, and the proxy-wasm pairs wire format.
 
+use std::borrow::Cow;
+
 /// An ordered multimap of lowercased names to values (bytes, as the ABI allows any bytes).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct HeaderMap {
@@ -32,16 +34,16 @@ impl HeaderMap {
 
     /// First value (Envoy's wasm `getHeaderMapValue` returns only the first).
     pub fn get(&self, name: &[u8]) -> Option<&[u8]> {
-        let key = name.to_ascii_lowercase();
+        // Stored names are lowercase, so a case-insensitive compare equals lowercasing the key,
+        // without allocating on every lookup.
         self.entries
             .iter()
-            .find(|(n, _)| *n == key)
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_slice())
     }
 
     pub fn get_str(&self, name: &str) -> Option<String> {
-        self.get(name.as_bytes())
-            .map(|v| String::from_utf8_lossy(v).into_owned())
+        self.get(name.as_bytes()).map(|v| text(v).into_owned())
     }
 
     /// Appends an entry (Envoy `addCopy`, which lowercases the key).
@@ -57,8 +59,7 @@ impl HeaderMap {
     }
 
     pub fn remove(&mut self, name: &[u8]) {
-        let key = name.to_ascii_lowercase();
-        self.entries.retain(|(n, _)| *n != key);
+        self.entries.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
     }
 
     pub fn clear(&mut self) {
@@ -68,12 +69,7 @@ impl HeaderMap {
     pub fn to_strings(&self) -> Vec<(String, String)> {
         self.entries
             .iter()
-            .map(|(n, v)| {
-                (
-                    String::from_utf8_lossy(n).into_owned(),
-                    String::from_utf8_lossy(v).into_owned(),
-                )
-            })
+            .map(|(n, v)| (text(n).into_owned(), text(v).into_owned()))
             .collect()
     }
 
@@ -88,11 +84,22 @@ impl HeaderMap {
     }
 }
 
+/// Bytes as text, invalid UTF-8 replaced. `from_utf8_lossy` walks its chunk iterator even for
+/// valid input; headers are nearly always valid, so the plain check goes first.
+pub(crate) fn text(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
 pub(crate) fn serialize_pairs<'a>(
     pairs: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
 ) -> Vec<u8> {
-    let count = pairs.clone().count();
-    let mut out = Vec::new();
+    let (count, bytes) = pairs.clone().fold((0usize, 0usize), |(c, b), (n, v)| {
+        (c + 1, b + n.len() + v.len())
+    });
+    let mut out = Vec::with_capacity(4 + count * 10 + bytes);
     out.extend_from_slice(&(count as u32).to_le_bytes());
     for (n, v) in pairs.clone() {
         out.extend_from_slice(&(n.len() as u32).to_le_bytes());

@@ -272,7 +272,13 @@ impl Host {
     /// callout or a queue, the host clock is moved to that event (firing due ticks on the way);
     /// with nothing left to wait for, the verdict is `Stalled`.
     pub fn send(&self, req: &Request) -> Outcome {
-        let worker = match req.worker {
+        self.send_to(req, req.worker)
+    }
+
+    /// [`Host::send`] on the given worker (round-robin when `None`), whatever `req.worker` says:
+    /// lets a caller reuse one request on several workers without copying it.
+    pub fn send_to(&self, req: &Request, worker: Option<usize>) -> Outcome {
+        let worker = match worker {
             Some(w) => w % self.workers(),
             None => self.rr.fetch_add(1, Ordering::Relaxed) % self.workers(),
         };
@@ -397,22 +403,27 @@ impl Host {
                 phase: crate::types::Phase::Done,
             }),
         };
+        let filter_nanos = self
+            .names
+            .iter()
+            .cloned()
+            .zip(s.filter_nanos.iter().copied())
+            .collect();
+        // The stream is ours now: move its parts into the outcome rather than copy them.
+        let mut s = s;
+        let upstream_request = s.upstream_request.take();
+        let logs = std::mem::take(&mut s.logs);
         let response = if stalled.is_some() {
             Response::default()
         } else {
-            worker::response_of(&s)
+            worker::response_of(s)
         };
         Outcome {
             verdict,
-            upstream_request: s.upstream_request.clone(),
+            upstream_request,
             response,
-            logs: s.logs.clone(),
-            filter_nanos: self
-                .names
-                .iter()
-                .cloned()
-                .zip(s.filter_nanos.iter().copied())
-                .collect(),
+            logs,
+            filter_nanos,
             worker,
         }
     }

@@ -7,6 +7,11 @@ use clap::{Parser, Subcommand};
 
 mod cli;
 
+/// mimalloc, not glibc's malloc: a request through the harness makes many small, short-lived
+/// allocations, and `meshward bench` measured glibc's allocator as the largest single cost.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SCENARIO_HELP: &str = "\
 A scenario file (YAML) holds one filter chain and the cases to send through it:
 

@@ -1041,7 +1041,7 @@ pub(crate) fn stage_phase(stage: Stage) -> Phase {
 }
 
 /// Builds the client-visible response of a finished stream.
-pub(crate) fn response_of(s: &Stream) -> Response {
+pub(crate) fn response_of(s: Stream) -> Response {
     let Some(h) = s.resp_headers.as_ref() else {
         return Response::default();
     };
@@ -1056,7 +1056,7 @@ pub(crate) fn response_of(s: &Stream) -> Response {
             .into_iter()
             .filter(|(n, _)| n != ":status")
             .collect(),
-        body: s.resp_body.clone(),
+        body: s.resp_body,
     }
 }
 

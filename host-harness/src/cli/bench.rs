@@ -70,6 +70,11 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
     );
     println!("requests/s: {:.0}", report.requests_per_second);
     println!(
+        "cpu per request: {:?} ({:.0} requests per CPU-second of a sending thread)",
+        report.cpu_per_request(),
+        report.requests_per_cpu_second()
+    );
+    println!(
         "latency p50 {:?}  p99 {:?}  p999 {:?}",
         report.p50, report.p99, report.p999
     );
