@@ -192,3 +192,85 @@ fn a_callout_to_a_dead_cluster_calls_back_with_503_in_both() {
     assert_eq!(in_envoy.as_deref(), Some("503"), "Envoy");
     assert_eq!(harness, in_envoy, "harness vs Envoy");
 }
+
+/// A loopback server that accepts connections and never answers (a hung JWKS server, say).
+/// It stops, and closes what it accepted, when dropped.
+struct Silent {
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Silent {
+    fn start() -> Silent {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !flag.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((s, _)) => held.push(s),
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Silent {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Silent {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn a_callout_that_times_out_calls_back_with_504_in_both() {
+    // Harness: a cluster that never answers; the probe's callout has a 1 s timeout.
+    let host = Host::builder()
+        .filter(FilterSpec::from_file(probe()).unwrap().name("probe"))
+        .cluster("hung", Cluster::hang())
+        .build()
+        .unwrap();
+    let out = host.send(&Request::get("/").header("x-probe-callout", "hung"));
+    let harness = out
+        .upstream_request
+        .as_ref()
+        .and_then(|h| h.header("x-probe-callout-status"))
+        .map(str::to_string);
+    // Envoy: the cluster accepts the connection and never responds.
+    let silent = Silent::start();
+    let upstream = EchoUpstream::start().unwrap();
+    let config = EnvoyConfig::new(upstream.addr())
+        .filter(WasmFilter::new("probe", probe(), ""))
+        .cluster("hung", silent.addr);
+    let envoy = Envoy::start(&config).unwrap();
+    let started = std::time::Instant::now();
+    let r = envoy
+        .client()
+        .send(&envoy::Request::get("/").header("x-probe-callout", "hung"))
+        .unwrap();
+    let waited = started.elapsed();
+    let in_envoy = r
+        .echo()
+        .unwrap()
+        .header("x-probe-callout-status")
+        .map(str::to_string);
+    assert!(
+        waited >= Duration::from_millis(900),
+        "Envoy answered after {waited:?}: the callout did not wait for its 1 s timeout"
+    );
+    assert_eq!(in_envoy.as_deref(), Some("504"), "Envoy");
+    assert_eq!(harness, in_envoy, "harness vs Envoy");
+}
