@@ -58,6 +58,8 @@ enum Behavior {
     Dead,
     /// Never answers: the callout's timeout fires (router 504 `upstream request timeout`).
     Hang,
+    /// Accepts the connection and closes it before answering: Envoy's router answers 503.
+    Closes,
 }
 
 /// A cluster a filter can call with `proxy_http_call`.
@@ -93,6 +95,13 @@ impl Cluster {
     pub fn dead() -> Self {
         Cluster {
             behavior: Behavior::Dead,
+            latency: Duration::ZERO,
+        }
+    }
+    /// Accepts and closes the connection without answering: 503 from Envoy's router.
+    pub fn closes() -> Self {
+        Cluster {
+            behavior: Behavior::Closes,
             latency: Duration::ZERO,
         }
     }
@@ -207,6 +216,13 @@ impl Clusters {
             Behavior::Static(r) => (from_response(r), latency),
             Behavior::Handler(f) => (from_response(f(&req)), latency),
             Behavior::Reset => (CalloutResult::default(), latency),
+            Behavior::Closes => (
+                router_reply(
+                    503,
+                    "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+                ),
+                latency,
+            ),
             Behavior::Dead => (
                 router_reply(
                     503,

@@ -274,3 +274,55 @@ fn a_callout_that_times_out_calls_back_with_504_in_both() {
     assert_eq!(in_envoy.as_deref(), Some("504"), "Envoy");
     assert_eq!(harness, in_envoy, "harness vs Envoy");
 }
+
+#[test]
+fn a_callout_whose_upstream_closes_the_connection_calls_back_with_503_in_both() {
+    // Envoy: the cluster accepts, reads nothing, and closes at once.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = done.clone();
+    let closer = std::thread::spawn(move || {
+        // Close every connection (Envoy may open more than one) until the request is over,
+        // or 30 s at most.
+        listener.set_nonblocking(true).unwrap();
+        let until = std::time::Instant::now() + Duration::from_secs(30);
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) && std::time::Instant::now() < until {
+            match listener.accept() {
+                Ok((s, _)) => drop(s),
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    let upstream = EchoUpstream::start().unwrap();
+    let config = EnvoyConfig::new(upstream.addr())
+        .filter(WasmFilter::new("probe", probe(), ""))
+        .cluster("closer", addr);
+    let envoy = Envoy::start(&config).unwrap();
+    let r = envoy
+        .client()
+        .send(&envoy::Request::get("/").header("x-probe-callout", "closer"))
+        .unwrap();
+    let head = r.echo().unwrap();
+    let in_envoy = (
+        head.header("x-probe-callout-status").map(str::to_string),
+        head.header("x-probe-callout-body").map(str::to_string),
+    );
+    drop(envoy);
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = closer.join();
+    // Harness.
+    let host = Host::builder()
+        .filter(FilterSpec::from_file(probe()).unwrap().name("probe"))
+        .cluster("closer", Cluster::closes())
+        .build()
+        .unwrap();
+    let out = host.send(&Request::get("/").header("x-probe-callout", "closer"));
+    let head = out.upstream_request.as_ref().unwrap();
+    let harness = (
+        head.header("x-probe-callout-status").map(str::to_string),
+        head.header("x-probe-callout-body").map(str::to_string),
+    );
+    assert_eq!(in_envoy.0.as_deref(), Some("503"), "Envoy: {in_envoy:?}");
+    assert_eq!(harness, in_envoy, "harness vs Envoy");
+}
