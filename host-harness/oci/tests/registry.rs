@@ -169,22 +169,65 @@ fn both_formats_push_and_istio_rules_yield_the_identical_module() {
     let work = tempfile::tempdir().unwrap();
     let wasm = module_of_size(300_000);
     let wasm_file = write_temp(work.path(), "filter.wasm", &wasm);
+    push_both_formats_and_check(&registry, &wasm, &wasm_file, "meshward/synthetic");
+}
 
+/// The four filters as `scripts/build-wasm.sh` builds them, each pushed in both formats.
+#[test]
+fn every_filter_pushes_in_both_formats_and_istio_loads_the_very_same_bytes() {
+    let registry = Registry::start();
+    for stem in ["header_limits", "spiffe_authz", "jwt_authn", "rate_limit"] {
+        let wasm_file = filter_wasm(stem);
+        let wasm = std::fs::read(&wasm_file).unwrap();
+        let repo_base = format!("meshward/{}", stem.replace('_', "-"));
+        push_both_formats_and_check(&registry, &wasm, &wasm_file, &repo_base);
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A filter's release module (`scripts/build-wasm.sh` must have run).
+fn filter_wasm(stem: &str) -> PathBuf {
+    let p = meshward_harness::scenario::default_wasm_dir(&workspace_root())
+        .join(format!("{stem}.wasm"));
+    assert!(
+        p.is_file(),
+        "{} missing: run scripts/build-wasm.sh",
+        p.display()
+    );
+    p
+}
+
+/// Pushes `wasm` as `<repo_base>:compat` and `<repo_base>:module`; checks each with skopeo (the
+/// manifest the registry serves, its layer types) and with Istio's rules (which module loads,
+/// the WasmPlugin sha256).
+fn push_both_formats_and_check(
+    registry: &Registry,
+    wasm: &[u8],
+    wasm_file: &Path,
+    repo_base: &str,
+) {
     for (format, repo, variant, layer_types) in [
         (
             Format::Compat,
-            "meshward/compat:v1",
+            &format!("{repo_base}:compat"),
             Variant::OciCompat,
             vec![media::OCI_LAYER_TAR_GZIP],
         ),
         (
             Format::OciModule,
-            "meshward/module:v1",
+            &format!("{repo_base}:module"),
             Variant::OciModule,
             vec![media::WASM_MODULE_CONFIG, media::WASM_MODULE_LAYER],
         ),
     ] {
-        let image = build(&wasm, format).unwrap();
+        let image = build(wasm, format).unwrap();
         let reference = ImageRef::parse(&registry.url(repo)).unwrap();
         let pushed = push(&image, &reference, &options()).unwrap();
         assert_eq!(pushed.registry_digest, image.manifest_digest());
@@ -234,6 +277,47 @@ fn both_formats_push_and_istio_rules_yield_the_identical_module() {
             Outcome::Load(_)
         ));
     }
+}
+
+/// Reproducibility from source: two clean builds of a filter (same command, fresh target
+/// directories) give the same bytes, hence the same pushed digest. (A filter built alone and
+/// the same filter built with the others can differ: Cargo unifies dependency features across
+/// the packages of one build. `scripts/build-wasm.sh` always builds the same set.)
+#[test]
+fn the_same_filter_built_twice_from_clean_pushes_the_same_digest() {
+    let registry = Registry::start();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut digests = Vec::new();
+    let mut modules = Vec::new();
+    for run in 0..2 {
+        let target = tempfile::tempdir().unwrap();
+        let status = Command::new(&cargo)
+            .args(["build", "--release", "--target", "wasm32-wasip1", "--quiet"])
+            .args(["--locked", "--offline", "-p", "header-limits"])
+            .env("CARGO_TARGET_DIR", target.path())
+            .current_dir(workspace_root())
+            .status()
+            .unwrap();
+        assert!(status.success(), "build {run} failed");
+        let wasm = std::fs::read(
+            target
+                .path()
+                .join("wasm32-wasip1/release/header_limits.wasm"),
+        )
+        .unwrap();
+        let image = build(&wasm, Format::Compat).unwrap();
+        let tag = format!("repro/header-limits:build{run}");
+        let pushed = push(
+            &image,
+            &ImageRef::parse(&registry.url(&tag)).unwrap(),
+            &options(),
+        )
+        .unwrap();
+        digests.push(pushed.registry_digest);
+        modules.push(wasm);
+    }
+    assert!(modules[0] == modules[1], "two clean builds differ");
+    assert_eq!(digests[0], digests[1]);
 }
 
 #[test]
