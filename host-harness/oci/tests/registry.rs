@@ -261,7 +261,7 @@ fn push_both_formats_and_check(
             Outcome::Reject(r) => panic!("{format:?} rejected: {r}"),
         }
         assert_eq!(report.manifest_digest, Some(image.manifest_digest()));
-        judge(&report, Some(&wasm_file)).unwrap();
+        judge(&report, Some(wasm_file)).unwrap();
         let text = render_report(&report);
         assert!(text.contains(&image.wasmplugin_sha256()), "{text}");
 
