@@ -22,6 +22,7 @@ A scenario file (YAML) holds one filter chain and the cases to send through it:
       config: {maxRequestHeadersKb: 64}    # pluginConfig inline, or `configFile: policy.json`
   cases:
     - name: a 70 KB header is refused
+      advance: 500ms                       # optional: let time pass first (virtual; Envoy sleeps)
       request:
         method: GET                        # default GET
         path: /                            # request-target, byte for byte

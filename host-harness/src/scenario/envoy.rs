@@ -108,6 +108,10 @@ impl EnvoyRun {
 
     /// Send one case's request and observe what the client and the upstream saw.
     pub fn run_case(&self, case: &Case) -> Result<Observed> {
+        if let Some(step) = case.advance()? {
+            // Envoy's clock is the wall clock: let the time really pass.
+            std::thread::sleep(step);
+        }
         let spec = &case.request;
         let mut request = envoy::Request::new(&spec.method, spec.path.as_bytes())
             .authority(Some(&spec.authority));

@@ -127,6 +127,34 @@ pub struct Case {
     /// Send the same request this many times (expectations apply to the last one). Default 1.
     #[serde(default)]
     pub repeat: Option<u32>,
+    /// Let this much time pass before the case (`500ms`, `2s`, ...): the harness advances its
+    /// virtual clock, firing due ticks and timeouts in order; against Envoy the runner sleeps
+    /// for as long, so keep steps short (at most [`MAX_ADVANCE_NANOS`]).
+    #[serde(default)]
+    pub advance: Option<String>,
+}
+
+/// The longest `advance` a case may ask for: the Envoy runner really waits that long.
+pub const MAX_ADVANCE_NANOS: u64 = 10_000_000_000;
+
+impl Case {
+    /// The case's `advance`, checked: a duration string no longer than [`MAX_ADVANCE_NANOS`].
+    pub fn advance(&self) -> anyhow::Result<Option<std::time::Duration>> {
+        let Some(text) = &self.advance else {
+            return Ok(None);
+        };
+        match meshward_common::duration::parse_nanos(text) {
+            Some(ns) if ns <= MAX_ADVANCE_NANOS => Ok(Some(std::time::Duration::from_nanos(ns))),
+            Some(_) => anyhow::bail!(
+                "case `{}`: advance `{text}` is over 10s (the Envoy run would really wait that long)",
+                self.name
+            ),
+            None => anyhow::bail!(
+                "case `{}`: advance `{text}` is not a duration (a number and a unit: 500ms, 2s)",
+                self.name
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -276,6 +304,7 @@ impl Scenario {
             for h in &case.request.headers {
                 h.value().with_context(|| format!("case `{}`", case.name))?;
             }
+            case.advance()?;
         }
         for c in &self.clusters {
             if c.down == c.response.is_some() {
@@ -362,4 +391,36 @@ pub fn default_wasm_dir(start: &Path) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("target"));
     root.join(target).join("wasm32-wasip1").join("release")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn case(advance: Option<&str>) -> Case {
+        let yaml = format!(
+            "name: c\nrequest: {{path: /}}\nexpect: {{status: 200}}\n{}",
+            advance
+                .map(|a| format!("advance: {a}\n"))
+                .unwrap_or_default()
+        );
+        serde_yaml_ng::from_str(&yaml).unwrap()
+    }
+
+    #[test]
+    fn advance_is_a_short_duration() {
+        assert_eq!(case(None).advance().unwrap(), None);
+        assert_eq!(
+            case(Some("1100ms")).advance().unwrap(),
+            Some(std::time::Duration::from_millis(1100))
+        );
+        assert_eq!(
+            case(Some("10s")).advance().unwrap(),
+            Some(std::time::Duration::from_secs(10))
+        );
+        let long = case(Some("11s")).advance().unwrap_err().to_string();
+        assert!(long.contains("over 10s"), "{long}");
+        let bad = case(Some("soon")).advance().unwrap_err().to_string();
+        assert!(bad.contains("not a duration"), "{bad}");
+    }
 }

@@ -115,6 +115,9 @@ pub fn run_cases(scenario: &Scenario, wasm_dir: &Path) -> Result<Vec<Observed>> 
 
 fn run_case(host: &Host, case: &Case) -> Result<Observed> {
     let req = to_request(&case.request).with_context(|| format!("case `{}`", case.name))?;
+    if let Some(step) = case.advance()? {
+        host.advance(step);
+    }
     let mut outcome = host.send(&req);
     for _ in 1..case.repeat.unwrap_or(1) {
         outcome = host.send(&req);
