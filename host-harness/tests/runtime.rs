@@ -59,6 +59,9 @@ fn one_probe() -> Host {
     Host::builder().filter(probe("p")).build().unwrap()
 }
 
+/// The response reaches the root context (as in Envoy); the probe is built on the Rust SDK,
+/// whose dispatcher then calls `proxy_set_effective_context(request context)` and the request
+/// context resumes itself: resuming from another context is what makes this pass.
 #[test]
 fn callout_response_resumes_the_paused_request() {
     let host = Host::builder()
