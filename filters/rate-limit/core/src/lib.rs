@@ -8,6 +8,16 @@
 //! - [`headers`]: the response headers of a decision.
 //!
 //! The design and its arithmetic are documented in docs/rate-limit.md.
+// A filter never panics: no unwrap/expect/panic, no indexing that input could reach (tests may).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic
+    )
+)]
 
 pub mod bucket;
 pub mod config;
