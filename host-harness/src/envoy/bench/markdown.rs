@@ -33,6 +33,18 @@ fn cpu_us(f: &Figures) -> f64 {
     f.cpu_per_request.as_secs_f64() * 1e6
 }
 
+/// The smallest and largest CPU time per request over the rounds (the noise to judge a delta by).
+fn cpu_range(rounds: &[Figures]) -> String {
+    let values = || rounds.iter().map(cpu_us);
+    let min = values().fold(f64::INFINITY, f64::min);
+    let max = values().fold(0.0, f64::max);
+    if min.is_finite() {
+        format!("{min:.0}–{max:.0} µs")
+    } else {
+        "–".into()
+    }
+}
+
 /// The generated section, markers included.
 pub fn render(report: &BenchReport) -> String {
     let o = &report.options;
@@ -48,7 +60,7 @@ pub fn render(report: &BenchReport) -> String {
     let _ = writeln!(s);
     let _ = writeln!(
         s,
-        "Envoy `--concurrency {}`; {} keep-alive mTLS connections (client certificate `{}`), closed loop; \
+        "Envoy `--concurrency {}`; load generator: {} keep-alive mTLS connections (client certificate `{}`), closed loop, in a {} build of meshward; \
          {} interleaved rounds × {:.1} s per configuration after a {:.1} s warm-up each; figures are \
          medians over the rounds. Request: `GET {}` with 20 headers (a real RS256 bearer token among \
          them). Envoy CPU = utime + stime of the Envoy process over the round ÷ requests. Envoy RSS \
@@ -56,6 +68,11 @@ pub fn render(report: &BenchReport) -> String {
         o.concurrency,
         o.connections,
         crate::envoy::bench::CLIENT_SPIFFE_ID,
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "optimised"
+        },
         o.rounds,
         o.round.as_secs_f64(),
         o.warmup.as_secs_f64(),
@@ -73,14 +90,14 @@ pub fn render(report: &BenchReport) -> String {
     let noop = report.rows.get(1).map(|r| r.median).unwrap_or_default();
     let _ = writeln!(
         s,
-        "| configuration | side | req/s | req/s ÷ router | p50 | p99 | Envoy CPU / req | ÷ router | ÷ no-op | − router |"
+        "| configuration | side | req/s | req/s ÷ router | p50 | p99 | Envoy CPU / req | (rounds: min–max) | ÷ router | ÷ no-op | − router |"
     );
-    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for row in &report.rows {
         let m = &row.median;
         let _ = writeln!(
             s,
-            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {:+.1} µs |",
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {:+.1} µs |",
             row.name,
             row.side,
             m.requests_per_second,
@@ -88,6 +105,7 @@ pub fn render(report: &BenchReport) -> String {
             micros(m.p50),
             micros(m.p99),
             micros(m.cpu_per_request),
+            cpu_range(&row.rounds),
             ratio(cpu_us(m), cpu_us(&floor)),
             ratio(cpu_us(m), cpu_us(&noop)),
             cpu_us(m) - cpu_us(&floor),
