@@ -130,7 +130,7 @@ pub struct BenchReport {
 }
 
 impl BenchReport {
-    /// The row measured on `listener` first (e.g. `router`, `noop`).
+    /// The row of the configuration named `name` (e.g. `router only`, `no-op wasm`).
     pub fn row(&self, name: &str) -> Option<&Row> {
         self.rows.iter().find(|r| r.name == name)
     }
@@ -144,10 +144,13 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
     if options.jwt_pool <= 256 {
         bail!("--jwt-pool must exceed 256 (the verified-token caches hold 256 tokens)");
     }
+    // The 1, 5 and 15 minute load averages.
     let load_before = std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
-        .trim()
-        .to_string();
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
     let envoy_version = envoy_version()?;
     let certs = Certs::generate()?;
     let client_cert = certs.client_cert(&[CLIENT_SPIFFE_ID], "frontend")?;
