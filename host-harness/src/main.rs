@@ -66,8 +66,9 @@ enum Command {
     /// What Envoy 1.40 would say about a module: unsupported imports, missing exports, and
     /// whether on_configure accepts a config.
     Check(cli::CheckArgs),
-    /// Requests per second and latency of a scenario's requests through its chain.
-    Bench(cli::BenchArgs),
+    /// Requests per second and latency of a scenario's requests through its chain (the harness);
+    /// `meshward bench envoy`: meshward against Envoy's native filters in a real Envoy.
+    Bench(cli::BenchCli),
     /// Render an Istio WasmPlugin resource for a filter, a policy file and an image.
     Wasmplugin(cli::WasmPluginArgs),
     /// Build, push and verify OCI images of filters for Istio's WasmPlugin (`url: oci://…`).
@@ -83,7 +84,7 @@ fn main() -> ExitCode {
         Command::Test(args) => cli::test(args),
         Command::Run(args) => cli::run(args).map(|()| true),
         Command::Check(args) => cli::check(args),
-        Command::Bench(args) => cli::run_bench(args).map(|()| true),
+        Command::Bench(args) => cli::bench(args).map(|()| true),
         Command::Wasmplugin(args) => cli::wasmplugin(args).map(|()| true),
         Command::Image { command } => meshward_oci::run(command).map(|()| true),
     };

@@ -61,7 +61,7 @@ impl WasmFilter {
         self
     }
 
-    fn to_json(&self) -> Result<Value> {
+    pub(crate) fn to_json(&self) -> Result<Value> {
         // Envoy resolves a relative code path against its own working directory: pin it.
         let wasm = std::path::absolute(&self.wasm)
             .with_context(|| format!("resolving {}", self.wasm.display()))?;
@@ -131,6 +131,7 @@ pub struct EnvoyConfig {
     hcm_overrides: Map<String, Value>,
     concurrency: u32,
     component_log_levels: String,
+    extra_listeners: Vec<Value>,
 }
 
 impl EnvoyConfig {
@@ -148,6 +149,7 @@ impl EnvoyConfig {
             hcm_overrides: Map::new(),
             concurrency: 1,
             component_log_levels: "wasm:debug".to_string(),
+            extra_listeners: Vec::new(),
         }
     }
 
@@ -212,6 +214,13 @@ impl EnvoyConfig {
         self
     }
 
+    /// Appends a listener given as Envoy's JSON (a `Listener`), beside the generated ones (e.g. the
+    /// benchmark rig's one listener per configuration). Give it a unique `name`.
+    pub fn raw_listener(mut self, listener: Value) -> Self {
+        self.extra_listeners.push(listener);
+        self
+    }
+
     pub(crate) fn concurrency_arg(&self) -> u32 {
         self.concurrency
     }
@@ -254,6 +263,7 @@ impl EnvoyConfig {
                 Some(transport_socket),
             ));
         }
+        listeners.extend(self.extra_listeners.iter().cloned());
         let mut clusters = vec![cluster(UPSTREAM_CLUSTER, self.upstream)];
         clusters.extend(
             self.clusters

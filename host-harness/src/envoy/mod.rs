@@ -28,6 +28,8 @@ mod http1;
 mod process;
 mod workdir;
 
+pub mod bench;
+
 pub use certs::{Certs, ClientCert};
 pub use client::{Client, Connection, Request, Response};
 pub use config::{EnvoyConfig, HttpFilter, WasmFilter};
