@@ -205,14 +205,19 @@ pub(crate) fn local_reply_headers(
     body: &[u8],
     extra: &[(Vec<u8>, Vec<u8>)],
 ) -> HeaderMap {
+    // Envoy's `sendLocalReply`: `:status`, then the filter's headers, then `content-length`
+    // (set, replacing any) and `content-type: text/plain` only if the filter sent none
+    // (observed in Envoy 1.40: tests/scenarios/spiffe-authz/no-allow.yaml).
     let mut map = HeaderMap::default();
     map.add(b":status", status.to_string().as_bytes());
-    if !body.is_empty() {
-        map.add(b"content-length", body.len().to_string().as_bytes());
-        map.add(b"content-type", b"text/plain");
-    }
     for (n, v) in extra {
         map.add(n, v);
+    }
+    if !body.is_empty() {
+        map.replace(b"content-length", body.len().to_string().as_bytes());
+        if map.get(b"content-type").is_none() {
+            map.add(b"content-type", b"text/plain");
+        }
     }
     map
 }
