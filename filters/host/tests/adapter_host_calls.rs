@@ -164,9 +164,12 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// `filters/*/src/**/*.rs`, except this crate's own sources.
 fn adapter_sources() -> Vec<PathBuf> {
     let this_crate = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let filters = this_crate.parent().expect("filters/ directory");
     let mut files = Vec::new();
-    for entry in fs::read_dir(filters).expect("read filters/").flatten() {
+    // Nothing found ⇒ the test's own guard (it must scan header-limits) fails.
+    let Some(filters) = this_crate.parent() else {
+        return files;
+    };
+    for entry in fs::read_dir(filters).into_iter().flatten().flatten() {
         let crate_dir = entry.path();
         if crate_dir.is_dir() && crate_dir != this_crate {
             rust_files(&crate_dir.join("src"), &mut files);

@@ -1,5 +1,7 @@
 //! Config validation: every rule of the brief, with the offending field named.
 
+#![allow(clippy::restriction)] // a test: the filter crates' no-panic lints are for Envoy
+
 use jwt_authn_core::config::{KeySource, LocationKind};
 use jwt_authn_core::Config;
 use serde_json::{json, Value};

@@ -1,6 +1,8 @@
 //! The committed fixtures (signed by Python `cryptography`, tests/fixtures/jwt/gen.py) through the
 //! engine: an independent signer cross-checks our JWK conversion and verification.
 
+#![allow(clippy::restriction)] // a test: the filter crates' no-panic lints are for Envoy
+
 use std::path::PathBuf;
 
 use jwt_authn_core::{Authenticator, Config, KeyLookup, Keys, Request, Stats, Verdict};

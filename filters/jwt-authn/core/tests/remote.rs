@@ -1,6 +1,8 @@
 //! The remote JWKS state machine with two workers sharing one store (CAS semantics like
 //! proxy-wasm-cpp-host: a missing key ignores CAS, a mismatch fails).
 
+#![allow(clippy::restriction)] // a test: the filter crates' no-panic lints are for Envoy
+
 use std::collections::HashMap;
 
 use jwt_authn_core::b64::encode;
