@@ -220,6 +220,38 @@ fn read_and_decide(policy: &CompiledPolicy) -> Result<Decision, HostFailure> {
     } else {
         None
     };
+    // One host read of the whole map when the policies need header lines anyway, or more than
+    // one pseudo-header: each host read costs two crossings in Envoy (the call, then the
+    // guest allocation for its value), more than decoding a map we hold.
+    let pseudo_needed = [needs.method, needs.path, needs.host]
+        .into_iter()
+        .filter(|n| *n)
+        .count();
+    let map = if !needs.headers.is_empty() || pseudo_needed >= 2 {
+        Some(
+            meshward_host::get_map_raw(MapType::HttpRequestHeaders)
+                .map_err(fail("request headers"))?,
+        )
+    } else {
+        None
+    };
+    let pairs = match &map {
+        Some(raw) => Some(wire::decode_map(raw).ok_or(HostFailure {
+            what: "request headers",
+            status: Status::SERIALIZATION_FAILURE,
+        })?),
+        None => None,
+    };
+    let header = |name: &'static str, needed: bool| -> Result<Option<String>, HostFailure> {
+        match &pairs {
+            // The first value, as `proxy_get_header_map_value` returns.
+            Some(pairs) if needed => Ok(pairs
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+                .and_then(|(_, v)| String::from_utf8(v.to_vec()).ok())),
+            _ => header(name, needed),
+        }
+    };
     let method = header(":method", needs.method)?;
     let path = header(":path", needs.path)?;
     let authority = header(":authority", needs.host)?;
@@ -236,10 +268,14 @@ fn read_and_decide(policy: &CompiledPolicy) -> Result<Decision, HostFailure> {
         needs.source_ip,
     )?)
     .and_then(|a| parse_address(&a));
-    let headers = if needs.headers.is_empty() {
-        Vec::new()
-    } else {
-        request_headers(&needs.headers).map_err(fail("request headers"))?
+    let headers = match &pairs {
+        Some(pairs) if !needs.headers.is_empty() => {
+            select_headers(pairs, &needs.headers).ok_or(HostFailure {
+                what: "request headers",
+                status: Status::SERIALIZATION_FAILURE,
+            })?
+        }
+        _ => Vec::new(),
     };
     let identity = property(PROPERTY_PATH, "meshward_request_auth", needs.identity)?
         .and_then(|b| RequestIdentity::from_bytes(&b));
@@ -353,17 +389,9 @@ fn deny(status: u16, details: &str, body: &str) -> Action {
     Action::Pause
 }
 
-/// The request header lines whose names are in `wanted` (ASCII case-insensitively), in order.
-///
-/// Names are text for the core: a map with a non-UTF-8 name is a SERIALIZATION_FAILURE (fail
-/// closed), as is a map the host serialized wrongly. A map the host does not have (NOT_FOUND)
-/// fails too: treating it as empty would let header conditions see no headers.
-fn request_headers(wanted: &[String]) -> Result<Vec<(String, Vec<u8>)>, Status> {
-    let raw = meshward_host::get_map_raw(MapType::HttpRequestHeaders)?;
-    let pairs = wire::decode_map(&raw).ok_or(Status::SERIALIZATION_FAILURE)?;
-    select_headers(&pairs, wanted).ok_or(Status::SERIALIZATION_FAILURE)
-}
-
+/// A map with a non-UTF-8 name, or one the host serialized wrongly, is a SERIALIZATION_FAILURE
+/// (fail closed); a map the host does not have (NOT_FOUND) fails too: treating it as empty would
+/// let header conditions see no headers.
 /// The pairs whose names are in `wanted`, as text names; `None` if any name is not UTF-8.
 fn select_headers(pairs: &[(&[u8], &[u8])], wanted: &[String]) -> Option<Vec<(String, Vec<u8>)>> {
     let mut selected = Vec::new();
