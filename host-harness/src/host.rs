@@ -234,6 +234,20 @@ fn make_linker(abi: AbiVersion) -> Result<Linker<WorkerState>, HostError> {
     Ok(linker)
 }
 
+/// A request begun with [`Host::start`] that may still be paused.
+#[derive(Debug)]
+pub struct Started {
+    key: u64,
+    worker: usize,
+}
+
+impl Started {
+    /// The worker it runs on.
+    pub fn worker(&self) -> usize {
+        self.worker
+    }
+}
+
 /// A proxy-wasm filter chain in a modelled Envoy: listener + HCM, the chain on the main thread
 /// and N workers, an echo upstream, clusters for callouts, a clock, shared data and metrics.
 /// `Host` is `Send + Sync`; it has no process-global mutable state (only the compiled-module
@@ -334,6 +348,33 @@ impl Host {
                     return self.outcome(&mut w, key, worker, phase);
                 }
             }
+        }
+    }
+
+    /// Starts `req` and runs it until it pauses or finishes, without moving the clock: several
+    /// requests can then wait on the same callout or tick. Finish it with [`Host::finish`] after
+    /// [`Host::advance`] fired what it waits on. (A request the codec refuses is never started:
+    /// use `send`.)
+    pub fn start(&self, req: &Request) -> Started {
+        let worker = match req.worker {
+            Some(w) => w % self.workers(),
+            None => self.rr.fetch_add(1, Ordering::Relaxed) % self.workers(),
+        };
+        let key = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        let stream = self.new_stream(req);
+        let mut w = lock(&self.slots[worker + 1]);
+        w.insert_stream(key, stream);
+        w.drive(key);
+        Started { key, worker }
+    }
+
+    /// The outcome of a started request if it has finished, else the request back.
+    pub fn finish(&self, started: Started) -> Result<Outcome, Started> {
+        let mut w = lock(&self.slots[started.worker + 1]);
+        if w.stream(started.key).map(|s| s.is_done()).unwrap_or(true) {
+            Ok(self.outcome(&mut w, started.key, started.worker, None))
+        } else {
+            Err(started)
         }
     }
 

@@ -36,7 +36,7 @@ pub use callout::{CalloutRequest, CalloutResponse, Cluster};
 pub use clock::ClockMode;
 pub use error::HostError;
 pub use hcm::ListenerSettings;
-pub use host::{FilterSpec, Host, HostBuilder};
+pub use host::{FilterSpec, Host, HostBuilder, Started};
 pub use module::{supported_imports, AbiVersion, ModuleReport};
 pub use shared::{MetricKind, MetricValue};
 pub use tools::{bench, check, BenchOptions, BenchReport, CheckReport};

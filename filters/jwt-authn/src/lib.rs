@@ -390,7 +390,6 @@ fn process(shared: &Shared, context_id: u32, expired_wait: bool) -> Step {
         }
     };
     let mut stats = Stats::default();
-
     let mut guard = shared.borrow_mut();
     let Some(vm) = guard.as_mut() else {
         return deny_unread();
@@ -402,89 +401,113 @@ fn process(shared: &Shared, context_id: u32, expired_wait: bool) -> Step {
             return deny_unread();
         }
     }
-    let verdict = {
-        let lookup = Lookup {
-            remotes: &vm.remotes,
-            now_ms: now,
+    // The verdict is taken on this VM's copy of the keys. When it says "wait", the poll below
+    // first adopts what other workers put in shared data; if that alone changed the keys (or
+    // recorded a failure) and no fetch is started, the request is decided again at once rather
+    // than paused for a change that has already happened (it would otherwise wait out its
+    // deadline, `timeout + 1 s`). At most one retry.
+    let mut retried = false;
+    loop {
+        let verdict = {
+            let lookup = Lookup {
+                remotes: &vm.remotes,
+                now_ms: now,
+            };
+            vm.auth
+                .decide(&request, now / 1000, &lookup, expired_wait, &mut stats)
         };
-        vm.auth
-            .decide(&request, now / 1000, &lookup, expired_wait, &mut stats)
-    };
-    count(&vm.counters, counter::CACHE_HIT, stats.cache_hits);
-    count(&vm.counters, counter::CACHE_MISS, stats.cache_misses);
-    match verdict {
-        Verdict::Allow {
-            identity,
-            remove_headers,
-            set_headers,
-        } => {
-            let mut refused = None;
-            for name in &remove_headers {
-                if let Err(status) =
-                    meshward_host::remove_map_value(MapType::HttpRequestHeaders, name)
-                {
-                    refused.get_or_insert((name.as_str(), status));
+        match verdict {
+            Verdict::Allow {
+                identity,
+                remove_headers,
+                set_headers,
+            } => {
+                count_cache(vm, &stats);
+                let mut refused = None;
+                for name in &remove_headers {
+                    if let Err(status) =
+                        meshward_host::remove_map_value(MapType::HttpRequestHeaders, name)
+                    {
+                        refused.get_or_insert((name.as_str(), status));
+                    }
                 }
-            }
-            for (name, value) in &set_headers {
-                if let Err(status) =
-                    meshward_host::replace_map_value(MapType::HttpRequestHeaders, name, value)
-                {
-                    refused.get_or_insert((name.as_str(), status));
+                for (name, value) in &set_headers {
+                    if let Err(status) =
+                        meshward_host::replace_map_value(MapType::HttpRequestHeaders, name, value)
+                    {
+                        refused.get_or_insert((name.as_str(), status));
+                    }
                 }
-            }
-            if let Some(identity) = identity {
-                if let Err(status) =
-                    meshward_host::set_property(PROPERTY_PATH, &identity.to_bytes())
-                {
-                    refused.get_or_insert(("the request identity", status));
+                if let Some(identity) = identity {
+                    if let Err(status) =
+                        meshward_host::set_property(PROPERTY_PATH, &identity.to_bytes())
+                    {
+                        refused.get_or_insert(("the request identity", status));
+                    }
                 }
+                if let Some((what, status)) = refused {
+                    error!(
+                        "jwt-authn: host refused to update {what} (host status {status}); denying"
+                    );
+                    vm.counters.increment(counter::DENIED);
+                    let d = denial(AuthError::VerificationFail, &request);
+                    return reply(d.status, d.body, &d.www_authenticate);
+                }
+                vm.counters.increment(counter::ALLOWED);
+                return Step::Continue;
             }
-            if let Some((what, status)) = refused {
-                error!("jwt-authn: host refused to update {what} (host status {status}); denying");
+            Verdict::Deny(d) => {
+                count_cache(vm, &stats);
                 vm.counters.increment(counter::DENIED);
-                let d = denial(AuthError::VerificationFail, &request);
                 return reply(d.status, d.body, &d.www_authenticate);
             }
-            vm.counters.increment(counter::ALLOWED);
-            Step::Continue
-        }
-        Verdict::Deny(d) => {
-            vm.counters.increment(counter::DENIED);
-            reply(d.status, d.body, &d.www_authenticate)
-        }
-        Verdict::Wait { rules, refetch } => {
-            let owner = vm.owner;
-            let mut fetch = Vec::new();
-            let mut bound = 0u64;
-            let mut epochs = Vec::new();
-            for &rule in &rules {
-                if let Some(Some(remote)) = vm.remotes.get_mut(rule) {
-                    let trigger = if refetch.contains(&rule) {
-                        Trigger::UnknownKid
-                    } else {
-                        Trigger::NeedKeys
-                    };
-                    if remote.poll(&mut HostStore, now, owner, trigger) {
-                        fetch.push(rule);
+            Verdict::Wait { rules, refetch } => {
+                let owner = vm.owner;
+                let mut fetch = Vec::new();
+                let mut adopted = false;
+                let mut bound = 0u64;
+                let mut epochs = Vec::new();
+                for &rule in &rules {
+                    if let Some(Some(remote)) = vm.remotes.get_mut(rule) {
+                        let trigger = if refetch.contains(&rule) {
+                            Trigger::UnknownKid
+                        } else {
+                            Trigger::NeedKeys
+                        };
+                        let before = remote.epoch();
+                        if remote.poll(&mut HostStore, now, owner, trigger) {
+                            fetch.push(rule);
+                        }
+                        adopted |= remote.epoch() != before;
+                        bound = bound.max(remote.wait_bound_ms());
+                        epochs.push((rule, remote.epoch()));
                     }
-                    bound = bound.max(remote.wait_bound_ms());
-                    epochs.push((rule, remote.epoch()));
                 }
+                if adopted && fetch.is_empty() && !retried {
+                    retried = true;
+                    stats = Stats::default();
+                    continue;
+                }
+                count_cache(vm, &stats);
+                vm.waiters.retain(|w| w.context_id != context_id);
+                vm.waiters.push(Waiter {
+                    context_id,
+                    deadline_ms: now.saturating_add(bound),
+                    epochs,
+                });
+                drop(guard);
+                for rule in fetch {
+                    dispatch_fetch(shared, rule);
+                }
+                return Step::Paused;
             }
-            vm.waiters.retain(|w| w.context_id != context_id);
-            vm.waiters.push(Waiter {
-                context_id,
-                deadline_ms: now.saturating_add(bound),
-                epochs,
-            });
-            drop(guard);
-            for rule in fetch {
-                dispatch_fetch(shared, rule);
-            }
-            Step::Paused
         }
     }
+}
+
+fn count_cache(vm: &Vm, stats: &Stats) {
+    count(&vm.counters, counter::CACHE_HIT, stats.cache_hits);
+    count(&vm.counters, counter::CACHE_MISS, stats.cache_misses);
 }
 
 /// Start the JWKS fetch of `rule` from the current context. A synchronous failure (unknown
