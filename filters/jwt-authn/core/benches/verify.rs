@@ -8,6 +8,8 @@
 //!   the token and checks its signature), as `meshward bench` does without `--case`;
 //! - warm: one token again and again (cache hit), as `meshward bench --case user-0`.
 
+#![allow(clippy::restriction)] // a bench: the filter crates' no-panic lints are for Envoy
+
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
