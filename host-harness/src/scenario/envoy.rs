@@ -49,10 +49,16 @@ impl EnvoyRun {
                     for h in &resp.headers {
                         headers.push((h.name.clone(), h.value()?));
                     }
-                    let server = EchoUpstream::start_with(move |_| envoy::Response {
-                        status,
-                        headers: headers.clone(),
-                        body: body.clone(),
+                    let latency = cluster.latency()?;
+                    let server = EchoUpstream::start_with(move |_| {
+                        if let Some(d) = latency {
+                            std::thread::sleep(d);
+                        }
+                        envoy::Response {
+                            status,
+                            headers: headers.clone(),
+                            body: body.clone(),
+                        }
                     })?;
                     let addr = server.addr();
                     clusters.push(server);

@@ -73,6 +73,30 @@ pub struct ClusterSpec {
     /// Nothing listens: calls fail like a dead upstream.
     #[serde(default)]
     pub down: bool,
+    /// The cluster answers this late (`300ms`, `3s`; at most 10s): a slow JWKS server. The
+    /// harness delays the answer on its virtual clock; in Envoy the upstream really waits.
+    #[serde(default)]
+    pub latency: Option<String>,
+}
+
+impl ClusterSpec {
+    /// The cluster's `latency`, checked like a case's `advance`.
+    pub fn latency(&self) -> Result<Option<std::time::Duration>> {
+        let Some(text) = &self.latency else {
+            return Ok(None);
+        };
+        match meshward_common::duration::parse_nanos(text) {
+            Some(ns) if ns <= MAX_ADVANCE_NANOS => Ok(Some(std::time::Duration::from_nanos(ns))),
+            Some(_) => bail!(
+                "cluster `{}`: latency `{text}` is over 10s (the Envoy run would really wait)",
+                self.name
+            ),
+            None => bail!(
+                "cluster `{}`: latency `{text}` is not a duration (a number and a unit: 300ms)",
+                self.name
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -307,6 +331,10 @@ impl Scenario {
             case.advance()?;
         }
         for c in &self.clusters {
+            let slow = c.latency()?.is_some();
+            if slow && c.down {
+                bail!("cluster `{}`: `latency` needs a `response`", c.name);
+            }
             if c.down == c.response.is_some() {
                 bail!(
                     "cluster `{}`: give exactly one of `response` and `down: true`",

@@ -36,13 +36,18 @@ pub fn build_host(scenario: &Scenario, wasm_dir: &Path) -> Result<Host> {
         ));
     }
     for cluster in &scenario.clusters {
+        let cluster_spec = cluster;
         let c = match &cluster.response {
             Some(resp) => {
                 let mut answer = CalloutResponse::new(resp.status, resp.body_bytes(&base)?);
                 for h in &resp.headers {
                     answer = answer.header(&h.name, &h.value()?);
                 }
-                Cluster::respond(answer)
+                let cluster = Cluster::respond(answer);
+                match cluster_spec.latency()? {
+                    Some(d) => cluster.latency(d),
+                    None => cluster,
+                }
             }
             None => Cluster::dead(),
         };
