@@ -160,10 +160,12 @@ fn requests(c: &mut Criterion) {
             200,
         ),
         (
-            "spiffe-authz mesh-10, denied after every policy",
+            "spiffe-authz mesh-10, allowed through the trusted proxy",
             filter("spiffe_authz").config(policy("policies/spiffe-authz/mesh-10.json")),
-            typical_request().tls(peer.clone()),
-            403,
+            typical_request()
+                .header("x-forwarded-for", "10.1.2.3")
+                .tls(peer.clone()),
+            200,
         ),
         (
             "jwt-authn RS256, verified-token cache hit",
