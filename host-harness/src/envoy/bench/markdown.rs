@@ -60,7 +60,7 @@ pub fn render(report: &BenchReport) -> String {
     let _ = writeln!(s);
     let _ = writeln!(
         s,
-        "Envoy `--concurrency {}`; load generator: {} keep-alive mTLS connections (client certificate `{}`), closed loop, in a {} build of meshward; \
+        "Envoy `--concurrency {}`; load generator: {} keep-alive mTLS connections (client certificate `{}`), closed loop, in {} build of meshward; \
          {} interleaved rounds × {:.1} s per configuration after a {:.1} s warm-up each; figures are \
          medians over the rounds. Request: `GET {}` with 20 headers (a real RS256 bearer token among \
          them). Envoy CPU = utime + stime of the Envoy process over the round ÷ requests. Envoy RSS \
@@ -69,9 +69,9 @@ pub fn render(report: &BenchReport) -> String {
         o.connections,
         crate::envoy::bench::CLIENT_SPIFFE_ID,
         if cfg!(debug_assertions) {
-            "debug"
+            "a debug"
         } else {
-            "optimised"
+            "an optimised"
         },
         o.rounds,
         o.round.as_secs_f64(),
