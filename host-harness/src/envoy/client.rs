@@ -298,7 +298,8 @@ impl Connection {
     }
 }
 
-enum Stream {
+/// A client connection, plain or TLS (also the benchmark rig's).
+pub(crate) enum Stream {
     Plain(TcpStream),
     Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
 }

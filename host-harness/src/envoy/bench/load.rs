@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use crate::envoy::client::Stream as Conn;
 use anyhow::{anyhow, bail, Context, Result};
 use rustls::pki_types::ServerName;
 
@@ -85,7 +86,7 @@ pub fn run(
             .name(format!("bench-load-{i}"))
             .spawn(move || -> Result<Vec<u64>> {
                 let [connected, go, done, read] = barriers;
-                let conn = Conn::open(addr, tls.as_ref());
+                let conn = open_conn(addr, tls.as_ref());
                 connected.wait();
                 go.wait();
                 match conn {
@@ -224,58 +225,27 @@ fn read_response(conn: &mut Conn, buf: &mut Vec<u8>) -> Result<u16> {
     }
 }
 
-enum Conn {
-    Plain(TcpStream),
-    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
-}
-
-impl Conn {
-    fn open(addr: SocketAddr, tls: Option<&Arc<rustls::ClientConfig>>) -> Result<Self> {
-        let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-            .with_context(|| format!("connecting to {addr}"))?;
-        tcp.set_nodelay(true)?;
-        tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
-        tcp.set_write_timeout(Some(Duration::from_secs(10)))?;
-        match tls {
-            None => Ok(Self::Plain(tcp)),
-            Some(config) => {
-                let mut conn = rustls::ClientConnection::new(
-                    Arc::clone(config),
-                    ServerName::try_from("localhost")?,
-                )
-                .context("creating a TLS session")?;
-                let mut tcp = tcp;
-                while conn.is_handshaking() {
-                    conn.complete_io(&mut tcp)
-                        .with_context(|| format!("TLS handshake with {addr}"))?;
-                }
-                Ok(Self::Tls(Box::new(rustls::StreamOwned::new(conn, tcp))))
+/// Opens the rig client's connection type (plain or rustls) with the bench's timeouts.
+fn open_conn(addr: SocketAddr, tls: Option<&Arc<rustls::ClientConfig>>) -> Result<Conn> {
+    let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .with_context(|| format!("connecting to {addr}"))?;
+    tcp.set_nodelay(true)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    tcp.set_write_timeout(Some(Duration::from_secs(10)))?;
+    match tls {
+        None => Ok(Conn::Plain(tcp)),
+        Some(config) => {
+            let mut conn = rustls::ClientConnection::new(
+                Arc::clone(config),
+                ServerName::try_from("localhost")?,
+            )
+            .context("creating a TLS session")?;
+            let mut tcp = tcp;
+            while conn.is_handshaking() {
+                conn.complete_io(&mut tcp)
+                    .with_context(|| format!("TLS handshake with {addr}"))?;
             }
-        }
-    }
-}
-
-impl Read for Conn {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Conn::Plain(s) => s.read(buf),
-            Conn::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Conn {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self {
-            Conn::Plain(s) => s.write(buf),
-            Conn::Tls(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            Conn::Plain(s) => s.flush(),
-            Conn::Tls(s) => s.flush(),
+            Ok(Conn::Tls(Box::new(rustls::StreamOwned::new(conn, tcp))))
         }
     }
 }
