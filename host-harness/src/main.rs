@@ -66,7 +66,7 @@ enum Command {
     /// What Envoy 1.40 would say about a module: unsupported imports, missing exports, and
     /// whether on_configure accepts a config.
     Check(cli::CheckArgs),
-    /// Requests per second and latency of a scenario's requests through its chain (the harness);
+    /// Requests per second, latency and CPU per request of a scenario's requests through its chain (the harness);
     /// `meshward bench envoy`: meshward against Envoy's native filters in a real Envoy.
     Bench(cli::BenchCli),
     /// Render an Istio WasmPlugin resource for a filter, a policy file and an image.

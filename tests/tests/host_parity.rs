@@ -193,8 +193,8 @@ fn a_callout_to_a_dead_cluster_calls_back_with_503_in_both() {
     assert_eq!(harness, in_envoy, "harness vs Envoy");
 }
 
-/// A loopback server that accepts connections and never answers (a hung JWKS server, say).
-/// It stops, and closes what it accepted, when dropped.
+/// A loopback server that accepts connections and never answers: it holds them (a hung JWKS
+/// server, say) or closes each at once. It stops, and closes what it held, when dropped.
 struct Silent {
     addr: std::net::SocketAddr,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -202,7 +202,7 @@ struct Silent {
 }
 
 impl Silent {
-    fn start() -> Silent {
+    fn start(close_at_once: bool) -> Silent {
         use std::sync::atomic::Ordering;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -213,6 +213,7 @@ impl Silent {
             let mut held = Vec::new();
             while !flag.load(Ordering::SeqCst) {
                 match listener.accept() {
+                    Ok((s, _)) if close_at_once => drop(s),
                     Ok((s, _)) => held.push(s),
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
@@ -250,7 +251,7 @@ fn a_callout_that_times_out_calls_back_with_504_in_both() {
         .and_then(|h| h.header("x-probe-callout-status"))
         .map(str::to_string);
     // Envoy: the cluster accepts the connection and never responds.
-    let silent = Silent::start();
+    let silent = Silent::start(false);
     let upstream = EchoUpstream::start().unwrap();
     let config = EnvoyConfig::new(upstream.addr())
         .filter(WasmFilter::new("probe", probe(), ""))
@@ -277,27 +278,13 @@ fn a_callout_that_times_out_calls_back_with_504_in_both() {
 
 #[test]
 fn a_callout_whose_upstream_closes_the_connection_calls_back_with_503_in_both() {
-    // Envoy: the cluster accepts, reads nothing, and closes at once.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop = done.clone();
-    let closer = std::thread::spawn(move || {
-        // Close every connection (Envoy may open more than one) until the request is over,
-        // or 30 s at most.
-        listener.set_nonblocking(true).unwrap();
-        let until = std::time::Instant::now() + Duration::from_secs(30);
-        while !stop.load(std::sync::atomic::Ordering::SeqCst) && std::time::Instant::now() < until {
-            match listener.accept() {
-                Ok((s, _)) => drop(s),
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
-            }
-        }
-    });
+    // Envoy: the cluster accepts, reads nothing, and closes at once (every connection: Envoy
+    // may open more than one).
+    let closer = Silent::start(true);
     let upstream = EchoUpstream::start().unwrap();
     let config = EnvoyConfig::new(upstream.addr())
         .filter(WasmFilter::new("probe", probe(), ""))
-        .cluster("closer", addr);
+        .cluster("closer", closer.addr);
     let envoy = Envoy::start(&config).unwrap();
     let r = envoy
         .client()
@@ -309,8 +296,7 @@ fn a_callout_whose_upstream_closes_the_connection_calls_back_with_503_in_both() 
         head.header("x-probe-callout-body").map(str::to_string),
     );
     drop(envoy);
-    done.store(true, std::sync::atomic::Ordering::SeqCst);
-    let _ = closer.join();
+    drop(closer);
     // Harness.
     let host = Host::builder()
         .filter(FilterSpec::from_file(probe()).unwrap().name("probe"))

@@ -183,15 +183,6 @@ fn fail(what: &'static str) -> impl Fn(Status) -> HostFailure {
 fn read_and_decide(policy: &CompiledPolicy) -> Result<Decision, HostFailure> {
     let needs = policy.needs();
     let text = |v: Option<Vec<u8>>| v.and_then(|b| String::from_utf8(b).ok());
-    let header = |name: &'static str, needed: bool| -> Result<Option<String>, HostFailure> {
-        if needed {
-            meshward_host::get_map_value(MapType::HttpRequestHeaders, name)
-                .map(text)
-                .map_err(fail(name))
-        } else {
-            Ok(None)
-        }
-    };
     let property =
         |path: &[&str], what: &'static str, needed: bool| -> Result<Option<Vec<u8>>, HostFailure> {
             if needed {
@@ -220,22 +211,18 @@ fn read_and_decide(policy: &CompiledPolicy) -> Result<Decision, HostFailure> {
     } else {
         None
     };
-    // One host read of the whole map when the policies need header lines anyway, or more than
-    // one pseudo-header: each host read costs two crossings in Envoy (the call, then the
-    // guest allocation for its value), more than decoding a map we hold.
-    let pseudo_needed = [needs.method, needs.path, needs.host]
-        .into_iter()
-        .filter(|n| *n)
-        .count();
-    let map = if !needs.headers.is_empty() || pseudo_needed >= 2 {
+    // When the policies need header lines, the whole map is read once, and `:method`, `:path`
+    // and `:authority` come from it too instead of one host read each (a read that returns a
+    // value is two crossings in Envoy: the call, then the guest allocation for the value).
+    let raw = if needs.headers.is_empty() {
+        None
+    } else {
         Some(
             meshward_host::get_map_raw(MapType::HttpRequestHeaders)
                 .map_err(fail("request headers"))?,
         )
-    } else {
-        None
     };
-    let pairs = match &map {
+    let pairs = match &raw {
         Some(raw) => Some(wire::decode_map(raw).ok_or(HostFailure {
             what: "request headers",
             status: Status::SERIALIZATION_FAILURE,
@@ -243,14 +230,19 @@ fn read_and_decide(policy: &CompiledPolicy) -> Result<Decision, HostFailure> {
         None => None,
     };
     let header = |name: &'static str, needed: bool| -> Result<Option<String>, HostFailure> {
-        match &pairs {
+        if !needed {
+            return Ok(None);
+        }
+        let value = match &pairs {
             // The first value, as `proxy_get_header_map_value` returns.
-            Some(pairs) if needed => Ok(pairs
+            Some(pairs) => pairs
                 .iter()
                 .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-                .and_then(|(_, v)| String::from_utf8(v.to_vec()).ok())),
-            _ => header(name, needed),
-        }
+                .map(|(_, v)| v.to_vec()),
+            None => meshward_host::get_map_value(MapType::HttpRequestHeaders, name)
+                .map_err(fail(name))?,
+        };
+        Ok(text(value))
     };
     let method = header(":method", needs.method)?;
     let path = header(":path", needs.path)?;
@@ -269,13 +261,11 @@ fn read_and_decide(policy: &CompiledPolicy) -> Result<Decision, HostFailure> {
     )?)
     .and_then(|a| parse_address(&a));
     let headers = match &pairs {
-        Some(pairs) if !needs.headers.is_empty() => {
-            select_headers(pairs, &needs.headers).ok_or(HostFailure {
-                what: "request headers",
-                status: Status::SERIALIZATION_FAILURE,
-            })?
-        }
-        _ => Vec::new(),
+        Some(pairs) => select_headers(pairs, &needs.headers).ok_or(HostFailure {
+            what: "request headers",
+            status: Status::SERIALIZATION_FAILURE,
+        })?,
+        None => Vec::new(),
     };
     let identity = property(PROPERTY_PATH, "meshward_request_auth", needs.identity)?
         .and_then(|b| RequestIdentity::from_bytes(&b));

@@ -82,20 +82,10 @@ pub struct ClusterSpec {
 impl ClusterSpec {
     /// The cluster's `latency`, checked like a case's `advance`.
     pub fn latency(&self) -> Result<Option<std::time::Duration>> {
-        let Some(text) = &self.latency else {
-            return Ok(None);
-        };
-        match meshward_common::duration::parse_nanos(text) {
-            Some(ns) if ns <= MAX_ADVANCE_NANOS => Ok(Some(std::time::Duration::from_nanos(ns))),
-            Some(_) => bail!(
-                "cluster `{}`: latency `{text}` is over 10s (the Envoy run would really wait)",
-                self.name
-            ),
-            None => bail!(
-                "cluster `{}`: latency `{text}` is not a duration (a number and a unit: 300ms)",
-                self.name
-            ),
-        }
+        short_duration(
+            &format!("cluster `{}`: latency", self.name),
+            self.latency.as_deref(),
+        )
     }
 }
 
@@ -164,20 +154,23 @@ pub const MAX_ADVANCE_NANOS: u64 = 10_000_000_000;
 impl Case {
     /// The case's `advance`, checked: a duration string no longer than [`MAX_ADVANCE_NANOS`].
     pub fn advance(&self) -> anyhow::Result<Option<std::time::Duration>> {
-        let Some(text) = &self.advance else {
-            return Ok(None);
-        };
-        match meshward_common::duration::parse_nanos(text) {
-            Some(ns) if ns <= MAX_ADVANCE_NANOS => Ok(Some(std::time::Duration::from_nanos(ns))),
-            Some(_) => anyhow::bail!(
-                "case `{}`: advance `{text}` is over 10s (the Envoy run would really wait that long)",
-                self.name
-            ),
-            None => anyhow::bail!(
-                "case `{}`: advance `{text}` is not a duration (a number and a unit: 500ms, 2s)",
-                self.name
-            ),
-        }
+        short_duration(
+            &format!("case `{}`: advance", self.name),
+            self.advance.as_deref(),
+        )
+    }
+}
+
+/// A duration string of a scenario file (`500ms`, `2s`) that the Envoy run really waits for,
+/// so at most [`MAX_ADVANCE_NANOS`]. `what` names the field in the error.
+fn short_duration(what: &str, text: Option<&str>) -> Result<Option<std::time::Duration>> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    match meshward_common::duration::parse_nanos(text) {
+        Some(ns) if ns <= MAX_ADVANCE_NANOS => Ok(Some(std::time::Duration::from_nanos(ns))),
+        Some(_) => bail!("{what} `{text}` is over 10s (the Envoy run would really wait that long)"),
+        None => bail!("{what} `{text}` is not a duration (a number and a unit: 500ms, 2s)"),
     }
 }
 
