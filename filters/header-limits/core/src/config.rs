@@ -37,10 +37,14 @@ pub struct Limits {
     /// Reject when the `:path` value (path and query) is longer than this.
     pub max_path_bytes: Option<usize>,
     pub headers_with_underscores_action: UnderscoreAction,
+    /// Refuse (400) control bytes 0x01–0x1F (HTAB included) and 0x7F in any header name or value.
+    /// NUL, CR and LF are refused whatever this says.
+    pub reject_control_characters: bool,
 }
 
 impl Default for Limits {
-    /// Envoy's HCM defaults: 60 KiB, 100 headers, no per-value or path limit, underscores allowed.
+    /// Envoy's HCM defaults: 60 KiB, 100 headers, no per-value or path limit, underscores allowed;
+    /// plus control characters refused (the one default that is stricter than Envoy).
     fn default() -> Self {
         Self {
             max_request_headers_bytes: kib(DEFAULT_MAX_REQUEST_HEADERS_KB),
@@ -48,6 +52,7 @@ impl Default for Limits {
             max_header_value_bytes: None,
             max_path_bytes: None,
             headers_with_underscores_action: UnderscoreAction::Allow,
+            reject_control_characters: true,
         }
     }
 }
@@ -84,6 +89,10 @@ struct RawConfig {
     /// `headers_with_underscores_action`.
     #[cfg_attr(feature = "schema", schemars(extend("default" = "ALLOW")))]
     headers_with_underscores_action: Option<UnderscoreAction>,
+    /// Reject (400) a request whose header names or values contain a control byte 0x01–0x1F
+    /// (horizontal tab included) or 0x7F. NUL, CR and LF are always rejected.
+    #[cfg_attr(feature = "schema", schemars(extend("default" = true)))]
+    reject_control_characters: Option<bool>,
 }
 
 impl Limits {
@@ -117,6 +126,9 @@ impl Limits {
             headers_with_underscores_action: raw
                 .headers_with_underscores_action
                 .unwrap_or_default(),
+            // On unless switched off: a backend that reads a control byte as a separator or
+            // drops it sees another value than the one the policies behind us matched.
+            reject_control_characters: raw.reject_control_characters.unwrap_or(true),
         })
     }
 }
@@ -259,7 +271,25 @@ mod tests {
                 max_header_value_bytes: Some(8192),
                 max_path_bytes: Some(2048),
                 headers_with_underscores_action: UnderscoreAction::RejectRequest,
+                reject_control_characters: true,
             }
+        );
+    }
+
+    #[test]
+    fn control_characters_are_refused_unless_switched_off() {
+        assert!(Limits::from_json(b"{}").unwrap().reject_control_characters);
+        let on = Limits::from_json(br#"{"rejectControlCharacters":true}"#).unwrap();
+        assert!(on.reject_control_characters);
+        let off = Limits::from_json(br#"{"rejectControlCharacters":false}"#).unwrap();
+        assert!(!off.reject_control_characters);
+        assert_eq!(
+            err(r#"{"rejectControlCharacters":"no"}"#).field,
+            "rejectControlCharacters"
+        );
+        assert_eq!(
+            err(r#"{"rejectControlChars":false}"#).field,
+            "rejectControlChars"
         );
     }
 }

@@ -14,6 +14,9 @@ pub const DROPPED_UNDERSCORE_METRIC: &str = "header_limits.dropped.underscore";
 pub enum Reason {
     /// A name or value contains NUL, CR or LF (400).
     InvalidChar,
+    /// A name or value contains another control byte, 0x01–0x1F or 0x7F, under
+    /// `rejectControlCharacters` (400).
+    ControlChar,
     /// Total bytes over `maxRequestHeadersKb` (431).
     Size,
     /// More entries than `maxHeadersCount` (431).
@@ -28,8 +31,9 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for defining one counter each.
-    pub const ALL: [Reason; 6] = [
+    pub const ALL: [Reason; 7] = [
         Reason::InvalidChar,
+        Reason::ControlChar,
         Reason::Size,
         Reason::Count,
         Reason::PathBytes,
@@ -41,6 +45,7 @@ impl Reason {
     pub const fn as_str(self) -> &'static str {
         match self {
             Reason::InvalidChar => "invalid_char",
+            Reason::ControlChar => "control_char",
             Reason::Size => "size",
             Reason::Count => "count",
             Reason::PathBytes => "path_bytes",
@@ -53,6 +58,7 @@ impl Reason {
     pub const fn metric(self) -> &'static str {
         match self {
             Reason::InvalidChar => "header_limits.rejected.invalid_char",
+            Reason::ControlChar => "header_limits.rejected.control_char",
             Reason::Size => "header_limits.rejected.size",
             Reason::Count => "header_limits.rejected.count",
             Reason::PathBytes => "header_limits.rejected.path_bytes",
@@ -66,6 +72,7 @@ impl Reason {
     pub const fn details(self) -> &'static str {
         match self {
             Reason::InvalidChar => "header_limits.invalid_characters",
+            Reason::ControlChar => "header_limits.control_characters",
             Reason::Size => "header_limits.headers_too_large",
             Reason::Count => "header_limits.too_many_headers",
             Reason::PathBytes => "header_limits.path_too_large",
@@ -77,7 +84,7 @@ impl Reason {
     /// 400 for malformed or forbidden names, 431 for limits (Envoy's codes).
     pub const fn status(self) -> u32 {
         match self {
-            Reason::InvalidChar | Reason::Underscore => 400,
+            Reason::InvalidChar | Reason::ControlChar | Reason::Underscore => 400,
             Reason::Size | Reason::Count | Reason::PathBytes | Reason::ValueBytes => 431,
         }
     }
@@ -141,21 +148,25 @@ pub fn evaluate<'a, N: AsRef<[u8]>, V: AsRef<[u8]>>(
 ) -> Verdict<'a> {
     let mut total: usize = 0;
     let mut longest_value: usize = 0;
-    let mut invalid = false;
+    let mut bytes_class = ByteClass::Clean;
     let mut underscores: usize = 0;
     for (name, value) in headers {
         let (name, value) = (name.as_ref(), value.as_ref());
         total = total.saturating_add(name.len()).saturating_add(value.len());
         longest_value = longest_value.max(value.len());
-        invalid = invalid || has_forbidden_byte(name) || has_forbidden_byte(value);
+        if bytes_class != ByteClass::Forbidden {
+            bytes_class = bytes_class.max(classify(name)).max(classify(value));
+        }
         if is_underscore_header(name) {
             underscores = underscores.saturating_add(1);
         }
     }
 
     // Malformed input first: it is a 400 whatever its size. Then the limits, broadest first.
-    let failed = if invalid {
+    let failed = if bytes_class == ByteClass::Forbidden {
         Some(Reason::InvalidChar)
+    } else if bytes_class == ByteClass::Control && limits.reject_control_characters {
+        Some(Reason::ControlChar)
     } else if total > limits.max_request_headers_bytes {
         Some(Reason::Size)
     } else if headers.len() > limits.max_headers_count {
@@ -198,10 +209,30 @@ pub fn evaluate<'a, N: AsRef<[u8]>, V: AsRef<[u8]>>(
     }
 }
 
-/// NUL, CR and LF can split or truncate a header downstream of us (request smuggling); Envoy's
-/// codecs refuse them already, so this is defence in depth against a codec or host that does not.
-fn has_forbidden_byte(bytes: &[u8]) -> bool {
-    memchr::memchr3(0, b'\r', b'\n', bytes).is_some()
+/// The worst bytes found in a name or value, in increasing order of badness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum ByteClass {
+    Clean,
+    /// 0x01–0x1F other than CR/LF, or 0x7F: refused under `rejectControlCharacters`. RFC 9110
+    /// allows HTAB inside a value, but backends disagree on it (some split or trim there, some
+    /// fold it to a space), so a policy that matched one reading can be read another way behind
+    /// us; the other control bytes are never valid in a field value (obs-text 0x80–0xFF is).
+    Control,
+    /// NUL, CR and LF can split or truncate a header downstream of us (request smuggling);
+    /// Envoy's codecs refuse them already, so this is defence in depth against a codec or host
+    /// that does not. Always refused.
+    Forbidden,
+}
+
+fn classify(bytes: &[u8]) -> ByteClass {
+    // Fast path: almost every header is visible ASCII, space or obs-text only.
+    if !bytes.iter().any(|&b| b < 0x20 || b == 0x7f) {
+        ByteClass::Clean
+    } else if memchr::memchr3(0, b'\r', b'\n', bytes).is_some() {
+        ByteClass::Forbidden
+    } else {
+        ByteClass::Control
+    }
 }
 
 /// Envoy's rule: underscores matter in regular headers only; pseudo-headers start with `:`.

@@ -303,13 +303,105 @@ fn control_characters_are_400() {
     );
 }
 
+/// Every byte 0x01–0x1F and 0x7F except CR and LF (which are `InvalidChar`).
+fn control_bytes() -> Vec<u8> {
+    (0x01..0x20u8)
+        .chain([0x7f])
+        .filter(|b| !matches!(b, b'\r' | b'\n'))
+        .collect()
+}
+
+#[test]
+fn other_control_bytes_are_400_by_default_in_names_and_values() {
+    let bytes = control_bytes();
+    assert_eq!(bytes.len(), 30);
+    for b in bytes {
+        for bad in [vec![b'a', b, b'b'], vec![b], vec![b'a', b], vec![b, b'a']] {
+            let mut in_value = base("/");
+            in_value.push((b"x-a".to_vec(), bad.clone()));
+            assert_eq!(
+                rejected(&run(&Limits::default(), &in_value)),
+                Some(Rejection {
+                    status: 400,
+                    body: BAD_REQUEST_BODY,
+                    reason: Reason::ControlChar
+                }),
+                "value {bad:?}"
+            );
+            let mut in_name = base("/");
+            in_name.push((bad.clone(), b"1".to_vec()));
+            assert_eq!(
+                reason(&run(&Limits::default(), &in_name)),
+                Some(Reason::ControlChar),
+                "name {bad:?}"
+            );
+        }
+        // Pseudo-header values too (`:authority`, `:path`), and a later duplicate of a clean one.
+        let mut authority = base("/");
+        authority[2].1.push(b);
+        assert_eq!(
+            reason(&run(&Limits::default(), &authority)),
+            Some(Reason::ControlChar)
+        );
+        let mut dup = base("/");
+        dup.push((b"x-a".to_vec(), b"clean".to_vec()));
+        dup.push((b"x-a".to_vec(), vec![b'x', b]));
+        assert_eq!(
+            reason(&run(&Limits::default(), &dup)),
+            Some(Reason::ControlChar)
+        );
+    }
+}
+
+#[test]
+fn control_bytes_pass_when_switched_off_but_nul_cr_lf_never_do() {
+    let off = limits(r#"{"rejectControlCharacters":false}"#);
+    for b in control_bytes() {
+        let mut map = base("/");
+        map.push((b"x-a".to_vec(), vec![b'a', b, b'b']));
+        assert!(passes_unchanged(&run(&off, &map)), "byte {b:#04x}");
+    }
+    for bad in [&b"a\0b"[..], b"a\rb", b"a\nb"] {
+        let mut map = base("/");
+        map.push((b"x-a".to_vec(), bad.to_vec()));
+        assert_eq!(reason(&run(&off, &map)), Some(Reason::InvalidChar));
+    }
+}
+
+#[test]
+fn nul_cr_lf_win_over_other_control_bytes_whatever_the_order() {
+    let mut map = base("/");
+    map.push((b"x-a".to_vec(), b"\x01".to_vec()));
+    map.push((b"x-b".to_vec(), b"\0".to_vec()));
+    map.push((b"x-c".to_vec(), b"\x7f".to_vec()));
+    assert_eq!(
+        reason(&run(&Limits::default(), &map)),
+        Some(Reason::InvalidChar)
+    );
+}
+
+#[test]
+fn control_characters_win_over_limits() {
+    let l = limits(r#"{"maxRequestHeadersKb":1,"maxHeadersCount":4}"#);
+    let mut map = filled_to(base("/"), 2000);
+    map.push((b"x-a".to_vec(), b"\t".to_vec()));
+    assert_eq!(reason(&run(&l, &map)), Some(Reason::ControlChar));
+}
+
 #[test]
 fn other_bytes_are_fine() {
     let mut map = base("/");
-    map.push((b"x-tab".to_vec(), b"a\tb c".to_vec()));
-    map.push((b"x-bin".to_vec(), vec![0x80, 0xff, 0x01, 0x7f]));
+    map.push((b"x-space".to_vec(), b"a b c".to_vec()));
+    map.push((b"x-bin".to_vec(), vec![0x80, 0xff, 0x20, 0x7e, 0xc3, 0xa9]));
     map.push((b"x-empty".to_vec(), Vec::new()));
     assert!(passes_unchanged(&run(&Limits::default(), &map)));
+    // Every byte 0x20..=0x7E and 0x80..=0xFF in one value.
+    let mut all = base("/");
+    all.push((
+        b"x-all".to_vec(),
+        (0x20..=0xffu8).filter(|&b| b != 0x7f).collect(),
+    ));
+    assert!(passes_unchanged(&run(&Limits::default(), &all)));
 }
 
 #[test]
