@@ -158,6 +158,16 @@ if (WYCHEPROOF / "json_web_key_test.json").exists():
 add("rate_limit", bytes([2, 0, 0, 1, 1, 0, 4, 3, 7]) + bytes([3, 0x13, 0, 0x13, 1, 0, 0xff, 0xff, 3, 0x13, 2, 2, 1, 5]))
 add("rate_limit", bytes([0, 0, 3, 7, 2, 1, 11, 11, 9]) + bytes([3] * 20 + [0x13, 5] * 20 + [1, 0x10, 0x27, 3]))
 
+# jwt_request: header count, then (name index, value tag, token index, raw…0xff) per header,
+# then the query flag, name index, and the query value the same way (see the target).
+names = sorted(tokens)
+for i, name in enumerate(names):
+    add("jwt_request", bytes([1, 0, 0, i, 0xff, 0]))  # Authorization: Bearer <token>
+    add("jwt_request", bytes([0, 1, 1, 4, i]) + b"\xff")  # ?acc%65ss_token=<token>
+add("jwt_request", bytes([2, 5, 0, 0, 0xff, 1, 0, 1, 0xff, 0]))  # x_jwt_sub spoof + token
+add("jwt_request", bytes([2, 0, 0, 1, 0xff, 3, 0, 2, 0xff, 0]))  # two tokens, two spellings
+add("jwt_request", bytes([1, 0, 2, 1]) + b" junk\xff" + bytes([0]))  # Bearer <valid> junk
+
 if CORPUS.exists():
     shutil.rmtree(CORPUS)
 total = 0

@@ -1,18 +1,24 @@
-//! meshward_common::path::normalize on arbitrary request-targets.
+//! meshward_common::path::normalize_with on arbitrary request-targets, in both path-parameter
+//! modes (`Reject`, the default, and `Strip`).
 //!
-//! Oracle (issue 12, finding 1): whenever `normalize` accepts a target,
+//! Oracle (issue 12, finding 1): whenever the normalizer accepts a target,
 //! 1. the canonical path has none of the spellings that readers disagree on: `//`, `.`/`..`
 //!    segments, `;`, `%2F`/`%5C` (any case), `\`, control bytes, space, `?`, `#`, a malformed or
 //!    lower-case escape, or an escape of an unreserved character;
 //! 2. it is a fixed point: normalizing what is forwarded gives the same path and query, unchanged;
 //! 3. `changed() == false` means the raw target is exactly what is forwarded;
-//! 4. every permissive backend reading of the RAW target (see `meshward_fuzz::backend`) routes on
-//!    the same segments as the authorized path: the upstream cannot read it as another path.
+//! 4. every permissive backend reading (see `meshward_fuzz::backend`) of the forwarded target
+//!    routes on the same segments as the authorized path: the upstream cannot read it as another
+//!    path. With `Reject` the same holds for the RAW target (nothing needed rewriting to be safe);
+//!    with `Strip` it holds for the raw target under the readings that cut `;params` (the target
+//!    is forwarded stripped, so the others never see the raw one).
+//! 5. `normalize` is `normalize_with(Reject)`; `Strip` accepts everything `Reject` accepts, with
+//!    the same result.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use meshward_common::path::normalize;
-use meshward_fuzz::backend::{authorized_segments, read, READINGS};
+use meshward_common::path::{normalize, normalize_with, NormalizedPath, PathParameters};
+use meshward_fuzz::backend::{authorized_segments, read, Reading, READINGS};
 
 fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
@@ -57,20 +63,14 @@ fn check_canonical(path: &str, raw: &str) {
     }
 }
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(raw) = std::str::from_utf8(data) else {
-        return;
-    };
-    let Ok(n) = normalize(raw) else {
-        return; // refusing is always safe
-    };
+fn check(raw: &str, mode: PathParameters, n: &NormalizedPath) {
     check_canonical(n.path(), raw);
 
     let forwarded = n.forward_target();
     if !n.changed() {
         assert_eq!(forwarded, raw, "unchanged but forwarded differs");
     }
-    let again = normalize(&forwarded).expect("the forwarded target must normalize");
+    let again = normalize_with(&forwarded, mode).expect("the forwarded target must normalize");
     assert_eq!(again.path(), n.path(), "not a fixed point: {raw:?}");
     assert_eq!(again.query(), n.query(), "query changed: {raw:?}");
     assert!(!again.changed(), "forwarded target changes again: {raw:?}");
@@ -78,16 +78,40 @@ fuzz_target!(|data: &[u8]| {
     let authorized = authorized_segments(n.path());
     for reading in READINGS {
         assert_eq!(
-            read(raw.as_bytes(), reading),
-            authorized,
-            "{reading:?} reads the raw target {raw:?} as another path than the authorized {:?}",
-            n.path()
-        );
-        assert_eq!(
             read(forwarded.as_bytes(), reading),
             authorized,
-            "{reading:?} reads the forwarded {forwarded:?} as another path than the authorized {:?}",
+            "{mode:?}: {reading:?} reads the forwarded {forwarded:?} as another path than the \
+             authorized {:?}",
             n.path()
         );
+        if mode == PathParameters::Reject || reading != Reading::DecodeNoParams {
+            assert_eq!(
+                read(raw.as_bytes(), reading),
+                authorized,
+                "{mode:?}: {reading:?} reads the raw {raw:?} as another path than the authorized \
+                 {:?}",
+                n.path()
+            );
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(raw) = std::str::from_utf8(data) else {
+        return;
+    };
+    let strict = normalize_with(raw, PathParameters::Reject);
+    assert_eq!(normalize(raw), strict, "normalize is not the Reject mode");
+    let strip = normalize_with(raw, PathParameters::Strip);
+    if let Ok(n) = &strict {
+        assert_eq!(
+            strip.as_ref(),
+            Ok(n),
+            "Strip differs on a path without parameters"
+        );
+        check(raw, PathParameters::Reject, n);
+    }
+    if let Ok(n) = &strip {
+        check(raw, PathParameters::Strip, n);
     }
 });
