@@ -5,7 +5,11 @@
 //! filters (never clients) can write, and `get_property(PROPERTY_PATH)` in a later filter of the
 //! same chain reads them back. spiffe-authz (`requestPrincipals`, `request.auth.*`) and rate-limit
 //! (`request.auth.principal`, `request.auth.claims[...]`) read it with [`RequestIdentity::from_bytes`].
-//! No property ⇒ no verified identity: such conditions do not match.
+//! No property ⇒ no verified identity: such conditions do not match. A property that is present
+//! but does not parse is NOT "no identity": a reader must treat it as a failure and deny (see
+//! [`RequestIdentity::read`]); otherwise a DENY rule on `requestPrincipals` would fail open for an
+//! identity it cannot read. jwt-authn only publishes bytes that [`RequestIdentity::read`] accepts
+//! ([`RequestIdentity::to_published_bytes`]), and refuses the request (401) otherwise.
 //!
 //! Wire format: one JSON object (documented in docs/identity.md):
 //! `{"principal":"<iss>/<sub>","iss":"…","sub":"…","aud":["…"],"azp":"…","claims":{…payload…}}`.
@@ -17,6 +21,25 @@ use serde_json::{Map, Value};
 
 /// The property path (one segment) jwt-authn publishes the identity under.
 pub const PROPERTY_PATH: &[&str] = &["meshward_request_auth"];
+
+/// Why published identity bytes cannot be read ([`RequestIdentity::read`]): the property is
+/// there, so a verified identity exists, but this reader cannot know what it says. Deny.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableIdentity {
+    /// What was wrong, for a log line (no attacker-controlled text: only the parser's position
+    /// and category).
+    pub reason: String,
+}
+
+impl std::fmt::Display for UnreadableIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "published request identity is unreadable: {}",
+            self.reason
+        )
+    }
+}
 
 /// A verified JWT identity.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,9 +97,49 @@ impl RequestIdentity {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
-    /// Parse the published bytes. Anything unreadable is "no identity" (fail closed).
+    /// Parse the published bytes; `None` when they do not parse.
+    ///
+    /// Kept for source compatibility. It cannot tell "absent" from "present but unreadable":
+    /// readers should call [`RequestIdentity::read`] and deny on `Err`.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
         serde_json::from_slice(bytes).ok()
+    }
+
+    /// Read the property as the host returned it: `None` (no property) ⇒ `Ok(None)`, no verified
+    /// identity; bytes that parse ⇒ `Ok(Some(identity))`; bytes that do not parse, including an
+    /// empty value (jwt-authn never publishes one) ⇒ `Err`: an identity exists that this reader
+    /// cannot evaluate, so the request must be denied (fail closed), never treated as anonymous.
+    pub fn read(bytes: Option<&[u8]>) -> Result<Option<Self>, UnreadableIdentity> {
+        let Some(bytes) = bytes else {
+            return Ok(None);
+        };
+        if bytes.is_empty() {
+            return Err(UnreadableIdentity {
+                reason: "empty value".to_string(),
+            });
+        }
+        serde_json::from_slice(bytes)
+            .map(Some)
+            .map_err(|e| UnreadableIdentity {
+                reason: format!(
+                    "{:?} error at line {} column {}",
+                    e.classify(),
+                    e.line(),
+                    e.column()
+                ),
+            })
+    }
+
+    /// The bytes to publish, but only if [`RequestIdentity::read`] gives this very identity back
+    /// (the readers use the same parser: serde_json with its nesting limit of 128). `None` means
+    /// the identity cannot be handed over faithfully (e.g. claims nested so deep that the wrapped
+    /// form exceeds the readers' limit): the publisher must refuse the request, not publish.
+    pub fn to_published_bytes(&self) -> Option<Vec<u8>> {
+        let bytes = serde_json::to_vec(self).ok()?;
+        match Self::read(Some(&bytes)) {
+            Ok(Some(back)) if back == *self => Some(bytes),
+            _ => None,
+        }
     }
 
     /// Values of a (possibly nested) claim as strings, list-aware like Istio's
@@ -145,6 +208,57 @@ mod tests {
         assert!(RequestIdentity::from_claims(claims(json!({"iss": 5}))).is_none());
         assert!(RequestIdentity::from_bytes(b"not json").is_none());
         assert!(RequestIdentity::from_bytes(b"").is_none());
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn read_tells_absent_from_unreadable() {
+        assert_eq!(RequestIdentity::read(None), Ok(None));
+        assert!(RequestIdentity::read(Some(b"")).is_err());
+        assert!(RequestIdentity::read(Some(b"not json")).is_err());
+        assert!(
+            RequestIdentity::read(Some(b"{\"principal\":\"a\",\"iss\":\"i\",\"x\":1}")).is_err()
+        );
+        assert!(RequestIdentity::read(Some(b"{\"iss\":\"i\",\"sub\":\"\xff\"}")).is_err());
+        let id = RequestIdentity::from_claims(claims(json!({"iss": "i", "sub": "s"}))).unwrap();
+        let bytes = id.to_published_bytes().unwrap();
+        assert_eq!(RequestIdentity::read(Some(&bytes)), Ok(Some(id)));
+    }
+
+    fn nested(depth: usize) -> Value {
+        let mut v = json!("leaf");
+        for _ in 0..depth {
+            v = json!({ "n": v });
+        }
+        v
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn deep_claims_are_not_published() {
+        // The payload alone parses (depth 126 + the payload object), but wrapped in the identity
+        // object under `claims` it exceeds serde_json's limit of 128 that every reader uses.
+        for depth in [125usize, 126, 127, 200] {
+            let payload = json!({"iss": "i", "deep": nested(depth)});
+            let Some(text) = serde_json::to_string(&payload).ok() else {
+                continue;
+            };
+            let Ok(Value::Object(map)) = serde_json::from_str::<Value>(&text) else {
+                continue; // the payload itself would be refused by the token parser
+            };
+            let id = RequestIdentity::from_claims(map).unwrap();
+            match id.to_published_bytes() {
+                Some(bytes) => {
+                    assert_eq!(RequestIdentity::read(Some(&bytes)), Ok(Some(id)), "{depth}")
+                }
+                None => assert!(
+                    RequestIdentity::read(serde_json::to_vec(&id).ok().as_deref()).is_err(),
+                    "{depth}"
+                ),
+            }
+        }
+        let shallow = RequestIdentity::from_claims(claims(json!({"iss": "i", "d": nested(100)})));
+        assert!(shallow.unwrap().to_published_bytes().is_some());
+        let deep = RequestIdentity::from_claims(claims(json!({"iss": "i", "d": nested(127)})));
+        assert!(deep.unwrap().to_published_bytes().is_none());
     }
 
     #[wasm_bindgen_test(unsupported = test)]
