@@ -2,7 +2,9 @@
 //!
 //! Path rules have been bypassed again and again by spellings that the proxy and the application
 //! read differently: `//admin`, `/a/../admin`, `/%2e%2e/admin` (CVE-2019-9901), `%2F` and `%5C`
-//! (CVE-2021-29492), `#frag` and `?q` (CVE-2021-32779, CVE-2020-8595). [`normalize`] turns the raw
+//! (CVE-2021-29492), `#frag` and `?q` (CVE-2021-32779, CVE-2020-8595), and path parameters:
+//! Tomcat, Jetty and Undertow drop `;params` from every segment, so `/public/..;/admin` is
+//! `/admin` to them and `/public/..;/admin` to everyone else. [`normalize`] turns the raw
 //! request-target into one canonical path, or refuses it:
 //!
 //! 1. Only origin-form targets (`/…`) are accepted; anything else ⇒ [`PathError::NotOriginForm`].
@@ -14,20 +16,33 @@
 //!    on the reader must not be authorized by either reading.
 //! 4. Percent-escapes, in one pass: a malformed one (`%`, `%4`, `%zz`) ⇒
 //!    [`PathError::InvalidPercentEncoding`]; `%00` ⇒ [`PathError::EncodedNul`]; `%2F`/`%5C` (any
-//!    case) ⇒ [`PathError::EscapedSlash`] (Envoy's `REJECT_REQUEST` for escaped slashes); escapes of
-//!    unreserved characters (`ALPHA DIGIT - . _ ~`) are decoded (RFC 3986 §6.2.2.2); every other
-//!    escape is kept, with its hex digits upper-cased (§6.2.2.1) so that `%3a` and `%3A` are one
-//!    path.
-//! 5. Empty segments are removed (`//` ⇒ `/`, Envoy's `merge_slashes`), then `.` and `..` are
+//!    case) ⇒ [`PathError::EscapedSlash`] (Envoy's `REJECT_REQUEST` for escaped slashes); `%3B`
+//!    (any case) ⇒ [`PathError::PathParameter`] in every mode (whether a decoded `;` starts a
+//!    parameter depends on the backend, so no reading of it is safe); escapes of unreserved
+//!    characters (`ALPHA DIGIT - . _ ~`) are decoded (RFC 3986 §6.2.2.2); every other escape is
+//!    kept, with its hex digits upper-cased (§6.2.2.1) so that `%3a` and `%3A` are one path.
+//! 5. Path parameters, per [`PathParameters`]: with [`PathParameters::Reject`] (the default, as
+//!    Spring Security's `StrictHttpFirewall`) a literal `;` anywhere in the path ⇒
+//!    [`PathError::PathParameter`]; with [`PathParameters::Strip`] every segment loses everything
+//!    from its first `;` (what Tomcat does), *before* dot segments are resolved, so
+//!    `/public/..;/admin` is `/admin` and `/admin;x/users` is `/admin/users`. Parameter text is
+//!    checked by steps 3 and 4 like the rest of the path before it is dropped.
+//! 6. Empty segments are removed (`//` ⇒ `/`, Envoy's `merge_slashes`), then `.` and `..` are
 //!    resolved (RFC 3986 `remove_dot_segments`; `..` at the root stays at the root). A trailing `/`
 //!    is kept, and a trailing `.`/`..` segment leaves one.
 //!
 //! Escapes are decoded exactly once: `%252F` becomes nothing more than `%252F`. An application that
 //! decodes twice sees `/` where we saw `%2F`; that is the application's bug and out of our reach.
 //!
-//! The caller decides what to forward. spiffe-authz forwards the normalized path (plus the original
-//! query) whenever it differs from the raw one, so that the request it authorized is the request
-//! the upstream receives (the lesson of CVE-2019-9901); see [`NormalizedPath::forward_target`].
+//! **Invariant** (tested below and by `tests/tests/path_family.rs` on the built filter): the path
+//! that is authorized is the path the upstream receives, and no common backend reads it as another
+//! path. The caller forwards [`NormalizedPath::forward_target`] whenever [`NormalizedPath::changed`]
+//! (spiffe-authz does, the lesson of CVE-2019-9901), and that target is a fixed point:
+//! `normalize(forward_target)` gives the same path and query and reports no change. A canonical
+//! path holds no `;`, no `%3B`, `%2F`, `%5C`, `%00`, `\`, no `//`, no dot segment and no escaped
+//! unreserved character, so decoding it once (Tomcat, Jetty, Spring, Express, Go `net/http`,
+//! nginx, Python servers), dropping `;params`, merging slashes or resolving dots leaves its
+//! segments as they are.
 
 use std::fmt;
 
@@ -48,6 +63,20 @@ pub enum PathError {
     Backslash,
     /// A byte below 0x21 (control characters and space) or DEL.
     ControlCharacter,
+    /// A `;` in the path with [`PathParameters::Reject`], or `%3B`/`%3b` in any mode: a path
+    /// parameter, which Tomcat/Jetty/Undertow drop and other backends keep.
+    PathParameter,
+}
+
+/// What to do with path parameters (`/a;x=1/b`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PathParameters {
+    /// Refuse any `;` (or `%3B`) in the path: [`PathError::PathParameter`]. The default.
+    #[default]
+    Reject,
+    /// Remove `;…` from every segment before dot segments are resolved; the stripped path is the
+    /// canonical one (and so the one forwarded). `%3B` is still refused.
+    Strip,
 }
 
 impl fmt::Display for PathError {
@@ -60,6 +89,7 @@ impl fmt::Display for PathError {
             Self::InvalidPercentEncoding => "invalid percent-encoding in path",
             Self::Backslash => "backslash in path",
             Self::ControlCharacter => "control character in path",
+            Self::PathParameter => "path parameter (`;` or %3B) in path",
         })
     }
 }
@@ -101,8 +131,14 @@ impl NormalizedPath {
     }
 }
 
-/// Normalize a raw `:path` (see the module docs for the rules).
+/// Normalize a raw `:path` with the default rules ([`PathParameters::Reject`]); see the module
+/// docs.
 pub fn normalize(raw: &str) -> Result<NormalizedPath, PathError> {
+    normalize_with(raw, PathParameters::Reject)
+}
+
+/// Normalize a raw `:path`, treating path parameters as `params` says (see the module docs).
+pub fn normalize_with(raw: &str, params: PathParameters) -> Result<NormalizedPath, PathError> {
     let without_fragment = match raw.find('#') {
         Some(at) => raw.get(..at).unwrap_or_default(),
         None => raw,
@@ -129,7 +165,11 @@ pub fn normalize(raw: &str) -> Result<NormalizedPath, PathError> {
         }
     }
     let decoded = decode_unreserved(path)?;
-    let canonical = remove_dot_segments(&decoded);
+    let canonical = match params {
+        PathParameters::Reject if decoded.contains(';') => return Err(PathError::PathParameter),
+        PathParameters::Reject => remove_dot_segments(&decoded),
+        PathParameters::Strip => remove_dot_segments(&strip_parameters(&decoded)),
+    };
     // Unchanged iff the raw target is exactly `canonical[?query]` (no fragment, nothing decoded).
     let changed = match raw.strip_prefix(canonical.as_str()) {
         Some(rest) => match query {
@@ -162,7 +202,7 @@ fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
-/// Step 3 and 4: check every byte, decode escapes of unreserved characters, upper-case the rest.
+/// Steps 3 and 4: check every byte, decode escapes of unreserved characters, upper-case the rest.
 fn decode_unreserved(path: &str) -> Result<String, PathError> {
     let bytes = path.as_bytes();
     let mut out = String::with_capacity(path.len());
@@ -179,6 +219,7 @@ fn decode_unreserved(path: &str) -> Result<String, PathError> {
                 match value {
                     0 => return Err(PathError::EncodedNul),
                     b'/' | b'\\' => return Err(PathError::EscapedSlash),
+                    b';' => return Err(PathError::PathParameter),
                     v if is_unreserved(v) => out.push(char::from(v)),
                     v => {
                         out.push('%');
@@ -215,7 +256,21 @@ fn decode_unreserved(path: &str) -> Result<String, PathError> {
     Ok(out)
 }
 
-/// Step 5: merge slashes and resolve dot segments. `path` starts with `/`.
+/// Step 5, [`PathParameters::Strip`]: drop everything from the first `;` of each segment up to the
+/// segment's end. `path` is decoded already, and decoding never yields `/` or `;` (`%2F`, `%3B`
+/// are refused), so the segments and parameters seen here are the raw ones.
+fn strip_parameters(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for (i, segment) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        out.push_str(segment.split(';').next().unwrap_or_default());
+    }
+    out
+}
+
+/// Step 6: merge slashes and resolve dot segments. `path` starts with `/`.
 fn remove_dot_segments(path: &str) -> String {
     let mut stack: Vec<&str> = Vec::new();
     // Whether the result ends in a `/` after its last segment (`/a/`, `/a/.`, `/a/b/..`).
@@ -257,7 +312,7 @@ mod tests {
     #[wasm_bindgen_test(unsupported = test)]
     fn already_canonical_is_unchanged() {
         for p in [
-            "/", "/a", "/a/b", "/a/b/", "/a%20b", "/~user", "/é", "/a;b=c", "/a:b@c",
+            "/", "/a", "/a/b", "/a/b/", "/a%20b", "/~user", "/é", "/a:b@c", "/a,b=c",
         ] {
             let np = normalize(p).unwrap();
             assert_eq!(np.path(), p);
@@ -366,6 +421,193 @@ mod tests {
             assert_eq!(normalize(p).unwrap_err(), PathError::NotOriginForm, "{p}");
         }
         assert!(PathError::EscapedSlash.to_string().contains("%2F"));
+    }
+
+    fn with(raw: &str, params: PathParameters) -> Result<String, PathError> {
+        normalize_with(raw, params).map(|n| n.path().to_string())
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn path_parameters_are_refused_by_default() {
+        for p in [
+            "/public/..;/admin",
+            "/public/%2e%2e;/admin",
+            "/public/.;/../admin",
+            "/admin;x",
+            "/admin;x/users",
+            "/;x/admin",
+            "/a;",
+            "/a;b=c",
+            "/x;jsessionid=1?q",
+        ] {
+            assert_eq!(normalize(p).unwrap_err(), PathError::PathParameter, "{p}");
+            assert_eq!(
+                normalize_with(p, PathParameters::Reject).unwrap_err(),
+                PathError::PathParameter,
+                "{p}"
+            );
+        }
+        // The query is not the path: `;` there is data.
+        let q = normalize("/a?x=1;y=2").unwrap();
+        assert_eq!((q.path(), q.query()), ("/a", Some("x=1;y=2")));
+        assert!(!q.changed());
+        assert!(PathError::PathParameter.to_string().contains("%3B"));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn encoded_semicolons_are_refused_in_every_mode() {
+        for p in [
+            "/admin%3Bx",
+            "/admin%3bx/users",
+            "/public/..%3B/admin",
+            "/%3B",
+        ] {
+            for mode in [PathParameters::Reject, PathParameters::Strip] {
+                assert_eq!(
+                    normalize_with(p, mode).unwrap_err(),
+                    PathError::PathParameter,
+                    "{p} {mode:?}"
+                );
+            }
+        }
+        // `%253B` is a `%` followed by `3B`, once decoded; it stays escaped.
+        assert_eq!(n("/a%253B"), "/a%253B");
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn strip_removes_parameters_before_dot_segments() {
+        let s = |p: &str| with(p, PathParameters::Strip).unwrap();
+        assert_eq!(s("/public/..;/admin"), "/admin");
+        assert_eq!(s("/public/%2e%2e;/admin"), "/admin");
+        assert_eq!(s("/public/.;/../admin"), "/admin");
+        assert_eq!(s("/public/..;x=1/..;y/admin"), "/admin");
+        assert_eq!(s("/admin;x"), "/admin");
+        assert_eq!(s("/admin;x/users"), "/admin/users");
+        assert_eq!(s("/;x/admin"), "/admin");
+        assert_eq!(s("/;x//admin;"), "/admin");
+        assert_eq!(s("/a;b;c/d;e=f,g"), "/a/d");
+        assert_eq!(s("/adm;x/in"), "/adm/in");
+        assert_eq!(s("/admin/;x"), "/admin/");
+        assert_eq!(s("/%61dmin;%41"), "/admin");
+        let n = normalize_with("/a;x/b;y?q=1;2", PathParameters::Strip).unwrap();
+        assert!(n.changed());
+        assert_eq!(n.forward_target(), "/a/b?q=1;2");
+        // Parameter text is checked like the rest of the path before it is dropped.
+        for (p, e) in [
+            ("/a;%2F/b", PathError::EscapedSlash),
+            ("/a;%00", PathError::EncodedNul),
+            ("/a;\\x", PathError::Backslash),
+            ("/a;%zz", PathError::InvalidPercentEncoding),
+            ("/a;x y", PathError::ControlCharacter),
+        ] {
+            assert_eq!(with(p, PathParameters::Strip).unwrap_err(), e, "{p}");
+        }
+    }
+
+    /// A small deterministic generator (xorshift64*), so the property tests need no dependency.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+            items[(self.next() % items.len() as u64) as usize]
+        }
+    }
+
+    /// Random request-targets over the alphabet that matters to paths.
+    fn random_target(rng: &mut Rng) -> String {
+        let pieces = [
+            "/", "/", "//", ".", "..", ";", ";x=1", "a", "admin", "%2e", "%2E", "%61", "%41",
+            "%3b", "%3B", "%2f", "%5C", "%25", "%3a", "%7e", "~", "?", "?q=1;2", "#f", "%", "%4",
+            "\\", "é", "%C3%A9", ":", "@", "-", "_", "%20", " ",
+        ];
+        let mut out = String::from("/");
+        let len = rng.next() % 12;
+        for _ in 0..len {
+            out.push_str(rng.pick(&pieces));
+        }
+        out
+    }
+
+    /// Every `%XX` decoded once (what Tomcat, Express, Go, nginx and Python servers do before
+    /// routing); `None` for a malformed escape. Lossy UTF-8: a replacement character never creates
+    /// a `/`, `;` or `.`.
+    fn decode_all_once(path: &str) -> Option<String> {
+        let bytes = path.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while let Some(&b) = bytes.get(i) {
+            if b == b'%' {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            } else {
+                out.push(b);
+                i += 1;
+            }
+        }
+        Some(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// A permissive backend: decode every escape once, drop `;params` per segment, merge
+    /// slashes, resolve dot segments.
+    fn permissive_reading(path: &str) -> Option<String> {
+        let decoded = decode_all_once(path)?;
+        let stripped: Vec<&str> = decoded
+            .split('/')
+            .map(|s| s.split(';').next().unwrap_or(""))
+            .collect();
+        Some(remove_dot_segments(&stripped.join("/")))
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn forwarded_targets_are_fixed_points_that_backends_read_alike() {
+        let mut rng = Rng(0x5eed_1234_abcd_0001);
+        let mut accepted = 0;
+        for _ in 0..20_000 {
+            let raw = random_target(&mut rng);
+            for mode in [PathParameters::Reject, PathParameters::Strip] {
+                let Ok(once) = normalize_with(&raw, mode) else {
+                    continue;
+                };
+                accepted += 1;
+                let target = once.forward_target();
+                // A fixed point in both modes: what is forwarded normalizes to itself, unchanged.
+                for again_mode in [PathParameters::Reject, PathParameters::Strip] {
+                    let again = normalize_with(&target, again_mode).unwrap();
+                    assert_eq!(again.path(), once.path(), "{raw:?} {mode:?}");
+                    assert_eq!(again.query(), once.query(), "{raw:?} {mode:?}");
+                    assert!(!again.changed(), "{raw:?} {mode:?} ⇒ {target:?}");
+                }
+                // A permissive backend's parameter stripping, slash merging and dot resolution
+                // find nothing to do in the canonical path: it reads the very segments we
+                // authorized, each decoded once.
+                let path = once.path();
+                let decoded = decode_all_once(path).unwrap();
+                assert_eq!(
+                    permissive_reading(path).unwrap(),
+                    decoded,
+                    "{raw:?} {mode:?} ⇒ {path:?}"
+                );
+                assert_eq!(
+                    decoded.split('/').count(),
+                    path.split('/').count(),
+                    "{raw:?}"
+                );
+            }
+            // And when we refuse nothing in STRIP mode, the backend reads what we matched.
+            if let (Ok(strip), Some(backend)) = (
+                normalize_with(&raw, PathParameters::Strip),
+                raw.split(['?', '#']).next().and_then(permissive_reading),
+            ) {
+                assert_eq!(decode_all_once(strip.path()).unwrap(), backend, "{raw:?}");
+            }
+        }
+        assert!(accepted > 1_000, "only {accepted} targets accepted");
     }
 
     #[wasm_bindgen_test(unsupported = test)]
