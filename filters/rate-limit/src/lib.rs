@@ -14,14 +14,15 @@ mod metrics;
 use std::rc::Rc;
 
 use meshward_common::identity::{RequestIdentity, PROPERTY_PATH};
+use meshward_host::HeaderPairs;
 use meshward_host::{MapType, Status};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use rate_limit_core::headers::{rate_limit_headers, rejection_headers, REJECT_BODY};
 use rate_limit_core::keys::{choose, ip_of_address};
 use rate_limit_core::{
-    init_table, run_cas_loop, Config, Decision, LoopOutcome, RequestFacts, SetError, SharedStore,
-    SlotEvent, SlotRef, StoreError, Stored, TableKeys,
+    charge_all, init_table, ChargeOutcome, Config, Decision, IdentityFact, RequestFacts, SetError,
+    SharedStore, SlotEvent, SlotRef, StoreError, Stored, TableKeys, Unchargeable,
 };
 
 use metrics::{Counter, Metrics};
@@ -167,60 +168,81 @@ impl HttpContext for Request {
             return self.reject(503, &[], "rate-limit not configured");
         };
         let mut facts = HostFacts::default();
-        let choice = choose(&rt.cfg, &mut facts);
-        let slot = SlotRef::locate(&rt.cfg, rt.seed, &choice);
-        let bucket = rt
-            .cfg
-            .bucket(slot.bucket)
-            .copied()
-            .unwrap_or(rt.cfg.default_bucket);
+        let chosen = choose(&rt.cfg, &mut facts);
+        // The limit a refusal without a decision reports: the default bucket's.
+        let limit = rt.cfg.default_bucket.max_tokens();
         if let Some((fact, status)) = facts.host_error {
             // The choice may have skipped the request's real bucket for a looser one.
             log::warn!("rate-limit: cannot read {fact} (host status {status}): failing closed");
             rt.metrics.bump(Counter::StoreErrors);
-            return self.fail_closed(&rt, bucket.max_tokens());
+            return self.fail_closed(&rt, limit);
         }
+        let choices = match chosen {
+            Ok(choices) => choices,
+            Err(Unchargeable::TooManyValues { descriptor }) => {
+                // Charging only some of the values would let the others through uncounted.
+                log::warn!(
+                    "rate-limit: descriptors[{descriptor}]: more than {} distinct key values: \
+                     failing closed",
+                    rate_limit_core::keys::MAX_KEY_VALUES
+                );
+                rt.metrics.bump(Counter::TooManyValues);
+                return self.fail_closed(&rt, limit);
+            }
+            Err(Unchargeable::IdentityUnreadable { descriptor }) => {
+                // Present but unreadable is not anonymous: it must not fall to another bucket.
+                log::warn!(
+                    "rate-limit: descriptors[{descriptor}]: the published identity does not \
+                     parse: failing closed"
+                );
+                rt.metrics.bump(Counter::IdentityUnreadable);
+                return self.fail_closed(&rt, limit);
+            }
+        };
+        let charges: Vec<(String, SlotRef)> = choices
+            .iter()
+            .map(|choice| {
+                let slot = SlotRef::locate(&rt.cfg, rt.seed, choice);
+                (rt.keys.entry(slot.entry), slot)
+            })
+            .collect();
         let now = match meshward_host::current_time_nanos() {
             Ok(now) => now,
             Err(status) => {
                 log::warn!("rate-limit: clock unavailable (status {status}): failing closed");
                 rt.metrics.bump(Counter::StoreErrors);
-                return self.fail_closed(&rt, bucket.max_tokens());
+                return self.fail_closed(&rt, limit);
             }
         };
-        match run_cas_loop(
-            &mut HostStore,
-            &rt.keys.entry(slot.entry),
-            &slot,
-            now,
-            &rt.cfg,
-        ) {
-            LoopOutcome::Decided {
-                decided,
-                late_create,
-                ..
+        match charge_all(&mut HostStore, &charges, now, &rt.cfg) {
+            ChargeOutcome::Decided {
+                decision,
+                events,
+                late_creates,
             } => {
-                if late_create {
+                for _ in 0..late_creates {
                     rt.metrics.bump(Counter::LateCreates);
                 }
-                match decided.event {
-                    Some(SlotEvent::Evicted) => rt.metrics.bump(Counter::Evictions),
-                    Some(SlotEvent::Reclaimed) => rt.metrics.bump(Counter::Reclaimed),
-                    Some(SlotEvent::Reset) => {
-                        log::warn!("rate-limit: replaced an unreadable table entry")
+                for event in events {
+                    match event {
+                        SlotEvent::Evicted => rt.metrics.bump(Counter::Evictions),
+                        SlotEvent::Reclaimed => rt.metrics.bump(Counter::Reclaimed),
+                        SlotEvent::Reset => {
+                            log::warn!("rate-limit: replaced an unreadable table entry")
+                        }
+                        SlotEvent::Claimed => {}
                     }
-                    Some(SlotEvent::Claimed) | None => {}
                 }
-                self.act(&rt, &decided.decision)
+                self.act(&rt, &decision)
             }
-            LoopOutcome::RetriesExhausted => {
+            ChargeOutcome::RetriesExhausted => {
                 rt.metrics.bump(Counter::CasRetriesExhausted);
-                self.fail_closed(&rt, bucket.max_tokens())
+                self.fail_closed(&rt, limit)
             }
-            LoopOutcome::StoreFailure(e) => {
+            ChargeOutcome::StoreFailure(e) => {
                 log::warn!("rate-limit: shared data failed ({e:?}): failing closed");
                 rt.metrics.bump(Counter::StoreErrors);
-                self.fail_closed(&rt, bucket.max_tokens())
+                self.fail_closed(&rt, limit)
             }
         }
     }
@@ -296,6 +318,15 @@ fn property(path: &[&str]) -> Result<Option<Vec<u8>>, Status> {
     Ok(meshward_host::get_property(path)?.filter(|value| !value.is_empty()))
 }
 
+/// Published identity bytes: readable, or present but unreadable (never "absent": something was
+/// published, so the request is not anonymous).
+fn identity_fact(bytes: &[u8]) -> IdentityFact {
+    match RequestIdentity::from_bytes(bytes) {
+        Some(identity) => IdentityFact::Present(identity),
+        None => IdentityFact::Unreadable,
+    }
+}
+
 /// Request facts read from the host on demand (each property once at most).
 ///
 /// `RequestFacts` answers "no value" or a value; a host error is recorded in `host_error` and
@@ -303,7 +334,9 @@ fn property(path: &[&str]) -> Result<Option<Vec<u8>>, Status> {
 /// must not move the request to another (looser) bucket.
 #[derive(Default)]
 struct HostFacts {
-    identity: Option<Option<RequestIdentity>>,
+    identity: Option<IdentityFact>,
+    /// The request header map, read once when a header key needs it.
+    headers: Option<HeaderPairs>,
     /// The first fact the host would not hand over, and its status.
     host_error: Option<(&'static str, Status)>,
 }
@@ -325,6 +358,7 @@ impl HostFacts {
             .and_then(|bytes| String::from_utf8(bytes).ok())
     }
 
+    /// One value of a pseudo-header (never repeated).
     fn request_header(&mut self, fact: &'static str, name: &str) -> Option<Vec<u8>> {
         self.read(
             fact,
@@ -352,17 +386,24 @@ impl RequestFacts for HostFacts {
             .and_then(|a| ip_of_address(&a))
     }
 
-    fn header(&mut self, name: &str) -> Option<Vec<u8>> {
-        self.request_header("a request header", name)
+    fn headers(&mut self) -> &[(Vec<u8>, Vec<u8>)] {
+        if self.headers.is_none() {
+            // Every line: a repeated key header and its `_` spellings are all charged.
+            let map = meshward_host::get_map(MapType::HttpRequestHeaders);
+            let pairs = self.read("the request headers", map.map(Some));
+            self.headers = Some(pairs.unwrap_or_default());
+        }
+        self.headers.as_deref().unwrap_or_default()
     }
 
-    fn identity(&mut self) -> Option<RequestIdentity> {
+    fn identity(&mut self) -> IdentityFact {
         if let Some(known) = &self.identity {
             return known.clone();
         }
-        let identity = self
-            .read("the request identity", property(PROPERTY_PATH))
-            .and_then(|bytes| RequestIdentity::from_bytes(&bytes));
+        let identity = match self.read("the request identity", property(PROPERTY_PATH)) {
+            None => IdentityFact::Absent,
+            Some(bytes) => identity_fact(&bytes),
+        };
         self.identity = Some(identity.clone());
         identity
     }
@@ -453,21 +494,36 @@ mod tests {
     #[test]
     fn a_fact_the_host_refuses_is_no_value_and_is_recorded() {
         let mut facts = HostFacts::default();
-        assert_eq!(facts.header("x-api-key"), None);
+        assert!(facts.headers().is_empty());
         assert_eq!(
             facts.host_error,
-            Some(("a request header", Status::UNIMPLEMENTED))
+            Some(("the request headers", Status::UNIMPLEMENTED))
         );
         // The first failure is the one reported.
         assert_eq!(facts.source_ip(), None);
-        assert_eq!(facts.identity(), None);
+        assert_eq!(facts.identity(), IdentityFact::Absent);
         assert_eq!(facts.source_principal(), None);
         assert_eq!(facts.path(), None);
         assert_eq!(facts.method(), None);
         assert_eq!(
             facts.host_error,
-            Some(("a request header", Status::UNIMPLEMENTED))
+            Some(("the request headers", Status::UNIMPLEMENTED))
         );
+    }
+
+    #[test]
+    fn published_identity_bytes_that_do_not_parse_are_unreadable_not_absent() {
+        for bytes in [
+            &b"{"[..],
+            b"null",
+            b"[]",
+            br#"{"principal":"i/s"}"#,
+            b"\xff",
+        ] {
+            assert_eq!(identity_fact(bytes), IdentityFact::Unreadable, "{bytes:?}");
+        }
+        let good = br#"{"principal":"i/s","iss":"i","sub":"s","aud":[],"claims":{}}"#;
+        assert!(matches!(identity_fact(good), IdentityFact::Present(_)));
     }
 
     #[test]
@@ -483,11 +539,11 @@ mod tests {
     #[test]
     fn the_identity_is_read_once() {
         let mut facts = HostFacts::default();
-        assert_eq!(facts.identity(), None);
+        assert_eq!(facts.identity(), IdentityFact::Absent);
         assert!(facts.host_error.is_some());
         facts.host_error = None;
         // Cached: the host is not asked again, so no new error.
-        assert_eq!(facts.identity(), None);
+        assert_eq!(facts.identity(), IdentityFact::Absent);
         assert_eq!(facts.host_error, None);
     }
 

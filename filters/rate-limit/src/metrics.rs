@@ -14,9 +14,11 @@ pub enum Counter {
     Reclaimed,
     StoreErrors,
     LateCreates,
+    TooManyValues,
+    IdentityUnreadable,
 }
 
-const NAMES: [(Counter, &str); 8] = [
+const NAMES: [(Counter, &str); 10] = [
     (Counter::Allowed, "rate_limit.allowed"),
     (Counter::Limited, "rate_limit.limited"),
     (Counter::ShadowLimited, "rate_limit.shadow_limited"),
@@ -28,6 +30,11 @@ const NAMES: [(Counter, &str); 8] = [
     (Counter::Reclaimed, "rate_limit.reclaimed"),
     (Counter::StoreErrors, "rate_limit.store_errors"),
     (Counter::LateCreates, "rate_limit.late_creates"),
+    (Counter::TooManyValues, "rate_limit.too_many_values"),
+    (
+        Counter::IdentityUnreadable,
+        "rate_limit.identity_unreadable",
+    ),
 ];
 
 /// [`NAMES`]' counters, in that order: a [`Counter`] is its own index.

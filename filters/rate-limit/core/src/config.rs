@@ -73,6 +73,11 @@ struct RawConfig {
     /// Count and log, but never reject.
     #[serde(default)]
     shadow: bool,
+    /// Charge the default bucket on every request, also when a descriptor matched (Envoy's
+    /// `always_consume_default_token_bucket`). Off, a client that invents a new key value per
+    /// request gets a fresh bucket each time and no overall limit applies.
+    #[cfg_attr(feature = "schema", schemars(extend("default" = true)))]
+    always_consume_default_token_bucket: Option<bool>,
 }
 
 /// A duration: a decimal number and one of `ns`, `us`, `ms`, `s`, `m`, `h`, `d`; 1ms to 366d.
@@ -114,6 +119,60 @@ struct RawDescriptor {
     /// Only requests matching this use the descriptor.
     #[serde(rename = "match")]
     request_match: Option<RawMatch>,
+    /// Required with `key: source.ip` (and only allowed there): where the address comes from
+    /// and how much of it is the key.
+    source_ip: Option<RawSourceIp>,
+}
+
+/// How the listener sets the downstream address. Under Envoy's default `use_remote_address:
+/// false`, `source.address` is the last `x-forwarded-for` entry the client sent, so a `source.ip`
+/// key is only a limit when the listener sets the address itself; the config must say so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub enum TrustedAddress {
+    /// The HTTP connection manager has `use_remote_address: true` and no proxy in front: the
+    /// address is the TCP peer.
+    #[serde(rename = "USE_REMOTE_ADDRESS")]
+    UseRemoteAddress,
+    /// `use_remote_address: true` with `xff_num_trusted_hops` equal to the number of trusted
+    /// proxies in front, each of which appends the address it saw to `x-forwarded-for`.
+    #[serde(rename = "XFF_NUM_TRUSTED_HOPS")]
+    XffNumTrustedHops,
+}
+
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawSourceIp {
+    /// The acknowledgement that the listener, not the client, sets the address (required).
+    #[cfg_attr(feature = "schema", schemars(required))]
+    trusted_address: Option<TrustedAddress>,
+    /// Key IPv4 clients by this prefix (Envoy's `v4_prefix_mask_len`).
+    #[cfg_attr(
+        feature = "schema",
+        schemars(range(min = 1, max = 32), extend("default" = 32))
+    )]
+    ipv4_prefix_length: Option<u64>,
+    /// Key IPv6 clients by this prefix (Envoy's `v6_prefix_mask_len`); 64 keeps one client from
+    /// rotating through the addresses of its /64.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(range(min = 1, max = 128), extend("default" = 128))
+    )]
+    ipv6_prefix_length: Option<u64>,
+}
+
+/// The prefix lengths a `source.ip` key is masked to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IpMask {
+    pub v4: u8,
+    pub v6: u8,
+}
+
+impl Default for IpMask {
+    fn default() -> Self {
+        Self { v4: 32, v6: 128 }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,6 +198,8 @@ pub struct Descriptor {
     pub paths: Vec<StringMatcher>,
     /// Any of these must match the method; empty = any method.
     pub methods: Vec<StringMatcher>,
+    /// `source.ip` keys: the prefix lengths the address is masked to (unused by other keys).
+    pub ip_mask: IpMask,
 }
 
 /// The validated configuration.
@@ -151,6 +212,8 @@ pub struct Config {
     /// Status of a rejection (400..=599; Envoy maps anything below 400 to 429, so do we).
     pub status: u16,
     pub shadow: bool,
+    /// Charge the default bucket also when a descriptor matched (`alwaysConsumeDefaultTokenBucket`).
+    pub always_consume_default: bool,
     /// Identifies the bucket semantics (table geometry, keys, bucket parameters): the shared-data
     /// namespace, so that a config with different buckets never reads another's state.
     pub state_id: u64,
@@ -214,6 +277,7 @@ impl Config {
             headers: raw.rate_limit_headers,
             status,
             shadow: raw.shadow,
+            always_consume_default: raw.always_consume_default_token_bucket.unwrap_or(true),
             state_id,
         })
     }
@@ -243,11 +307,49 @@ fn compile_descriptor(
             parse_list("match.methods", &m.methods, &MatchOptions::new())?,
         ),
     };
+    let ip_mask = match (&key, &raw.source_ip) {
+        (KeySpec::SourceIp, None) => {
+            return Err(ConfigError::new("sourceIp.trustedAddress", SOURCE_IP_WHY));
+        }
+        (KeySpec::SourceIp, Some(s)) => compile_source_ip(s)?,
+        (_, Some(_)) => {
+            return Err(ConfigError::new(
+                "sourceIp",
+                "only allowed with `key: source.ip`",
+            ));
+        }
+        (_, None) => IpMask::default(),
+    };
     Ok(Descriptor {
         key,
         bucket,
         paths,
         methods,
+        ip_mask,
+    })
+}
+
+/// Why a `source.ip` key needs `sourceIp.trustedAddress` (the config error says it in full).
+const SOURCE_IP_WHY: &str = "required for `key: source.ip`: under Envoy's default \
+    `use_remote_address: false` the downstream address is the last `x-forwarded-for` entry the \
+    client sent, so every client could pick its own bucket. Configure the listener's HTTP \
+    connection manager with `use_remote_address: true` (and `xff_num_trusted_hops` for trusted \
+    proxies in front), then state it here: USE_REMOTE_ADDRESS or XFF_NUM_TRUSTED_HOPS";
+
+fn compile_source_ip(raw: &RawSourceIp) -> Result<IpMask, ConfigError> {
+    if raw.trusted_address.is_none() {
+        return Err(ConfigError::new("sourceIp.trustedAddress", SOURCE_IP_WHY));
+    }
+    let length = |field: &str, value: Option<u64>, max: u8| match value {
+        None => Ok(max),
+        Some(n) => u8::try_from(n)
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| ConfigError::new(field, format!("must be 1..={max}"))),
+    };
+    Ok(IpMask {
+        v4: length("sourceIp.ipv4PrefixLength", raw.ipv4_prefix_length, 32)?,
+        v6: length("sourceIp.ipv6PrefixLength", raw.ipv6_prefix_length, 128)?,
     })
 }
 
@@ -296,6 +398,11 @@ fn state_id(layout: &TableLayout, default: TokenBucket, descriptors: &[Descripto
         h.write_usize(key.len());
         h.write(key.as_bytes());
         bucket(&mut h, &d.bucket);
+        // A masked address is another key value: another prefix length, another table.
+        if d.key == KeySpec::SourceIp {
+            h.write_u8(d.ip_mask.v4);
+            h.write_u8(d.ip_mask.v6);
+        }
     }
     h.finish128().h1
 }
@@ -318,7 +425,7 @@ mod tests {
               {"key":"source.principal","tokenBucket":{"maxTokens":20,"tokensPerFill":20,"fillInterval":"1s"}},
               {"key":"request.auth.principal"},
               {"key":"request.headers[x-api-key]"},
-              {"key":"source.ip"},
+              {"key":"source.ip","sourceIp":{"trustedAddress":"USE_REMOTE_ADDRESS"}},
               {"key":"request.auth.claims[tenant]","match":{"paths":["/api/*"],"methods":["POST"]}}],
             "maxKeys":10000,"rateLimitHeaders":"DRAFT_VERSION_03","statusCode":429,"shadow":false}"#,
         )
@@ -405,19 +512,19 @@ mod tests {
                 "descriptors[0].key",
             ),
             (
-                r#"{"tokenBucket":{"maxTokens":1,"fillInterval":"1s"},"descriptors":[{"key":"source.ip"},{"key":"request.headers[]"}]}"#,
+                r#"{"tokenBucket":{"maxTokens":1,"fillInterval":"1s"},"descriptors":[{"key":"source.ip","sourceIp":{"trustedAddress":"USE_REMOTE_ADDRESS"}},{"key":"request.headers[]"}]}"#,
                 "descriptors[1].key",
             ),
             (
-                r#"{"tokenBucket":{"maxTokens":1,"fillInterval":"1s"},"descriptors":[{"key":"source.ip","tokenBucket":{"maxTokens":1,"fillInterval":"x"}}]}"#,
+                r#"{"tokenBucket":{"maxTokens":1,"fillInterval":"1s"},"descriptors":[{"key":"source.ip","sourceIp":{"trustedAddress":"USE_REMOTE_ADDRESS"},"tokenBucket":{"maxTokens":1,"fillInterval":"x"}}]}"#,
                 "descriptors[0].tokenBucket.fillInterval",
             ),
             (
-                r#"{"tokenBucket":{"maxTokens":1,"fillInterval":"1s"},"descriptors":[{"key":"source.ip","match":{"paths":["/a*b"]}}]}"#,
+                r#"{"tokenBucket":{"maxTokens":1,"fillInterval":"1s"},"descriptors":[{"key":"source.ip","sourceIp":{"trustedAddress":"USE_REMOTE_ADDRESS"},"match":{"paths":["/a*b"]}}]}"#,
                 "descriptors[0].match.paths[0]",
             ),
             (
-                r#"{"tokenBucket":{"maxTokens":1,"fillInterval":"1s"},"descriptors":[{"key":"source.ip","match":{"hosts":[]}}]}"#,
+                r#"{"tokenBucket":{"maxTokens":1,"fillInterval":"1s"},"descriptors":[{"key":"source.ip","sourceIp":{"trustedAddress":"USE_REMOTE_ADDRESS"},"match":{"hosts":[]}}]}"#,
                 "descriptors[0].match.hosts",
             ),
         ];
@@ -425,6 +532,86 @@ mod tests {
             let err = parse(json).unwrap_err();
             assert_eq!(err.field, field, "{json}: {err}");
         }
+    }
+
+    const B: &str = r#""tokenBucket":{"maxTokens":1,"fillInterval":"1s"}"#;
+
+    #[test]
+    fn source_ip_needs_the_listener_statement_and_valid_prefixes() {
+        let with = |d: &str| parse(&format!(r#"{{{B},"descriptors":[{d}]}}"#));
+        let err = with(r#"{"key":"source.ip"}"#).unwrap_err();
+        assert_eq!(err.field, "descriptors[0].sourceIp.trustedAddress");
+        // The message says why, and what to do.
+        let text = err.to_string();
+        for words in [
+            "x-forwarded-for",
+            "use_remote_address",
+            "USE_REMOTE_ADDRESS",
+        ] {
+            assert!(text.contains(words), "{text}");
+        }
+        for (d, field) in [
+            (
+                r#"{"key":"source.ip","sourceIp":{}}"#,
+                "descriptors[0].sourceIp.trustedAddress",
+            ),
+            (
+                r#"{"key":"source.ip","sourceIp":{"trustedAddress":"yes"}}"#,
+                "descriptors[0].sourceIp.trustedAddress",
+            ),
+            (
+                r#"{"key":"source.ip","sourceIp":{"trustedAddress":"USE_REMOTE_ADDRESS","ipv6PrefixLength":129}}"#,
+                "descriptors[0].sourceIp.ipv6PrefixLength",
+            ),
+            (
+                r#"{"key":"source.ip","sourceIp":{"trustedAddress":"USE_REMOTE_ADDRESS","ipv6PrefixLength":0}}"#,
+                "descriptors[0].sourceIp.ipv6PrefixLength",
+            ),
+            (
+                r#"{"key":"source.ip","sourceIp":{"trustedAddress":"USE_REMOTE_ADDRESS","ipv4PrefixLength":33}}"#,
+                "descriptors[0].sourceIp.ipv4PrefixLength",
+            ),
+            (
+                r#"{"key":"source.ip","sourceIp":{"trustedAddress":"USE_REMOTE_ADDRESS","ipv4PrefixLength":0}}"#,
+                "descriptors[0].sourceIp.ipv4PrefixLength",
+            ),
+            (
+                r#"{"key":"source.ip","sourceIp":{"trustedAddress":"USE_REMOTE_ADDRESS","mask":1}}"#,
+                "descriptors[0].sourceIp.mask",
+            ),
+            (
+                r#"{"key":"source.principal","sourceIp":{"trustedAddress":"USE_REMOTE_ADDRESS"}}"#,
+                "descriptors[0].sourceIp",
+            ),
+        ] {
+            assert_eq!(with(d).unwrap_err().field, field, "{d}");
+        }
+        let cfg = with(
+            r#"{"key":"source.ip","sourceIp":{"trustedAddress":"XFF_NUM_TRUSTED_HOPS","ipv4PrefixLength":24,"ipv6PrefixLength":64}}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.descriptors[0].ip_mask, IpMask { v4: 24, v6: 64 });
+        let full =
+            with(r#"{"key":"source.ip","sourceIp":{"trustedAddress":"USE_REMOTE_ADDRESS"}}"#)
+                .unwrap();
+        assert_eq!(full.descriptors[0].ip_mask, IpMask { v4: 32, v6: 128 });
+        // Another mask is another key: a fresh table.
+        assert_ne!(cfg.state_id, full.state_id);
+    }
+
+    #[test]
+    fn the_default_bucket_is_always_charged_unless_turned_off() {
+        assert!(parse(MIN).unwrap().always_consume_default);
+        let off = parse(&format!(
+            r#"{{{B},"alwaysConsumeDefaultTokenBucket":false}}"#
+        ))
+        .unwrap();
+        assert!(!off.always_consume_default);
+        let err = parse(&format!(
+            r#"{{{B},"alwaysConsumeDefaultTokenBucket":"no"}}"#
+        ))
+        .unwrap_err();
+        assert_eq!(err.field, "alwaysConsumeDefaultTokenBucket");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! - [`keys`]: which bucket a request draws from (descriptor keys, `match`, the default bucket).
 //! - [`bucket`]: the token bucket arithmetic (GCRA in exact integer time units).
 //! - [`table`]: the fixed slot table in shared data (layout, slot choice, eviction) and [`decide`].
-//! - [`store`]: the CAS loop over a [`SharedStore`] (Envoy's shared data, or [`MemoryStore`]).
+//! - [`store`]: the CAS loop (one bucket; [`charge_all`] for every bucket of a request) over a [`SharedStore`] (Envoy's shared data, or [`MemoryStore`]).
 //! - [`headers`]: the response headers of a decision.
 //!
 //! The design and its arithmetic are documented in docs/rate-limit.md.
@@ -28,10 +28,10 @@ pub mod table;
 
 pub use bucket::{Decision, TokenBucket};
 pub use config::{Config, HeaderStyle};
-pub use keys::{BucketChoice, KeySpec, RequestFacts};
+pub use keys::{BucketChoice, IdentityFact, KeySpec, RequestFacts, Unchargeable};
 pub use store::{
-    init_table, run_cas_loop, LoopOutcome, MemoryStore, SetError, SharedStore, StoreError, Stored,
-    TableInit, MAX_CAS_ATTEMPTS,
+    charge_all, init_table, run_cas_loop, ChargeOutcome, LoopOutcome, MemoryStore, SetError,
+    SharedStore, StoreError, Stored, TableInit, MAX_CAS_ATTEMPTS,
 };
 pub use table::{
     decide, empty_entry, Decided, EntryRef, SlotEvent, SlotRef, TableKeys, TableLayout,

@@ -17,8 +17,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::bucket::Decision;
 use crate::config::Config;
-use crate::table::{decide, empty_entry, Decided, EntryRef, SlotRef, TableKeys};
+use crate::table::{decide, empty_entry, Decided, EntryRef, SlotEvent, SlotRef, TableKeys};
 
 /// Attempts of one CAS loop (reads + compare-and-set writes) before giving up.
 pub const MAX_CAS_ATTEMPTS: u32 = 16;
@@ -144,10 +145,27 @@ pub fn run_cas_loop(
     now_ns: u64,
     cfg: &Config,
 ) -> LoopOutcome {
+    run_cas_loop_from(store, key, slot, now_ns, cfg, None)
+}
+
+/// [`run_cas_loop`] whose first attempt uses `first`, a read the caller already made (saves a
+/// `get`; a stale read only costs a CAS mismatch and a retry).
+fn run_cas_loop_from(
+    store: &mut dyn SharedStore,
+    key: &str,
+    slot: &SlotRef,
+    now_ns: u64,
+    cfg: &Config,
+    mut first: Option<Stored>,
+) -> LoopOutcome {
     let mut retries = 0;
     let mut late_create = false;
     for _ in 0..MAX_CAS_ATTEMPTS {
-        let stored = match store.get(key) {
+        let read = match first.take() {
+            Some(stored) => Ok(Some(stored)),
+            None => store.get(key),
+        };
+        let stored = match read {
             Ok(Some(stored)) => stored,
             Ok(None) => {
                 // Never created (or a host that lost it): create it without overwriting a peer's.
@@ -183,6 +201,110 @@ pub fn run_cas_loop(
         }
     }
     LoopOutcome::RetriesExhausted
+}
+
+/// The result of charging every bucket a request draws from ([`charge_all`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChargeOutcome {
+    Decided {
+        /// Allowed: every bucket took a token, and this is the decision of the bucket with the
+        /// fewest tokens left (the first such one): what the rate-limit headers describe.
+        /// Denied: the bucket that refused (of several, the one with the longest Retry-After).
+        decision: Decision,
+        /// Slot changes the committed writes made (for the metrics).
+        events: Vec<SlotEvent>,
+        /// Entries created on the request path.
+        late_creates: u32,
+    },
+    /// Some bucket's CAS loop lost every race: the caller fails closed.
+    RetriesExhausted,
+    /// A host error: the caller fails closed.
+    StoreFailure(StoreError),
+}
+
+/// Take one token from every bucket of `charges` (shared-data key and slot), all or none as far
+/// as the store allows:
+///
+/// 1. **check**: read every bucket's entry and decide. If any bucket is empty, the request is
+///    denied and nothing is written (each read is that bucket's linearization point).
+/// 2. **commit**: run each bucket's CAS loop in order (the first attempt reuses the check's read).
+///    Only when another worker drained a bucket between the check and its commit is a later
+///    bucket denied after an earlier one was charged: the request is then denied and the earlier
+///    token stays spent, an error toward limiting, never toward allowing.
+///
+/// Every allowed request is committed in every bucket by a successful compare-and-set, so each
+/// bucket's allowed count stays exact across workers.
+pub fn charge_all(
+    store: &mut dyn SharedStore,
+    charges: &[(String, SlotRef)],
+    now_ns: u64,
+    cfg: &Config,
+) -> ChargeOutcome {
+    let mut reads = Vec::with_capacity(charges.len());
+    let mut refused: Option<Decision> = None;
+    for (key, slot) in charges {
+        let stored = match store.get(key) {
+            Ok(stored) => stored,
+            Err(e) => return ChargeOutcome::StoreFailure(e),
+        };
+        let decided = decide(
+            stored.as_ref().map(|s| s.value.as_slice()),
+            slot,
+            now_ns,
+            cfg,
+        );
+        if !decided.decision.allowed
+            && refused.is_none_or(|r| decided.decision.retry_after_secs > r.retry_after_secs)
+        {
+            refused = Some(decided.decision);
+        }
+        reads.push(stored);
+    }
+    let mut events = Vec::new();
+    let mut late_creates = 0u32;
+    if let Some(decision) = refused {
+        return ChargeOutcome::Decided {
+            decision,
+            events,
+            late_creates,
+        };
+    }
+    let mut reported: Option<Decision> = None;
+    for ((key, slot), first) in charges.iter().zip(reads) {
+        match run_cas_loop_from(store, key, slot, now_ns, cfg, first) {
+            LoopOutcome::Decided {
+                decided,
+                late_create,
+                ..
+            } => {
+                late_creates = late_creates.saturating_add(u32::from(late_create));
+                if !decided.decision.allowed {
+                    // Drained by another worker since the check.
+                    return ChargeOutcome::Decided {
+                        decision: decided.decision,
+                        events,
+                        late_creates,
+                    };
+                }
+                events.extend(decided.event);
+                if reported.is_none_or(|r| decided.decision.remaining < r.remaining) {
+                    reported = Some(decided.decision);
+                }
+            }
+            LoopOutcome::RetriesExhausted => return ChargeOutcome::RetriesExhausted,
+            LoopOutcome::StoreFailure(e) => return ChargeOutcome::StoreFailure(e),
+        }
+    }
+    match reported {
+        Some(decision) => ChargeOutcome::Decided {
+            decision,
+            events,
+            late_creates,
+        },
+        // No bucket at all: `keys::choose` never returns an empty list; refuse rather than
+        // allow a request nothing was charged for.
+        None => ChargeOutcome::StoreFailure(StoreError::Status(0)),
+    }
 }
 
 /// An in-memory model of Envoy's shared data, shared by clones (one clone per simulated worker),

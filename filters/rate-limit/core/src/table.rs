@@ -300,7 +300,7 @@ mod tests {
         Config::parse(
             format!(
                 r#"{{"tokenBucket":{{"maxTokens":4,"tokensPerFill":1,"fillInterval":"1s"}},
-                "descriptors":[{{"key":"source.ip"}}]{extra}}}"#
+                "descriptors":[{{"key":"source.ip","sourceIp":{{"trustedAddress":"USE_REMOTE_ADDRESS"}}}}]{extra}}}"#
             )
             .as_bytes(),
         )
@@ -529,7 +529,7 @@ mod tests {
     fn no_key_gains_from_eviction_randomised() {
         let c = Config::parse(
             br#"{"tokenBucket":{"maxTokens":4,"tokensPerFill":1,"fillInterval":"1s"},
-                "descriptors":[{"key":"source.ip"},
+                "descriptors":[{"key":"source.ip","sourceIp":{"trustedAddress":"USE_REMOTE_ADDRESS"}},
                                {"key":"source.principal","tokenBucket":{"maxTokens":10,"tokensPerFill":5,"fillInterval":"1s"}}]}"#,
         )
         .unwrap();

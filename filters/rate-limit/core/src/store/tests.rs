@@ -1,4 +1,5 @@
 use super::*;
+use crate::bucket::Decision;
 use crate::keys::BucketChoice;
 use crate::table::SlotEvent;
 
@@ -12,7 +13,7 @@ fn cfg(json: &str) -> Config {
 fn small() -> Config {
     cfg(
         r#"{"tokenBucket":{"maxTokens":5,"tokensPerFill":1,"fillInterval":"1s"},
-            "descriptors":[{"key":"source.ip"}],"maxKeys":64}"#,
+            "descriptors":[{"key":"source.ip","sourceIp":{"trustedAddress":"USE_REMOTE_ADDRESS"}}],"maxKeys":64}"#,
     )
 }
 
@@ -280,7 +281,7 @@ fn a_single_interleaving_costs_one_retry() {
 fn retries_run_out_and_the_caller_is_told() {
     let c = cfg(
         r#"{"tokenBucket":{"maxTokens":1000,"tokensPerFill":1,"fillInterval":"1s"},
-                    "descriptors":[{"key":"source.ip"}],"maxKeys":8}"#,
+                    "descriptors":[{"key":"source.ip","sourceIp":{"trustedAddress":"USE_REMOTE_ADDRESS"}}],"maxKeys":8}"#,
     );
     let mut shared = MemoryStore::new();
     let (key, slot) = setup(&c, &mut shared, "x");
@@ -430,7 +431,7 @@ fn init_is_idempotent_and_every_vm_agrees_on_the_seed() {
 fn real_threads_exact_total() {
     let c = cfg(
         r#"{"tokenBucket":{"maxTokens":1000,"tokensPerFill":1,"fillInterval":"1h"},
-                    "descriptors":[{"key":"source.ip"}],"maxKeys":64}"#,
+                    "descriptors":[{"key":"source.ip","sourceIp":{"trustedAddress":"USE_REMOTE_ADDRESS"}}],"maxKeys":64}"#,
     );
     let mut shared = MemoryStore::new();
     let (key, slot) = setup(&c, &mut shared, "10.0.0.9");
@@ -498,7 +499,7 @@ fn refill_over_virtual_time_across_workers() {
 fn a_million_distinct_keys_stay_in_a_bounded_table() {
     let c = cfg(
         r#"{"tokenBucket":{"maxTokens":3,"tokensPerFill":1,"fillInterval":"1s"},
-                    "descriptors":[{"key":"source.ip"}],"maxKeys":1000}"#,
+                    "descriptors":[{"key":"source.ip","sourceIp":{"trustedAddress":"USE_REMOTE_ADDRESS"}}],"maxKeys":1000}"#,
     );
     let keys = TableKeys::new("rl", &c);
     let mut store = MemoryStore::new();
@@ -550,7 +551,7 @@ fn a_million_distinct_keys_stay_in_a_bounded_table() {
 fn slots_of_idle_buckets_are_reclaimed_not_evicted() {
     let c = cfg(
         r#"{"tokenBucket":{"maxTokens":3,"tokensPerFill":1,"fillInterval":"1s"},
-                    "descriptors":[{"key":"source.ip"}],"maxKeys":1000}"#,
+                    "descriptors":[{"key":"source.ip","sourceIp":{"trustedAddress":"USE_REMOTE_ADDRESS"}}],"maxKeys":1000}"#,
     );
     let keys = TableKeys::new("rl", &c);
     let mut store = MemoryStore::new();
@@ -584,4 +585,241 @@ fn slots_of_idle_buckets_are_reclaimed_not_evicted() {
     }
     assert_eq!(evicted, 0);
     assert!(reclaimed > 90_000);
+}
+
+/// A request's buckets (as `keys::choose` lists them) located in a configured table.
+fn charges(
+    c: &Config,
+    keys: &TableKeys,
+    seed: [u8; 16],
+    choices: &[BucketChoice],
+) -> Vec<(String, SlotRef)> {
+    choices
+        .iter()
+        .map(|choice| {
+            let slot = SlotRef::locate(c, seed, choice);
+            (keys.entry(slot.entry), slot)
+        })
+        .collect()
+}
+
+fn key(bucket: u16, value: &str) -> BucketChoice {
+    BucketChoice {
+        bucket,
+        value: value.as_bytes().to_vec(),
+    }
+}
+
+fn charged(outcome: &ChargeOutcome) -> Decision {
+    match outcome {
+        ChargeOutcome::Decided { decision, .. } => *decision,
+        o => panic!("{o:?}"),
+    }
+}
+
+const PER_KEY_AND_DEFAULT: &str = r#"{"tokenBucket":{"maxTokens":20,"tokensPerFill":1,"fillInterval":"1h"},
+    "descriptors":[{"key":"request.headers[x-api-key]",
+        "tokenBucket":{"maxTokens":5,"tokensPerFill":1,"fillInterval":"1h"}}],"maxKeys":1000}"#;
+
+/// The evasion of issue 12: a fresh key per request is a fresh bucket, but the default bucket is
+/// charged too, so 60 keys against a default of 20 get exactly 20 requests through.
+#[test]
+fn fresh_keys_still_draw_from_the_default_bucket() {
+    let c = cfg(PER_KEY_AND_DEFAULT);
+    let keys = TableKeys::new("rl", &c);
+    let mut store = MemoryStore::new();
+    let (seed, _) = init_table(&mut store, &keys, &c, [4; 16]).unwrap();
+    let mut allowed = 0;
+    for i in 0..60 {
+        let request = [key(1, &format!("k{i}")), BucketChoice::default_bucket()];
+        let d = charged(&charge_all(
+            &mut store,
+            &charges(&c, &keys, seed, &request),
+            T0,
+            &c,
+        ));
+        allowed += u32::from(d.allowed);
+        if i >= 20 {
+            // The default bucket refused: its numbers are the ones reported.
+            assert!(!d.allowed);
+            // One token an hour.
+            assert_eq!((d.limit, d.remaining, d.retry_after_secs), (20, 0, 3600));
+        }
+    }
+    assert_eq!(allowed, 20);
+    // A refused request took nothing: key 59 never got a token, so it still has 5.
+    let d = charged(&charge_all(
+        &mut store,
+        &charges(&c, &keys, seed, &[key(1, "k59")]),
+        T0,
+        &c,
+    ));
+    assert_eq!((d.allowed, d.remaining), (true, 4));
+}
+
+#[test]
+fn the_reported_bucket_is_the_tightest_one() {
+    let c = cfg(PER_KEY_AND_DEFAULT);
+    let keys = TableKeys::new("rl", &c);
+    let mut store = MemoryStore::new();
+    let (seed, _) = init_table(&mut store, &keys, &c, [4; 16]).unwrap();
+    let both = |v: &str| [key(1, v), BucketChoice::default_bucket()];
+    // Allowed: the key's bucket (4 left) is tighter than the default one (19 left).
+    let d = charged(&charge_all(
+        &mut store,
+        &charges(&c, &keys, seed, &both("a")),
+        T0,
+        &c,
+    ));
+    assert_eq!((d.allowed, d.limit, d.remaining), (true, 5, 4));
+    for _ in 0..4 {
+        assert!(
+            charged(&charge_all(
+                &mut store,
+                &charges(&c, &keys, seed, &both("a")),
+                T0,
+                &c
+            ))
+            .allowed
+        );
+    }
+    // Refused by the key's bucket: its numbers; the default bucket was not charged (15 left).
+    let d = charged(&charge_all(
+        &mut store,
+        &charges(&c, &keys, seed, &both("a")),
+        T0,
+        &c,
+    ));
+    assert_eq!(
+        (d.allowed, d.limit, d.remaining, d.retry_after_secs),
+        (false, 5, 0, 3600)
+    );
+    // With 11 more of the default's tokens spent elsewhere it becomes the tightest (3 left after
+    // this request, against 4 in the new key's bucket).
+    for i in 0..11 {
+        charged(&charge_all(
+            &mut store,
+            &charges(&c, &keys, seed, &both(&format!("x{i}"))),
+            T0,
+            &c,
+        ));
+    }
+    let d = charged(&charge_all(
+        &mut store,
+        &charges(&c, &keys, seed, &both("b")),
+        T0,
+        &c,
+    ));
+    assert_eq!((d.allowed, d.limit, d.remaining), (true, 20, 3));
+    // Several values of one request: every one is charged; a drained one refuses the request.
+    let d = charged(&charge_all(
+        &mut store,
+        &charges(
+            &c,
+            &keys,
+            seed,
+            &[key(1, "decoy"), key(1, "a"), BucketChoice::default_bucket()],
+        ),
+        T0,
+        &c,
+    ));
+    assert!(!d.allowed);
+    assert_eq!(d.limit, 5);
+    // ... and the decoy was not charged for it.
+    let d = charged(&charge_all(
+        &mut store,
+        &charges(&c, &keys, seed, &[key(1, "decoy")]),
+        T0,
+        &c,
+    ));
+    assert_eq!(d.remaining, 4);
+}
+
+/// A bucket drained by another worker between the check and its commit: the request is refused
+/// and the bucket committed before it stays charged (an error toward limiting).
+#[test]
+fn a_bucket_drained_between_check_and_commit_refuses_the_request() {
+    let c = cfg(PER_KEY_AND_DEFAULT);
+    let keys = TableKeys::new("rl", &c);
+    let shared = MemoryStore::new();
+    let mut setup = shared.handle(1);
+    let (seed, _) = init_table(&mut setup, &keys, &c, [4; 16]).unwrap();
+    // The default bucket has one token left.
+    for i in 0..19 {
+        let request = [key(1, &format!("warm{i}")), BucketChoice::default_bucket()];
+        assert!(
+            charged(&charge_all(
+                &mut setup,
+                &charges(&c, &keys, seed, &request),
+                T0,
+                &c
+            ))
+            .allowed
+        );
+    }
+    let request = charges(
+        &c,
+        &keys,
+        seed,
+        &[key(1, "k"), BucketChoice::default_bucket()],
+    );
+    let default_entry = request[1].clone();
+    let peer = shared.handle(2);
+    let mut a = Interleave {
+        store: shared.handle(3),
+        sets: 0,
+        before_set: |n| {
+            if n == 1 {
+                // After A's check, before A's first commit: a peer takes the last default token.
+                let mut b = peer.clone();
+                let o = run_cas_loop(&mut b, &default_entry.0, &default_entry.1, T0, &c);
+                assert!(allowed(&o));
+            }
+        },
+    };
+    let d = charged(&charge_all(&mut a, &request, T0, &c));
+    assert!(!d.allowed);
+    assert_eq!(d.limit, 20);
+    // The key's token was committed before the default bucket refused.
+    let mut check = shared.handle(4);
+    let d = charged(&charge_all(
+        &mut check,
+        &charges(&c, &keys, seed, &[key(1, "k")]),
+        T0,
+        &c,
+    ));
+    assert_eq!(d.remaining, 3);
+}
+
+#[test]
+fn a_store_failure_while_charging_fails_closed() {
+    struct Broken;
+    impl SharedStore for Broken {
+        fn get(&mut self, _: &str) -> Result<Option<Stored>, StoreError> {
+            Err(StoreError::Status(2))
+        }
+        fn set(&mut self, _: &str, _: &[u8], _: u32) -> Result<(), SetError> {
+            Err(SetError::Status(2))
+        }
+        fn creation_cas(&mut self) -> u32 {
+            1
+        }
+    }
+    let c = cfg(PER_KEY_AND_DEFAULT);
+    let keys = TableKeys::new("rl", &c);
+    let request = charges(
+        &c,
+        &keys,
+        [0; 16],
+        &[key(1, "k"), BucketChoice::default_bucket()],
+    );
+    assert_eq!(
+        charge_all(&mut Broken, &request, T0, &c),
+        ChargeOutcome::StoreFailure(StoreError::Status(2))
+    );
+    // Nothing to charge is not an allowed request.
+    assert!(matches!(
+        charge_all(&mut MemoryStore::new(), &[], T0, &c),
+        ChargeOutcome::StoreFailure(_)
+    ));
 }
