@@ -3,19 +3,29 @@
 //! Per VM (= per worker thread): one root context owns the compiled config, the verified-token
 //! cache, the remote JWKS state of each `jwksUri` rule and the list of requests paused while keys
 //! are fetched. HTTP contexts share it through an `Rc`. Remote JWKS fetches are coordinated across
-//! workers through shared data (see `jwt_authn_core::remote`). Every host call goes through
+//! workers through shared data (see `jwt_authn_core::remote`).
+//!
+//! JWKS fetches are always dispatched from the ROOT context (its tick, its queue callback, its
+//! callout callback), never from a request's: a callout belongs to the context that made it, and
+//! Envoy cancels a request context's callouts when the client resets the stream, so a fetch
+//! started by a request would die with it (repeatable cold-start 401s). A request that needs keys
+//! takes the fetch lease, records the rule in `want_fetch`, pauses, and kicks the root through
+//! this VM's own shared queue; the root dispatches, and resumes the paused requests when the
+//! response lands. If the queue is unavailable the next tick (≤ 500 ms) dispatches instead. Every host call goes through
 //! `meshward_host`, which returns host statuses as values (the SDK's calls panic on statuses they
 //! do not expect), so each failure is handled here and the filter fails closed: a request whose
 //! headers, clock or header/identity updates the host refuses is denied.
 
 use std::cell::RefCell;
 use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::rc::Rc;
 use std::time::Duration;
 
 use jwt_authn_core::config::KeySource;
-use jwt_authn_core::engine::{denial, KeyLookup, Keys, Request, Stats, Verdict};
+use jwt_authn_core::engine::{denial, Denial, KeyLookup, Keys, Request, Stats, Verdict};
+use jwt_authn_core::logtext::{loggable, MAX_LOGGED_CHARS};
 use jwt_authn_core::remote::{FetchOutcome, RemoteJwks, SharedStore, Trigger};
 use jwt_authn_core::{AuthError, Authenticator, Config};
 use log::{error, info, warn};
@@ -66,9 +76,14 @@ fn count(counters: &Counters, index: usize, n: u32) {
     }
 }
 
-/// A request paused while keys are fetched.
+/// Most queue items drained per `on_queue_ready` (they are only wake-ups).
+const MAX_DRAIN: usize = 1024;
+
+/// A request paused while keys are fetched (kept in `Vm::waiters` by context id: adding,
+/// replacing and removing one is O(1), however many requests are parked).
 struct Waiter {
-    context_id: u32,
+    /// Arrival order: paused requests are resumed in the order they came.
+    seq: u64,
     deadline_ms: u64,
     /// (rule, epoch seen when paused)
     epochs: Vec<(usize, u64)>,
@@ -79,7 +94,13 @@ struct Vm {
     auth: Authenticator,
     /// Indexed like `config.rules`; `None` for inline-JWKS rules.
     remotes: Vec<Option<RemoteJwks>>,
-    waiters: Vec<Waiter>,
+    /// Paused requests by context id.
+    waiters: HashMap<u32, Waiter>,
+    next_seq: u64,
+    /// Rules whose fetch a request decided on (lease taken) and the root has yet to dispatch.
+    want_fetch: Vec<usize>,
+    /// This VM's own queue: enqueueing wakes this VM's root context (`on_queue_ready`).
+    kick_queue: Option<u32>,
     /// Outstanding JWKS fetches: callout token → rule.
     inflight: Vec<(u32, usize)>,
     owner: u64,
@@ -173,11 +194,27 @@ impl JwtRoot {
     }
 }
 
+impl JwtRoot {
+    /// Dispatch the fetches requests asked for. Only ever called from this root's callbacks, with
+    /// the root as the effective context, so the callouts belong to the root.
+    fn dispatch_wanted(&self) {
+        restore_context(self.context_id);
+        let wanted: Vec<usize> = match self.shared.borrow_mut().as_mut() {
+            Some(vm) => std::mem::take(&mut vm.want_fetch),
+            None => return,
+        };
+        for rule in wanted {
+            dispatch_fetch(&self.shared, rule);
+        }
+    }
+}
+
 impl Context for JwtRoot {
     fn on_http_call_response(&mut self, token_id: u32, _: usize, body_size: usize, _: usize) {
         on_fetch_response(&self.shared, token_id, body_size);
         resolve_waiters(&self.shared, false);
-        restore_context(self.context_id);
+        // Re-decided requests may have asked for another fetch (an unknown `kid`).
+        self.dispatch_wanted();
     }
 }
 
@@ -225,15 +262,50 @@ impl RootContext for JwtRoot {
                 return false;
             }
         }
+        let owner = random_owner();
+        let kick_queue = if remotes.iter().any(Option::is_some) {
+            // A name of this VM's own: a queue shared by name would wake another worker's root.
+            match meshward_host::register_shared_queue(&format!(
+                "meshward.jwt-authn.fetch.{owner:016x}"
+            )) {
+                Ok(id) => Some(id),
+                Err(status) => {
+                    warn!(
+                        "jwt-authn: no fetch queue (host status {status}); fetches start on the \
+                         next tick"
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
         *self.shared.borrow_mut() = Some(Vm {
             auth: Authenticator::new(config),
             remotes,
-            waiters: Vec::new(),
+            waiters: HashMap::new(),
+            next_seq: 0,
+            want_fetch: Vec::new(),
+            kick_queue,
             inflight: Vec::new(),
-            owner: random_owner(),
+            owner,
             counters: define_counters(),
         });
         true
+    }
+
+    fn on_queue_ready(&mut self, queue_id: u32) {
+        // The items are only wake-ups: drain them, then dispatch what requests asked for.
+        for _ in 0..MAX_DRAIN {
+            match meshward_host::dequeue_shared_queue(queue_id) {
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        self.dispatch_wanted();
+        // A dispatch the host refused at once counts as a failed fetch: answer its waiters now.
+        resolve_waiters(&self.shared, false);
+        restore_context(self.context_id);
     }
 
     fn on_tick(&mut self) {
@@ -260,7 +332,8 @@ impl RootContext for JwtRoot {
             }
         }
         resolve_waiters(&self.shared, true);
-        restore_context(self.context_id);
+        // Also the fallback for requests whose queue kick did not go through.
+        self.dispatch_wanted();
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -282,21 +355,18 @@ struct JwtHttp {
 
 impl Drop for JwtHttp {
     fn drop(&mut self) {
+        // The stream is gone (answered, or reset by the client): forget it. A fetch it asked for
+        // is the root's and carries on for the requests after it.
         if let Ok(mut guard) = self.shared.try_borrow_mut() {
             if let Some(vm) = guard.as_mut() {
-                vm.waiters.retain(|w| w.context_id != self.context_id);
+                vm.waiters.remove(&self.context_id);
             }
         }
     }
 }
 
-impl Context for JwtHttp {
-    fn on_http_call_response(&mut self, token_id: u32, _: usize, body_size: usize, _: usize) {
-        on_fetch_response(&self.shared, token_id, body_size);
-        resolve_waiters(&self.shared, false);
-        restore_context(self.context_id);
-    }
-}
+// Requests never make callouts (see the module docs), so they get no callout responses.
+impl Context for JwtHttp {}
 
 impl HttpContext for JwtHttp {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
@@ -394,10 +464,14 @@ fn process(shared: &Shared, context_id: u32, expired_wait: bool) -> Step {
     let Some(vm) = guard.as_mut() else {
         return deny_unread();
     };
-    // Client-supplied copies of output headers never pass, token or not.
-    for name in &vm.auth.config.output_headers {
-        if let Err(status) = meshward_host::remove_map_value(MapType::HttpRequestHeaders, name) {
-            error!("jwt-authn: cannot remove header `{name}` (host status {status}); denying");
+    // Client-supplied copies of output headers never pass, token or not, in any spelling a
+    // backend folds into the output name (`X_JWT_SUB`, `x-jwt_sub` for `x-jwt-sub`).
+    for name in vm.auth.config.spoofed_output_headers(&headers) {
+        if let Err(status) = meshward_host::remove_map_value(MapType::HttpRequestHeaders, &name) {
+            error!(
+                "jwt-authn: cannot remove header `{}` (host status {status}); denying",
+                loggable(&name, MAX_LOGGED_CHARS)
+            );
             return deny_unread();
         }
     }
@@ -418,9 +492,10 @@ fn process(shared: &Shared, context_id: u32, expired_wait: bool) -> Step {
         };
         match verdict {
             Verdict::Allow {
-                identity,
+                identity_bytes,
                 remove_headers,
                 set_headers,
+                ..
             } => {
                 count_cache(vm, &stats);
                 let mut refused = None;
@@ -438,10 +513,8 @@ fn process(shared: &Shared, context_id: u32, expired_wait: bool) -> Step {
                         refused.get_or_insert((name.as_str(), status));
                     }
                 }
-                if let Some(identity) = identity {
-                    if let Err(status) =
-                        meshward_host::set_property(PROPERTY_PATH, &identity.to_bytes())
-                    {
+                if let Some(bytes) = identity_bytes {
+                    if let Err(status) = meshward_host::set_property(PROPERTY_PATH, &bytes) {
                         refused.get_or_insert(("the request identity", status));
                     }
                 }
@@ -459,6 +532,7 @@ fn process(shared: &Shared, context_id: u32, expired_wait: bool) -> Step {
             Verdict::Deny(d) => {
                 count_cache(vm, &stats);
                 vm.counters.increment(counter::DENIED);
+                log_denial(&d, &headers, &path);
                 return reply(d.status, d.body, &d.www_authenticate);
             }
             Verdict::Wait { rules, refetch } => {
@@ -489,15 +563,23 @@ fn process(shared: &Shared, context_id: u32, expired_wait: bool) -> Step {
                     continue;
                 }
                 count_cache(vm, &stats);
-                vm.waiters.retain(|w| w.context_id != context_id);
-                vm.waiters.push(Waiter {
+                let seq = vm.next_seq;
+                vm.next_seq = vm.next_seq.wrapping_add(1);
+                vm.waiters.insert(
                     context_id,
-                    deadline_ms: now.saturating_add(bound),
-                    epochs,
-                });
-                drop(guard);
-                for rule in fetch {
-                    dispatch_fetch(shared, rule);
+                    Waiter {
+                        seq,
+                        deadline_ms: now.saturating_add(bound),
+                        epochs,
+                    },
+                );
+                if !fetch.is_empty() {
+                    for rule in fetch {
+                        if !vm.want_fetch.contains(&rule) {
+                            vm.want_fetch.push(rule);
+                        }
+                    }
+                    kick(vm);
                 }
                 return Step::Paused;
             }
@@ -510,8 +592,31 @@ fn count_cache(vm: &Vm, stats: &Stats) {
     count(&vm.counters, counter::CACHE_MISS, stats.cache_misses);
 }
 
-/// Start the JWKS fetch of `rule` from the current context. A synchronous failure (unknown
-/// cluster) counts as a failed fetch.
+/// Wake this VM's root context so that it dispatches `want_fetch` now. Without the queue (or if
+/// the host refuses) the root's next tick does it.
+fn kick(vm: &Vm) {
+    if let Some(queue) = vm.kick_queue {
+        if let Err(status) = meshward_host::enqueue_shared_queue(queue, b"fetch") {
+            warn!("jwt-authn: cannot wake the root (host status {status}); fetch on next tick");
+        }
+    }
+}
+
+/// One bounded line per refusal: what was refused and why, with the client's path and method
+/// capped and escaped (a client chooses them).
+fn log_denial(d: &Denial, headers: &[(String, String)], path: &str) {
+    let method = header(headers, ":method").unwrap_or_default();
+    info!(
+        "jwt-authn: denied {} ({:?}) {} {}",
+        d.status,
+        d.error,
+        loggable(&method, 16),
+        loggable(path, MAX_LOGGED_CHARS)
+    );
+}
+
+/// Start the JWKS fetch of `rule` from the current context, which is always the root context
+/// (see the module docs). A synchronous failure (unknown cluster) counts as a failed fetch.
 fn dispatch_fetch(shared: &Shared, rule: usize) {
     let mut guard = shared.borrow_mut();
     let Some(vm) = guard.as_mut() else { return };
@@ -547,17 +652,24 @@ fn dispatch_fetch(shared: &Shared, rule: usize) {
     }
 }
 
+/// Reasons may quote the JWKS server's answer (a status, a `kid`): bounded and escaped.
 fn log_outcome(uri: &str, outcome: &FetchOutcome) {
+    let uri = loggable(uri, MAX_LOGGED_CHARS);
     match outcome {
         FetchOutcome::Installed { skipped } => {
             info!("jwt-authn: JWKS from {uri} installed");
-            for why in skipped {
-                warn!("jwt-authn: JWKS from {uri}: skipped {why}");
+            for why in skipped.iter().take(16) {
+                warn!(
+                    "jwt-authn: JWKS from {uri}: skipped {}",
+                    loggable(why, MAX_LOGGED_CHARS)
+                );
             }
         }
-        FetchOutcome::Failed(why) => {
-            warn!("jwt-authn: JWKS fetch from {uri} failed, keeping previous keys: {why}")
-        }
+        FetchOutcome::Failed(why) => warn!(
+            "jwt-authn: JWKS fetch from {uri} failed, keeping previous keys (if not past \
+             jwksMaxStale): {}",
+            loggable(why, MAX_LOGGED_CHARS)
+        ),
     }
 }
 
@@ -630,15 +742,20 @@ fn resolve_waiters(shared: &Shared, sync_first: bool) {
                 |(rule, epoch)| matches!(remotes.get(*rule), Some(Some(r)) if r.epoch() != *epoch),
             )
         };
-        let due: Vec<(u32, bool)> = vm
+        // One pass over the waiters, O(n); each due one is removed in O(1).
+        let mut due: Vec<(u64, u32, bool)> = vm
             .waiters
             .iter()
-            .filter(|w| changed(w) || now >= w.deadline_ms)
-            .map(|w| (w.context_id, now >= w.deadline_ms))
+            .filter(|(_, w)| changed(w) || now >= w.deadline_ms)
+            .map(|(id, w)| (w.seq, *id, now >= w.deadline_ms))
             .collect();
-        vm.waiters
-            .retain(|w| !due.iter().any(|(id, _)| *id == w.context_id));
-        due
+        due.sort_unstable();
+        for (_, id, _) in &due {
+            vm.waiters.remove(id);
+        }
+        due.into_iter()
+            .map(|(_, id, expired)| (id, expired))
+            .collect()
     };
     for (context_id, expired) in due {
         if let Err(status) = meshward_host::set_effective_context(context_id) {
@@ -668,7 +785,10 @@ mod tests {
         Rc::new(RefCell::new(Some(Vm {
             auth: Authenticator::new(config),
             remotes: vec![None],
-            waiters: Vec::new(),
+            waiters: HashMap::new(),
+            next_seq: 0,
+            want_fetch: Vec::new(),
+            kick_queue: None,
             inflight: Vec::new(),
             owner: random_owner(),
             counters: define_counters(),
@@ -702,11 +822,14 @@ mod tests {
     fn without_a_clock_every_paused_request_is_ended() {
         let shared = configured();
         if let Some(vm) = shared.borrow_mut().as_mut() {
-            vm.waiters.push(Waiter {
-                context_id: 5,
-                deadline_ms: u64::MAX - 1,
-                epochs: vec![(0, 0)],
-            });
+            vm.waiters.insert(
+                5,
+                Waiter {
+                    seq: 0,
+                    deadline_ms: u64::MAX - 1,
+                    epochs: vec![(0, 0)],
+                },
+            );
         }
         resolve_waiters(&shared, true);
         assert!(shared.borrow().as_ref().unwrap().waiters.is_empty());

@@ -9,12 +9,17 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::duration::parse_millis;
+pub use crate::extract::fold_header_name;
 use crate::jwk::{parse_jwks, KeySet};
 
 pub const DEFAULT_CLOCK_SKEW_SECS: u64 = 60;
 pub const DEFAULT_FETCH_TIMEOUT_MS: u64 = 5_000;
 /// Istio's value for remote JWKS (`policy_applier.go`); Envoy's own default is 600 s.
 pub const DEFAULT_CACHE_DURATION_MS: u64 = 300_000;
+/// `jwksMaxStale` default: a day of IdP outage is survived; a key revoked at the IdP stops being
+/// trusted here at most a day (plus the cache duration) later even if the IdP never comes back.
+pub const DEFAULT_MAX_STALE_MS: u64 = 86_400_000;
+const MAX_MAX_STALE_MS: u64 = 7 * 86_400_000;
 const MAX_RULES: usize = 4096;
 const MAX_URI_LEN: usize = 2048;
 
@@ -93,6 +98,15 @@ struct RawRule {
         schemars(regex(pattern = DURATION_PATTERN), extend("default" = "300s"))
     )]
     jwks_cache_duration: Option<String>,
+    /// How long past `jwksCacheDuration` the last good JWKS is still used while every refresh
+    /// fails (`jwksUri` only), 0s to 168h. After it the keys are dropped and tokens of this issuer
+    /// get 401 `Jwks remote fetch is failed` until a fetch succeeds.
+    #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(regex(pattern = DURATION_PATTERN), extend("default" = "24h"))
+    )]
+    jwks_max_stale: Option<String>,
     /// Headers to read the token from. Default, with `fromParams` and `fromCookies` empty too:
     /// `Authorization: Bearer …` and the `access_token` query parameter.
     #[serde(default)]
@@ -147,7 +161,8 @@ pub struct Config {
     pub rules: Vec<Rule>,
     /// Every token location, in config order, deduplicated; each knows which rules read it.
     pub locations: Vec<Location>,
-    /// Lower-cased names of every configured output header: removed from every request.
+    /// Names of every configured output header, folded ([`fold_header_name`]: lower case, `_`
+    /// as `-`): a request header that folds to one of them is removed from every request.
     pub output_headers: Vec<String>,
     pub clock_skew_secs: u64,
     pub require_token: bool,
@@ -179,6 +194,8 @@ pub struct RemoteSpec {
     pub path: String,
     pub timeout_ms: u64,
     pub cache_duration_ms: u64,
+    /// Last good keys stay in use at most this long after they expire (`jwksMaxStale`).
+    pub max_stale_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,6 +240,21 @@ impl Config {
         let raw: RawConfig = parse_json(bytes)?;
         compile(raw)
     }
+
+    /// The request headers (names as given) that a backend folding case and `_`/`-` would read
+    /// as one of the output headers: a client must never supply those, token or not.
+    pub fn spoofed_output_headers(&self, headers: &[(String, String)]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for (name, _) in headers {
+            if !name.starts_with(':')
+                && self.output_headers.contains(&fold_header_name(name))
+                && !out.contains(name)
+            {
+                out.push(name.clone());
+            }
+        }
+        out
+    }
 }
 
 fn is_header_name(name: &str) -> bool {
@@ -246,6 +278,8 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
     let mut rules = Vec::with_capacity(raw.jwt_rules.len());
     let mut locations: Vec<Location> = Vec::new();
     let mut output_headers: Vec<String> = Vec::new();
+    // Folded output header → the rule that writes it.
+    let mut output_owner: Vec<(String, usize)> = Vec::new();
     for (i, raw_rule) in raw.jwt_rules.into_iter().enumerate() {
         let field = format!("jwtRules[{i}]");
         let (rule, rule_locations) = compile_rule(raw_rule).map_err(|e| e.within(&field))?;
@@ -264,27 +298,62 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
                 }),
             }
         }
-        for header in rule
+        // One output header, one issuer: a header two issuers may write tells the upstream
+        // nothing about who vouched for its value (a partner IdP could assert a corp e-mail).
+        let outputs = rule
             .payload_header
             .iter()
-            .chain(rule.claim_headers.iter().map(|(h, _)| h))
-        {
-            if !output_headers.contains(header) {
-                output_headers.push(header.clone());
+            .map(|h| ("outputPayloadToHeader".to_string(), h))
+            .chain(
+                rule.claim_headers
+                    .iter()
+                    .enumerate()
+                    .map(|(k, (h, _))| (format!("outputClaimToHeaders[{k}].header"), h)),
+            );
+        for (at, header) in outputs {
+            let folded = fold_header_name(header);
+            if let Some((_, other)) = output_owner.iter().find(|(h, _)| *h == folded) {
+                return Err(ConfigError::new(
+                    format!("{field}.{at}"),
+                    format!(
+                        "`{header}` is also an output header of jwtRules[{other}]: two rules may \
+                         not share an output header (compared ignoring case and `_`/`-`)"
+                    ),
+                ));
+            }
+            output_owner.push((folded.clone(), i));
+            if !output_headers.contains(&folded) {
+                output_headers.push(folded);
             }
         }
         rules.push(rule);
     }
     // Output headers are removed from every request before tokens are read: one that is also a
-    // token location would delete the token.
+    // token location would delete the token. Two token headers that fold to one name would read
+    // the same request headers as two locations.
+    let mut token_headers: Vec<(String, &str)> = Vec::new();
     for location in &locations {
         if let LocationKind::Header { name, .. } = &location.kind {
-            if output_headers.contains(name) {
+            let folded = fold_header_name(name);
+            if output_headers.contains(&folded) {
                 return Err(ConfigError::new(
                     "jwtRules",
                     format!("header `{name}` is both a token location and an output header"),
                 ));
             }
+            if let Some((_, other)) = token_headers
+                .iter()
+                .find(|(f, n)| *f == folded && *n != name.as_str())
+            {
+                return Err(ConfigError::new(
+                    "jwtRules",
+                    format!(
+                        "token headers `{other}` and `{name}` differ only in `_`/`-`: \
+                         spell them the same"
+                    ),
+                ));
+            }
+            token_headers.push((folded, name));
         }
     }
     Ok(Config {
@@ -325,10 +394,12 @@ fn compile_rule(raw: RawRule) -> Result<(Rule, Vec<LocationKind>), ConfigError> 
             if raw.jwks_cluster.is_some()
                 || raw.timeout.is_some()
                 || raw.jwks_cache_duration.is_some()
+                || raw.jwks_max_stale.is_some()
             {
                 return Err(ConfigError::new(
                     "jwks",
-                    "`jwksCluster`, `timeout` and `jwksCacheDuration` only apply to `jwksUri`",
+                    "`jwksCluster`, `timeout`, `jwksCacheDuration` and `jwksMaxStale` only apply \
+                     to `jwksUri`",
                 ));
             }
             let text = match jwks {
@@ -350,6 +421,7 @@ fn compile_rule(raw: RawRule) -> Result<(Rule, Vec<LocationKind>), ConfigError> 
             raw.jwks_cluster,
             raw.timeout.as_deref(),
             raw.jwks_cache_duration.as_deref(),
+            raw.jwks_max_stale.as_deref(),
         )?),
     };
     let mut kinds = Vec::new();
@@ -420,8 +492,11 @@ fn compile_rule(raw: RawRule) -> Result<(Rule, Vec<LocationKind>), ConfigError> 
                 "empty claim name",
             ));
         }
-        if payload_header.as_ref() == Some(&header)
-            || claim_headers.iter().any(|(h, _)| *h == header)
+        let folded = fold_header_name(&header);
+        if payload_header.as_deref().map(fold_header_name) == Some(folded.clone())
+            || claim_headers
+                .iter()
+                .any(|(h, _): &(String, Vec<String>)| fold_header_name(h) == folded)
         {
             return Err(ConfigError::new(
                 format!("outputClaimToHeaders[{j}].header"),
@@ -451,6 +526,7 @@ fn compile_remote(
     cluster: Option<String>,
     timeout: Option<&str>,
     cache: Option<&str>,
+    max_stale: Option<&str>,
 ) -> Result<RemoteSpec, ConfigError> {
     if uri.len() > MAX_URI_LEN {
         return Err(ConfigError::new(
@@ -497,6 +573,14 @@ fn compile_remote(
                 ConfigError::new("jwksCacheDuration", "a duration between 1s and 24h")
             })?,
     };
+    let max_stale_ms = match max_stale {
+        None => DEFAULT_MAX_STALE_MS,
+        Some(t) => parse_millis(t)
+            .filter(|ms| *ms <= MAX_MAX_STALE_MS)
+            .ok_or_else(|| {
+                ConfigError::new("jwksMaxStale", "a duration between 0s and 7d (168h)")
+            })?,
+    };
     Ok(RemoteSpec {
         uri: uri.to_string(),
         cluster,
@@ -504,6 +588,7 @@ fn compile_remote(
         path: parsed.path,
         timeout_ms,
         cache_duration_ms,
+        max_stale_ms,
     })
 }
 

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::cache::{token_hash, Entry, TokenCache, DEFAULT_CAPACITY};
 use crate::config::{Config, KeySource, LocationKind};
-use crate::extract::{extract, Found};
+use crate::extract::extract;
 use crate::jwk::KeySet;
 use crate::status::AuthError;
 use crate::token::{check_audience, check_time, parse_claims, parse_jws, Claims};
@@ -57,10 +57,13 @@ pub struct Denial {
 /// What to do with the request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
-    /// Continue. The adapter has already removed every configured output header; now it removes
-    /// `remove_headers` (stripped token headers), sets `set_headers` and publishes `identity`.
+    /// Continue. The adapter has already removed every request header that folds to a configured
+    /// output header ([`Config::spoofed_output_headers`]); now it removes `remove_headers`
+    /// (stripped token headers), sets `set_headers` and publishes `identity_bytes` (the checked
+    /// serialization of `identity`).
     Allow {
         identity: Option<RequestIdentity>,
+        identity_bytes: Option<Vec<u8>>,
         remove_headers: Vec<String>,
         set_headers: Vec<(String, String)>,
     },
@@ -85,12 +88,11 @@ pub struct Authenticator {
     cache: TokenCache,
 }
 
-/// One verified token.
+/// The verified token.
 struct Verified {
     rule: usize,
     claims: Claims,
     payload_b64: String,
-    location: usize,
 }
 
 enum Checked {
@@ -115,6 +117,10 @@ impl Authenticator {
 
     /// Decide on a request at `now_secs` (host clock). `expired_wait` is true when the request
     /// has already waited for keys as long as allowed: pending keys then count as failed.
+    ///
+    /// One request, one identity: every present location must yield one clean token
+    /// ([`extract`]), and all the tokens found must be the same string; otherwise 401 before any
+    /// key is looked at. The outputs and the published identity then all come from that token.
     pub fn decide(
         &mut self,
         req: &Request<'_>,
@@ -123,61 +129,54 @@ impl Authenticator {
         expired_wait: bool,
         stats: &mut Stats,
     ) -> Verdict {
-        let found = extract(&self.config.locations, req.headers, req.path);
-        if found.is_empty() {
+        let found = match extract(&self.config.locations, req.headers, req.path) {
+            Ok(found) => found,
+            Err(error) => return Verdict::Deny(denial(error, req)),
+        };
+        let mut token: Option<&str> = None;
+        let mut at: Vec<usize> = Vec::with_capacity(found.len());
+        for f in &found {
+            match token {
+                Some(t) if t != f.token => {
+                    return Verdict::Deny(denial(AuthError::MultipleTokens, req));
+                }
+                _ => token = Some(&f.token),
+            }
+            at.push(f.location);
+        }
+        let Some(token) = token else {
             if self.config.require_token {
                 return Verdict::Deny(denial(AuthError::Missing, req));
             }
             return Verdict::Allow {
                 identity: None,
+                identity_bytes: None,
                 remove_headers: Vec::new(),
                 set_headers: Vec::new(),
             };
+        };
+        let token = token.to_string();
+        match self.check(&token, &at, now_secs, keys, expired_wait, stats) {
+            Err(error) => Verdict::Deny(denial(error, req)),
+            Ok(Checked::Ok(v)) => self.allow(v, &at, req),
+            Ok(Checked::Wait { rule, refetch }) => Verdict::Wait {
+                rules: vec![rule],
+                refetch: if refetch { vec![rule] } else { Vec::new() },
+            },
         }
-        let mut verified = Vec::with_capacity(found.len());
-        let mut wait_rules = Vec::new();
-        let mut refetch = Vec::new();
-        for f in &found {
-            match self.check(f, now_secs, keys, expired_wait, stats) {
-                Err(error) => return Verdict::Deny(denial(error, req)),
-                Ok(Checked::Ok(v)) => verified.push(v),
-                Ok(Checked::Wait {
-                    rule,
-                    refetch: again,
-                }) => {
-                    if !wait_rules.contains(&rule) {
-                        wait_rules.push(rule);
-                    }
-                    if again && !refetch.contains(&rule) {
-                        refetch.push(rule);
-                    }
-                }
-            }
-        }
-        if !wait_rules.is_empty() {
-            return Verdict::Wait {
-                rules: wait_rules,
-                refetch,
-            };
-        }
-        self.allow(verified)
     }
 
     fn check(
         &mut self,
-        found: &Found,
+        token: &str,
+        at: &[usize],
         now: u64,
         keys: &dyn KeyLookup,
         expired_wait: bool,
         stats: &mut Stats,
     ) -> Result<Checked, AuthError> {
         let skew = self.config.clock_skew_secs;
-        let location = self
-            .config
-            .locations
-            .get(found.location)
-            .ok_or(AuthError::VerificationFail)?;
-        let hash = token_hash(&found.token);
+        let hash = token_hash(token);
         if let Some(hit) = self.cache.get(&hash, now, skew) {
             let generation = match self.config.rules.get(hit.rule).map(|r| &r.keys) {
                 Some(KeySource::Inline(_)) => Some(0),
@@ -187,7 +186,7 @@ impl Authenticator {
                 },
                 None => None,
             };
-            if generation == Some(hit.generation) && location.rules.contains(&hit.rule) {
+            if generation == Some(hit.generation) && reads_all(&self.config, hit.rule, at) {
                 stats.cache_hits = stats.cache_hits.saturating_add(1);
                 let rule = self
                     .config
@@ -200,31 +199,26 @@ impl Authenticator {
                     rule: hit.rule,
                     claims: hit.claims.clone(),
                     payload_b64: hit.payload_b64.clone(),
-                    location: found.location,
                 }));
             }
         }
         stats.cache_misses = stats.cache_misses.saturating_add(1);
 
-        let jws = parse_jws(&found.token)?;
+        let jws = parse_jws(token)?;
         let claims = parse_claims(&jws.payload)?;
         // An empty or missing `iss` never matches (envoy#20279); the rule must also read tokens
-        // from the location this one came from.
+        // from every location this one came from.
         let iss = claims
             .iss
             .as_deref()
             .filter(|i| !i.is_empty())
             .ok_or(AuthError::UnknownIssuer)?;
-        let rule_index = location
+        let rule_index = self
+            .config
             .rules
             .iter()
-            .copied()
-            .find(|&r| {
-                self.config
-                    .rules
-                    .get(r)
-                    .is_some_and(|rule| rule.issuer == iss)
-            })
+            .position(|rule| rule.issuer == iss)
+            .filter(|&r| reads_all(&self.config, r, at))
             .ok_or(AuthError::UnknownIssuer)?;
         let rule = self
             .config
@@ -276,51 +270,60 @@ impl Authenticator {
             rule: rule_index,
             claims,
             payload_b64,
-            location: found.location,
         }))
     }
 
-    fn allow(&self, verified: Vec<Verified>) -> Verdict {
+    /// Outputs of the one verified token found at the locations `at`. The identity is published
+    /// only in a form every reader parses back to the same value; otherwise the request is
+    /// refused (401): an identity a reader cannot read must never look like "no identity".
+    fn allow(&self, v: Verified, at: &[usize], req: &Request<'_>) -> Verdict {
         let mut remove_headers = Vec::new();
         let mut set_headers: Vec<(String, String)> = Vec::new();
-        let mut set =
-            |name: &String, value: String| match set_headers.iter_mut().find(|(n, _)| n == name) {
-                Some(existing) => existing.1 = value,
-                None => set_headers.push((name.clone(), value)),
-            };
-        for v in &verified {
-            let Some(rule) = self.config.rules.get(v.rule) else {
-                continue;
-            };
-            if !rule.forward {
+        let Some(rule) = self.config.rules.get(v.rule) else {
+            return Verdict::Deny(denial(AuthError::VerificationFail, req));
+        };
+        if !rule.forward {
+            for &l in at {
                 if let Some(LocationKind::Header { name, .. }) =
-                    self.config.locations.get(v.location).map(|l| &l.kind)
+                    self.config.locations.get(l).map(|l| &l.kind)
                 {
                     if !remove_headers.contains(name) {
                         remove_headers.push(name.clone());
                     }
                 }
             }
-            if let Some(header) = &rule.payload_header {
-                set(header, v.payload_b64.clone());
-            }
-            for (header, path) in &rule.claim_headers {
-                if let Some(value) = claim_text(&v.claims, path) {
-                    set(header, value);
-                }
+        }
+        if let Some(header) = &rule.payload_header {
+            set_headers.push((header.clone(), v.payload_b64.clone()));
+        }
+        for (header, path) in &rule.claim_headers {
+            if let Some(value) = claim_text(&v.claims, path) {
+                set_headers.push((header.clone(), value));
             }
         }
-        // The identity is the first token's (location order); with one token there is no choice.
-        let identity = verified
-            .into_iter()
-            .next()
-            .and_then(|v| RequestIdentity::from_claims(v.claims.all));
+        let Some(identity) = RequestIdentity::from_claims(v.claims.all) else {
+            return Verdict::Deny(denial(AuthError::UnknownIssuer, req));
+        };
+        let Some(identity_bytes) = identity.to_published_bytes() else {
+            return Verdict::Deny(denial(AuthError::PayloadParse, req));
+        };
         Verdict::Allow {
-            identity,
+            identity: Some(identity),
+            identity_bytes: Some(identity_bytes),
             remove_headers,
             set_headers,
         }
     }
+}
+
+/// Whether `rule` reads tokens from every location in `at`.
+fn reads_all(config: &Config, rule: usize, at: &[usize]) -> bool {
+    at.iter().all(|&l| {
+        config
+            .locations
+            .get(l)
+            .is_some_and(|loc| loc.rules.contains(&rule))
+    })
 }
 
 /// A claim as header text: strings as is, numbers and booleans as JSON; objects, arrays and

@@ -1,11 +1,31 @@
-//! Token extraction from the configured locations (Envoy `extractor.cc` semantics):
-//! - header: the value must start with the exact, case-sensitive prefix (else the header is
-//!   skipped); after it, leading non-JWT characters are skipped and the contiguous
-//!   `[A-Za-z0-9._-]` run is the token; every copy of a repeated header is read;
-//! - query parameter: exact name, raw (not percent-decoded) value;
-//! - cookie: exact name in any `cookie` header.
+//! Token extraction from the configured locations.
+//!
+//! The rule (docs/jwt-authn.md, "Token locations"): **a configured location that is present must
+//! yield exactly one clean token, or the request is refused (401)**. "Present" is judged the way
+//! the most permissive backend behind the proxy would judge it, because a token this filter does
+//! not see but the backend does is an unverified identity reaching the backend:
+//!
+//! - header: every header whose name equals the configured one after folding case and `_`/`-`
+//!   (CGI-style servers read `x_token` as `x-token`) is a copy of the location. The location is
+//!   present when a copy contains the prefix (Envoy looks for it anywhere in the value) or a
+//!   comma-separated element of a copy starts with the prefix's scheme word in any case
+//!   (`bearer x`, `Bearer  x`); with an empty prefix every copy is present. Clean: exactly one
+//!   copy, spelled as configured (case aside), whose value is the exact prefix followed by one
+//!   run of `[A-Za-z0-9._-]` and nothing else.
+//! - query parameter: every `&`- or `;`-separated pair whose name, percent-decoded (as Envoy
+//!   does), folded to lower case and with `.`, ` `, `+`, `[`, `-` read as `_` (PHP's and form
+//!   decoders' spellings), equals the configured name folded the same way. Clean: exactly one
+//!   such pair, whose decoded name is the configured name and whose decoded value is a token.
+//! - cookie: every `;`- or `,`-separated pair of every `cookie` header whose name, folded like a
+//!   parameter name, equals the configured one. Clean: exactly one, named exactly, value a
+//!   token (optionally in one pair of double quotes).
+//!
+//! A location that is absent yields nothing (Envoy: `Authorization: Basic …` is not a bearer
+//! token). Several locations may each yield a token; [`crate::engine`] then requires them to be
+//! one and the same token (one request, one identity).
 
 use crate::config::{Location, LocationKind};
+use crate::status::AuthError;
 
 /// One token found in the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,75 +35,192 @@ pub struct Found {
     pub location: usize,
 }
 
-fn is_jwt_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+fn is_jwt_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')
 }
 
-fn jwt_run(text: &str) -> Option<&str> {
-    let start = text.find(is_jwt_char)?;
-    let rest = text.get(start..)?;
-    let end = rest.find(|c: char| !is_jwt_char(c)).unwrap_or(rest.len());
-    rest.get(..end).filter(|t| !t.is_empty())
+/// `text` when it is one non-empty run of JWT characters, nothing else.
+fn clean_token(text: &str) -> Option<&str> {
+    (!text.is_empty() && text.bytes().all(is_jwt_byte)).then_some(text)
 }
 
-/// Tokens in location order (then header-copy / parameter order), duplicates of the same token
-/// string at the same location collapsed.
-pub fn extract(locations: &[Location], headers: &[(String, String)], path: &str) -> Vec<Found> {
-    let mut found: Vec<Found> = Vec::new();
-    let mut push = |token: &str, location: usize| {
-        if !found
-            .iter()
-            .any(|f| f.location == location && f.token == token)
-        {
-            found.push(Found {
-                token: token.to_string(),
-                location,
-            });
+/// Header names as a CGI-style backend reads them: case-insensitive, `_` ≡ `-`.
+pub fn fold_header_name(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'_' => '-',
+            b => char::from(b.to_ascii_lowercase()),
+        })
+        .collect()
+}
+
+/// Percent-decode once (either hex case); malformed escapes stay as they are.
+pub fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hi = bytes.get(i + 1).and_then(|h| char::from(*h).to_digit(16));
+            let lo = bytes.get(i + 2).and_then(|l| char::from(*l).to_digit(16));
+            if let (Some(hi), Some(lo)) = (hi, lo) {
+                out.push(((hi << 4) | lo) as u8);
+                i += 3;
+                continue;
+            }
         }
+        out.push(b);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A parameter or cookie name as the most permissive decoder reads it: percent-decoded until it
+/// no longer changes (bounded), lower case, and `.`, ` `, `+`, `[`, `-` as `_`.
+fn fold_param_name(name: &str) -> String {
+    let mut decoded = name.to_string();
+    for _ in 0..3 {
+        let next = percent_decode(&decoded);
+        if next == decoded {
+            break;
+        }
+        decoded = next;
+    }
+    decoded
+        .chars()
+        .map(|c| match c {
+            '.' | ' ' | '+' | '[' | '-' => '_',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+/// The prefix's scheme word (`Bearer` of `Bearer `), or `None` for a prefix of only spaces.
+fn scheme_word(prefix: &str) -> Option<&str> {
+    let word = prefix.trim();
+    (!word.is_empty()).then_some(word)
+}
+
+fn starts_with_ignore_case(text: &str, start: &str) -> bool {
+    text.get(..start.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(start))
+}
+
+/// Whether a header value carries this location's token in some spelling.
+fn header_present(value: &str, prefix: &str) -> bool {
+    let Some(word) = scheme_word(prefix) else {
+        return true;
     };
-    let query = path
-        .split_once('?')
-        .map(|(_, q)| q.split_once('#').map_or(q, |(q, _)| q));
+    value.contains(prefix)
+        || value
+            .split(',')
+            .any(|part| starts_with_ignore_case(part.trim_start(), word))
+}
+
+/// The token of a clean header value: exactly `prefix` + token (a prefix without a trailing
+/// space may be followed by one).
+fn header_token<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {
+    let value = value.trim_matches([' ', '\t']);
+    let rest = value.strip_prefix(prefix)?;
+    let rest = if !prefix.is_empty() && !prefix.ends_with(' ') {
+        rest.strip_prefix(' ').unwrap_or(rest)
+    } else {
+        rest
+    };
+    clean_token(rest)
+}
+
+fn query_of(path: &str) -> &str {
+    path.split_once('?')
+        .map_or("", |(_, q)| q.split_once('#').map_or(q, |(q, _)| q))
+}
+
+/// Tokens in location order, at most one per location. `Err` when a present location does not
+/// yield exactly one clean token.
+pub fn extract(
+    locations: &[Location],
+    headers: &[(String, String)],
+    path: &str,
+) -> Result<Vec<Found>, AuthError> {
+    let mut found = Vec::new();
     for (i, location) in locations.iter().enumerate() {
-        match &location.kind {
-            LocationKind::Header { name, prefix } => {
-                for (_, value) in headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)) {
-                    if let Some(token) = value.strip_prefix(prefix.as_str()).and_then(jwt_run) {
-                        push(token, i);
-                    }
-                }
-            }
-            LocationKind::Param(param) => {
-                for pair in query.into_iter().flat_map(|q| q.split('&')) {
-                    let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                    if key == param {
-                        if let Some(token) = jwt_run(value) {
-                            push(token, i);
-                        }
-                    }
-                }
-            }
-            LocationKind::Cookie(cookie) => {
-                for (_, value) in headers
-                    .iter()
-                    .filter(|(n, _)| n.eq_ignore_ascii_case("cookie"))
-                {
-                    for pair in value.split(';') {
-                        let Some((key, value)) = pair.trim().split_once('=') else {
-                            continue;
-                        };
-                        if key == cookie {
-                            let value = value.trim_matches('"');
-                            if let Some(token) = jwt_run(value) {
-                                push(token, i);
-                            }
-                        }
-                    }
-                }
-            }
+        let token = match &location.kind {
+            LocationKind::Header { name, prefix } => header_location(headers, name, prefix)?,
+            LocationKind::Param(param) => param_location(path, param)?,
+            LocationKind::Cookie(cookie) => cookie_location(headers, cookie)?,
+        };
+        if let Some(token) = token {
+            found.push(Found { token, location: i });
         }
     }
-    found
+    Ok(found)
+}
+
+fn header_location(
+    headers: &[(String, String)],
+    name: &str,
+    prefix: &str,
+) -> Result<Option<String>, AuthError> {
+    let folded = fold_header_name(name);
+    let copies: Vec<&(String, String)> = headers
+        .iter()
+        .filter(|(n, _)| !n.starts_with(':') && fold_header_name(n) == folded)
+        .collect();
+    if !copies.iter().any(|(_, v)| header_present(v, prefix)) {
+        return Ok(None);
+    }
+    match copies.as_slice() {
+        [(n, v)] if n.eq_ignore_ascii_case(name) => header_token(v, prefix)
+            .map(|t| Some(t.to_string()))
+            .ok_or(AuthError::BadFormat),
+        _ => Err(AuthError::BadFormat),
+    }
+}
+
+fn param_location(path: &str, param: &str) -> Result<Option<String>, AuthError> {
+    let folded = fold_param_name(param);
+    let matches: Vec<(&str, &str)> = query_of(path)
+        .split(['&', ';'])
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+        .filter(|(key, _)| fold_param_name(key) == folded)
+        .collect();
+    match matches.as_slice() {
+        [] => Ok(None),
+        [(key, value)] if percent_decode(key) == param => clean_token(&percent_decode(value))
+            .map(|t| Some(t.to_string()))
+            .ok_or(AuthError::BadFormat),
+        _ => Err(AuthError::BadFormat),
+    }
+}
+
+fn cookie_location(
+    headers: &[(String, String)],
+    cookie: &str,
+) -> Result<Option<String>, AuthError> {
+    let folded = fold_param_name(cookie);
+    let matches: Vec<(&str, &str)> = headers
+        .iter()
+        .filter(|(n, _)| fold_header_name(n) == "cookie")
+        .flat_map(|(_, v)| v.split([';', ',']))
+        .map(|pair| {
+            let pair = pair.trim_matches([' ', '\t']);
+            pair.split_once('=').unwrap_or((pair, ""))
+        })
+        .filter(|(key, _)| fold_param_name(key.trim_end()) == folded)
+        .collect();
+    match matches.as_slice() {
+        [] => Ok(None),
+        [(key, value)] if *key == cookie => {
+            let value = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(value);
+            clean_token(value)
+                .map(|t| Some(t.to_string()))
+                .ok_or(AuthError::BadFormat)
+        }
+        _ => Err(AuthError::BadFormat),
+    }
 }
 
 #[cfg(test)]
@@ -111,48 +248,185 @@ mod tests {
         })
     }
 
+    fn tokens(
+        locs: &[Location],
+        headers: &[(&str, &str)],
+        path: &str,
+    ) -> Result<Vec<String>, AuthError> {
+        extract(locs, &h(headers), path).map(|f| f.into_iter().map(|f| f.token).collect())
+    }
+
     #[test]
-    fn header_prefix_is_exact() {
+    fn a_clean_bearer_header_yields_its_token() {
         let locs = [bearer()];
-        let tokens = |v: &str| extract(&locs, &h(&[("authorization", v)]), "/");
-        assert_eq!(tokens("Bearer a.b.c")[0].token, "a.b.c");
-        assert!(
-            tokens("bearer a.b.c").is_empty(),
-            "prefix is case-sensitive"
-        );
-        assert!(tokens("Basic a.b.c").is_empty());
-        assert!(tokens("Bearer").is_empty());
-        assert!(tokens("Bearer ").is_empty());
-        assert_eq!(tokens("Bearer \"a.b.c\" trailing")[0].token, "a.b.c");
-        assert_eq!(tokens("Bearer a.b.c,x.y.z")[0].token, "a.b.c");
         assert_eq!(
-            extract(&locs, &h(&[("Authorization", "Bearer t")]), "/")[0].token,
-            "t"
+            tokens(&locs, &[("authorization", "Bearer a.b.c")], "/"),
+            Ok(vec!["a.b.c".into()])
+        );
+        assert_eq!(
+            tokens(&locs, &[("Authorization", "Bearer t")], "/"),
+            Ok(vec!["t".into()])
+        );
+        // Not a bearer credential at all: absent, as in Envoy.
+        assert_eq!(
+            tokens(&locs, &[("authorization", "Basic YWxhZGRpbjpvcGVu")], "/"),
+            Ok(vec![])
+        );
+        assert_eq!(
+            tokens(&locs, &[("authorization", "Negotiate abc")], "/"),
+            Ok(vec![])
+        );
+        assert_eq!(tokens(&locs, &[], "/"), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_present_header_without_exactly_one_clean_token_is_refused() {
+        let locs = [bearer()];
+        for value in [
+            "Bearer a.b.c junk",
+            "Bearer a.b.c,x.y.z",
+            "Bearer \"a.b.c\"",
+            "Bearer  a.b.c",
+            "bearer a.b.c",
+            "BEARER a.b.c",
+            "Bearer",
+            "Bearer ",
+            "Bearer a.b.c!",
+            "Bearer a+b/c",
+            "Basic x, Bearer a.b.c",
+            "Basic x,bearer a.b.c",
+            "x Bearer a.b.c",
+            "Bearer a.b.c\u{fffd}",
+        ] {
+            assert_eq!(
+                tokens(&locs, &[("authorization", value)], "/"),
+                Err(AuthError::BadFormat),
+                "{value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn repeated_or_respelled_headers_are_refused() {
+        let locs = [bearer()];
+        let twice = [("authorization", "Bearer a"), ("authorization", "Bearer a")];
+        assert_eq!(tokens(&locs, &twice, "/"), Err(AuthError::BadFormat));
+        let two = [("authorization", "Bearer a"), ("authorization", "Bearer b")];
+        assert_eq!(tokens(&locs, &two, "/"), Err(AuthError::BadFormat));
+        let decoy = [("authorization", "Basic x"), ("authorization", "Bearer b")];
+        assert_eq!(tokens(&locs, &decoy, "/"), Err(AuthError::BadFormat));
+        let custom = [loc(LocationKind::Header {
+            name: "x-partner-token".into(),
+            prefix: String::new(),
+        })];
+        assert_eq!(
+            tokens(&custom, &[("x-partner-token", "a.b.c")], "/"),
+            Ok(vec!["a.b.c".into()])
+        );
+        for name in ["x_partner_token", "X_PARTNER_TOKEN", "x-partner_token"] {
+            assert_eq!(
+                tokens(&custom, &[(name, "a.b.c")], "/"),
+                Err(AuthError::BadFormat),
+                "{name}"
+            );
+            assert_eq!(
+                tokens(
+                    &custom,
+                    &[("x-partner-token", "a.b.c"), (name, "f.o.rged")],
+                    "/"
+                ),
+                Err(AuthError::BadFormat),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            tokens(&custom, &[("x-partner-token", "")], "/"),
+            Err(AuthError::BadFormat)
         );
     }
 
     #[test]
-    fn repeated_headers_each_count() {
-        let locs = [bearer()];
-        let found = extract(
-            &locs,
-            &h(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]),
-            "/",
+    fn query_names_and_values_are_decoded_and_must_be_single() {
+        let locs = [loc(LocationKind::Param("access_token".into()))];
+        assert_eq!(
+            tokens(&locs, &[], "/p?x=1&access_token=b.b.b&access_tokenx=z#f"),
+            Ok(vec!["b.b.b".into()])
         );
         assert_eq!(
-            found.iter().map(|f| f.token.as_str()).collect::<Vec<_>>(),
-            ["a", "b"]
+            tokens(&locs, &[], "/p?access_token=%61.b.c"),
+            Ok(vec!["a.b.c".into()])
         );
-        let same = extract(
-            &locs,
-            &h(&[("authorization", "Bearer a"), ("authorization", "Bearer a")]),
-            "/",
-        );
-        assert_eq!(same.len(), 1);
+        assert_eq!(tokens(&locs, &[], "/p?x=access_token"), Ok(vec![]));
+        assert_eq!(tokens(&locs, &[], "/#access_token=x"), Ok(vec![]));
+        // Decoded names are the configured name, as in Envoy: the token is read (and verified).
+        for path in [
+            "/?acc%65ss_token=f.o.o",
+            "/?access%5Ftoken=f.o.o",
+            "/?%61ccess_token=f.o.o",
+        ] {
+            assert_eq!(tokens(&locs, &[], path), Ok(vec!["f.o.o".into()]), "{path}");
+        }
+        for path in [
+            "/?ACC%45SS_TOKEN=f.o.o",
+            "/?access%255Ftoken=f.o.o",
+            "/?Access_Token=f.o.o",
+            "/?access.token=f.o.o",
+            "/?access-token=f.o.o",
+            "/?access+token=f.o.o",
+            "/?access%20token=f.o.o",
+            "/?access[token=f.o.o",
+            "/?access_token=a.b.c&access_token=a.b.c",
+            "/?access_token=a.b.c&access_token=d.e.f",
+            "/?x=1;access_token=a.b.c&access_token=d.e.f",
+            "/?access_token=",
+            "/?access_token",
+            "/?access_token=a.b.c%20x",
+            "/?access_token=a.b.c%00",
+            "/?access_token=%22a.b.c%22",
+            "/?access_token=a.b.c+x",
+        ] {
+            assert_eq!(
+                tokens(&locs, &[], path),
+                Err(AuthError::BadFormat),
+                "{path}"
+            );
+        }
     }
 
     #[test]
-    fn params_and_cookies() {
+    fn cookies_must_be_single_and_clean() {
+        let locs = [loc(LocationKind::Cookie("session".into()))];
+        let c = |v: &str| tokens(&locs, &[("cookie", v)], "/");
+        assert_eq!(
+            c("a=1; session=\"c.c.c\"; other=x"),
+            Ok(vec!["c.c.c".into()])
+        );
+        assert_eq!(c("a=1; session=c.c.c"), Ok(vec!["c.c.c".into()]));
+        assert_eq!(c("sessionx=a; xsession=b"), Ok(vec![]));
+        for v in [
+            "session=a.a.a; session=b.b.b",
+            "session=a.a.a; session=a.a.a",
+            "Session=a.a.a",
+            "sess%69on=a.a.a",
+            "session=",
+            "session=a.a.a x",
+            "session=\"a.a.a",
+            "a=1, session=a.a.a, session=b",
+        ] {
+            assert_eq!(c(v), Err(AuthError::BadFormat), "{v}");
+        }
+        assert_eq!(
+            tokens(
+                &locs,
+                &[("cookie", "session=a.a.a"), ("cookie", "session=b.b.b")],
+                "/"
+            ),
+            Err(AuthError::BadFormat)
+        );
+    }
+
+    #[test]
+    fn locations_yield_in_config_order() {
         let locs = [
             bearer(),
             loc(LocationKind::Param("access_token".into())),
@@ -161,18 +435,23 @@ mod tests {
         let found = extract(
             &locs,
             &h(&[
-                ("cookie", "a=1; session=\"c.c.c\"; other=x"),
+                ("cookie", "a=1; session=c.c.c"),
                 ("authorization", "Bearer a.a.a"),
             ]),
-            "/p?x=1&access_token=b.b.b&access_tokenx=z#frag",
-        );
+            "/p?access_token=b.b.b",
+        )
+        .unwrap();
         let got: Vec<_> = found
             .iter()
             .map(|f| (f.token.as_str(), f.location))
             .collect();
         assert_eq!(got, [("a.a.a", 0), ("b.b.b", 1), ("c.c.c", 2)]);
-        assert!(extract(&locs, &[], "/?access_token=").is_empty());
-        assert!(extract(&locs, &[], "/#access_token=x").is_empty());
-        assert!(extract(&locs, &h(&[("cookie", "sessionx=a; xsession=b")]), "/").is_empty());
+    }
+
+    #[test]
+    fn folding_helpers() {
+        assert_eq!(fold_header_name("X_Jwt-SUB"), "x-jwt-sub");
+        assert_eq!(percent_decode("%41%4a%zz%"), "AJ%zz%");
+        assert_eq!(fold_param_name("ACC%45SS.Token"), "access_token");
     }
 }

@@ -9,6 +9,7 @@
 //! - [`extract`]: token locations.
 //! - [`engine`]: the per-request verdict, response shaping, verified-token cache use.
 //! - [`remote`]: the remote JWKS state machine and its cross-worker lease.
+//! - [`logtext`]: bounded, escaped text for log lines.
 
 pub mod alg;
 pub mod b64;
@@ -18,6 +19,7 @@ pub mod duration;
 pub mod engine;
 pub mod extract;
 pub mod jwk;
+pub mod logtext;
 pub mod remote;
 pub mod roca;
 pub mod status;

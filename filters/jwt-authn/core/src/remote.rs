@@ -127,10 +127,20 @@ impl RemoteJwks {
         self.fetching_until.is_some()
     }
 
-    /// Keys as a request sees them. With no keys: failed right after a failed fetch (fail fast
-    /// while the JWKS server is down), otherwise pending (a fetch is coming; the wait is bounded).
+    /// The last good keys, unless they are past `expiresAt + jwksMaxStale`: keys the IdP has not
+    /// confirmed for that long are dropped (a revoked key must not live forever because the IdP
+    /// is down or its answers are refused).
+    fn usable_keys(&self, now_ms: u64) -> Option<&Arc<KeySet>> {
+        self.keys
+            .as_ref()
+            .filter(|_| now_ms < self.expires_at.saturating_add(self.spec.max_stale_ms))
+    }
+
+    /// Keys as a request sees them. With no usable keys: failed right after a failed fetch (fail
+    /// fast while the JWKS server is down), otherwise pending (a fetch is coming; the wait is
+    /// bounded).
     pub fn keys(&self, now_ms: u64) -> Keys<'_> {
-        match &self.keys {
+        match self.usable_keys(now_ms) {
             Some(set) => Keys::Ready {
                 set,
                 generation: self.generation,
@@ -212,7 +222,7 @@ impl RemoteJwks {
             self.release_lease(store, owner);
         }
         let retry_ok = now_ms >= self.failed_at.saturating_add(FAILED_RETRY_MS);
-        let due = if self.keys.is_none() || now_ms >= self.refresh_at() {
+        let due = if self.usable_keys(now_ms).is_none() || now_ms >= self.refresh_at() {
             retry_ok
         } else {
             trigger == Trigger::UnknownKid && self.may_refetch_for_kid(now_ms)

@@ -25,6 +25,8 @@ pub enum AuthError {
     VerificationFail,
     /// No key in the JWKS matches the token's `kid`/`alg`.
     KidAlgMismatch,
+    /// Tokens that differ were found (in several locations): one request carries one identity.
+    MultipleTokens,
     /// Remote JWKS: no usable keys (never fetched successfully, or the wait for the first fetch ran out).
     FetchFailed,
 }
@@ -45,6 +47,8 @@ impl AuthError {
             AuthError::VerificationFail => "Jwt verification fails",
             AuthError::KidAlgMismatch => "Jwks doesn't have key to match kid or alg from Jwt",
             AuthError::FetchFailed => "Jwks remote fetch is failed",
+            // Envoy has no text for this (it verifies each and leaves the principal undefined).
+            AuthError::MultipleTokens => "Jwt verification fails",
         }
     }
 

@@ -178,3 +178,106 @@ fn committed_policies_parse() {
     }
     assert!(n >= 2);
 }
+
+#[test]
+fn two_rules_may_not_share_an_output_header_in_any_spelling() {
+    let rule = |iss: &str, header: &str, from: &str| {
+        json!({"issuer": iss, "jwks": JWKS,
+               "fromHeaders": [{"name": from, "prefix": "Bearer "}],
+               "outputClaimToHeaders": [{"header": header, "claim": "email"}]})
+    };
+    for other in [
+        "x-user-email",
+        "X-User-Email",
+        "x_user_email",
+        "X_USER-EMAIL",
+    ] {
+        let err = parse(json!({"jwtRules": [
+            rule("corp", "x-user-email", "authorization"),
+            rule("partner", other, "x-partner-token"),
+        ]}))
+        .unwrap_err();
+        assert_eq!(
+            err.field, "jwtRules[1].outputClaimToHeaders[0].header",
+            "{other}"
+        );
+        assert!(err.to_string().contains("jwtRules[0]"), "{err}");
+    }
+    // The payload header counts too.
+    let err = parse(json!({"jwtRules": [
+        {"issuer": "corp", "jwks": JWKS, "outputPayloadToHeader": "x-jwt-payload"},
+        {"issuer": "partner", "jwks": JWKS, "fromHeaders": [{"name": "x-p"}],
+         "outputPayloadToHeader": "X_JWT_PAYLOAD"},
+    ]}))
+    .unwrap_err();
+    assert_eq!(err.field, "jwtRules[1].outputPayloadToHeader");
+    // Distinct names are fine.
+    let ok = parse(json!({"jwtRules": [
+        rule("corp", "x-corp-email", "authorization"),
+        rule("partner", "x-partner-email", "x-partner-token"),
+    ]}))
+    .unwrap();
+    assert_eq!(ok.output_headers, ["x-corp-email", "x-partner-email"]);
+}
+
+#[test]
+fn output_and_token_headers_compare_folded() {
+    // Within a rule.
+    assert_eq!(
+        field(
+            json!({"jwtRules":[{"issuer":"i","jwks":JWKS,"outputClaimToHeaders":[
+            {"header":"x-sub","claim":"sub"},{"header":"X_SUB","claim":"email"}]}]})
+        ),
+        "jwtRules[0].outputClaimToHeaders[1].header"
+    );
+    // An output header that folds to a token header.
+    assert_eq!(
+        field(json!({"jwtRules":[{"issuer":"i","jwks":JWKS,
+            "fromHeaders":[{"name":"x-token"}],
+            "outputClaimToHeaders":[{"header":"X_TOKEN","claim":"sub"}]}]})),
+        "jwtRules"
+    );
+    // Two token headers that differ only in `_`/`-`.
+    assert_eq!(
+        field(json!({"jwtRules":[
+            {"issuer":"a","jwks":JWKS,"fromHeaders":[{"name":"x-token"}]},
+            {"issuer":"b","jwks":JWKS,"fromHeaders":[{"name":"x_token"}]}]})),
+        "jwtRules"
+    );
+}
+
+#[test]
+fn jwks_max_stale() {
+    let remote = |extra: Value| {
+        let mut rule = json!({"issuer":"i","jwksUri":"https://idp.example.com/jwks"});
+        if let (Value::Object(r), Value::Object(e)) = (&mut rule, extra) {
+            r.extend(e);
+        }
+        parse(json!({ "jwtRules": [rule] }))
+    };
+    let stale = |c: &Config| match &c.rules[0].keys {
+        jwt_authn_core::config::KeySource::Remote(spec) => spec.max_stale_ms,
+        _ => panic!(),
+    };
+    assert_eq!(
+        stale(&remote(json!({})).unwrap()),
+        86_400_000,
+        "default 24h"
+    );
+    assert_eq!(stale(&remote(json!({"jwksMaxStale":"0s"})).unwrap()), 0);
+    assert_eq!(
+        stale(&remote(json!({"jwksMaxStale":"168h"})).unwrap()),
+        604_800_000
+    );
+    for bad in ["169h", "-1s", "soon", ""] {
+        assert_eq!(
+            remote(json!({ "jwksMaxStale": bad })).unwrap_err().field,
+            "jwtRules[0].jwksMaxStale",
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        field(json!({"jwtRules":[{"issuer":"i","jwks":JWKS,"jwksMaxStale":"1h"}]})),
+        "jwtRules[0].jwks"
+    );
+}

@@ -307,7 +307,7 @@ fn hs256_signed_with_the_rsa_public_key_is_refused() {
 }
 
 #[test]
-fn two_locations_all_must_verify_first_is_identity() {
+fn several_locations_must_carry_one_token() {
     let mut auth = Authenticator::new(config(
         json!({"fromHeaders":[{"name":"x-jwt","prefix":""}], "fromParams":["token"]}),
     ));
@@ -318,8 +318,9 @@ fn two_locations_all_must_verify_first_is_identity() {
         json!({"alg":"HS256"}),
         claims(json!({})),
     );
-    let path = format!("/?token={bob}");
-    let v = run(&mut auth, &[("x-jwt", &alice)], &path);
+    // One token in two locations: one identity; the header copy is stripped, the query left
+    // (Envoy).
+    let v = run(&mut auth, &[("x-jwt", &alice)], &format!("/?token={alice}"));
     let Verdict::Allow {
         identity,
         remove_headers,
@@ -329,34 +330,140 @@ fn two_locations_all_must_verify_first_is_identity() {
         panic!("{v:?}")
     };
     assert_eq!(identity.unwrap().sub.as_deref(), Some("alice"));
-    assert_eq!(
-        remove_headers,
-        vec!["x-jwt"],
-        "header tokens stripped, params left (Envoy)"
-    );
-    assert_eq!(
-        denied(&run(
-            &mut auth,
-            &[("x-jwt", &alice)],
-            &format!("/?token={bad}")
-        ))
-        .1,
-        "Jwt verification fails"
-    );
-    assert_eq!(
-        denied(&run(
-            &mut auth,
-            &[("x-jwt", &bad)],
-            &format!("/?token={alice}")
-        ))
-        .1,
-        "Jwt verification fails"
-    );
+    assert_eq!(remove_headers, vec!["x-jwt"]);
+    // Two different tokens: two identities in one request ⇒ 401, whichever verifies.
+    for (header, param) in [(&alice, &bob), (&alice, &bad), (&bad, &alice)] {
+        assert_eq!(
+            denied(&run(
+                &mut auth,
+                &[("x-jwt", header)],
+                &format!("/?token={param}")
+            )),
+            (401, "Jwt verification fails")
+        );
+    }
     // The default Bearer location is not read when fromHeaders/fromParams are configured.
     assert!(matches!(
         run(&mut auth, &[("authorization", &bearer(&bad))], "/"),
         Verdict::Allow { identity: None, .. }
     ));
+}
+
+#[test]
+fn two_rules_two_tokens_is_one_too_many() {
+    let other_key = b"ffffffffffffffffffffffffffffffff";
+    let config = Config::parse(
+        json!({"jwtRules":[
+            {"issuer": ISS, "jwks": oct_jwks(KEY, "k1"),
+             "outputClaimToHeaders":[{"header":"x-corp-email","claim":"email"}]},
+            {"issuer": "https://partner", "jwks": oct_jwks(other_key, "k2"),
+             "fromHeaders":[{"name":"x-partner-token","prefix":""}],
+             "outputClaimToHeaders":[{"header":"x-partner-email","claim":"email"}]}
+        ]})
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut auth = Authenticator::new(config);
+    let corp = good(json!({"email":"alice@corp"}));
+    let partner = hs256(
+        other_key,
+        json!({"alg":"HS256"}),
+        claims(json!({"iss":"https://partner","sub":"ceo","email":"ceo@corp"})),
+    );
+    assert_eq!(
+        denied(&run(
+            &mut auth,
+            &[
+                ("authorization", &bearer(&corp)),
+                ("x-partner-token", &partner)
+            ],
+            "/"
+        )),
+        (401, "Jwt verification fails")
+    );
+    // Alone, each one's outputs come from that token only.
+    let Verdict::Allow {
+        identity,
+        set_headers,
+        ..
+    } = run(&mut auth, &[("x-partner-token", &partner)], "/")
+    else {
+        panic!()
+    };
+    assert_eq!(identity.unwrap().iss, "https://partner");
+    assert_eq!(
+        set_headers,
+        vec![("x-partner-email".to_string(), "ceo@corp".to_string())]
+    );
+}
+
+#[test]
+fn an_identity_the_readers_cannot_parse_is_refused() {
+    let mut auth = Authenticator::new(config(json!({})));
+    let nested = |depth: usize| {
+        let mut v = json!("x");
+        for _ in 0..depth {
+            v = json!({ "n": v });
+        }
+        v
+    };
+    let ok = good(json!({"deep": nested(125)}));
+    let Verdict::Allow {
+        identity,
+        identity_bytes,
+        ..
+    } = run(&mut auth, &[("authorization", &bearer(&ok))], "/")
+    else {
+        panic!()
+    };
+    let bytes = identity_bytes.unwrap();
+    assert_eq!(
+        meshward_common::identity::RequestIdentity::read(Some(&bytes)).unwrap(),
+        identity
+    );
+    // 126 deep: the payload parses (1 + 126 containers), the published form would not.
+    let deep = good(json!({"deep": nested(126)}));
+    assert_eq!(
+        denied(&run(&mut auth, &[("authorization", &bearer(&deep))], "/")),
+        (401, "Jwt payload is an invalid Base64 or an invalid JSON")
+    );
+    // Again from the verified-token cache: still refused.
+    assert_eq!(
+        denied(&run(&mut auth, &[("authorization", &bearer(&deep))], "/")).0,
+        401
+    );
+}
+
+#[test]
+fn spoofed_output_headers_in_any_spelling_are_listed_for_removal() {
+    let auth = Authenticator::new(config(json!({
+        "outputPayloadToHeader": "x-jwt-payload",
+        "outputClaimToHeaders": [{"header":"X-Jwt-Sub","claim":"sub"}]
+    })));
+    let headers: Vec<(String, String)> = [
+        ("x_jwt_sub", "a"),
+        ("X_JWT_SUB", "a"),
+        ("x-jwt_sub", "a"),
+        ("x-jwt-sub", "a"),
+        ("x_jwt_payload", "e30"),
+        ("x-jwt-subject", "keep"),
+        ("x_other", "keep"),
+        (":path", "/"),
+    ]
+    .iter()
+    .map(|(n, v)| (n.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(
+        auth.config.spoofed_output_headers(&headers),
+        [
+            "x_jwt_sub",
+            "X_JWT_SUB",
+            "x-jwt_sub",
+            "x-jwt-sub",
+            "x_jwt_payload"
+        ]
+    );
 }
 
 #[test]

@@ -44,6 +44,7 @@ fn spec() -> RemoteSpec {
         path: "/jwks".into(),
         timeout_ms: 5_000,
         cache_duration_ms: 300_000,
+        max_stale_ms: 86_400_000,
     }
 }
 
@@ -255,4 +256,59 @@ fn shared_keys_differ_per_issuer_and_uri() {
     let b = RemoteJwks::new("iss-b", spec());
     assert_ne!(a.keys_key(), b.keys_key());
     assert!(a.keys_key().starts_with("meshward.jwks.") && a.lease_key().ends_with(".lease"));
+}
+
+#[test]
+fn last_good_keys_are_dropped_after_max_stale() {
+    let mut store = Store::default();
+    let spec = RemoteSpec {
+        max_stale_ms: 3_600_000,
+        ..spec()
+    };
+    let mut a = RemoteJwks::new("iss", spec.clone());
+    let mut b = RemoteJwks::new("iss", spec.clone());
+    let t0 = 7_000_000;
+    assert!(a.poll(&mut store, t0, 1, Trigger::NeedKeys));
+    a.on_fetch_done(&mut store, t0, 1, Ok(&jwks("k1")));
+    b.sync(&store);
+    let expires = t0 + spec.cache_duration_ms;
+    // Every refresh fails from here on; keys stay until expiresAt + jwksMaxStale.
+    let mut now = expires;
+    while now < expires + spec.max_stale_ms {
+        if a.poll(&mut store, now, 1, Trigger::Tick) {
+            a.on_fetch_done(&mut store, now, 1, Err("status 503".into()));
+        }
+        assert!(ready(&a, now).is_some(), "still within max stale at {now}");
+        now += 600_000;
+    }
+    let past = expires + spec.max_stale_ms;
+    assert!(
+        ready(&a, past).is_none(),
+        "dropped at expiresAt + jwksMaxStale"
+    );
+    assert!(ready(&b, past).is_none(), "on every worker");
+    // No keys: the next request asks for a fetch; if it fails the answer is "fetch failed".
+    assert!(a.poll(&mut store, past, 1, Trigger::NeedKeys));
+    a.on_fetch_done(&mut store, past, 1, Err("status 503".into()));
+    assert!(matches!(a.keys(past + 1), Keys::Failed));
+    // A good fetch brings them back.
+    assert!(a.poll(&mut store, past + FAILED_RETRY_MS, 1, Trigger::NeedKeys));
+    a.on_fetch_done(&mut store, past + FAILED_RETRY_MS, 1, Ok(&jwks("k2")));
+    assert!(ready(&a, past + FAILED_RETRY_MS).is_some());
+}
+
+#[test]
+fn zero_max_stale_drops_keys_when_they_expire() {
+    let mut store = Store::default();
+    let spec = RemoteSpec {
+        max_stale_ms: 0,
+        ..spec()
+    };
+    let mut a = RemoteJwks::new("iss", spec.clone());
+    let t0 = 7_000_000;
+    assert!(a.poll(&mut store, t0, 1, Trigger::NeedKeys));
+    a.on_fetch_done(&mut store, t0, 1, Ok(&jwks("k1")));
+    let expires = t0 + spec.cache_duration_ms;
+    assert!(ready(&a, expires - 1).is_some());
+    assert!(ready(&a, expires).is_none());
 }
