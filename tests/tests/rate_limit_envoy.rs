@@ -193,6 +193,10 @@ fn two_workers_allow_exactly_max_tokens_under_full_speed_load() {
 #[test]
 fn two_mtls_clients_each_get_exactly_their_own_spiffe_id_bucket() {
     const PER_ID: u64 = 300;
+    // Every request is charged to the default bucket too: room for both identities and 5 more,
+    // so it never refuses and is never the tightest bucket (it always has more than 5 tokens
+    // left beyond what an identity's bucket has).
+    const DEFAULT: u64 = 2 * PER_ID + 5;
     const PER_CONN: usize = 250; // 2,000 requests per identity for 300 tokens
     let certs = Certs::generate().unwrap();
     let frontend = certs
@@ -209,7 +213,7 @@ fn two_mtls_clients_each_get_exactly_their_own_spiffe_id_bucket() {
         EnvoyConfig::new(upstream.addr())
             .tls(&certs, 0)
             .filter(rate_limit(&format!(
-                r#"{{"tokenBucket":{{"maxTokens":5,"tokensPerFill":1,"fillInterval":"1h"}},
+                r#"{{"tokenBucket":{{"maxTokens":{DEFAULT},"tokensPerFill":1,"fillInterval":"1h"}},
                     "descriptors":[{{"key":"source.principal",
                         "tokenBucket":{{"maxTokens":{PER_ID},"tokensPerFill":1,"fillInterval":"1h"}}}}],
                     "rateLimitHeaders":"DRAFT_VERSION_03"}}"#
@@ -238,11 +242,15 @@ fn two_mtls_clients_each_get_exactly_their_own_spiffe_id_bucket() {
         );
     }
     assert_eq!(wasm_metric(&envoy, "rate_limit.allowed"), 2 * PER_ID);
-    // The default bucket (no client certificate) was untouched: it still has all 5 tokens.
+    // Every allowed request was charged to the default bucket as well, and no refused one: an
+    // anonymous client (no client certificate) finds exactly 5 tokens there.
     let anonymous = envoy.tls_client(&certs, None).unwrap();
     let r = anonymous.send(&envoy::Request::get("/")).unwrap();
     assert_eq!(r.status, 200);
-    assert_eq!(r.header("x-ratelimit-limit"), Some("5"));
+    assert_eq!(
+        r.header("x-ratelimit-limit"),
+        Some(DEFAULT.to_string().as_str())
+    );
     assert_eq!(r.header("x-ratelimit-remaining"), Some("4"));
     assert_both_workers_served(&envoy, "tls");
 }
@@ -260,6 +268,8 @@ fn token(name: &str) -> String {
 #[test]
 fn two_jwt_subjects_each_get_exactly_their_own_bucket_behind_jwt_authn() {
     const PER_USER: u64 = 250;
+    // The default bucket is charged too; sized so it never refuses (see the mTLS test).
+    const DEFAULT: u64 = 2 * PER_USER + 5;
     const PER_CONN: usize = 150; // 1,200 requests per user for 250 tokens
     let jwt_policy =
         std::fs::read_to_string(repo().join("policies/jwt-authn/inline-fixture-keys.json"))
@@ -269,7 +279,7 @@ fn two_jwt_subjects_each_get_exactly_their_own_bucket_behind_jwt_authn() {
         EnvoyConfig::new(upstream.addr())
             .filter(WasmFilter::new("jwt", wasm("jwt_authn"), &jwt_policy))
             .filter(rate_limit(&format!(
-                r#"{{"tokenBucket":{{"maxTokens":5,"tokensPerFill":1,"fillInterval":"1h"}},
+                r#"{{"tokenBucket":{{"maxTokens":{DEFAULT},"tokensPerFill":1,"fillInterval":"1h"}},
                     "descriptors":[{{"key":"request.auth.principal",
                         "tokenBucket":{{"maxTokens":{PER_USER},"tokensPerFill":1,"fillInterval":"1h"}}}}],
                     "rateLimitHeaders":"DRAFT_VERSION_03"}}"#
