@@ -1,7 +1,8 @@
 //! `meshward check MODULE [--config FILE]`: what Envoy 1.40 would say about a module, before you
-//! find it in a proxy log.
+//! find it in a proxy log — and, for meshward's own filters, what the listener must provide for
+//! the config to mean what it says (warnings: they do not change the exit status).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -19,9 +20,11 @@ pub struct CheckArgs {
 /// Ok(true) when Envoy would load and configure the module.
 pub fn run(args: CheckArgs) -> Result<bool> {
     let mut spec = FilterSpec::from_file(&args.module)?;
+    let mut config = None;
     if let Some(file) = &args.config {
-        spec = spec
-            .config(std::fs::read(file).with_context(|| format!("reading {}", file.display()))?);
+        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        config = Some(bytes.clone());
+        spec = spec.config(bytes);
     }
     let report = check(&spec);
     let m = &report.module;
@@ -50,5 +53,110 @@ pub fn run(args: CheckArgs) -> Result<bool> {
         None => println!("on_configure: accepted"),
         Some(e) => println!("error: {e}"),
     }
+    for line in listener_notices(&args.module, config.as_deref()) {
+        println!("{line}");
+    }
     Ok(report.is_ok() && m.unsupported_imports.is_empty() && m.missing_exports.is_empty())
+}
+
+/// What the listener must provide for a meshward filter's config to hold, one line each:
+/// `notice: …` for what every such config relies on, `warning: … descriptors[i] …` for a part of
+/// this config that a default listener turns into something else. The filter is recognised by the
+/// module's file name (`spiffe_authz.wasm`, `rate-limit.wasm` …) or by the config's shape.
+fn listener_notices(module: &Path, config: Option<&[u8]>) -> Vec<String> {
+    let stem = module
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_ascii_lowercase().replace('-', "_"))
+        .unwrap_or_default();
+    let json: Option<serde_json::Value> = config.and_then(|c| serde_json::from_slice(c).ok());
+    let has = |field: &str| json.as_ref().is_some_and(|j| j.get(field).is_some());
+    let mut out = Vec::new();
+    if stem.contains("spiffe_authz") || (has("policies") && !has("jwtRules")) {
+        out.push(
+            "notice: spiffe-authz: `connection.mtls` means only that the client presented a \
+             certificate the TLS stack accepted. The listener must require and verify client \
+             certificates — `require_client_certificate: true` and a `validation_context` that \
+             trusts only the mesh CA (Istio: PeerAuthentication STRICT) — or any client can \
+             present a self-signed certificate with any SPIFFE ID and be taken for that workload."
+                .to_string(),
+        );
+    }
+    if stem.contains("rate_limit") || has("tokenBucket") {
+        let descriptors = json
+            .as_ref()
+            .and_then(|j| j.get("descriptors"))
+            .and_then(serde_json::Value::as_array);
+        for (i, d) in descriptors.into_iter().flatten().enumerate() {
+            if d.get("key").and_then(serde_json::Value::as_str) != Some("source.ip") {
+                continue;
+            }
+            let stated = d
+                .pointer("/sourceIp/trustedAddress")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("nothing");
+            out.push(format!(
+                "warning: rate-limit descriptors[{i}] (key source.ip): the key is the downstream \
+                 address Envoy reports. Under the HTTP connection manager's default \
+                 `use_remote_address: false` that is the last `x-forwarded-for` entry the client \
+                 sent, so every client can pick its own bucket. The config states \
+                 `trustedAddress: {stated}`: make sure the listener sets `use_remote_address: \
+                 true` (with `xff_num_trusted_hops` equal to the trusted proxies in front)."
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notices(module: &str, config: &str) -> Vec<String> {
+        listener_notices(Path::new(module), Some(config.as_bytes()))
+    }
+
+    #[test]
+    fn spiffe_authz_configs_get_the_client_certificate_notice() {
+        let n = notices(
+            "target/wasm32-wasip1/release/spiffe_authz.wasm",
+            r#"{"policies":[]}"#,
+        );
+        assert_eq!(n.len(), 1, "{n:?}");
+        assert!(n[0].starts_with("notice: spiffe-authz: `connection.mtls`"));
+        assert!(n[0].contains("require_client_certificate: true"));
+        assert!(n[0].contains("validation_context"));
+        assert!(n[0].contains("STRICT"));
+        // By the config's shape, whatever the file is called.
+        assert_eq!(notices("authz.wasm", r#"{"policies":[]}"#), n);
+        assert_eq!(listener_notices(Path::new("spiffe-authz.wasm"), None), n);
+    }
+
+    #[test]
+    fn rate_limit_source_ip_descriptors_are_named_in_a_warning() {
+        let config = r#"{"tokenBucket":{"maxTokens":1,"fillInterval":"1s"},"descriptors":[
+            {"key":"source.principal"},
+            {"key":"source.ip","sourceIp":{"trustedAddress":"USE_REMOTE_ADDRESS"}},
+            {"key":"request.headers[x-api-key]"},
+            {"key":"source.ip"}]}"#;
+        let n = notices("rate_limit.wasm", config);
+        assert_eq!(n.len(), 2, "{n:?}");
+        assert!(n[0].starts_with("warning: rate-limit descriptors[1] (key source.ip)"));
+        assert!(n[0].contains("use_remote_address: false"));
+        assert!(n[0].contains("x-forwarded-for"));
+        assert!(n[0].contains("`trustedAddress: USE_REMOTE_ADDRESS`"));
+        assert!(n[1].starts_with("warning: rate-limit descriptors[3] (key source.ip)"));
+        assert!(n[1].contains("`trustedAddress: nothing`"));
+        assert_eq!(notices("limits.wasm", config), n);
+    }
+
+    #[test]
+    fn other_configs_get_nothing() {
+        let rl = r#"{"tokenBucket":{"maxTokens":1,"fillInterval":"1s"},
+            "descriptors":[{"key":"source.principal"}]}"#;
+        assert!(notices("rate_limit.wasm", rl).is_empty());
+        assert!(notices("header_limits.wasm", r#"{"maxRequestHeadersKb":64}"#).is_empty());
+        assert!(notices("jwt_authn.wasm", r#"{"jwtRules":[]}"#).is_empty());
+        assert!(listener_notices(Path::new("x.wasm"), None).is_empty());
+        assert!(notices("rate_limit.wasm", "not json").is_empty());
+    }
 }
