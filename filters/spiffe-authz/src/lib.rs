@@ -20,7 +20,8 @@ use meshward_host::{wire, MapType, MetricType, Status};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use spiffe_authz_core::{
-    CompiledPolicy, Decision, DenyReason, RequestFacts, BAD_REQUEST_BODY, DENY_BODY,
+    fold_header_name, CompiledPolicy, Decision, DenyReason, RequestFacts, BAD_REQUEST_BODY,
+    DENY_BODY,
 };
 
 #[cfg(target_arch = "wasm32")]
@@ -35,6 +36,7 @@ struct Metrics {
     allowed: Option<u32>,
     denied: Option<u32>,
     bad_path: Option<u32>,
+    bad_header: Option<u32>,
     dry_run_would_deny: Option<u32>,
     /// Per policy, in config order: `spiffe_authz.policy.<name>.matched`.
     policy_matched: Vec<Option<u32>>,
@@ -53,6 +55,7 @@ impl Metrics {
             allowed: counter("spiffe_authz.allowed"),
             denied: counter("spiffe_authz.denied"),
             bad_path: counter("spiffe_authz.bad_path"),
+            bad_header: counter("spiffe_authz.bad_header"),
             dry_run_would_deny: counter("spiffe_authz.dry_run.would_deny"),
             policy_matched: (0..policy.policy_count())
                 .map(|i| {
@@ -267,8 +270,11 @@ fn read_and_decide(policy: &CompiledPolicy) -> Result<Decision, HostFailure> {
         })?,
         None => Vec::new(),
     };
-    let identity = property(PROPERTY_PATH, "meshward_request_auth", needs.identity)?
-        .and_then(|b| RequestIdentity::from_bytes(&b));
+    // Published bytes that do not parse are not "no identity": the core denies when a policy
+    // needs the identity and it is unreadable (a DENY on request principals must not fail open).
+    let published = property(PROPERTY_PATH, "meshward_request_auth", needs.identity)?;
+    let identity = published.as_deref().and_then(RequestIdentity::from_bytes);
+    let identity_unreadable = published.is_some() && identity.is_none();
     let sni = text(property(
         &["connection", "requested_server_name"],
         "connection.requested_server_name",
@@ -286,6 +292,7 @@ fn read_and_decide(policy: &CompiledPolicy) -> Result<Decision, HostFailure> {
         source_ip,
         headers: &headers,
         identity: identity.as_ref(),
+        identity_unreadable,
         sni: sni.as_deref(),
     };
     let decision = policy.evaluate(&facts);
@@ -307,11 +314,41 @@ fn log_refusal(policy: &CompiledPolicy, decision: &Decision, facts: &RequestFact
         ""
     };
     log::info!(
-        "{prefix}{}; peer={peer} method={} path={:?}",
+        "{prefix}{}; peer={} method={} path={}",
         policy.describe(decision),
-        facts.method.unwrap_or("-"),
-        facts.path.unwrap_or("-"),
+        bounded(peer),
+        bounded(facts.method.unwrap_or("-")),
+        bounded(facts.path.unwrap_or("-")),
     );
+}
+
+/// The most of one request value a log line carries.
+const LOG_VALUE_MAX: usize = 256;
+
+/// A request value for a log line: quoted, control bytes, quotes and backslashes escaped (a path
+/// or header is attacker-controlled and must not forge log lines), and cut to [`LOG_VALUE_MAX`]
+/// bytes of output with the original length noted.
+fn bounded(value: &str) -> String {
+    let mut out = String::with_capacity(value.len().min(LOG_VALUE_MAX).saturating_add(24));
+    out.push('"');
+    let mut truncated = false;
+    for ch in value.chars() {
+        let piece: String = if ch.is_control() || ch == '"' || ch == '\\' {
+            ch.escape_default().collect()
+        } else {
+            ch.to_string()
+        };
+        if out.len().saturating_add(piece.len()) > LOG_VALUE_MAX {
+            truncated = true;
+            break;
+        }
+        out.push_str(&piece);
+    }
+    out.push('"');
+    if truncated {
+        out.push_str(&format!("…({} bytes)", value.len()));
+    }
+    out
 }
 
 /// Count, rewrite or answer.
@@ -329,15 +366,19 @@ fn act(configured: &Configured, decision: &Decision) -> Action {
     }
     if !decision.allowed {
         let status = decision.status();
-        Metrics::bump(if status == 400 {
-            metrics.bad_path
-        } else {
-            metrics.denied
+        Metrics::bump(match decision.deny {
+            Some(DenyReason::BadPath(_)) => metrics.bad_path,
+            Some(DenyReason::AmbiguousHeader) => metrics.bad_header,
+            _ => metrics.denied,
         });
         let (details, body) = match decision.deny {
             Some(DenyReason::BadPath(_)) => {
                 ("spiffe_authz_invalid_path".to_string(), BAD_REQUEST_BODY)
             }
+            Some(DenyReason::AmbiguousHeader) => (
+                "spiffe_authz_ambiguous_header".to_string(),
+                BAD_REQUEST_BODY,
+            ),
             Some(DenyReason::DenyPolicy(i)) => (details_for(policy.policy_name(i)), DENY_BODY),
             _ => (
                 "spiffe_authz_access_denied_matched_policy[none]".to_string(),
@@ -382,12 +423,15 @@ fn deny(status: u16, details: &str, body: &str) -> Action {
 /// A map with a non-UTF-8 name, or one the host serialized wrongly, is a SERIALIZATION_FAILURE
 /// (fail closed); a map the host does not have (NOT_FOUND) fails too: treating it as empty would
 /// let header conditions see no headers.
-/// The pairs whose names are in `wanted`, as text names; `None` if any name is not UTF-8.
+/// The pairs whose names are in `wanted` after folding case and `_`/`-` (so the core sees, and
+/// refuses, `x_role` when a policy reads `x-role`), as text names; `None` if any name is not
+/// UTF-8.
 fn select_headers(pairs: &[(&[u8], &[u8])], wanted: &[String]) -> Option<Vec<(String, Vec<u8>)>> {
+    let wanted: Vec<String> = wanted.iter().map(|w| fold_header_name(w)).collect();
     let mut selected = Vec::new();
     for &(name, value) in pairs {
         let name = std::str::from_utf8(name).ok()?;
-        if wanted.iter().any(|w| w.eq_ignore_ascii_case(name)) {
+        if wanted.contains(&fold_header_name(name)) {
             selected.push((name.to_owned(), value.to_vec()));
         }
     }
@@ -405,6 +449,23 @@ fn parse_address(text: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_values_are_escaped_and_bounded() {
+        assert_eq!(bounded("/a"), "\"/a\"");
+        assert_eq!(
+            bounded("/a\r\nINFO forged\t\"x\"\\\u{1b}[31m"),
+            "\"/a\\r\\nINFO forged\\t\\\"x\\\"\\\\\\u{1b}[31m\""
+        );
+        let long = format!("/{}", "é".repeat(10_000));
+        let out = bounded(&long);
+        assert!(out.len() <= LOG_VALUE_MAX + 32, "{}", out.len());
+        assert!(out.ends_with("…(20001 bytes)"), "{out}");
+        assert!(out.starts_with("\"/éé"));
+        let escapes = bounded(&"\u{7}".repeat(1000));
+        assert!(escapes.len() <= LOG_VALUE_MAX + 32);
+        assert!(!escapes.contains('\u{7}'));
+    }
 
     #[test]
     fn addresses_and_ports() {
@@ -476,6 +537,15 @@ mod tests {
                 ("X-Team".to_string(), b"a".to_vec()),
                 ("x-env".to_string(), b"\xff".to_vec()),
                 ("x-team".to_string(), b"c".to_vec()),
+            ])
+        );
+        // Another spelling of a wanted name is selected too, for the core to refuse.
+        let spelled: Vec<(&[u8], &[u8])> = vec![(b"x_team", b"a"), (b"X_ENV", b"b"), (b"x", b"c")];
+        assert_eq!(
+            select_headers(&spelled, &wanted),
+            Some(vec![
+                ("x_team".to_string(), b"a".to_vec()),
+                ("X_ENV".to_string(), b"b".to_vec()),
             ])
         );
         let bad: Vec<(&[u8], &[u8])> = vec![(b"x-team", b"a"), (b"\xff", b"b")];

@@ -32,6 +32,36 @@ pub struct Config {
     /// `x-forwarded-for` is ignored.
     #[serde(default)]
     pub num_trusted_proxies: u32,
+    /// Path parameters (`/a;x=1/b`) in a request a path rule looks at: `REJECT` (default) answers
+    /// 400 to any `;` or `%3B` in the path; `STRIP` removes `;…` from every segment before
+    /// matching and forwards the stripped path (`%3B` is still refused).
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = "REJECT")))]
+    pub path_parameters: PathParametersConfig,
+}
+
+/// How a `;` in the path is treated: REJECT (default) answers 400 to any `;` or `%3B` in the
+/// path; STRIP removes `;params` from every segment before matching and forwards the stripped
+/// path (`%3B` is still refused).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PathParametersConfig {
+    // Refuse (400) any `;` or `%3B` in the path, as Spring Security's StrictHttpFirewall does.
+    #[default]
+    Reject,
+    // Remove `;params` from every segment before dot segments are resolved; the stripped,
+    // normalized path is matched and forwarded. `%3B` is still refused.
+    Strip,
+}
+
+impl PathParametersConfig {
+    pub fn mode(self) -> meshward_common::path::PathParameters {
+        match self {
+            Self::Reject => meshward_common::path::PathParameters::Reject,
+            Self::Strip => meshward_common::path::PathParameters::Strip,
+        }
+    }
 }
 
 fn default_true() -> bool {

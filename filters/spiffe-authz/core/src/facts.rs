@@ -26,11 +26,15 @@ pub struct RequestFacts<'a> {
     pub destination_port: Option<u16>,
     /// The direct peer's address (`source.address` without the port).
     pub source_ip: Option<IpAddr>,
-    /// Request headers the policies need ([`Needs::headers`]), names lower-case, one entry per
-    /// header line (repeated headers stay separate).
+    /// Request headers the policies need ([`Needs::headers`]), one entry per header line
+    /// (repeated headers stay separate), including every header whose name equals a needed one
+    /// only after folding case and `_`/`-` (the core refuses those requests).
     pub headers: &'a [(String, Vec<u8>)],
     /// The verified JWT identity jwt-authn published, if any.
     pub identity: Option<&'a RequestIdentity>,
+    /// An identity was published but could not be read: not the same as "no identity" (a DENY
+    /// on request principals or claims must not fail open); a policy that needs it denies.
+    pub identity_unreadable: bool,
     /// `connection.requested_server_name`.
     pub sni: Option<&'a str>,
 }

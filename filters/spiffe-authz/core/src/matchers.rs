@@ -9,6 +9,7 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use ipnet::IpNet;
 use meshward_common::identity::RequestIdentity;
 use meshward_common::matchers::{MatchKind, MatchOptions, StringMatcher};
+use meshward_common::path::PathParameters;
 use meshward_common::spiffe::{SpiffeId, SCHEME_PREFIX};
 use meshward_common::ConfigError;
 
@@ -153,20 +154,26 @@ pub struct PathSet {
 }
 
 impl PathSet {
-    pub fn parse(field: &str, patterns: &[String]) -> Result<Self, ConfigError> {
+    pub fn parse(
+        field: &str,
+        patterns: &[String],
+        params: PathParameters,
+    ) -> Result<Self, ConfigError> {
         let mut strings = Vec::new();
         let mut globs = GlobSetBuilder::new();
         let mut any_template = false;
         for (i, pattern) in patterns.iter().enumerate() {
             let field = format!("{field}[{i}]");
             if pattern.contains('{') || pattern.contains('}') {
-                globs.add(template_glob(&field, pattern)?);
+                globs.add(template_glob(&field, pattern, params)?);
                 any_template = true;
                 continue;
             }
             let matcher = StringMatcher::parse(&field, pattern, &MatchOptions::new())?;
             match matcher.kind() {
-                MatchKind::Exact(p) | MatchKind::Prefix(p) => check_normalized(&field, pattern, p)?,
+                MatchKind::Exact(p) | MatchKind::Prefix(p) => {
+                    check_normalized(&field, pattern, p, params)?
+                }
                 MatchKind::Suffix { suffix, .. } => check_suffix(&field, pattern, suffix)?,
                 MatchKind::Presence { .. } => {}
             }
@@ -196,14 +203,19 @@ impl PathSet {
 
 /// Requests are matched after normalization, so a pattern that normalization would change can
 /// never match (`/a/../b`, `/a?x`, `/%61`): tell the author instead of silently missing.
-fn check_normalized(field: &str, pattern: &str, literal: &str) -> Result<(), ConfigError> {
+fn check_normalized(
+    field: &str,
+    pattern: &str,
+    literal: &str,
+    params: PathParameters,
+) -> Result<(), ConfigError> {
     if !literal.starts_with('/') {
         return Err(ConfigError::new(
             field,
             format!("`{pattern}`: a path must start with `/`"),
         ));
     }
-    match meshward_common::path::normalize(literal) {
+    match meshward_common::path::normalize_with(literal, params) {
         // `path()` excludes any `?query`/`#fragment`, which a normalized path never contains.
         Ok(n) if n.path() == literal => Ok(()),
         Ok(n) => Err(ConfigError::new(
@@ -222,17 +234,44 @@ fn check_normalized(field: &str, pattern: &str, literal: &str) -> Result<(), Con
 }
 
 fn check_suffix(field: &str, pattern: &str, suffix: &str) -> Result<(), ConfigError> {
-    let bad = suffix.contains(['?', '#', '\\']) || suffix.contains("//");
+    let bad = suffix.contains(['?', '#', '\\', ';']) || suffix.contains("//");
     if bad {
         return Err(ConfigError::new(
             field,
-            format!("`{pattern}`: `?`, `#`, `\\` and `//` never occur in a normalized path"),
+            format!("`{pattern}`: `?`, `#`, `\\`, `;` and `//` never occur in a normalized path"),
         ));
     }
     Ok(())
 }
 
-fn template_glob(field: &str, pattern: &str) -> Result<globset::Glob, ConfigError> {
+/// A `request.headers[:path]` value is matched against the normalized path and against the
+/// normalized path with its `?query`: an exact or prefix pattern whose path part (before any `?`)
+/// normalization would change can never match, like such a `paths` entry.
+pub fn check_path_value(
+    field: &str,
+    matcher: &StringMatcher,
+    params: PathParameters,
+) -> Result<(), ConfigError> {
+    match matcher.kind() {
+        MatchKind::Exact(p) | MatchKind::Prefix(p) => {
+            let path_part = p.split('?').next().unwrap_or_default();
+            if !p.starts_with('/') {
+                return Err(ConfigError::new(
+                    field,
+                    format!("`{p}`: a `:path` value must start with `/`"),
+                ));
+            }
+            check_normalized(field, p, path_part, params)
+        }
+        MatchKind::Suffix { .. } | MatchKind::Presence { .. } => Ok(()),
+    }
+}
+
+fn template_glob(
+    field: &str,
+    pattern: &str,
+    params: PathParameters,
+) -> Result<globset::Glob, ConfigError> {
     let err = |why: &str| ConfigError::new(field, format!("`{pattern}`: {why}"));
     if !pattern.starts_with('/') {
         return Err(err("a path template must start with `/`"));
@@ -250,7 +289,7 @@ fn template_glob(field: &str, pattern: &str) -> Result<globset::Glob, ConfigErro
                 return Err(err("`{*}` and `{**}` must each be a whole segment, and no other `*`, `{` or `}` may appear"))
             }
             s => {
-                check_normalized(field, pattern, &format!("/{s}"))?;
+                check_normalized(field, pattern, &format!("/{s}"), params)?;
                 glob.push_str(&globset::escape(s));
             }
         }
@@ -394,6 +433,7 @@ mod tests {
         PathSet::parse(
             "paths",
             &p.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            PathParameters::Reject,
         )
         .unwrap()
     }
@@ -443,6 +483,7 @@ mod tests {
             PathSet::parse(
                 "policies[0].rules[0].to[0].operation.paths",
                 &[p.to_string()],
+                PathParameters::Reject,
             )
             .unwrap_err()
         };
@@ -462,10 +503,18 @@ mod tests {
             );
         }
         for p in [
-            "admin", "/a/../b", "/a?x", "/%61", "/a//b", "/a%2Fb", "a*b", "*?x", "/a#f",
+            "admin", "/a/../b", "/a?x", "/%61", "/a//b", "/a%2Fb", "a*b", "*?x", "/a#f", "/a;b",
+            "/a%3Bb", "*;x", "/a;x/{*}",
         ] {
-            assert!(PathSet::parse("p", &[p.to_string()]).is_err(), "{p}");
+            assert!(
+                PathSet::parse("p", &[p.to_string()], PathParameters::Reject).is_err(),
+                "{p}"
+            );
         }
         assert!(bad("/a/../b").reason.contains("write `/b`"));
+        // A pattern with a parameter can never match either way: refused, it says what to write.
+        assert!(bad("/a;b").reason.contains("path parameter"));
+        let strip = PathSet::parse("p", &["/a;b".to_string()], PathParameters::Strip).unwrap_err();
+        assert!(strip.reason.contains("write `/a`"), "{strip}");
     }
 }

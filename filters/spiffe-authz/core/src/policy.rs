@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use meshward_common::matchers::{MatchOptions, StringMatcher};
-use meshward_common::path::{self, NormalizedPath, PathError};
+use meshward_common::path::{self, NormalizedPath, PathError, PathParameters};
 use meshward_common::spiffe::SpiffeId;
 use meshward_common::ConfigError;
 
@@ -86,7 +86,14 @@ struct Operation {
 
 #[derive(Debug, Clone)]
 enum Attr {
+    /// A request header other than `:path`, `:authority` and `host`.
     Header(String),
+    /// `request.headers[:path]`: matched on the normalized path, read both without and with its
+    /// `?query` (see [`Condition::matches`]).
+    Path,
+    /// `request.headers[:authority]` / `[host]` (HTTP/1's `Host` is `:authority`): matched as
+    /// `hosts` is, on every spelling of [`m::host_forms`], case-insensitive.
+    Authority,
     SourceIp,
     RemoteIp,
     SourceNamespace,
@@ -137,6 +144,7 @@ pub struct CompiledPolicy {
     require_mtls: bool,
     dry_run: bool,
     num_trusted_proxies: u32,
+    path_parameters: PathParameters,
     needs: Needs,
 }
 
@@ -147,6 +155,10 @@ pub enum DenyReason {
     NoVerifiedPeer,
     /// The path cannot be normalized safely (400).
     BadPath(PathError),
+    /// A request header whose name equals a header a policy reads only after folding case and
+    /// `_`/`-` (`x_role` for `x-role`): a backend that folds `_` into `-` would read it as the
+    /// header the policy checked (400).
+    AmbiguousHeader,
     /// A fact a policy needs could not be read from the host; named.
     Unavailable(&'static str),
     /// This DENY policy (index) matched.
@@ -156,10 +168,11 @@ pub enum DenyReason {
 }
 
 impl DenyReason {
-    /// The status the client gets: 400 for a refused path, 403 for everything else.
+    /// The status the client gets: 400 for a refused path or header name, 403 for everything
+    /// else.
     pub fn status(&self) -> u16 {
         match self {
-            Self::BadPath(_) => 400,
+            Self::BadPath(_) | Self::AmbiguousHeader => 400,
             _ => 403,
         }
     }
@@ -197,6 +210,7 @@ impl CompiledPolicy {
     }
 
     pub fn compile(config: &Config) -> Result<Self, ConfigError> {
+        let path_parameters = config.path_parameters.mode();
         let mut needs = Needs {
             peer: config.require_mtls,
             ..Needs::default()
@@ -210,7 +224,7 @@ impl CompiledPolicy {
                     format!("duplicate policy name `{}`", p.name),
                 ));
             }
-            policies.push(compile_policy(&at, p, &mut needs)?);
+            policies.push(compile_policy(&at, p, path_parameters, &mut needs)?);
         }
         if needs.remote_ip {
             if config.num_trusted_proxies == 0 {
@@ -226,6 +240,7 @@ impl CompiledPolicy {
             require_mtls: config.require_mtls,
             dry_run: config.dry_run,
             num_trusted_proxies: config.num_trusted_proxies,
+            path_parameters,
             needs,
         })
     }
@@ -282,6 +297,10 @@ impl CompiledPolicy {
                 "denied: no verified SPIFFE peer (requireMtls)".to_string()
             }
             Some(DenyReason::BadPath(e)) => format!("rejected: {e}"),
+            Some(DenyReason::AmbiguousHeader) => {
+                "rejected: a header name equals one a policy reads only after folding `_`/`-`"
+                    .to_string()
+            }
             Some(DenyReason::Unavailable(what)) => {
                 format!("denied: `{what}` is unavailable and a policy needs it")
             }
@@ -309,7 +328,7 @@ impl CompiledPolicy {
         let normalized = if self.needs.path {
             match facts
                 .path
-                .map(path::normalize)
+                .map(|raw| path::normalize_with(raw, self.path_parameters))
                 .unwrap_or(Err(PathError::Missing))
             {
                 Ok(n) => Some(n),
@@ -318,6 +337,9 @@ impl CompiledPolicy {
         } else {
             None
         };
+        if self.has_ambiguous_header(facts) {
+            return (Some(DenyReason::AmbiguousHeader), None, Vec::new(), None);
+        }
         let remote_ip = if self.needs.remote_ip {
             self.remote_ip(facts)
         } else {
@@ -335,6 +357,7 @@ impl CompiledPolicy {
             facts,
             peer,
             path: normalized.as_ref().map(NormalizedPath::path),
+            target: normalized.as_ref().map(NormalizedPath::forward_target),
             remote_ip,
         };
 
@@ -393,6 +416,19 @@ impl CompiledPolicy {
             .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
     }
 
+    /// Whether a request header is a policy-read header in another spelling: equal after ASCII
+    /// case-folding and `_` ⇒ `-`, but not the same name. The adapter hands over every header
+    /// whose folded name is wanted ([`fold_header_name`]).
+    fn has_ambiguous_header(&self, facts: &RequestFacts<'_>) -> bool {
+        facts.headers.iter().any(|(name, _)| {
+            let folded = fold_header_name(name);
+            self.needs
+                .headers
+                .iter()
+                .any(|w| fold_header_name(w) == folded && !w.eq_ignore_ascii_case(name))
+        })
+    }
+
     fn missing_fact(
         &self,
         facts: &RequestFacts<'_>,
@@ -409,33 +445,56 @@ impl CompiledPolicy {
             Some("source.address")
         } else if n.remote_ip && remote_ip.is_none() {
             Some("remote address (x-forwarded-for with numTrustedProxies)")
+        } else if n.identity && facts.identity_unreadable {
+            // Present but unreadable is not "no identity": a DENY on request principals or
+            // claims would fail open.
+            Some("meshward_request_auth (published but unreadable)")
         } else {
             None
         }
     }
 }
 
+/// A header name for comparing spellings: ASCII lower case, `_` read as `-` (what CGI-style
+/// servers, WSGI and Rack do when they turn names into `HTTP_X_ROLE`).
+pub fn fold_header_name(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'_' => '-',
+            b => char::from(b.to_ascii_lowercase()),
+        })
+        .collect()
+}
+
 /// The facts of one request, with the derived ones computed once.
 struct Ctx<'f, 'a> {
     facts: &'f RequestFacts<'a>,
     peer: Option<&'f SpiffeId>,
+    /// The normalized path (no query).
     path: Option<&'f str>,
+    /// The normalized path with the original `?query`: the `:path` the upstream receives.
+    target: Option<String>,
     remote_ip: Option<IpAddr>,
 }
 
 impl Policy {
     /// A policy matches if one of its rules does; no rules ⇒ never.
     fn matches(&self, ctx: &Ctx<'_, '_>) -> bool {
-        self.rules.iter().any(|r| r.matches(ctx))
+        // Where one attribute has several readings (`:path` with and without its query), a DENY
+        // or AUDIT condition holds if it holds for any reading, an ALLOW condition only if it
+        // holds for all: an ambiguous request is denied by either reading, allowed by neither
+        // alone.
+        let any_reading = self.action != Action::Allow;
+        self.rules.iter().any(|r| r.matches(ctx, any_reading))
     }
 }
 
 impl Rule {
     /// One `from` and one `to` and every `when`; a missing part is a wildcard.
-    fn matches(&self, ctx: &Ctx<'_, '_>) -> bool {
+    fn matches(&self, ctx: &Ctx<'_, '_>, any_reading: bool) -> bool {
         (self.from.is_empty() || self.from.iter().any(|s| s.matches(ctx)))
             && (self.to.is_empty() || self.to.iter().any(|o| o.matches(ctx)))
-            && self.when.iter().all(|c| c.matches(ctx))
+            && self.when.iter().all(|c| c.matches(ctx, any_reading))
     }
 }
 
@@ -480,7 +539,27 @@ impl Operation {
 }
 
 impl Condition {
-    fn matches(&self, ctx: &Ctx<'_, '_>) -> bool {
+    fn matches(&self, ctx: &Ctx<'_, '_>, any_reading: bool) -> bool {
+        if let Attr::Path = self.attr {
+            // The path is normalized whenever a `:path` condition exists (`Needs::path`); without
+            // one (never, in practice) nothing can hold.
+            let (Some(path), Some(target)) = (ctx.path, ctx.target.as_deref()) else {
+                return false;
+            };
+            let readings = [path, target];
+            let holds = |r: &str| {
+                self.values.as_ref().is_none_or(|v| strings_match(v, r))
+                    && !self
+                        .not_values
+                        .as_ref()
+                        .is_some_and(|v| strings_match(v, r))
+            };
+            return if any_reading {
+                readings.iter().any(|r| holds(r))
+            } else {
+                readings.iter().all(|r| holds(r))
+            };
+        }
         self.values
             .as_ref()
             .is_none_or(|v| self.attr_matches(v, ctx))
@@ -510,6 +589,15 @@ impl Condition {
         };
         match &self.attr {
             Attr::Header(name) => strings(&mut f.header_values(name)),
+            // Handled in `matches` (it has two readings); here only for completeness.
+            Attr::Path => strings(&mut ctx.path.map(str::as_bytes).into_iter()),
+            Attr::Authority => strings(
+                &mut f
+                    .host
+                    .map(|h| m::host_forms(h).map(str::as_bytes))
+                    .into_iter()
+                    .flatten(),
+            ),
             Attr::SourceIp => ip(f.source_ip),
             Attr::RemoteIp => ip(ctx.remote_ip),
             Attr::SourceNamespace => strings(
@@ -555,7 +643,19 @@ impl Condition {
     }
 }
 
-fn compile_policy(at: &str, p: &PolicyConfig, needs: &mut Needs) -> Result<Policy, ConfigError> {
+fn strings_match(values: &Values, reading: &str) -> bool {
+    match values {
+        Values::Strings(ms) => ms.iter().any(|m| m.matches(reading)),
+        _ => false,
+    }
+}
+
+fn compile_policy(
+    at: &str,
+    p: &PolicyConfig,
+    params: PathParameters,
+    needs: &mut Needs,
+) -> Result<Policy, ConfigError> {
     let name_ok = !p.name.is_empty()
         && p.name.len() <= 253
         && p.name
@@ -571,7 +671,7 @@ fn compile_policy(at: &str, p: &PolicyConfig, needs: &mut Needs) -> Result<Polic
         .rules
         .iter()
         .enumerate()
-        .map(|(i, r)| compile_rule(&format!("{at}.rules[{i}]"), r, needs))
+        .map(|(i, r)| compile_rule(&format!("{at}.rules[{i}]"), r, params, needs))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Policy {
         name: p.name.clone(),
@@ -580,24 +680,35 @@ fn compile_policy(at: &str, p: &PolicyConfig, needs: &mut Needs) -> Result<Polic
     })
 }
 
-fn compile_rule(at: &str, r: &RuleConfig, needs: &mut Needs) -> Result<Rule, ConfigError> {
+fn compile_rule(
+    at: &str,
+    r: &RuleConfig,
+    params: PathParameters,
+    needs: &mut Needs,
+) -> Result<Rule, ConfigError> {
     let from = r
         .from
         .iter()
         .enumerate()
         .map(|(i, f)| compile_source(&format!("{at}.from[{i}].source"), &f.source, needs))
         .collect::<Result<Vec<_>, _>>()?;
-    let to = r
-        .to
-        .iter()
-        .enumerate()
-        .map(|(i, t)| compile_operation(&format!("{at}.to[{i}].operation"), &t.operation, needs))
-        .collect::<Result<Vec<_>, _>>()?;
+    let to =
+        r.to.iter()
+            .enumerate()
+            .map(|(i, t)| {
+                compile_operation(
+                    &format!("{at}.to[{i}].operation"),
+                    &t.operation,
+                    params,
+                    needs,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
     let when = r
         .when
         .iter()
         .enumerate()
-        .map(|(i, c)| compile_condition(&format!("{at}.when[{i}]"), c, needs))
+        .map(|(i, c)| compile_condition(&format!("{at}.when[{i}]"), c, params, needs))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Rule { from, to, when })
 }
@@ -665,6 +776,7 @@ fn compile_source(at: &str, s: &SourceConfig, needs: &mut Needs) -> Result<Sourc
 fn compile_operation(
     at: &str,
     o: &OperationConfig,
+    params: PathParameters,
     needs: &mut Needs,
 ) -> Result<Operation, ConfigError> {
     let op = Operation {
@@ -678,8 +790,8 @@ fn compile_operation(
             &o.not_methods,
             string_matcher(MatchOptions::new()),
         )?,
-        paths: PathSet::parse(&format!("{at}.paths"), &o.paths)?,
-        not_paths: PathSet::parse(&format!("{at}.notPaths"), &o.not_paths)?,
+        paths: PathSet::parse(&format!("{at}.paths"), &o.paths, params)?,
+        not_paths: PathSet::parse(&format!("{at}.notPaths"), &o.not_paths, params)?,
     };
     let paths = !op.paths.is_empty() || !op.not_paths.is_empty();
     if !(op.hosts.is_set() || op.ports.is_set() || op.methods.is_set() || paths) {
@@ -698,6 +810,7 @@ fn compile_operation(
 fn compile_condition(
     at: &str,
     c: &ConditionConfig,
+    params: PathParameters,
     needs: &mut Needs,
 ) -> Result<Condition, ConfigError> {
     let key_field = format!("{at}.key");
@@ -722,6 +835,21 @@ fn compile_condition(
         };
         let values = match &attr {
             Attr::Header(_) => strings(MatchOptions::new().allow_empty())?,
+            Attr::Path => {
+                let values = strings(MatchOptions::new())?;
+                if let Values::Strings(ms) = &values {
+                    for (i, matcher) in ms.iter().enumerate() {
+                        m::check_path_value(&each(i), matcher, params)?;
+                    }
+                }
+                values
+            }
+            Attr::Authority => Values::Strings(
+                list.iter()
+                    .enumerate()
+                    .map(|(i, v)| m::host(&each(i), v))
+                    .collect::<Result<_, _>>()?,
+            ),
             Attr::SourceIp | Attr::RemoteIp => Values::Ips(
                 list.iter()
                     .enumerate()
@@ -757,6 +885,8 @@ fn compile_condition(
     };
     match &condition.attr {
         Attr::Header(name) => needs.header(name),
+        Attr::Path => needs.path = true,
+        Attr::Authority => needs.host = true,
         Attr::SourceIp => needs.source_ip = true,
         Attr::RemoteIp => needs.remote_ip = true,
         Attr::SourceNamespace | Attr::SourcePrincipal => needs.peer = true,
@@ -799,7 +929,11 @@ fn parse_key(field: &str, key: &str) -> Result<Attr, ConfigError> {
                         format!("`{key}`: `{inner}` is not a header name"),
                     ));
                 }
-                Attr::Header(inner.to_ascii_lowercase())
+                match inner.to_ascii_lowercase().as_str() {
+                    ":path" => Attr::Path,
+                    ":authority" | "host" => Attr::Authority,
+                    lower => Attr::Header(lower.to_string()),
+                }
             } else if let Some(rest) = key.strip_prefix("request.auth.claims") {
                 Attr::AuthClaims(claim_path(rest).ok_or_else(|| {
                     ConfigError::new(

@@ -29,6 +29,7 @@ fn facts<'a>(headers: &'a [(String, Vec<u8>)]) -> RequestFacts<'a> {
         source_ip: Some("10.0.0.1".parse().unwrap()),
         headers,
         identity: None,
+        identity_unreadable: false,
         sni: None,
     }
 }
@@ -719,4 +720,265 @@ fn scenario_configs_compile_and_invalid_ones_name_their_field() {
         assert_eq!(e.field, case["field"].as_str().unwrap(), "{}", case["name"]);
         assert!(e.to_string().contains(&format!("field `{}`", e.field)));
     }
+}
+
+#[test]
+fn path_parameters_are_refused_or_stripped() {
+    let h = [];
+    let mut f = facts(&h);
+    let rules = json!([
+        {"name": "deny-admin", "action": "DENY", "rules": [{"to": [{"operation": {"paths": ["/admin", "/admin/*"]}}]}]},
+        {"name": "public", "rules": [{"to": [{"operation": {"paths": ["/public/*"]}}]}]},
+    ]);
+    let reject = compile(json!({"policies": rules}));
+    let explicit = compile(json!({"policies": rules, "pathParameters": "REJECT"}));
+    let strip = compile(json!({"policies": rules, "pathParameters": "STRIP"}));
+    for raw in [
+        "/public/..;/admin",
+        "/public/%2e%2e;/admin",
+        "/public/.;/../admin",
+        "/admin;x",
+        "/admin;x/users",
+        "/public/x;jsessionid=1",
+    ] {
+        f.path = Some(raw);
+        for p in [&reject, &explicit] {
+            let d = p.evaluate(&f);
+            assert_eq!(
+                d.deny,
+                Some(DenyReason::BadPath(PathError::PathParameter)),
+                "{raw}"
+            );
+            assert_eq!(d.status(), 400);
+        }
+    }
+    for raw in [
+        "/public/..;/admin",
+        "/public/%2e%2e;/admin",
+        "/public/.;/../admin",
+        "/admin;x",
+        "/admin;x/users",
+    ] {
+        f.path = Some(raw);
+        assert_eq!(
+            strip.evaluate(&f).deny,
+            Some(DenyReason::DenyPolicy(0)),
+            "{raw}"
+        );
+    }
+    f.path = Some("/public/x;jsessionid=1?a=1;2");
+    let d = strip.evaluate(&f);
+    assert!(d.allowed);
+    assert_eq!(d.rewrite_path.as_deref(), Some("/public/x?a=1;2"));
+    for raw in ["/public/x%3Bjsessionid=1", "/admin%3bx"] {
+        f.path = Some(raw);
+        assert_eq!(
+            strip.evaluate(&f).deny,
+            Some(DenyReason::BadPath(PathError::PathParameter)),
+            "{raw}"
+        );
+    }
+    // An unknown value names the field and the accepted ones.
+    let e = config_error(json!({"pathParameters": "DROP"}));
+    assert_eq!(e.field, "pathParameters");
+    assert!(
+        e.reason.contains("REJECT") && e.reason.contains("STRIP"),
+        "{e}"
+    );
+    assert_eq!(
+        config_error(json!({"pathParameters": "strip"})).field,
+        "pathParameters"
+    );
+}
+
+#[test]
+fn when_on_path_uses_the_normalized_path_with_and_without_query() {
+    let h = [];
+    let mut f = facts(&h);
+    let deny = one_rule(
+        "DENY",
+        json!({"when": [{"key": "request.headers[:path]", "values": ["/admin*"]}]}),
+    );
+    assert!(deny.needs().path, "a :path condition brings normalization");
+    for raw in [
+        "//admin/users",
+        "/./admin/users",
+        "/%61dmin",
+        "/x/%2e%2e/admin?q",
+    ] {
+        f.path = Some(raw);
+        assert_eq!(
+            deny.evaluate(&f).deny,
+            Some(DenyReason::DenyPolicy(0)),
+            "{raw}"
+        );
+    }
+    f.path = Some("/admin;x");
+    assert_eq!(
+        deny.evaluate(&f).deny,
+        Some(DenyReason::BadPath(PathError::PathParameter))
+    );
+    // The allowed request is forwarded as matched.
+    f.path = Some("/x/../public?next=/admin");
+    let d = deny.evaluate(&f);
+    assert!(d.allowed);
+    assert_eq!(d.rewrite_path.as_deref(), Some("/public?next=/admin"));
+    // DENY exact `/admin` also catches `/admin?x` (the path reading); a query pattern still
+    // matches (the path-and-query reading).
+    let exact = one_rule(
+        "DENY",
+        json!({"when": [{"key": "request.headers[:PATH]", "values": ["/admin", "/search?debug=*"]}]}),
+    );
+    for raw in ["/admin?x=1", "//search?debug=1"] {
+        f.path = Some(raw);
+        assert!(!allowed(&exact, &f), "{raw}");
+    }
+    // ALLOW must hold for both readings: `*.json` does not allow `/admin?x.json`.
+    let json_only =
+        allow(json!({"when": [{"key": "request.headers[:path]", "values": ["*.json"]}]}));
+    f.path = Some("/admin?x.json");
+    assert!(!allowed(&json_only, &f));
+    f.path = Some("/a/b.json");
+    assert!(allowed(&json_only, &f));
+    // DENY notValues: deny what is not under /public; `/public?x` is under /public.
+    let only_public = one_rule(
+        "DENY",
+        json!({"when": [{"key": "request.headers[:path]", "notValues": ["/public*"]}]}),
+    );
+    f.path = Some("/secret?/public");
+    assert!(!allowed(&only_public, &f));
+    f.path = Some("/x/../public?y");
+    assert!(allowed(&only_public, &f));
+    // Values that can never match are config errors.
+    for bad in ["/a/../admin", "admin", "/a;b", "//x*"] {
+        let e = config_error(json!({"policies": [{"name": "p", "rules": [{"when": [
+            {"key": "request.headers[:path]", "values": [bad]}]}]}]}));
+        assert_eq!(
+            e.field, "policies[0].rules[0].when[0].values[0]",
+            "{bad}: {e}"
+        );
+    }
+}
+
+#[test]
+fn when_on_authority_and_host_matches_as_hosts() {
+    let h = [];
+    let mut f = facts(&h);
+    for key in [
+        "request.headers[:authority]",
+        "request.headers[host]",
+        "request.headers[Host]",
+    ] {
+        let deny = one_rule(
+            "DENY",
+            json!({"when": [{"key": key, "values": ["internal.example.com"]}]}),
+        );
+        assert!(
+            deny.needs().host && deny.needs().headers.is_empty(),
+            "{key}"
+        );
+        for authority in [
+            "internal.example.com",
+            "INTERNAL.example.com",
+            "internal.example.com:80",
+            "Internal.Example.COM.:8443",
+        ] {
+            f.host = Some(authority);
+            assert!(!allowed(&deny, &f), "{key} {authority}");
+        }
+        f.host = Some("www.example.com");
+        assert!(allowed(&deny, &f), "{key}");
+        f.host = None;
+        assert_eq!(
+            deny.evaluate(&f).deny,
+            Some(DenyReason::Unavailable(":authority")),
+            "{key}"
+        );
+    }
+}
+
+#[test]
+fn header_names_spelled_with_underscores_are_refused() {
+    let deny = compile(json!({"numTrustedProxies": 1, "policies": [
+        {"name": "d", "action": "DENY", "rules": [{"when": [{"key": "request.headers[x-role]", "values": ["admin"]}]}]},
+        {"name": "a", "rules": [{"from": [{"source": {"remoteIpBlocks": ["10.0.0.0/8"]}}]}]},
+    ]}));
+    let header = |n: &str, v: &str| (n.to_string(), v.as_bytes().to_vec());
+    type Headers = Vec<(String, Vec<u8>)>;
+    let cases: [(Headers, Option<DenyReason>); 6] = [
+        (
+            vec![
+                header("x-forwarded-for", "10.0.0.1"),
+                header("x-role", "admin"),
+            ],
+            Some(DenyReason::DenyPolicy(0)),
+        ),
+        (
+            vec![
+                header("x-forwarded-for", "10.0.0.1"),
+                header("x_role", "admin"),
+            ],
+            Some(DenyReason::AmbiguousHeader),
+        ),
+        (
+            vec![
+                header("x-forwarded-for", "10.0.0.1"),
+                header("X_Role", "user"),
+            ],
+            Some(DenyReason::AmbiguousHeader),
+        ),
+        (
+            vec![
+                header("x-forwarded-for", "10.0.0.1"),
+                header("x-ROLE", "user"),
+            ],
+            None,
+        ),
+        (
+            vec![header("x_forwarded_for", "10.0.0.1")],
+            Some(DenyReason::AmbiguousHeader),
+        ),
+        (
+            vec![
+                header("x-forwarded-for", "10.0.0.1"),
+                header("x_other", "admin"),
+            ],
+            None,
+        ),
+    ];
+    for (headers, want) in cases {
+        let f = facts(&headers);
+        let d = deny.evaluate(&f);
+        assert_eq!(d.deny, want, "{headers:?}");
+        if want == Some(DenyReason::AmbiguousHeader) {
+            assert_eq!(d.status(), 400);
+        }
+    }
+}
+
+#[test]
+fn an_unreadable_identity_denies_only_where_it_is_needed() {
+    let h = [];
+    let mut f = facts(&h);
+    f.identity_unreadable = true;
+    let deny = compile(json!({"policies": [
+        {"name": "d", "action": "DENY", "rules": [{"from": [{"source": {"requestPrincipals": ["https://partner/*"]}}]}]},
+    ]}));
+    assert!(matches!(
+        deny.evaluate(&f).deny,
+        Some(DenyReason::Unavailable(what)) if what.contains("meshward_request_auth")
+    ));
+    let claims = one_rule(
+        "DENY",
+        json!({"when": [{"key": "request.auth.claims[role]", "notValues": ["user"]}]}),
+    );
+    assert!(!allowed(&claims, &f));
+    // A policy that does not read the identity is not concerned.
+    let paths = one_rule(
+        "DENY",
+        json!({"to": [{"operation": {"paths": ["/admin"]}}]}),
+    );
+    assert!(allowed(&paths, &f));
+    f.identity_unreadable = false;
+    assert!(allowed(&deny, &f));
 }
