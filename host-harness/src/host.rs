@@ -16,7 +16,10 @@ use crate::hcm::{self, ListenerSettings};
 use crate::headers::HeaderMap;
 use crate::interleave::Gate;
 use crate::module::{self, AbiVersion};
-use crate::shared::{lock, Faults, MetricValue, Metrics, SharedData, SharedQueues};
+use crate::shared::{
+    lock, Fault, FaultAction, Faults, HostcallRecord, MetricValue, Metrics, SharedData,
+    SharedQueues,
+};
 use crate::types::{LogLevel, LogLine, Outcome, Request, Response, Verdict};
 use crate::worker::{
     self, Connection, FailStrategy, FilterInfo, HostShared, Stream, Worker, WorkerState,
@@ -132,9 +135,31 @@ pub struct HostBuilder {
     workers: usize,
     clock: ClockMode,
     clusters: Vec<(String, Cluster)>,
+    /// Faults armed (and tracing started) before any VM starts, so configure-time hostcalls
+    /// can be faulted and traced too.
+    faults: Vec<Fault>,
+    trace: bool,
 }
 
 impl HostBuilder {
+    /// [`Host::inject_fault`], armed before the VMs start (`_initialize`, `on_vm_start`,
+    /// `on_configure` see it).
+    pub fn inject_fault(
+        mut self,
+        hostcall: &str,
+        action: Result<Vec<u8>, Status>,
+        filter: Option<&str>,
+        nth: Option<u32>,
+    ) -> Self {
+        self.faults.push(fault_of(hostcall, action, filter, nth));
+        self
+    }
+    /// Starts the hostcall trace before the VMs start ([`Host::hostcall_trace`]).
+    pub fn trace(mut self, on: bool) -> Self {
+        self.trace = on;
+        self
+    }
+
     pub fn listener(mut self, settings: ListenerSettings) -> Self {
         self.listener = settings;
         self
@@ -207,6 +232,10 @@ impl HostBuilder {
             connection_ids: AtomicU64::new(0),
             gate: Gate::default(),
         });
+        shared.faults.set_tracing(self.trace);
+        for f in self.faults {
+            shared.faults.arm(f);
+        }
         let mut slots = Vec::new();
         for slot in 0..=self.workers {
             slots.push(Mutex::new(Worker::new(
@@ -269,6 +298,8 @@ impl Host {
             workers: 1,
             clock: ClockMode::Virtual,
             clusters: Vec::new(),
+            faults: Vec::new(),
+            trace: false,
         }
     }
 
@@ -590,6 +621,35 @@ impl Host {
         self.shared.faults.inject(hostcall, status, times);
     }
 
+    /// Arms a fault on `hostcall` (e.g. `"proxy_get_property"`): `Err(status)` makes it return
+    /// that status, `Ok(bytes)` makes it return `Ok` with `bytes` as its result (a buffer for the
+    /// calls that hand one back, empty = nothing; raw bytes in the number out-param of the calls
+    /// that write one, so a short slice is a short write; no output for the others). `filter`:
+    /// only calls made by that plugin. `nth`: only the n-th matching call (0-based), once;
+    /// `None`: every matching call until [`Host::clear_faults`].
+    pub fn inject_fault(
+        &self,
+        hostcall: &str,
+        action: Result<Vec<u8>, Status>,
+        filter: Option<&str>,
+        nth: Option<u32>,
+    ) {
+        self.shared
+            .faults
+            .arm(fault_of(hostcall, action, filter, nth));
+    }
+
+    /// Starts recording every hostcall (clearing an earlier trace) or stops; see
+    /// [`Host::hostcall_trace`].
+    pub fn trace(&self, on: bool) {
+        self.shared.faults.set_tracing(on);
+    }
+
+    /// The hostcalls made while tracing was on, in call order.
+    pub fn hostcall_trace(&self) -> Vec<HostcallRecord> {
+        self.shared.faults.trace()
+    }
+
     pub fn clear_faults(&self) {
         self.shared.faults.clear();
     }
@@ -672,6 +732,26 @@ impl Host {
         });
         out.into_iter().flatten().collect()
     }
+}
+
+fn fault_of(
+    hostcall: &str,
+    action: Result<Vec<u8>, Status>,
+    filter: Option<&str>,
+    nth: Option<u32>,
+) -> Fault {
+    let action = match action {
+        Ok(bytes) => FaultAction::Bytes(bytes),
+        Err(status) => FaultAction::Status(status),
+    };
+    let mut fault = Fault::new(hostcall, action);
+    if let Some(name) = filter {
+        fault = fault.filter(name);
+    }
+    if let Some(n) = nth {
+        fault = fault.nth(n);
+    }
+    fault
 }
 
 fn join<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {

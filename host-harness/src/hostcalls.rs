@@ -13,7 +13,7 @@ use crate::clock::Event;
 use crate::headers::{deserialize_pairs, HeaderMap};
 use crate::module::AbiVersion;
 use crate::properties::{self, PropertyContext};
-use crate::shared::QueueOwner;
+use crate::shared::{FaultAction, QueueOwner};
 use crate::types::LogLevel;
 use crate::worker::{copy_out, mem_read, mem_write, schedule, LocalReply, Stage, WorkerState};
 
@@ -35,9 +35,31 @@ fn res(r: Result<(), Status>) -> R {
     })
 }
 
-/// An injected fault for `name`, if armed.
-fn fault(c: &C<'_>, name: &str) -> Option<i32> {
-    c.data().shared.faults.take(name)
+/// An injected fault for `name`, if armed (and the call recorded, when tracing).
+fn fault(c: &C<'_>, name: &'static str) -> Option<FaultAction> {
+    let data = c.data();
+    data.shared.faults.take(
+        name,
+        data.slot,
+        &data.vm().info.name,
+        data.stream().is_some(),
+    )
+}
+
+/// Tells the trace what the current call named (a key, a property path, a cluster).
+fn note(c: &C<'_>, detail: &[u8]) {
+    let data = c.data();
+    data.shared.faults.note(data.slot, || {
+        String::from_utf8_lossy(detail).replace('\0', ".")
+    });
+}
+
+/// An injected `Ok` with `bytes` for a call that hands a buffer back.
+fn fake_out(c: &mut C<'_>, bytes: &[u8], pp: i32, sp: i32) -> R {
+    Ok(match copy_out(c, bytes, pp, sp)? {
+        Ok(()) => Status::Ok.code(),
+        Err(s) => s.code(),
+    })
 }
 
 macro_rules! read {
@@ -49,10 +71,28 @@ macro_rules! read {
     };
 }
 
+/// Answers an armed fault instead of running the call: its status, or `Ok` with fake output
+/// (`out(pp, sp)`: a buffer; `raw(p)`: bytes written to a number's out-param; neither: no output).
 macro_rules! faulted {
     ($c:expr, $name:literal) => {
-        if let Some(s) = fault(&$c, $name) {
-            return Ok(s);
+        match fault(&$c, $name) {
+            Some(FaultAction::Status(s)) => return st(s),
+            Some(FaultAction::Bytes(_)) => return ok(),
+            None => {}
+        }
+    };
+    ($c:expr, $name:literal, out($pp:expr, $sp:expr)) => {
+        match fault(&$c, $name) {
+            Some(FaultAction::Status(s)) => return st(s),
+            Some(FaultAction::Bytes(b)) => return fake_out(&mut $c, &b, $pp, $sp),
+            None => {}
+        }
+    };
+    ($c:expr, $name:literal, raw($p:expr)) => {
+        match fault(&$c, $name) {
+            Some(FaultAction::Status(s)) => return st(s),
+            Some(FaultAction::Bytes(b)) => return res(mem_write(&mut $c, $p, &b)),
+            None => {}
         }
     };
 }
@@ -207,7 +247,7 @@ pub(crate) fn add_to_linker(l: &mut Linker<WorkerState>, abi: AbiVersion) -> was
             "env",
             "proxy_get_log_level",
             |mut c: C<'_>, out: i32| -> R {
-                faulted!(c, "proxy_get_log_level");
+                faulted!(c, "proxy_get_log_level", raw(out));
                 let level = c.data().vm().info.log_level.as_u32();
                 res(put_u32(&mut c, out, level))
             },
@@ -219,7 +259,7 @@ pub(crate) fn add_to_linker(l: &mut Linker<WorkerState>, abi: AbiVersion) -> was
         "env",
         "proxy_get_current_time_nanoseconds",
         |mut c: C<'_>, out: i32| -> R {
-            faulted!(c, "proxy_get_current_time_nanoseconds");
+            faulted!(c, "proxy_get_current_time_nanoseconds", raw(out));
             let now = c.data().shared.clock.realtime_ns();
             res(put_u64(&mut c, out, now))
         },
@@ -257,7 +297,7 @@ pub(crate) fn add_to_linker(l: &mut Linker<WorkerState>, abi: AbiVersion) -> was
         "env",
         "proxy_get_buffer_bytes",
         |mut c: C<'_>, kind: i32, start: i32, max: i32, pp: i32, sp: i32| -> R {
-            faulted!(c, "proxy_get_buffer_bytes");
+            faulted!(c, "proxy_get_buffer_bytes", out(pp, sp));
             let kind = kind as u32;
             if kind > buffer::MAX {
                 return st(Status::BadArgument);
@@ -282,7 +322,7 @@ pub(crate) fn add_to_linker(l: &mut Linker<WorkerState>, abi: AbiVersion) -> was
         "env",
         "proxy_get_buffer_status",
         |mut c: C<'_>, kind: i32, lp: i32, fp: i32| -> R {
-            faulted!(c, "proxy_get_buffer_status");
+            faulted!(c, "proxy_get_buffer_status", raw(lp));
             let kind = kind as u32;
             if kind > buffer::MAX {
                 return st(Status::BadArgument);
@@ -327,7 +367,7 @@ pub(crate) fn add_to_linker(l: &mut Linker<WorkerState>, abi: AbiVersion) -> was
         "env",
         "proxy_get_header_map_pairs",
         |mut c: C<'_>, kind: i32, pp: i32, sp: i32| -> R {
-            faulted!(c, "proxy_get_header_map_pairs");
+            faulted!(c, "proxy_get_header_map_pairs", out(pp, sp));
             if kind as u32 > map::MAX {
                 return st(Status::BadArgument);
             }
@@ -365,11 +405,12 @@ pub(crate) fn add_to_linker(l: &mut Linker<WorkerState>, abi: AbiVersion) -> was
         "env",
         "proxy_get_header_map_value",
         |mut c: C<'_>, kind: i32, kp: i32, kl: i32, vpp: i32, vsp: i32| -> R {
-            faulted!(c, "proxy_get_header_map_value");
+            faulted!(c, "proxy_get_header_map_value", out(vpp, vsp));
             if kind as u32 > map::MAX {
                 return st(Status::BadArgument);
             }
             let key = read!(c, kp, kl);
+            note(&c, &key);
             let value = match with_map(&mut c, kind as u32, |m| m.get(&key).map(|v| v.to_vec())) {
                 Ok(Some(v)) => v,
                 Ok(None) => return st(Status::NotFound),
@@ -423,7 +464,7 @@ pub(crate) fn add_to_linker(l: &mut Linker<WorkerState>, abi: AbiVersion) -> was
         "env",
         "proxy_get_header_map_size",
         |mut c: C<'_>, kind: i32, out: i32| -> R {
-            faulted!(c, "proxy_get_header_map_size");
+            faulted!(c, "proxy_get_header_map_size", raw(out));
             if kind as u32 > map::MAX {
                 return st(Status::BadArgument);
             }
@@ -516,8 +557,9 @@ pub(crate) fn add_to_linker(l: &mut Linker<WorkerState>, abi: AbiVersion) -> was
         "env",
         "proxy_get_property",
         |mut c: C<'_>, pp: i32, pl: i32, vpp: i32, vsp: i32| -> R {
-            faulted!(c, "proxy_get_property");
+            faulted!(c, "proxy_get_property", out(vpp, vsp));
             let path = read!(c, pp, pl);
+            note(&c, &path);
             let value = {
                 let data = c.data();
                 let cx = PropertyContext {
@@ -559,8 +601,19 @@ pub(crate) fn add_to_linker(l: &mut Linker<WorkerState>, abi: AbiVersion) -> was
         "env",
         "proxy_get_shared_data",
         |mut c: C<'_>, kp: i32, kl: i32, vpp: i32, vsp: i32, cp: i32| -> R {
-            faulted!(c, "proxy_get_shared_data");
+            match fault(&c, "proxy_get_shared_data") {
+                Some(FaultAction::Status(s)) => return st(s),
+                Some(FaultAction::Bytes(b)) => {
+                    // A fake value with a plausible cas (1: the first one cpp-host hands out).
+                    if let Err(s) = copy_out(&mut c, &b, vpp, vsp)? {
+                        return st(s);
+                    }
+                    return res(put_u32(&mut c, cp, 1));
+                }
+                None => {}
+            }
             let key = read!(c, kp, kl);
+            note(&c, &key);
             gate(&c, "get_shared_data");
             let got = {
                 let data = c.data();
@@ -585,6 +638,7 @@ pub(crate) fn add_to_linker(l: &mut Linker<WorkerState>, abi: AbiVersion) -> was
             faulted!(c, "proxy_set_shared_data");
             let key = read!(c, kp, kl);
             let value = read!(c, vp, vl);
+            note(&c, &key);
             gate(&c, "set_shared_data");
             let result = {
                 let data = c.data();
@@ -600,7 +654,7 @@ pub(crate) fn add_to_linker(l: &mut Linker<WorkerState>, abi: AbiVersion) -> was
         "env",
         "proxy_register_shared_queue",
         |mut c: C<'_>, np: i32, nl: i32, tp: i32| -> R {
-            faulted!(c, "proxy_register_shared_queue");
+            faulted!(c, "proxy_register_shared_queue", raw(tp));
             let name = read!(c, np, nl);
             let token = {
                 let data = c.data();
@@ -620,7 +674,7 @@ pub(crate) fn add_to_linker(l: &mut Linker<WorkerState>, abi: AbiVersion) -> was
         "env",
         "proxy_resolve_shared_queue",
         |mut c: C<'_>, vp: i32, vl: i32, np: i32, nl: i32, tp: i32| -> R {
-            faulted!(c, "proxy_resolve_shared_queue");
+            faulted!(c, "proxy_resolve_shared_queue", raw(tp));
             let vm_id = read!(c, vp, vl);
             let name = read!(c, np, nl);
             match c.data().shared.queues.resolve(&vm_id, &name) {
@@ -633,7 +687,7 @@ pub(crate) fn add_to_linker(l: &mut Linker<WorkerState>, abi: AbiVersion) -> was
         "env",
         "proxy_dequeue_shared_queue",
         |mut c: C<'_>, token: i32, vpp: i32, vsp: i32| -> R {
-            faulted!(c, "proxy_dequeue_shared_queue");
+            faulted!(c, "proxy_dequeue_shared_queue", out(vpp, vsp));
             match c.data().shared.queues.dequeue(token as u32) {
                 Ok(v) => Ok(match copy_out(&mut c, &v, vpp, vsp)? {
                     Ok(()) => Status::Ok.code(),
@@ -675,8 +729,9 @@ pub(crate) fn add_to_linker(l: &mut Linker<WorkerState>, abi: AbiVersion) -> was
         "env",
         "proxy_define_metric",
         |mut c: C<'_>, kind: i32, np: i32, nl: i32, out: i32| -> R {
-            faulted!(c, "proxy_define_metric");
+            faulted!(c, "proxy_define_metric", raw(out));
             let name = read!(c, np, nl);
+            note(&c, &name);
             match c.data().shared.metrics.define(kind as u32, &name) {
                 Ok(id) => res(put_u32(&mut c, out, id)),
                 Err(s) => st(s),
@@ -703,7 +758,7 @@ pub(crate) fn add_to_linker(l: &mut Linker<WorkerState>, abi: AbiVersion) -> was
         "env",
         "proxy_get_metric",
         |mut c: C<'_>, id: i32, out: i32| -> R {
-            faulted!(c, "proxy_get_metric");
+            faulted!(c, "proxy_get_metric", raw(out));
             match c.data().shared.metrics.get(id as u32) {
                 Ok(v) => res(put_u64(&mut c, out, v)),
                 Err(s) => st(s),
@@ -727,8 +782,9 @@ pub(crate) fn add_to_linker(l: &mut Linker<WorkerState>, abi: AbiVersion) -> was
          timeout: i32,
          token_ptr: i32|
          -> R {
-            faulted!(c, "proxy_http_call");
+            faulted!(c, "proxy_http_call", raw(token_ptr));
             let upstream = read!(c, up, ul);
+            note(&c, &upstream);
             let headers = read!(c, hp, hl);
             let body = read!(c, bp, bl);
             let trailers = read!(c, tp, tl);
