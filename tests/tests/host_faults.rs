@@ -576,11 +576,57 @@ fn sweep_requests(suite: &Suite) -> Report {
                 let host = suite.builder().build().expect("the filters start");
                 suite.warm(&host);
                 let nth = if all { None } else { Some(site.nth) };
+                let primary = action.clone();
                 host.inject_fault(site.hostcall, action, Some(suite.target), nth);
+                let second_order = fault_label == "Internal" && !all;
+                host.trace(second_order);
                 let o = host.send(probe);
+                host.trace(false);
                 host.clear_faults();
                 let seen = classify(&host, suite, &o);
                 runs += 1;
+                if second_order && !seen.bad() {
+                    // Error paths make calls the unfaulted probe never makes (a reset after a
+                    // failed local reply, an error log): fault those too, on top of this fault.
+                    let known_calls: BTreeSet<&'static str> =
+                        probe_sites.iter().map(|s| s.hostcall).collect();
+                    let fresh: BTreeSet<&'static str> = host
+                        .hostcall_trace()
+                        .into_iter()
+                        .filter(|r| r.filter == suite.target && !known_calls.contains(r.hostcall))
+                        .map(|r| r.hostcall)
+                        .collect();
+                    for h in fresh {
+                        for (l2, a2) in faults_for(h) {
+                            let host = suite.builder().build().expect("the filters start");
+                            suite.warm(&host);
+                            host.inject_fault(
+                                site.hostcall,
+                                primary.clone(),
+                                Some(suite.target),
+                                nth,
+                            );
+                            host.inject_fault(h, a2, Some(suite.target), None);
+                            let o = host.send(probe);
+                            host.clear_faults();
+                            let seen = classify(&host, suite, &o);
+                            runs += 1;
+                            let row = format!(
+                                "{} Internal, then {} (every call)",
+                                label(&site, false),
+                                h.trim_start_matches("proxy_")
+                            );
+                            if seen.bad() {
+                                failures.push(format!(
+                                    "{} | probe {probe_name} | {row} | {l2} ⇒ {seen:?} (response {})",
+                                    suite.name,
+                                    o.status()
+                                ));
+                            }
+                            matrix.entry((row, l2)).or_default().push(seen);
+                        }
+                    }
+                }
                 if seen.bad() {
                     failures.push(format!(
                         "{} | probe {probe_name} | {} | {fault_label} ⇒ {seen:?} (response {} {:?}, upstream saw {:?})",
