@@ -478,6 +478,37 @@ mod tests {
     }
 
     #[test]
+    fn faults_hit_the_nth_matching_call_of_the_named_plugin_and_are_traced() {
+        let f = Faults::default();
+        assert_eq!(f.take("proxy_log", 1, "a", true), None);
+        f.arm(
+            Fault::new("proxy_get_property", FaultAction::Bytes(vec![1]))
+                .filter("a")
+                .nth(1),
+        );
+        f.set_tracing(true);
+        // Another plugin's calls neither match nor count.
+        assert_eq!(f.take("proxy_get_property", 1, "b", true), None);
+        assert_eq!(f.take("proxy_get_property", 1, "a", true), None);
+        f.note(1, || "source.principal".to_string());
+        assert_eq!(
+            f.take("proxy_get_property", 1, "a", true),
+            Some(FaultAction::Bytes(vec![1]))
+        );
+        // Once only.
+        assert_eq!(f.take("proxy_get_property", 1, "a", true), None);
+        let trace = f.trace();
+        assert_eq!(trace.len(), 4);
+        assert_eq!(trace[1].detail, "source.principal");
+        assert!(trace[2].faulted && !trace[1].faulted);
+        // The status-only form replaces what was armed for the call; clear keeps the trace on.
+        f.inject("proxy_log", Status::InternalFailure, Some(1));
+        f.clear();
+        assert_eq!(f.take("proxy_log", 0, "a", false), None);
+        assert_eq!(f.trace().len(), 5);
+    }
+
+    #[test]
     fn metric_rules() {
         let m = Metrics::default();
         let c = m.define(0, b"c").unwrap();
