@@ -3,8 +3,9 @@
 //! Per request it reads only what the compiled policies need ([`spiffe_authz_core::Needs`]) from
 //! the host — the peer identity only from connection properties, never from a header such as
 //! `x-forwarded-client-cert` — asks the core for a decision, counts it, logs refusals naming the
-//! policy, and either answers locally (403 `RBAC: access denied`, or 400 for a refused path) or
-//! lets the request go on, with `:path` replaced by the normalized path when it differs.
+//! policy, and either answers locally (403 `RBAC: access denied`, or 400 for a refused path or a
+//! header-name spelling of a policy header) or lets the request go on, with `:path` replaced by
+//! the normalized path when it differs.
 //! A host call that fails where the decision needs it denies the request (fail closed).
 //!
 //! Every host call goes through `meshward_host`, which returns statuses as values: the SDK's own
