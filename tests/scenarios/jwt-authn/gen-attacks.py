@@ -209,6 +209,7 @@ cases = [
     case("upper-case parameter name beside a valid token", deny(),
          path="/?access_token=" + ALICE + "&ACCESS_TOKEN=" + CEO_FORGED),
     case("PHP spelling `access.token`", deny(), path="/?access.token=" + CEO_FORGED),
+    case("PHP array spelling `access_token[]`", deny(), path="/?access_token[]=" + CEO_FORGED),
     case("repeated parameter, same valid token", deny(), path="/?access_token=" + ALICE + "&access_token=" + ALICE),
     case("`;`-separated parameter beside a valid one", deny(),
          path="/?access_token=" + ALICE + ";access_token=" + CEO_FORGED),

@@ -76,7 +76,8 @@ pub fn percent_decode(text: &str) -> String {
 }
 
 /// A parameter or cookie name as the most permissive decoder reads it: percent-decoded until it
-/// no longer changes (bounded), lower case, and `.`, ` `, `+`, `[`, `-` as `_`.
+/// no longer changes (bounded), without a PHP array suffix (`name[]`, `name[0]`), lower case, and
+/// `.`, ` `, `+`, `[`, `-` as `_`.
 fn fold_param_name(name: &str) -> String {
     let mut decoded = name.to_string();
     for _ in 0..3 {
@@ -85,6 +86,13 @@ fn fold_param_name(name: &str) -> String {
             break;
         }
         decoded = next;
+    }
+    // PHP reads `name[...]=v` as an array under `name`: the part before a bracketed suffix is
+    // the name it binds.
+    if let Some((head, tail)) = decoded.split_once('[') {
+        if !head.is_empty() && tail.contains(']') {
+            decoded = head.to_string();
+        }
     }
     decoded
         .chars()
@@ -375,6 +383,8 @@ mod tests {
             "/?access+token=f.o.o",
             "/?access%20token=f.o.o",
             "/?access[token=f.o.o",
+            "/?access_token[]=f.o.o",
+            "/?access_token%5B0%5D=f.o.o",
             "/?access_token=a.b.c&access_token=a.b.c",
             "/?access_token=a.b.c&access_token=d.e.f",
             "/?x=1;access_token=a.b.c&access_token=d.e.f",
@@ -453,5 +463,7 @@ mod tests {
         assert_eq!(fold_header_name("X_Jwt-SUB"), "x-jwt-sub");
         assert_eq!(percent_decode("%41%4a%zz%"), "AJ%zz%");
         assert_eq!(fold_param_name("ACC%45SS.Token"), "access_token");
+        assert_eq!(fold_param_name("access_token[x]"), "access_token");
+        assert_eq!(fold_param_name("[x]"), "_x]");
     }
 }
