@@ -90,6 +90,33 @@ fn check_is_clean_on_our_filters() {
 }
 
 #[test]
+fn check_says_what_the_listener_must_provide() {
+    let run = |wasm: &str, policy: &str| {
+        let module = wasm_dir().join(wasm);
+        let policy = repo().join("policies").join(policy);
+        meshward(&[
+            "check",
+            module.to_str().unwrap(),
+            "--config",
+            policy.to_str().unwrap(),
+        ])
+    };
+    let (code, out) = run("spiffe_authz.wasm", "spiffe-authz/issue-example.json");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("notice: spiffe-authz: `connection.mtls`")
+            && out.contains("require_client_certificate: true"),
+        "{out}"
+    );
+    let (code, out) = run("rate_limit.wasm", "rate-limit/per-client-ip-edge.json");
+    assert_eq!(code, 0, "warnings do not fail the check: {out}");
+    assert!(
+        out.contains("warning: rate-limit descriptors[0] (key source.ip)"),
+        "{out}"
+    );
+}
+
+#[test]
 fn check_names_imports_envoy_does_not_provide() {
     // What a wasm-bindgen build for wasm32-unknown-unknown imports (module `__wbindgen_placeholder__`),
     // next to a proper proxy-wasm export set.

@@ -80,6 +80,17 @@ fn listener_notices(module: &Path, config: Option<&[u8]>) -> Vec<String> {
              present a self-signed certificate with any SPIFFE ID and be taken for that workload."
                 .to_string(),
         );
+        if let Some(policies) = json.as_ref().and_then(|j| j.get("policies")) {
+            for (i, field) in source_ip_uses(policies) {
+                out.push(format!(
+                    "warning: spiffe-authz policies[{i}] uses {field}: that is the downstream \
+                     address Envoy reports. Under the HTTP connection manager's default \
+                     `use_remote_address: false` it is the last `x-forwarded-for` entry the \
+                     client sent, so a client can pick the address a rule sees. Make sure the \
+                     listener sets `use_remote_address: true`, or match on principals."
+                ));
+            }
+        }
     }
     if stem.contains("rate_limit") || has("tokenBucket") {
         let descriptors = json
@@ -107,6 +118,38 @@ fn listener_notices(module: &Path, config: Option<&[u8]>) -> Vec<String> {
     out
 }
 
+/// The spiffe-authz fields that read `source.address` (`ipBlocks`, `notIpBlocks`, `when` on
+/// `source.ip`), as (policy index, field name), once per policy and field.
+fn source_ip_uses(policies: &serde_json::Value) -> Vec<(usize, &'static str)> {
+    let mut out = Vec::new();
+    for (i, policy) in policies.as_array().into_iter().flatten().enumerate() {
+        let rules = policy.get("rules").and_then(serde_json::Value::as_array);
+        let mut fields: Vec<&'static str> = Vec::new();
+        for rule in rules.into_iter().flatten() {
+            let sources = rule.get("from").and_then(serde_json::Value::as_array);
+            for from in sources.into_iter().flatten() {
+                for field in ["ipBlocks", "notIpBlocks"] {
+                    if from.pointer(&format!("/source/{field}")).is_some()
+                        && !fields.contains(&field)
+                    {
+                        fields.push(field);
+                    }
+                }
+            }
+            let conditions = rule.get("when").and_then(serde_json::Value::as_array);
+            let when_source_ip = conditions
+                .into_iter()
+                .flatten()
+                .any(|c| c.get("key").and_then(serde_json::Value::as_str) == Some("source.ip"));
+            if when_source_ip && !fields.contains(&"`when` source.ip") {
+                fields.push("`when` source.ip");
+            }
+        }
+        out.extend(fields.into_iter().map(|f| (i, f)));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +172,22 @@ mod tests {
         // By the config's shape, whatever the file is called.
         assert_eq!(notices("authz.wasm", r#"{"policies":[]}"#), n);
         assert_eq!(listener_notices(Path::new("spiffe-authz.wasm"), None), n);
+    }
+
+    #[test]
+    fn spiffe_authz_source_address_rules_are_named_in_a_warning() {
+        let config = r#"{"policies":[
+            {"name":"a","rules":[{"from":[{"source":{"principals":["x/ns/a/sa/b"]}}]}]},
+            {"name":"b","rules":[{"from":[{"source":{"ipBlocks":["10.0.0.0/8"]}},
+                                         {"source":{"notIpBlocks":["10.1.0.0/16"]}}],
+                                  "when":[{"key":"source.ip","values":["10.0.0.1"]}]},
+                                 {"from":[{"source":{"ipBlocks":["10.2.0.0/16"]}}]}]}]}"#;
+        let n = notices("spiffe_authz.wasm", config);
+        assert_eq!(n.len(), 4, "{n:?}");
+        assert!(n[1].starts_with("warning: spiffe-authz policies[1] uses ipBlocks"));
+        assert!(n[2].starts_with("warning: spiffe-authz policies[1] uses notIpBlocks"));
+        assert!(n[3].starts_with("warning: spiffe-authz policies[1] uses `when` source.ip"));
+        assert!(n[3].contains("x-forwarded-for"));
     }
 
     #[test]
