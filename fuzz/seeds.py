@@ -167,6 +167,8 @@ for i, name in enumerate(names):
 add("jwt_request", bytes([2, 5, 0, 0, 0xff, 1, 0, 1, 0xff, 0]))  # x_jwt_sub spoof + token
 add("jwt_request", bytes([2, 0, 0, 1, 0xff, 3, 0, 2, 0xff, 0]))  # two tokens, two spellings
 add("jwt_request", bytes([1, 0, 2, 1]) + b" junk\xff" + bytes([0]))  # Bearer <valid> junk
+# A long run's find: `access_token` after a `#` (the fragment is not the query).
+add("jwt_request", bytes([0, 1, 0x3B, 0x8C, 0x65, 0x23]) + b";access_token")
 
 if CORPUS.exists():
     shutil.rmtree(CORPUS)
