@@ -12,6 +12,9 @@
 //! - Request-target: a `#` anywhere ⇒ 400 with an empty body; a target that is not origin-form
 //!   (`a/b`, `*`) or has a byte outside visible ASCII ⇒ 400 `Bad Request`. `%2F`, `\`, `//`, dot
 //!   segments pass through unchanged (no `normalize_path`, no `merge_slashes`).
+//! - Header values: a control byte other than HTAB (0x00–0x08, 0x0A–0x1F, 0x7F) ⇒ 400 `Bad Request`
+//!   before any filter; HTAB inside a value passes; spaces and tabs around a value are trimmed, so
+//!   filters and the upstream see `a b` for `  a b  ` (`tests/scenarios/codec/header-values.yaml`).
 //! - Header names are lowercased (HTTP/1 codec). Pseudo-headers `:authority` (from `Host`),
 //!   `:path`, `:method`, `:scheme` (`https` on TLS, else `http`) come first; `host` is not a
 //!   separate entry.
@@ -67,6 +70,7 @@ pub(crate) struct CodecReject {
 /// Checks the request the way Envoy's HTTP/1 codec does, before any filter.
 pub(crate) fn check_codec(settings: &ListenerSettings, req: &Request) -> Result<(), CodecReject> {
     check_target(&req.path)?;
+    check_header_values(req)?;
     let limit = settings.max_request_headers_kb as usize * 1024;
     if raw_head_len(req) > limit {
         return Err(too_large("http1.headers_too_large"));
@@ -96,6 +100,25 @@ fn check_target(target: &str) -> Result<(), CodecReject> {
         });
     }
     Ok(())
+}
+
+/// The codec refuses a header value holding a control byte other than HTAB (observed: see the
+/// module docs; NUL, CR and LF cannot even be written into a line by an honest client).
+fn check_header_values(req: &Request) -> Result<(), CodecReject> {
+    let control = |b: u8| (b < 0x20 && b != b'\t') || b == 0x7f;
+    if req.headers.iter().any(|(_, v)| v.bytes().any(control)) {
+        return Err(CodecReject {
+            status: 400,
+            details: "http1.invalid_characters",
+            body: "Bad Request",
+        });
+    }
+    Ok(())
+}
+
+/// A header value as the codec hands it on: optional whitespace (SP, HTAB) around it removed.
+fn trim_ows(value: &str) -> &str {
+    value.trim_matches(|c| c == ' ' || c == '\t')
 }
 
 /// Whether the client sends a `content-length` line (the rig's client does for a body, POST, PUT).
@@ -173,7 +196,7 @@ pub(crate) fn request_headers(req: &Request, tls: bool) -> HeaderMap {
         if n.eq_ignore_ascii_case("host") {
             continue;
         }
-        map.add(n.as_bytes(), v.as_bytes());
+        map.add(n.as_bytes(), trim_ows(v).as_bytes());
     }
     if map.get(b"x-forwarded-proto").is_none() {
         map.add(b"x-forwarded-proto", scheme.as_bytes());
@@ -287,6 +310,23 @@ mod tests {
             check_codec(&s, &three).unwrap_err().details,
             "http1.too_many_headers"
         );
+    }
+
+    #[test]
+    fn control_bytes_in_values_are_refused_and_values_are_trimmed() {
+        let s = ListenerSettings::default();
+        for bad in ["a\u{1}b", "\u{b}", "a\u{1f}", "\u{7f}"] {
+            let reject = check_codec(&s, &Request::get("/").header("x-v", bad)).unwrap_err();
+            assert_eq!(
+                (reject.status, reject.body),
+                (400, "Bad Request"),
+                "{bad:?}"
+            );
+        }
+        let tab = Request::get("/").header("x-v", " \ta\tb \t");
+        assert!(check_codec(&s, &tab).is_ok());
+        let map = request_headers(&tab, false);
+        assert_eq!(map.get(b"x-v"), Some(&b"a\tb"[..]));
     }
 
     #[test]

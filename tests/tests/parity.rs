@@ -61,3 +61,9 @@ fn jwt_authn_scenarios_agree_in_harness_and_envoy() {
 fn rate_limit_scenarios_agree_in_harness_and_envoy() {
     suite("rate-limit");
 }
+
+/// What Envoy's HTTP/1 codec does before any filter (behind the no-op module).
+#[test]
+fn codec_scenarios_agree_in_harness_and_envoy() {
+    suite("codec");
+}
