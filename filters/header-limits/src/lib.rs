@@ -122,6 +122,12 @@ impl HttpContext for Filter {
         let Some(headers) = wire::decode_map(&raw) else {
             return internal_error("the host sent a malformed request header map");
         };
+        // Envoy's codecs always give a request `:method` and `:path`; a map without them is a
+        // failed read (an empty map would otherwise pass every limit), not a small request.
+        let has = |name: &[u8]| headers.iter().any(|(n, _)| *n == name);
+        if !has(b":method") || !has(b":path") {
+            return internal_error("the host sent a request header map without :method or :path");
+        }
         match evaluate(&shared.limits, &headers, request_path(&headers)) {
             Verdict::Continue {
                 drop,

@@ -31,13 +31,29 @@ pub fn set_buffer(
 }
 
 /// The plugin configuration; `size` is what `on_configure` was given. Empty when none is set.
+///
+/// The host announced `size` bytes: a read that gives anything else (NOT_FOUND, nothing, fewer
+/// or more bytes) is a failed read, `Err(RESULT_MISMATCH)` — never an empty or truncated
+/// configuration, which a filter would parse as "no policies" or "default limits" and then allow
+/// what the real configuration denies (found by the host-fault sweep, tests/tests/host_faults.rs).
 pub fn plugin_configuration(size: usize) -> Result<Vec<u8>, Status> {
-    Ok(get_buffer(BufferType::PluginConfiguration, 0, size)?.unwrap_or_default())
+    exactly(size, get_buffer(BufferType::PluginConfiguration, 0, size)?)
 }
 
 /// The VM configuration; `size` is what `on_vm_start` was given. Empty when none is set.
+/// Checked like [`plugin_configuration`].
 pub fn vm_configuration(size: usize) -> Result<Vec<u8>, Status> {
-    Ok(get_buffer(BufferType::VmConfiguration, 0, size)?.unwrap_or_default())
+    exactly(size, get_buffer(BufferType::VmConfiguration, 0, size)?)
+}
+
+/// `bytes` if it holds exactly the `size` bytes the host announced (none for `size` 0).
+fn exactly(size: usize, bytes: Option<Vec<u8>>) -> Result<Vec<u8>, Status> {
+    let bytes = bytes.unwrap_or_default();
+    if bytes.len() == size {
+        Ok(bytes)
+    } else {
+        Err(Status::RESULT_MISMATCH)
+    }
 }
 
 /// Up to `max_size` bytes of the request body seen so far (from `on_http_request_body`).
