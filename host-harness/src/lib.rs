@@ -38,7 +38,7 @@ pub use error::HostError;
 pub use hcm::ListenerSettings;
 pub use host::{FilterSpec, Host, HostBuilder, Started};
 pub use module::{supported_imports, AbiVersion, ModuleReport};
-pub use shared::{MetricKind, MetricValue};
+pub use shared::{HostcallRecord, MetricKind, MetricValue};
 pub use tools::{bench, check, BenchOptions, BenchReport, CheckReport};
 pub use types::{LogLevel, LogLine, Outcome, Phase, Request, RequestHead, Response, Tls, Verdict};
 pub use worker::FailStrategy;
