@@ -3,8 +3,12 @@
 # the Envoy 1.40 venv). This is the README's test command and what CI runs.
 #
 #   1. setup (idempotent)              4. shared crate tests on wasm32 (wasm-bindgen-test)
-#   2. wasm32-wasip1 release builds    5. native tests: cores, harness, OCI, real-Envoy suites
-#   3. fmt + clippy -D warnings
+#   2. wasm32-wasip1 release builds    5. every fuzz target for a short, bounded run
+#   3. fmt + clippy -D warnings        6. native tests: cores, harness, OCI, real-Envoy suites,
+#                                         the host-fault sweep and a one-minute soak
+#
+# MESHWARD_FUZZ_SECONDS sets step 5's seconds per target (default 20; 0 skips the step, for a
+# quick local run — CI always runs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +26,13 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 step "meshward-common on wasm32 (wasm-bindgen-test)"
 bash scripts/test-wasm-common.sh
+
+fuzz_seconds="${MESHWARD_FUZZ_SECONDS:-20}"
+if [ -n "${CI:-}" ] && [ "$fuzz_seconds" -lt 20 ]; then fuzz_seconds=20; fi
+if [ "$fuzz_seconds" -gt 0 ]; then
+  step "fuzz targets, ${fuzz_seconds} s each (scripts/fuzz.sh; own target dir fuzz/target)"
+  bash scripts/fuzz.sh "$fuzz_seconds"
+fi
 
 step "native tests (cores, harness, OCI, real Envoy)"
 # Last, so that the run closes with the runner's summary of the whole workspace.
