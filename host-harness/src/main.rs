@@ -64,7 +64,8 @@ enum Command {
     /// Send one request through a filter chain and print what happened.
     Run(cli::RunArgs),
     /// What Envoy 1.40 would say about a module: unsupported imports, missing exports, and
-    /// whether on_configure accepts a config.
+    /// whether on_configure accepts a config; for meshward's filters, also what the config needs
+    /// from the listener (verified client certificates, a client address the client cannot set).
     Check(cli::CheckArgs),
     /// Requests per second, latency and CPU per request of a scenario's requests through its chain (the harness);
     /// `meshward bench envoy`: meshward against Envoy's native filters in a real Envoy.
