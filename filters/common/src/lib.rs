@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod duration;
+pub mod header_name;
 pub mod identity;
 pub mod matchers;
 pub mod path;

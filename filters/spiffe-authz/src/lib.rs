@@ -15,14 +15,14 @@
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 
+use meshward_common::header_name;
 use meshward_common::identity::{RequestIdentity, PROPERTY_PATH};
 use meshward_common::spiffe::SpiffeId;
 use meshward_host::{wire, MapType, MetricType, Status};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use spiffe_authz_core::{
-    fold_header_name, CompiledPolicy, Decision, DenyReason, RequestFacts, BAD_REQUEST_BODY,
-    DENY_BODY,
+    CompiledPolicy, Decision, DenyReason, RequestFacts, BAD_REQUEST_BODY, DENY_BODY,
 };
 
 #[cfg(target_arch = "wasm32")]
@@ -421,19 +421,15 @@ fn deny(status: u16, details: &str, body: &str) -> Action {
     Action::Pause
 }
 
-/// A map with a non-UTF-8 name, or one the host serialized wrongly, is a SERIALIZATION_FAILURE
-/// (fail closed); a map the host does not have (NOT_FOUND) fails too: treating it as empty would
-/// let header conditions see no headers.
-/// The pairs whose names are in `wanted` after folding case and `_`/`-` (so the core sees, and
-/// refuses, `x_role` when a policy reads `x-role`), as text names; `None` if any name is not
-/// UTF-8.
+/// The pairs whose names are in `wanted` after folding case and `_`/`-`
+/// ([`header_name::same`], so the core sees, and refuses, `x_role` when a policy reads `x-role`),
+/// as text names; `None` if any name is not UTF-8 (the caller fails closed).
 fn select_headers(pairs: &[(&[u8], &[u8])], wanted: &[String]) -> Option<Vec<(String, Vec<u8>)>> {
-    let wanted: Vec<String> = wanted.iter().map(|w| fold_header_name(w)).collect();
     let mut selected = Vec::new();
     for &(name, value) in pairs {
-        let name = std::str::from_utf8(name).ok()?;
-        if wanted.contains(&fold_header_name(name)) {
-            selected.push((name.to_owned(), value.to_vec()));
+        let text = std::str::from_utf8(name).ok()?;
+        if wanted.iter().any(|w| header_name::same(w.as_bytes(), name)) {
+            selected.push((text.to_owned(), value.to_vec()));
         }
     }
     Some(selected)

@@ -45,14 +45,7 @@ fn clean_token(text: &str) -> Option<&str> {
 }
 
 /// Header names as a CGI-style backend reads them: case-insensitive, `_` ≡ `-`.
-pub fn fold_header_name(name: &str) -> String {
-    name.bytes()
-        .map(|b| match b {
-            b'_' => '-',
-            b => char::from(b.to_ascii_lowercase()),
-        })
-        .collect()
-}
+pub use meshward_common::header_name::fold as fold_header_name;
 
 /// Percent-decode once (either hex case); malformed escapes stay as they are.
 pub fn percent_decode(text: &str) -> String {

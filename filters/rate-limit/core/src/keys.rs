@@ -11,6 +11,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use meshward_common::header_name;
 use meshward_common::identity::RequestIdentity;
 use meshward_common::path::normalize;
 use meshward_common::ConfigError;
@@ -247,26 +248,15 @@ fn key_values(d: &Descriptor, facts: &mut dyn RequestFacts) -> Result<Vec<Vec<u8
     })
 }
 
-/// A header name as servers that fold `_` into `-` and ignore case read it (CGI's `HTTP_X_API_KEY`
-/// is both `x-api-key` and `x_api_key`).
-fn fold_name(name: &[u8]) -> Vec<u8> {
-    name.iter()
-        .map(|b| match b {
-            b'_' => b'-',
-            b => b.to_ascii_lowercase(),
-        })
-        .collect()
-}
-
 /// The key values of `request.headers[name]`: every line whose name folds to `name`'s (case,
 /// `_`/`-`), each split into its comma-separated elements (a backend may join repeated lines or
 /// split a list and read any one element), optional whitespace trimmed, duplicates removed, in
 /// order of appearance. An empty value or element is the value `""`.
 pub fn header_key_values(headers: &[(Vec<u8>, Vec<u8>)], name: &str) -> Vec<Vec<u8>> {
-    let want = fold_name(name.as_bytes());
     let mut values: Vec<Vec<u8>> = Vec::new();
     for (n, v) in headers {
-        if fold_name(n) != want {
+        // CGI's `HTTP_X_API_KEY` is both `x-api-key` and `x_api_key`.
+        if !header_name::same(n, name.as_bytes()) {
             continue;
         }
         for element in v.split(|b| *b == b',') {

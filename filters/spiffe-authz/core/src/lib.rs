@@ -13,7 +13,7 @@ mod policy;
 
 pub use config::{Action, Config};
 pub use facts::{Needs, RequestFacts};
-pub use policy::{fold_header_name, CompiledPolicy, Decision, DenyReason, SUPPORTED_WHEN_KEYS};
+pub use policy::{CompiledPolicy, Decision, DenyReason, SUPPORTED_WHEN_KEYS};
 
 /// The body of a 403, as Envoy's RBAC filter sends it.
 pub const DENY_BODY: &str = "RBAC: access denied";

@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use meshward_common::header_name;
 use meshward_common::matchers::{MatchOptions, StringMatcher};
 use meshward_common::path::{self, NormalizedPath, PathError, PathParameters};
 use meshward_common::spiffe::SpiffeId;
@@ -418,14 +419,12 @@ impl CompiledPolicy {
 
     /// Whether a request header is a policy-read header in another spelling: equal after ASCII
     /// case-folding and `_` ⇒ `-`, but not the same name. The adapter hands over every header
-    /// whose folded name is wanted ([`fold_header_name`]).
+    /// whose folded name is wanted ([`header_name::same`]).
     fn has_ambiguous_header(&self, facts: &RequestFacts<'_>) -> bool {
         facts.headers.iter().any(|(name, _)| {
-            let folded = fold_header_name(name);
-            self.needs
-                .headers
-                .iter()
-                .any(|w| fold_header_name(w) == folded && !w.eq_ignore_ascii_case(name))
+            self.needs.headers.iter().any(|w| {
+                header_name::same(w.as_bytes(), name.as_bytes()) && !w.eq_ignore_ascii_case(name)
+            })
         })
     }
 
@@ -453,17 +452,6 @@ impl CompiledPolicy {
             None
         }
     }
-}
-
-/// A header name for comparing spellings: ASCII lower case, `_` read as `-` (what CGI-style
-/// servers, WSGI and Rack do when they turn names into `HTTP_X_ROLE`).
-pub fn fold_header_name(name: &str) -> String {
-    name.bytes()
-        .map(|b| match b {
-            b'_' => '-',
-            b => char::from(b.to_ascii_lowercase()),
-        })
-        .collect()
 }
 
 /// The facts of one request, with the derived ones computed once.
