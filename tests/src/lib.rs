@@ -1,1 +1,42 @@
-//! The suites live in `tests/*.rs`; the rig they use is `meshward_harness::envoy`.
+//! What every suite in `tests/*.rs` needs to find: the repository, the filters' release modules
+//! and the fixture tokens. The rig the suites drive is `meshward_harness::envoy`.
+
+use std::path::{Path, PathBuf};
+
+/// The repository root (the parent of `tests/`).
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// A release module built by `scripts/build-wasm.sh`, by file stem or filter name
+/// (`rate_limit` or `rate-limit`); a missing file fails the test, never skips it.
+pub fn wasm(name: &str) -> PathBuf {
+    let p = meshward_harness::scenario::default_wasm_dir(&repo())
+        .join(format!("{}.wasm", name.replace('-', "_")));
+    assert!(
+        p.is_file(),
+        "{} missing: run scripts/build-wasm.sh",
+        p.display()
+    );
+    p
+}
+
+/// A file of `tests/fixtures/jwt/` (keys, key sets, tokens), as text.
+pub fn jwt_fixture(name: &str) -> String {
+    let p = repo().join("tests/fixtures/jwt").join(name);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// A token from `tests/fixtures/jwt/tokens.json` (written by `tests/fixtures/jwt/gen.py`).
+pub fn jwt_token(name: &str) -> String {
+    let path = repo().join("tests/fixtures/jwt/tokens.json");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("tokens.json")).expect("JSON");
+    json["tokens"][name]["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token {name} in {}", path.display()))
+        .to_string()
+}

@@ -2,11 +2,9 @@
 //! (HostError::ConfigRejected with the module's logs) and in real Envoy 1.40 (validation fails,
 //! "Unable to create Wasm plugin", the same log line). Cases: tests/config-rejections/<filter>.yaml.
 
-use std::path::{Path, PathBuf};
-
 use meshward_harness::envoy::{EchoUpstream, Envoy, EnvoyConfig, WasmFilter};
-use meshward_harness::scenario::default_wasm_dir;
 use meshward_harness::{FilterSpec, Host, HostError};
+use meshward_tests::{repo, wasm};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -17,13 +15,6 @@ struct Rejection {
     config: serde_json::Value,
 }
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo root")
-        .to_path_buf()
-}
-
 fn cases(filter: &str) -> Vec<Rejection> {
     let path = repo()
         .join("tests/config-rejections")
@@ -32,16 +23,6 @@ fn cases(filter: &str) -> Vec<Rejection> {
     let cases: Vec<Rejection> = serde_yaml_ng::from_str(&text).expect("rejection list");
     assert!(!cases.is_empty());
     cases
-}
-
-fn wasm(filter: &str) -> PathBuf {
-    let p = default_wasm_dir(&repo()).join(format!("{}.wasm", filter.replace('-', "_")));
-    assert!(
-        p.is_file(),
-        "{} missing: run scripts/build-wasm.sh",
-        p.display()
-    );
-    p
 }
 
 /// The error line every filter logs: ConfigError's Display.

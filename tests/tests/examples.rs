@@ -31,17 +31,11 @@ use serde_yaml_ng::Value as Yaml;
 #[path = "../../host-harness/src/cli/wasmplugin.rs"]
 mod wasmplugin;
 
+use meshward_tests::{jwt_token as token, repo};
 use wasmplugin::{Filter, Phase, WasmPluginArgs};
 
 const BLESS: &str = "MESHWARD_BLESS=1 cargo test -p meshward-tests --test examples";
 const FILTERS: [&str; 4] = ["header-limits", "jwt-authn", "spiffe-authz", "rate-limit"];
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
 
 fn blessing() -> bool {
     std::env::var_os("MESHWARD_BLESS").is_some_and(|v| v == "1")
@@ -826,15 +820,6 @@ impl Drop for RunningEnvoy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn token(name: &str) -> String {
-    let path = repo().join("tests/fixtures/jwt/tokens.json");
-    let tokens: Json = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    tokens["tokens"][name]["token"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 #[test]

@@ -16,43 +16,13 @@
 //! Needs the release wasm (`scripts/build-wasm.sh`); a missing module fails the tests.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use meshward_harness::scenario::default_wasm_dir;
 use meshward_harness::{
     CalloutResponse, Cluster, FilterSpec, Host, HostBuilder, ListenerSettings, Outcome, Request,
     Status, Tls, Verdict,
 };
-
-fn wasm(stem: &str) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo root")
-        .to_path_buf();
-    let p = default_wasm_dir(&root).join(format!("{stem}.wasm"));
-    assert!(
-        p.is_file(),
-        "{} missing: run scripts/build-wasm.sh",
-        p.display()
-    );
-    p
-}
-
-fn fixture(name: &str) -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/jwt")
-        .join(name);
-    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-fn token(name: &str) -> String {
-    let v: serde_json::Value = serde_json::from_str(&fixture("tokens.json")).expect("tokens.json");
-    v["tokens"][name]["token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no token {name}"))
-        .to_string()
-}
+use meshward_tests::{jwt_fixture as fixture, jwt_token as token, wasm};
 
 const FRONTEND: &str = "spiffe://cluster.local/ns/default/sa/frontend";
 const INTRUDER: &str = "spiffe://cluster.local/ns/evil/sa/intruder";

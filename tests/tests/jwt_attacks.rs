@@ -10,43 +10,15 @@
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use meshward_harness::envoy::{self, EchoUpstream, Envoy, EnvoyConfig, WasmFilter};
-use meshward_harness::scenario::default_wasm_dir;
+use meshward_tests::{jwt_token as token, repo, wasm};
 
 /// How long the JWKS server takes to answer.
 const JWKS_LATENCY: Duration = Duration::from_millis(1_500);
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo root")
-        .to_path_buf()
-}
-
-fn wasm(stem: &str) -> PathBuf {
-    let p = default_wasm_dir(&repo()).join(format!("{stem}.wasm"));
-    assert!(
-        p.is_file(),
-        "{} missing: run scripts/build-wasm.sh",
-        p.display()
-    );
-    p
-}
-
-fn token(name: &str) -> String {
-    let path = repo().join("tests/fixtures/jwt/tokens.json");
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).expect("tokens.json")).expect("JSON");
-    json["tokens"][name]["token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no token {name} in {}", path.display()))
-        .to_string()
-}
 
 fn wasm_metric(envoy: &Envoy, name: &str) -> u64 {
     envoy

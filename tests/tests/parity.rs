@@ -2,17 +2,11 @@
 //! with the same module and config. A case fails if either run misses its expectation or if the
 //! two runs differ in anything the case checks. Envoy missing ⇒ failure, never a skip.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use meshward_harness::scenario::default_wasm_dir;
 use meshward_harness::scenario::suite::{run_file, Targets};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo root")
-        .to_path_buf()
-}
+use meshward_tests::repo;
 
 /// Run every `*.yaml` in `tests/scenarios/<dir>` in both targets and fail with the full report.
 fn suite(dir: &str) {

@@ -17,18 +17,12 @@
 //! `MESHWARD_WASM_DIR` runs the family on other builds (e.g. a copy of an older filter).
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use meshward_harness::scenario::default_wasm_dir;
 use meshward_harness::scenario::suite::{run_file, Targets};
+use meshward_tests::repo;
 use serde_json::{json, Value};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo root")
-        .to_path_buf()
-}
 
 fn wasm_dir() -> PathBuf {
     match std::env::var_os("MESHWARD_WASM_DIR") {

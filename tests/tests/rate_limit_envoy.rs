@@ -10,28 +10,10 @@
 //! fails the tests.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use meshward_harness::envoy::{self, Certs, Client, EchoUpstream, Envoy, EnvoyConfig, WasmFilter};
-use meshward_harness::scenario::default_wasm_dir;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo root")
-        .to_path_buf()
-}
-
-fn wasm(stem: &str) -> PathBuf {
-    let p = default_wasm_dir(&repo()).join(format!("{stem}.wasm"));
-    assert!(
-        p.is_file(),
-        "{} missing: run scripts/build-wasm.sh",
-        p.display()
-    );
-    p
-}
+use meshward_tests::{jwt_token as token, repo, wasm};
 
 fn rate_limit(config: &str) -> WasmFilter {
     WasmFilter::new("rl", wasm("rate_limit"), config)
@@ -253,16 +235,6 @@ fn two_mtls_clients_each_get_exactly_their_own_spiffe_id_bucket() {
     );
     assert_eq!(r.header("x-ratelimit-remaining"), Some("4"));
     assert_both_workers_served(&envoy, "tls");
-}
-
-fn token(name: &str) -> String {
-    let path = repo().join("tests/fixtures/jwt/tokens.json");
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).expect("tokens.json")).expect("JSON");
-    json["tokens"][name]["token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no token {name} in {}", path.display()))
-        .to_string()
 }
 
 #[test]

@@ -15,41 +15,16 @@
 //! Loopback only; every loop is bounded by the deadline; Envoy and the servers stop on drop.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use meshward_harness::envoy::{
-    self, repo_root, Certs, Client, EchoUpstream, Envoy, EnvoyConfig, WasmFilter,
-};
+use meshward_harness::envoy::{self, Certs, Client, EchoUpstream, Envoy, EnvoyConfig, WasmFilter};
+use meshward_tests::{jwt_fixture as fixture, jwt_token as token, wasm};
 use serde_json::json;
 
 const FRONTEND: &str = "spiffe://cluster.local/ns/default/sa/frontend";
 const INTRUDER: &str = "spiffe://cluster.local/ns/evil/sa/intruder";
-
-fn wasm(stem: &str) -> PathBuf {
-    let p = meshward_harness::scenario::default_wasm_dir(&repo_root()).join(format!("{stem}.wasm"));
-    assert!(
-        p.is_file(),
-        "{} missing: run scripts/build-wasm.sh",
-        p.display()
-    );
-    p
-}
-
-fn fixture(name: &str) -> String {
-    let p = repo_root().join("tests/fixtures/jwt").join(name);
-    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-fn token(name: &str) -> String {
-    let v: serde_json::Value = serde_json::from_str(&fixture("tokens.json")).expect("tokens.json");
-    v["tokens"][name]["token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no token {name}"))
-        .to_string()
-}
 
 /// What the JWKS server does right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
