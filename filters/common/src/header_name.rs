@@ -36,8 +36,9 @@ fn fold_byte(b: u8) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wasm_bindgen_test::wasm_bindgen_test;
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn case_and_underscores_fold() {
         assert_eq!(fold("X_Jwt-SUB"), "x-jwt-sub");
         assert_eq!(fold("é_A"), "é-a", "non-ASCII bytes are kept as they are");
