@@ -11,6 +11,7 @@ pub mod config;
 pub mod duration;
 pub mod header_name;
 pub mod identity;
+pub mod logtext;
 pub mod matchers;
 pub mod path;
 pub mod spiffe;

@@ -17,6 +17,7 @@ use std::rc::Rc;
 
 use meshward_common::header_name;
 use meshward_common::identity::{RequestIdentity, PROPERTY_PATH};
+use meshward_common::logtext;
 use meshward_common::spiffe::SpiffeId;
 use meshward_host::{wire, MapType, MetricType, Status};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -323,33 +324,19 @@ fn log_refusal(policy: &CompiledPolicy, decision: &Decision, facts: &RequestFact
     );
 }
 
-/// The most of one request value a log line carries.
-const LOG_VALUE_MAX: usize = 256;
+/// The most of one request value a log line carries, in bytes.
+const LOG_VALUE_MAX: usize = logtext::MAX_LOGGED_CHARS;
 
-/// A request value for a log line: quoted, control bytes, quotes and backslashes escaped (a path
-/// or header is attacker-controlled and must not forge log lines), and cut to [`LOG_VALUE_MAX`]
-/// bytes of output with the original length noted.
+/// A request value for a log line: quoted, escaped and bounded by [`logtext::loggable`] (a path
+/// or header is attacker-controlled and must not forge log lines), with the original length noted
+/// when it was cut.
 fn bounded(value: &str) -> String {
-    let mut out = String::with_capacity(value.len().min(LOG_VALUE_MAX).saturating_add(24));
-    out.push('"');
-    let mut truncated = false;
-    for ch in value.chars() {
-        let piece: String = if ch.is_control() || ch == '"' || ch == '\\' {
-            ch.escape_default().collect()
-        } else {
-            ch.to_string()
-        };
-        if out.len().saturating_add(piece.len()) > LOG_VALUE_MAX {
-            truncated = true;
-            break;
-        }
-        out.push_str(&piece);
+    let (text, cut) = logtext::loggable_cut(value, LOG_VALUE_MAX);
+    if cut {
+        format!("\"{text}\"({} bytes)", value.len())
+    } else {
+        format!("\"{text}\"")
     }
-    out.push('"');
-    if truncated {
-        out.push_str(&format!("…({} bytes)", value.len()));
-    }
-    out
 }
 
 /// Count, rewrite or answer.
@@ -452,12 +439,12 @@ mod tests {
         assert_eq!(bounded("/a"), "\"/a\"");
         assert_eq!(
             bounded("/a\r\nINFO forged\t\"x\"\\\u{1b}[31m"),
-            "\"/a\\r\\nINFO forged\\t\\\"x\\\"\\\\\\u{1b}[31m\""
+            "\"/a\\r\\nINFO forged\\t\\\"x\\\"\\\\\\x1b[31m\""
         );
         let long = format!("/{}", "é".repeat(10_000));
         let out = bounded(&long);
         assert!(out.len() <= LOG_VALUE_MAX + 32, "{}", out.len());
-        assert!(out.ends_with("…(20001 bytes)"), "{out}");
+        assert!(out.ends_with("…\"(20001 bytes)"), "{out}");
         assert!(out.starts_with("\"/éé"));
         let escapes = bounded(&"\u{7}".repeat(1000));
         assert!(escapes.len() <= LOG_VALUE_MAX + 32);

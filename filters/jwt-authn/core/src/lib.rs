@@ -19,7 +19,8 @@ pub mod duration;
 pub mod engine;
 pub mod extract;
 pub mod jwk;
-pub mod logtext;
+/// Shared with the other filters (`meshward_common::logtext`).
+pub use meshward_common::logtext;
 pub mod remote;
 pub mod roca;
 pub mod status;
