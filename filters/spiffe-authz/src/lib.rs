@@ -275,8 +275,10 @@ fn read_and_decide(policy: &CompiledPolicy) -> Result<Decision, HostFailure> {
     // Published bytes that do not parse are not "no identity": the core denies when a policy
     // needs the identity and it is unreadable (a DENY on request principals must not fail open).
     let published = property(PROPERTY_PATH, "meshward_request_auth", needs.identity)?;
-    let identity = published.as_deref().and_then(RequestIdentity::from_bytes);
-    let identity_unreadable = published.is_some() && identity.is_none();
+    let (identity, identity_unreadable) = match RequestIdentity::read(published.as_deref()) {
+        Ok(identity) => (identity, false),
+        Err(_) => (None, true),
+    };
     let sni = text(property(
         &["connection", "requested_server_name"],
         "connection.requested_server_name",
