@@ -50,10 +50,7 @@ mod logger;
 mod metrics;
 pub mod property;
 mod shared;
-mod status;
-pub mod wire;
 
-pub use abi::{BufferType, LogLevel, MapType, MetricType, StreamType};
 pub use buffers::{
     get_buffer, plugin_configuration, request_body, response_body, set_buffer, set_request_body,
     set_response_body, vm_configuration,
@@ -69,10 +66,11 @@ pub use http::{
     resume_http_response, send_local_response,
 };
 pub use logger::{host_level, init_logger};
+pub use meshward_abi::encoding as wire;
+pub use meshward_abi::{BufferType, LogLevel, MapType, MetricType, Status, StreamType};
 pub use metrics::{define_metric, get_metric, increment_metric, record_metric, Counters};
 pub use property::{get_property, set_property};
 pub use shared::{
     dequeue_shared_queue, enqueue_shared_queue, get_shared_data, register_shared_queue,
     resolve_shared_queue, set_shared_data,
 };
-pub use status::Status;

@@ -1,18 +1,42 @@
-//! The ABI's byte encodings: serialized header maps and property paths.
+//! The ABI's byte encodings: serialized header maps ("pairs") and property paths.
 //!
 //! Header map: `u32 count`, then `count` × (`u32 name_len`, `u32 value_len`), then for each pair
 //! `name` NUL `value` NUL; integers little-endian. Names and values stay bytes: a non-UTF-8 value
 //! must still be measurable, and a non-UTF-8 name must not crash the filter.
+//!
+//! Two readers of one walk: the guest's [`decode_map`] is strict (it does not trust the host), the
+//! host's [`decode_map_lenient`] reads what proxy-wasm-cpp-host's `toPairs` reads (Envoy does not
+//! check the NULs or bytes left over, so the harness must not either).
+
+/// Name/value pairs borrowed from a serialized map, in map order.
+pub type Pairs<'a> = Vec<(&'a [u8], &'a [u8])>;
 
 /// Borrow the pairs out of a serialized map; `None` if `bytes` is not a well-formed map.
 ///
 /// Lengths come from the host and are not trusted: every offset is checked, and bytes left over
 /// after the last pair make the map malformed (the host and we would disagree about the format).
 /// An empty buffer and a single NUL byte are both an empty map (the spec allows either).
-pub fn decode_map(bytes: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
+pub fn decode_map(bytes: &[u8]) -> Option<Pairs<'_>> {
     if bytes.is_empty() || bytes == [0] {
         return Some(Vec::new());
     }
+    let (pairs, end) = walk(bytes, true)?;
+    (end == bytes.len()).then_some(pairs)
+}
+
+/// The pairs as proxy-wasm-cpp-host's `toPairs` reads them: the separators are skipped unread and
+/// bytes left over are ignored; anything that does not fit gives `None` (Envoy then uses an empty
+/// map).
+pub fn decode_map_lenient(bytes: &[u8]) -> Option<Pairs<'_>> {
+    if bytes.is_empty() {
+        return Some(Vec::new());
+    }
+    walk(bytes, false).map(|(pairs, _)| pairs)
+}
+
+/// The pairs of a map and the offset after the last one; with `strict`, each field must be
+/// followed by a NUL.
+fn walk(bytes: &[u8], strict: bool) -> Option<(Pairs<'_>, usize)> {
     let count = usize::try_from(read_u32(bytes, 0)?).ok()?;
     let mut data = count.checked_mul(8)?.checked_add(4)?;
     // Each pair takes at least 10 bytes (two lengths, two NULs): cap the allocation by what the
@@ -22,12 +46,12 @@ pub fn decode_map(bytes: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
         let at = i.checked_mul(8)?.checked_add(4)?;
         let name_len = usize::try_from(read_u32(bytes, at)?).ok()?;
         let value_len = usize::try_from(read_u32(bytes, at.checked_add(4)?)?).ok()?;
-        let (name, after_name) = field(bytes, data, name_len)?;
-        let (value, after_value) = field(bytes, after_name, value_len)?;
+        let (name, after_name) = field(bytes, data, name_len, strict)?;
+        let (value, after_value) = field(bytes, after_name, value_len, strict)?;
         data = after_value;
         pairs.push((name, value));
     }
-    (data == bytes.len()).then_some(pairs)
+    Some((pairs, data))
 }
 
 /// Serialize pairs for the host; `None` if the count or a length does not fit in a `u32`.
@@ -69,18 +93,21 @@ fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(raw))
 }
 
-/// `len` bytes at `at` followed by a NUL; the bytes and the offset after the NUL.
-fn field(bytes: &[u8], at: usize, len: usize) -> Option<(&[u8], usize)> {
+/// `len` bytes at `at` and the offset after the separator byte that follows them. `strict`: the
+/// separator must be there and be a NUL; otherwise it is skipped unread (the last one may be
+/// missing, as cpp-host never reads it).
+fn field(bytes: &[u8], at: usize, len: usize, strict: bool) -> Option<(&[u8], usize)> {
     let end = at.checked_add(len)?;
     let value = bytes.get(at..end)?;
-    (*bytes.get(end)? == 0).then_some((value, end.checked_add(1)?))
+    if strict && *bytes.get(end)? != 0 {
+        return None;
+    }
+    Some((value, end.checked_add(1)?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    type Pairs<'a> = Vec<(&'a [u8], &'a [u8])>;
 
     fn sample() -> Pairs<'static> {
         vec![
@@ -181,6 +208,30 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_lenient_reader_skips_separators_and_ignores_what_is_left_over() {
+        let good = encode_map(&[("x-a", "1"), ("x-b", "22")]).unwrap();
+        let mut long = good.clone();
+        long.extend_from_slice(b"junk");
+        assert_eq!(
+            decode_map_lenient(&long).unwrap(),
+            decode_map(&good).unwrap()
+        );
+        let mut no_nuls = good.clone();
+        let last = no_nuls.len() - 1;
+        no_nuls[last] = b'x';
+        assert_eq!(decode_map_lenient(&no_nuls).unwrap().len(), 2);
+        // The last separator is never read; short of it, what does not fit is refused.
+        assert_eq!(
+            decode_map_lenient(&good[..good.len() - 1]).unwrap().len(),
+            2
+        );
+        for cut in 1..good.len() - 1 {
+            assert_eq!(decode_map_lenient(&good[..cut]), None, "cut at {cut}");
+        }
+        assert_eq!(decode_map_lenient(b"").unwrap(), Pairs::new());
     }
 
     #[test]

@@ -48,7 +48,7 @@ impl Status {
     }
 
     /// `Ok(())` for OK, the status otherwise.
-    pub(crate) const fn check(raw: u32) -> Result<(), Status> {
+    pub const fn check(raw: u32) -> Result<(), Status> {
         if raw == Self::OK.0 {
             Ok(())
         } else {
