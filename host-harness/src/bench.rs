@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use crate::host::Host;
-use crate::types::Request;
+use crate::request::Request;
 
 /// How long and how hard to bench.
 #[derive(Debug, Clone)]

@@ -2,8 +2,8 @@
 
 use crate::error::HostError;
 use crate::host::{FilterSpec, Host};
-use crate::module::{self, ModuleReport};
-use crate::types::LogLine;
+use crate::outcome::LogLine;
+use crate::vm::{compile, inspect_module, ModuleReport};
 
 /// What `check` found.
 #[derive(Debug)]
@@ -27,7 +27,7 @@ impl CheckReport {
 
 /// Inspects `spec`'s module like Envoy's loader, then starts it with its configuration.
 pub fn check(spec: &FilterSpec) -> CheckReport {
-    let module = match module::compile(spec.bytes()) {
+    let module = match compile(spec.bytes()) {
         Ok(m) => m,
         Err(e) => {
             return CheckReport {
@@ -37,7 +37,7 @@ pub fn check(spec: &FilterSpec) -> CheckReport {
             }
         }
     };
-    let report = module::inspect_module(&module);
+    let report = inspect_module(&module);
     match Host::builder().filter(spec.clone()).build() {
         Ok(host) => CheckReport {
             module: report,

@@ -1,6 +1,6 @@
 //! Errors of building a host or loading a module.
 
-use crate::types::LogLine;
+use crate::outcome::LogLine;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {

@@ -5,42 +5,44 @@
 //! and logs. See `docs/design.md` ("Harness API").
 //!
 //! Modelled Envoy behaviour: module loading and the exact import set Envoy satisfies
-//! ([`module`](crate::supported_imports)), the WASI subset of proxy-wasm-cpp-host, the request
-//! lifecycle across a chain (local replies, pause/continue, traps and `fail_open`), the HCM and
-//! codec ([`ListenerSettings`]), properties with Envoy's encodings, shared data/queues, metrics,
-//! ticks on every root context, HTTP callouts to test-defined clusters, and a virtual clock.
+//! ([`supported_imports`]), the WASI subset of proxy-wasm-cpp-host, the request lifecycle across a
+//! chain (local replies, pause/continue, traps and `fail_open`), the HCM and codec
+//! ([`ListenerSettings`]), properties with Envoy's encodings, shared data/queues, metrics, ticks
+//! on every root context, HTTP callouts to test-defined clusters, and a virtual clock.
+//!
+//! Inside, one job per module, each depending only on those listed before it:
+//! - `outcome`, `request`: the public vocabulary;
+//! - `runtime`: what all threads share (clock and timers, shared data, queues, metrics, faults);
+//! - `envoy_model`: Envoy around the filters (HCM and codec, header maps, router and echo
+//!   upstream, clusters, attributes);
+//! - `stream` (state): a request in flight and what filters ask of it;
+//! - `vm`: a VM set per thread, module loading, guest memory, calls into the guest;
+//! - `hostcalls`: the functions a module imports, one file per ABI area;
+//! - `stream` (driver): runs a stream through the chain;
+//! - `host`: the public [`Host`] and its builder; `check` and `bench` on top.
 
 pub mod envoy;
 pub mod scenario;
 
-mod abi;
 mod bench;
-mod callout;
 mod check;
-mod clock;
+mod envoy_model;
 mod error;
-mod hcm;
-mod headers;
 mod host;
 mod hostcalls;
-mod interleave;
-mod module;
-mod properties;
-mod shared;
-mod types;
-mod upstream;
-mod wasi;
-mod worker;
+mod outcome;
+mod request;
+mod runtime;
+mod stream;
+mod vm;
 
-pub use abi::Status;
 pub use bench::{bench, BenchOptions, BenchReport};
-pub use callout::{CalloutRequest, CalloutResponse, Cluster};
 pub use check::{check, CheckReport};
-pub use clock::ClockMode;
+pub use envoy_model::{CalloutRequest, CalloutResponse, Cluster, ListenerSettings};
 pub use error::HostError;
-pub use hcm::ListenerSettings;
 pub use host::{FilterSpec, Host, HostBuilder, Started};
-pub use module::{supported_imports, AbiVersion, ModuleReport};
-pub use shared::{HostcallRecord, MetricKind, MetricValue};
-pub use types::{LogLevel, LogLine, Outcome, Phase, Request, RequestHead, Response, Tls, Verdict};
-pub use worker::FailStrategy;
+pub use meshward_abi::{AbiVersion, Status};
+pub use outcome::{LogLevel, LogLine, Outcome, Phase, RequestHead, Response, Verdict};
+pub use request::{Request, Tls};
+pub use runtime::{ClockMode, HostcallRecord, MetricKind, MetricValue};
+pub use vm::{supported_imports, FailStrategy, ModuleReport, Thread};

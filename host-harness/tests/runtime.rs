@@ -251,7 +251,7 @@ fn cas_counter_is_exact_under_real_threads() {
 fn injected_unexpected_status_crashes_the_sdk_like_in_envoy() {
     let host = one_probe();
     // The Rust SDK panics on a status it does not expect from get_shared_data.
-    host.inject_status("proxy_get_shared_data", Status::InternalFailure, Some(1));
+    host.inject_status("proxy_get_shared_data", Status::INTERNAL_FAILURE, Some(1));
     let out = host.send(&Request::get("/").header("x-probe-count", "z"));
     assert_eq!(out.status(), 503);
     assert!(
@@ -267,7 +267,7 @@ fn injected_unexpected_status_crashes_the_sdk_like_in_envoy() {
 #[test]
 fn injected_cas_mismatch_is_retried() {
     let host = one_probe();
-    host.inject_status("proxy_set_shared_data", Status::CasMismatch, Some(2));
+    host.inject_status("proxy_set_shared_data", Status::CAS_MISMATCH, Some(2));
     let out = host.send(&Request::get("/").header("x-probe-count", "z"));
     assert_eq!(
         out.upstream_request.unwrap().header("x-probe-count-value"),

@@ -411,17 +411,17 @@ fn number_call(h: &str) -> bool {
 
 /// Every status a hostcall can return in Envoy (cpp-host `WasmResult`), but `Ok`.
 const STATUSES: [(&str, Status); 11] = [
-    ("NotFound", Status::NotFound),
-    ("BadArg", Status::BadArgument),
-    ("Serial", Status::SerializationFailure),
-    ("Parse", Status::ParseFailure),
-    ("BadExpr", Status::BadExpression),
-    ("BadMem", Status::InvalidMemoryAccess),
-    ("Empty", Status::Empty),
-    ("CasMis", Status::CasMismatch),
-    ("Internal", Status::InternalFailure),
-    ("Broken", Status::BrokenConnection),
-    ("Unimpl", Status::Unimplemented),
+    ("NotFound", Status::NOT_FOUND),
+    ("BadArg", Status::BAD_ARGUMENT),
+    ("Serial", Status::SERIALIZATION_FAILURE),
+    ("Parse", Status::PARSE_FAILURE),
+    ("BadExpr", Status::BAD_EXPRESSION),
+    ("BadMem", Status::INVALID_MEMORY_ACCESS),
+    ("Empty", Status::EMPTY),
+    ("CasMis", Status::CAS_MISMATCH),
+    ("Internal", Status::INTERNAL_FAILURE),
+    ("Broken", Status::BROKEN_CONNECTION),
+    ("Unimpl", Status::UNIMPLEMENTED),
 ];
 
 /// The faults for one hostcall: (label, action).
@@ -923,7 +923,7 @@ fn the_fault_injector_hits_what_it_is_told() {
     host.trace(true);
     host.inject_fault(
         "proxy_get_property",
-        Err(Status::InternalFailure),
+        Err(Status::INTERNAL_FAILURE),
         Some("spiffe-authz"),
         Some(0),
     );
@@ -940,7 +940,7 @@ fn the_fault_injector_hits_what_it_is_told() {
     host.clear_faults();
     host.inject_fault(
         "proxy_get_property",
-        Err(Status::InternalFailure),
+        Err(Status::INTERNAL_FAILURE),
         Some("another"),
         None,
     );

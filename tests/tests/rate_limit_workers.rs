@@ -224,12 +224,12 @@ fn real_threads_never_lose_an_update() {
 #[test]
 fn sixteen_cas_mismatches_fail_closed_and_are_counted() {
     let host = host(2, &hourly(5));
-    host.inject_status("proxy_set_shared_data", Status::CasMismatch, Some(15));
+    host.inject_status("proxy_set_shared_data", Status::CAS_MISMATCH, Some(15));
     let o = host.send(&Request::get("/"));
     assert_eq!(o.status(), 200, "15 mismatches, the 16th attempt commits");
     assert_eq!(remaining(&o), 4);
 
-    host.inject_status("proxy_set_shared_data", Status::CasMismatch, Some(16));
+    host.inject_status("proxy_set_shared_data", Status::CAS_MISMATCH, Some(16));
     let o = host.send(&Request::get("/"));
     assert_limited(&o);
     assert_eq!(o.response.header("retry-after"), Some("1"));
@@ -255,7 +255,7 @@ fn sixteen_cas_mismatches_fail_closed_and_are_counted() {
         )
         .build()
         .unwrap();
-    shadow.inject_status("proxy_set_shared_data", Status::CasMismatch, Some(16));
+    shadow.inject_status("proxy_set_shared_data", Status::CAS_MISMATCH, Some(16));
     let o = shadow.send(&Request::get("/"));
     assert_eq!(o.status(), 200, "shadow mode never rejects");
     assert_eq!(metric(&shadow, "cas_retries_exhausted"), 1);

@@ -5,7 +5,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 
-use crate::shared::lock;
+use super::lock;
+use crate::vm::Thread;
 
 #[derive(Default)]
 pub(crate) struct Gate {
@@ -15,17 +16,17 @@ pub(crate) struct Gate {
 }
 
 struct Lockstep {
-    slots: [usize; 2],
+    threads: [Thread; 2],
     turn: usize,
     finished: [bool; 2],
-    /// Order in which the participants passed the gate (slot, hostcall), for tests.
-    trace: Vec<(usize, &'static str)>,
+    /// Order in which the participants passed the gate (thread, hostcall), for tests.
+    trace: Vec<(Thread, &'static str)>,
 }
 
 impl Gate {
-    pub fn arm(&self, a: usize, b: usize) {
+    pub fn arm(&self, a: Thread, b: Thread) {
         *lock(&self.state) = Some(Lockstep {
-            slots: [a, b],
+            threads: [a, b],
             turn: 0,
             finished: [false, false],
             trace: Vec::new(),
@@ -34,7 +35,7 @@ impl Gate {
     }
 
     /// Disarms and returns the trace.
-    pub fn disarm(&self) -> Vec<(usize, &'static str)> {
+    pub fn disarm(&self) -> Vec<(Thread, &'static str)> {
         self.armed.store(false, Ordering::SeqCst);
         let trace = lock(&self.state)
             .take()
@@ -44,46 +45,46 @@ impl Gate {
         trace
     }
 
-    pub fn finish(&self, slot: usize) {
+    pub fn finish(&self, thread: Thread) {
         let mut st = lock(&self.state);
         if let Some(l) = st.as_mut() {
-            if let Some(i) = l.slots.iter().position(|s| *s == slot) {
+            if let Some(i) = l.threads.iter().position(|t| *t == thread) {
                 l.finished[i] = true;
             }
         }
         self.cv.notify_all();
     }
 
-    /// Blocks until it is `slot`'s turn (no-op unless armed and `slot` participates). The turn
+    /// Blocks until it is `thread`'s turn (no-op unless armed and `thread` participates). The turn
     /// passes to the other participant only at `release`, once the hostcall has done its work,
     /// so the shared state is read and written in exactly the traced order.
-    pub fn pass(&self, slot: usize, op: &'static str) {
+    pub fn pass(&self, thread: Thread, op: &'static str) {
         if !self.armed.load(Ordering::Relaxed) {
             return;
         }
         let mut st = lock(&self.state);
         loop {
             let Some(l) = st.as_mut() else { return };
-            let Some(me) = l.slots.iter().position(|s| *s == slot) else {
+            let Some(me) = l.threads.iter().position(|t| *t == thread) else {
                 return;
             };
             let other = 1 - me;
             if l.turn == me || l.finished[other] {
-                l.trace.push((slot, op));
+                l.trace.push((thread, op));
                 return;
             }
             st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
         }
     }
 
-    /// Ends `slot`'s turn.
-    pub fn release(&self, slot: usize) {
+    /// Ends `thread`'s turn.
+    pub fn release(&self, thread: Thread) {
         if !self.armed.load(Ordering::Relaxed) {
             return;
         }
         let mut st = lock(&self.state);
         if let Some(l) = st.as_mut() {
-            if let Some(me) = l.slots.iter().position(|s| *s == slot) {
+            if let Some(me) = l.threads.iter().position(|t| *t == thread) {
                 let other = 1 - me;
                 if l.turn == me && !l.finished[other] {
                     l.turn = other;

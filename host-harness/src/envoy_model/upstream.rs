@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use serde::Serialize;
 
-use crate::headers::{text, HeaderMap};
+use super::{text, HeaderMap};
 
 /// The echo body. Borrowed fields, serialized straight to bytes: this runs once per request that
 /// reaches the upstream, so it is on the bench's hot path.

@@ -11,79 +11,29 @@ use std::sync::{Mutex, OnceLock};
 use sha2::{Digest, Sha256};
 use wasmtime::{Engine, ExternType, Module};
 
+pub use meshward_abi::AbiVersion;
+use meshward_abi::HOST_FUNCTION_NAMES;
+
+use super::state::ModuleShape;
 use crate::error::HostError;
-use crate::shared::lock;
-use crate::wasi::WASI_FUNCTIONS;
+use crate::hostcalls::{ENV_HELPERS, WASI_FUNCTION_NAMES, WASI_MODULES};
+use crate::runtime::lock;
 
-/// The ABI versions Envoy's host (proxy-wasm-cpp-host) knows and we model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AbiVersion {
-    V0_2_0,
-    V0_2_1,
-}
-
-/// `proxy_*` functions cpp-host registers for every ABI (`FOR_ALL_HOST_FUNCTIONS`).
-const HOST_FUNCTIONS: &[&str] = &[
-    "proxy_log",
-    "proxy_get_status",
-    "proxy_set_property",
-    "proxy_get_property",
-    "proxy_send_local_response",
-    "proxy_get_shared_data",
-    "proxy_set_shared_data",
-    "proxy_register_shared_queue",
-    "proxy_resolve_shared_queue",
-    "proxy_dequeue_shared_queue",
-    "proxy_enqueue_shared_queue",
-    "proxy_get_header_map_value",
-    "proxy_add_header_map_value",
-    "proxy_replace_header_map_value",
-    "proxy_remove_header_map_value",
-    "proxy_get_header_map_pairs",
-    "proxy_set_header_map_pairs",
-    "proxy_get_header_map_size",
-    "proxy_get_buffer_status",
-    "proxy_get_buffer_bytes",
-    "proxy_set_buffer_bytes",
-    "proxy_http_call",
-    "proxy_grpc_call",
-    "proxy_grpc_stream",
-    "proxy_grpc_close",
-    "proxy_grpc_cancel",
-    "proxy_grpc_send",
-    "proxy_set_tick_period_milliseconds",
-    "proxy_get_current_time_nanoseconds",
-    "proxy_define_metric",
-    "proxy_increment_metric",
-    "proxy_record_metric",
-    "proxy_get_metric",
-    "proxy_set_effective_context",
-    "proxy_done",
-    "proxy_call_foreign_function",
-];
-
-/// Legacy `env` helpers cpp-host registers for emscripten-built modules.
-const ENV_HELPERS: &[&str] = &["pthread_equal", "emscripten_notify_memory_growth"];
-
-/// Every import Envoy 1.40 satisfies for `abi`. Note: for ABI 0.2.x cpp-host does *not* register
-/// `proxy_continue_request`, `proxy_continue_response`, `proxy_clear_route_cache` or
-/// `proxy_get_configuration` (0.1.0 only), so a 0.2.1 module importing them fails to load there.
+/// Every import Envoy 1.40 satisfies for `abi` (see `meshward_abi::host_functions!` for what
+/// 0.2.x does not have).
 pub fn supported_imports(abi: AbiVersion) -> HashSet<(String, String)> {
-    let mut set = HashSet::new();
-    for f in HOST_FUNCTIONS.iter().chain(ENV_HELPERS) {
-        set.insert(("env".to_string(), f.to_string()));
-    }
-    set.insert(("env".to_string(), "proxy_continue_stream".to_string()));
-    set.insert(("env".to_string(), "proxy_close_stream".to_string()));
-    if abi == AbiVersion::V0_2_1 {
-        set.insert(("env".to_string(), "proxy_get_log_level".to_string()));
-    }
-    for m in ["wasi_snapshot_preview1", "wasi_unstable"] {
-        for f in WASI_FUNCTIONS {
-            set.insert((m.to_string(), f.to_string()));
-        }
-    }
-    set
+    let env = HOST_FUNCTION_NAMES
+        .iter()
+        .filter(|(_, since)| *since <= abi)
+        .map(|(name, _)| *name)
+        .chain(ENV_HELPERS.iter().copied())
+        .map(|name| ("env".to_string(), name.to_string()));
+    let wasi = WASI_MODULES.iter().flat_map(|module| {
+        WASI_FUNCTION_NAMES
+            .iter()
+            .map(move |name| (module.to_string(), name.to_string()))
+    });
+    env.chain(wasi).collect()
 }
 
 fn engine() -> &'static Engine {
@@ -108,14 +58,6 @@ pub(crate) fn compile(bytes: &[u8]) -> Result<Module, HostError> {
     let module = Module::new(engine(), bytes).map_err(|e| HostError::Compile(format!("{e:#}")))?;
     lock(cache).insert(key, module.clone());
     Ok(module)
-}
-
-/// What loading needs to know about a module.
-#[derive(Debug, Clone)]
-pub(crate) struct ModuleShape {
-    pub abi: AbiVersion,
-    /// `malloc` (wasm32-unknown-unknown) or `proxy_on_memory_allocate` (wasip1).
-    pub allocator: &'static str,
 }
 
 /// Checks exports and imports the way Envoy does when it loads a module.

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::shared::lock;
+use crate::runtime::lock;
 
 /// An HTTP callout as the cluster receives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,7 +18,7 @@ pub struct CalloutRequest {
 
 impl CalloutRequest {
     pub fn header(&self, name: &str) -> Option<&str> {
-        crate::types::first(&self.headers, name)
+        crate::outcome::first(&self.headers, name)
     }
 }
 

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::shared::lock;
+use super::lock;
+use crate::vm::Thread;
 
 /// How the host reads time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,22 +86,22 @@ impl Clock {
 /// Something due at a time.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Event {
-    /// `proxy_on_tick` on the root context of `filter` in VM set `slot`; `generation` drops
+    /// `proxy_on_tick` on the root context of `filter` on `thread`; `generation` drops
     /// ticks scheduled under an older tick period.
     Tick {
-        slot: usize,
+        thread: Thread,
         filter: usize,
         generation: u64,
     },
     /// An HTTP callout completes.
     Callout {
-        slot: usize,
+        thread: Thread,
         filter: usize,
         token: u32,
     },
     /// `proxy_on_queue_ready`.
     QueueReady {
-        slot: usize,
+        thread: Thread,
         filter: usize,
         context_id: u32,
         token: u32,

@@ -6,9 +6,8 @@
 //! `get_property` looks an unknown first segment up in that filter state (so a later filter in
 //! the same request reads `get_property([name])` of what an earlier one set with `[name]`).
 
-use crate::abi::Status;
-use crate::hcm::ListenerSettings;
-use crate::worker::{FilterInfo, Stream};
+use super::{Connection, HeaderMap};
+use crate::Status;
 
 /// Envoy's top-level attribute tokens: an unknown first segment is a filter-state lookup.
 const TOKENS: &[&str] = &[
@@ -35,10 +34,34 @@ const TOKENS: &[&str] = &[
     "xds",
 ];
 
+/// The plugin that asks (`plugin_name`, `plugin_root_id`, `plugin_vm_id`).
+pub(crate) struct Plugin<'a> {
+    pub name: &'a str,
+    pub root_id: &'a str,
+    pub vm_id: &'a str,
+}
+
+/// What the request attributes are read from: the stream of the calling context implements it,
+/// so this model of Envoy's attributes does not depend on how the harness keeps a stream.
+pub(crate) trait StreamFacts {
+    fn connection(&self) -> &Connection;
+    fn request_headers(&self) -> &HeaderMap;
+    fn request_body_len(&self) -> usize;
+    /// Wall time the request started (ns since the epoch).
+    fn start_ns(&self) -> u64;
+    fn response_headers(&self) -> Option<&HeaderMap>;
+    fn response_body_len(&self) -> usize;
+    /// Envoy's response code details once the request is answered (`via_upstream` for the
+    /// upstream's answer).
+    fn code_details(&self) -> Option<&str>;
+    /// Filter state set by `proxy_set_property` (key = the raw path bytes).
+    fn filter_state(&self, key: &[u8]) -> Option<&[u8]>;
+}
+
 pub(crate) struct PropertyContext<'a> {
-    pub plugin: &'a FilterInfo,
-    pub stream: Option<&'a Stream>,
-    pub listener: &'a ListenerSettings,
+    pub plugin: Plugin<'a>,
+    /// The request of the calling context; `None` in a root context.
+    pub stream: Option<&'a dyn StreamFacts>,
 }
 
 fn int(v: i64) -> Vec<u8> {
@@ -52,29 +75,28 @@ fn uint(v: u64) -> Vec<u8> {
 pub(crate) fn get(path: &[u8], cx: &PropertyContext<'_>) -> Result<Vec<u8>, Status> {
     let segs: Vec<&[u8]> = path.split(|b| *b == 0).collect();
     let first = std::str::from_utf8(segs.first().copied().unwrap_or_default())
-        .map_err(|_| Status::NotFound)?;
+        .map_err(|_| Status::NOT_FOUND)?;
     let rest: Vec<&str> = segs
         .get(1..)
         .unwrap_or_default()
         .iter()
-        .map(|s| std::str::from_utf8(s).map_err(|_| Status::NotFound))
+        .map(|s| std::str::from_utf8(s).map_err(|_| Status::NOT_FOUND))
         .collect::<Result<_, _>>()?;
     if !TOKENS.contains(&first) {
-        let s = cx.stream.ok_or(Status::NotFound)?;
+        let s = cx.stream.ok_or(Status::NOT_FOUND)?;
         if !rest.is_empty() {
-            return Err(Status::NotFound);
+            return Err(Status::NOT_FOUND);
         }
         return s
-            .filter_state
-            .get(first.as_bytes())
-            .cloned()
-            .ok_or(Status::NotFound);
+            .filter_state(first.as_bytes())
+            .map(<[u8]>::to_vec)
+            .ok_or(Status::NOT_FOUND);
     }
     let one = |v: Vec<u8>| {
         if rest.len() == 1 {
             Ok(v)
         } else {
-            Err(Status::NotFound)
+            Err(Status::NOT_FOUND)
         }
     };
     match first {
@@ -83,16 +105,16 @@ pub(crate) fn get(path: &[u8], cx: &PropertyContext<'_>) -> Result<Vec<u8>, Stat
         "plugin_vm_id" if rest.is_empty() => return Ok(cx.plugin.vm_id.as_bytes().to_vec()),
         _ => {}
     }
-    let s = cx.stream.ok_or(Status::NotFound)?;
+    let s = cx.stream.ok_or(Status::NOT_FOUND)?;
     let key = rest.first().copied().unwrap_or("");
     match first {
-        "connection_id" if rest.is_empty() => Ok(uint(s.conn.id)),
+        "connection_id" if rest.is_empty() => Ok(uint(s.connection().id)),
         "request" => request(s, &rest),
         "response" => response(s, &rest),
         "connection" => {
-            let tls = s.conn.tls.as_ref();
+            let tls = s.connection().tls.as_ref();
             let v = match key {
-                "id" => uint(s.conn.id),
+                "id" => uint(s.connection().id),
                 "mtls" => vec![tls.map(|t| t.is_mtls()).unwrap_or(false) as u8],
                 "requested_server_name" => tls
                     .and_then(|t| t.sni.clone())
@@ -100,81 +122,77 @@ pub(crate) fn get(path: &[u8], cx: &PropertyContext<'_>) -> Result<Vec<u8>, Stat
                     .into_bytes(),
                 "tls_version" => match tls {
                     Some(_) => b"TLSv1.3".to_vec(),
-                    None => return Err(Status::NotFound),
+                    None => return Err(Status::NOT_FOUND),
                 },
                 "uri_san_peer_certificate" => first_of(tls.map(|t| &t.peer_uri_sans))?,
                 "dns_san_peer_certificate" => first_of(tls.map(|t| &t.peer_dns_sans))?,
                 "subject_peer_certificate" => tls
                     .and_then(|t| t.peer_subject.clone())
-                    .ok_or(Status::NotFound)?
+                    .ok_or(Status::NOT_FOUND)?
                     .into_bytes(),
-                _ => return Err(Status::NotFound),
+                _ => return Err(Status::NOT_FOUND),
             };
             one(v)
         }
         "source" => one(match key {
-            "address" => s.conn.source.to_string().into_bytes(),
-            "port" => int(s.conn.source.port() as i64),
-            _ => return Err(Status::NotFound),
+            "address" => s.connection().source.to_string().into_bytes(),
+            "port" => int(s.connection().source.port() as i64),
+            _ => return Err(Status::NOT_FOUND),
         }),
         "destination" => one(match key {
-            "address" => s.conn.destination.to_string().into_bytes(),
-            "port" => int(s.conn.destination.port() as i64),
-            _ => return Err(Status::NotFound),
+            "address" => s.connection().destination.to_string().into_bytes(),
+            "port" => int(s.connection().destination.port() as i64),
+            _ => return Err(Status::NOT_FOUND),
         }),
         "filter_state" => {
-            let name = key.strip_prefix("wasm.").ok_or(Status::NotFound)?;
+            let name = key.strip_prefix("wasm.").ok_or(Status::NOT_FOUND)?;
             one(s
-                .filter_state
-                .get(name.as_bytes())
-                .cloned()
-                .ok_or(Status::NotFound)?)
+                .filter_state(name.as_bytes())
+                .map(<[u8]>::to_vec)
+                .ok_or(Status::NOT_FOUND)?)
         }
-        _ => {
-            let _ = cx.listener;
-            Err(Status::NotFound)
-        }
+        _ => Err(Status::NOT_FOUND),
     }
 }
 
 fn first_of(list: Option<&Vec<String>>) -> Result<Vec<u8>, Status> {
     list.and_then(|l| l.first())
         .map(|v| v.as_bytes().to_vec())
-        .ok_or(Status::NotFound)
+        .ok_or(Status::NOT_FOUND)
 }
 
-fn header(s: &Stream, name: &str) -> Result<Vec<u8>, Status> {
-    s.req_headers
+fn header(s: &dyn StreamFacts, name: &str) -> Result<Vec<u8>, Status> {
+    s.request_headers()
         .get(name.as_bytes())
         .map(|v| v.to_vec())
-        .ok_or(Status::NotFound)
+        .ok_or(Status::NOT_FOUND)
 }
 
-fn request(s: &Stream, rest: &[&str]) -> Result<Vec<u8>, Status> {
+fn request(s: &dyn StreamFacts, rest: &[&str]) -> Result<Vec<u8>, Status> {
     let key = rest.first().copied().unwrap_or("");
     if key == "headers" {
         return match rest.get(1) {
-            None => Ok(s.req_headers.serialize()),
+            None => Ok(s.request_headers().serialize()),
             Some(name) if rest.len() == 2 => {
                 let lower = name.to_ascii_lowercase();
                 let values: Vec<&[u8]> = s
-                    .req_headers
+                    .request_headers()
                     .entries()
                     .iter()
                     .filter(|(n, _)| n.as_slice() == lower.as_bytes())
                     .map(|(_, v)| v.as_slice())
                     .collect();
                 if values.is_empty() {
-                    Err(Status::NotFound)
+                    Err(Status::NOT_FOUND)
                 } else {
                     Ok(values.join(&b","[..]))
                 }
             }
-            _ => Err(Status::NotFound),
+            _ => Err(Status::NOT_FOUND),
         };
     }
     if rest.len() != 1 {
-        return Err(Status::NotFound);
+        return Err(Status::NOT_FOUND);
     }
     let path = header(s, ":path").unwrap_or_default();
     match key {
@@ -196,35 +214,32 @@ fn request(s: &Stream, rest: &[&str]) -> Result<Vec<u8>, Status> {
         "useragent" => header(s, "user-agent"),
         "id" => header(s, "x-request-id"),
         "protocol" => Ok(b"HTTP/1.1".to_vec()),
-        "time" => Ok(int(s.start_ns as i64)),
-        "size" => Ok(int(s.req_body.len() as i64)),
-        _ => Err(Status::NotFound),
+        "time" => Ok(int(s.start_ns() as i64)),
+        "size" => Ok(int(s.request_body_len() as i64)),
+        _ => Err(Status::NOT_FOUND),
     }
 }
 
-fn response(s: &Stream, rest: &[&str]) -> Result<Vec<u8>, Status> {
-    let h = s.resp_headers.as_ref().ok_or(Status::NotFound)?;
+fn response(s: &dyn StreamFacts, rest: &[&str]) -> Result<Vec<u8>, Status> {
+    let h = s.response_headers().ok_or(Status::NOT_FOUND)?;
     match rest {
         ["code"] => {
             let code: i64 = h
                 .get_str(":status")
                 .and_then(|v| v.parse().ok())
-                .ok_or(Status::NotFound)?;
+                .ok_or(Status::NOT_FOUND)?;
             Ok(int(code))
         }
         ["headers"] => Ok(h.serialize()),
         ["headers", name] => h
             .get(name.as_bytes())
             .map(|v| v.to_vec())
-            .ok_or(Status::NotFound),
-        ["code_details"] => match &s.verdict {
-            Some(crate::types::Verdict::LocalReply { details, .. }) => {
-                Ok(details.clone().into_bytes())
-            }
-            Some(_) => Ok(b"via_upstream".to_vec()),
-            None => Err(Status::NotFound),
-        },
-        ["size"] => Ok(int(s.resp_body.len() as i64)),
-        _ => Err(Status::NotFound),
+            .ok_or(Status::NOT_FOUND),
+        ["code_details"] => s
+            .code_details()
+            .map(|d| d.as_bytes().to_vec())
+            .ok_or(Status::NOT_FOUND),
+        ["size"] => Ok(int(s.response_body_len() as i64)),
+        _ => Err(Status::NOT_FOUND),
     }
 }

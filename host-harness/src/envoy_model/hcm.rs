@@ -28,8 +28,8 @@
 //!   `x-envoy-upstream-service-time` to upstream responses; HCM adds `server: envoy` after the
 //!   filters, on every response.
 
-use crate::headers::HeaderMap;
-use crate::types::Request;
+use super::HeaderMap;
+use crate::request::Request;
 
 /// The listener / HCM settings both the harness and the Envoy rig use.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,6 +1,8 @@
-//! Header maps with Envoy's mutation semantics, and the proxy-wasm pairs wire format.
+//! Header maps with Envoy's mutation semantics (the pairs format itself is `meshward_abi`'s).
 
 use std::borrow::Cow;
+
+use meshward_abi::encoding::{decode_map_lenient, encode_map};
 
 /// An ordered multimap of lowercased names to values (bytes, as the ABI allows any bytes).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -76,11 +78,8 @@ impl HeaderMap {
     /// The proxy-wasm pairs format: u32 count, then (u32 name_len, u32 value_len) per pair,
     /// then each name and value followed by a NUL byte.
     pub fn serialize(&self) -> Vec<u8> {
-        serialize_pairs(
-            self.entries
-                .iter()
-                .map(|(n, v)| (n.as_slice(), v.as_slice())),
-        )
+        // Only a map of over 4 GiB does not fit the format; no request gets near.
+        encode_map(&self.entries).unwrap_or_default()
     }
 }
 
@@ -93,59 +92,14 @@ pub(crate) fn text(bytes: &[u8]) -> Cow<'_, str> {
     }
 }
 
-pub(crate) fn serialize_pairs<'a>(
-    pairs: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
-) -> Vec<u8> {
-    let (count, bytes) = pairs.clone().fold((0usize, 0usize), |(c, b), (n, v)| {
-        (c + 1, b + n.len() + v.len())
-    });
-    let mut out = Vec::with_capacity(4 + count * 10 + bytes);
-    out.extend_from_slice(&(count as u32).to_le_bytes());
-    for (n, v) in pairs.clone() {
-        out.extend_from_slice(&(n.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-    }
-    for (n, v) in pairs {
-        out.extend_from_slice(n);
-        out.push(0);
-        out.extend_from_slice(v);
-        out.push(0);
-    }
-    out
-}
-
-/// Parses the pairs format; malformed input yields the pairs that could be read (cpp-host's
-/// `toPairs` returns an empty list on malformed input, which we follow).
+/// Pairs a guest handed over, read as Envoy reads them (cpp-host `toPairs`: malformed input is an
+/// empty list).
 pub(crate) fn deserialize_pairs(data: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
-    parse_pairs(data).unwrap_or_default()
-}
-
-fn parse_pairs(data: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
-    if data.is_empty() {
-        return Some(Vec::new());
-    }
-    let read_u32 = |at: usize| -> Option<usize> {
-        let b = data.get(at..at.checked_add(4)?)?;
-        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-    };
-    let count = read_u32(0)?;
-    let mut sizes = Vec::with_capacity(count.min(1024));
-    let mut pos = 4usize;
-    for _ in 0..count {
-        let n = read_u32(pos)?;
-        let v = read_u32(pos.checked_add(4)?)?;
-        sizes.push((n, v));
-        pos = pos.checked_add(8)?;
-    }
-    let mut out = Vec::with_capacity(sizes.len());
-    for (n, v) in sizes {
-        let name = data.get(pos..pos.checked_add(n)?)?.to_vec();
-        pos = pos.checked_add(n)?.checked_add(1)?;
-        let value = data.get(pos..pos.checked_add(v)?)?.to_vec();
-        pos = pos.checked_add(v)?.checked_add(1)?;
-        out.push((name, value));
-    }
-    Some(out)
+    decode_map_lenient(data)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(n, v)| (n.to_vec(), v.to_vec()))
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,0 +1,426 @@
+//! [`Host`]: a filter chain on the main thread's VM set and N workers' VM sets, fed requests, with
+//! the clock, shared state, metrics, logs and faults a test reads and steers.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+mod builder;
+mod concurrency;
+mod filter_spec;
+
+pub use builder::HostBuilder;
+pub use filter_spec::FilterSpec;
+
+use builder::fault_of;
+
+use crate::envoy_model::{
+    check_codec, finalize_response_headers, remote_address, request_headers, CalloutRequest,
+    Cluster, Connection, HeaderMap,
+};
+use crate::outcome::{LogLine, Outcome, Phase, Response, Verdict};
+use crate::request::Request;
+use crate::runtime::{lock, Event, HostShared, HostcallRecord, MetricValue};
+use crate::stream::Stream;
+use crate::vm::{Thread, VmSet};
+use crate::Status;
+
+/// A request begun with [`Host::start`] that may still be paused.
+#[derive(Debug)]
+pub struct Started {
+    key: u64,
+    worker: usize,
+}
+
+impl Started {
+    /// The worker it runs on.
+    pub fn worker(&self) -> usize {
+        self.worker
+    }
+}
+
+/// A proxy-wasm filter chain in a modelled Envoy: listener + HCM, the chain on the main thread
+/// and N workers, an echo upstream, clusters for callouts, a clock, shared data and metrics.
+/// `Host` is `Send + Sync`; it has no process-global mutable state (only the compiled-module
+/// cache is shared), so tests run in parallel.
+pub struct Host {
+    shared: Arc<HostShared>,
+    main: Mutex<VmSet>,
+    workers: Vec<Mutex<VmSet>>,
+    names: Vec<String>,
+    rr: AtomicUsize,
+    next_stream: AtomicU64,
+}
+
+impl Host {
+    pub fn builder() -> HostBuilder {
+        HostBuilder::default()
+    }
+
+    /// Number of workers.
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// The VM set of `thread`.
+    fn vm_set(&self, thread: Thread) -> Option<&Mutex<VmSet>> {
+        match thread {
+            Thread::Main => Some(&self.main),
+            Thread::Worker(n) => self.workers.get(n),
+        }
+    }
+
+    /// Worker `n`'s VM set, locked (`n` < the number of workers: callers take it modulo).
+    fn worker(&self, n: usize) -> std::sync::MutexGuard<'_, VmSet> {
+        lock(&self.workers[n])
+    }
+
+    /// The worker a request goes to: the one it names, else the next in round-robin order.
+    fn pick_worker(&self, requested: Option<usize>) -> usize {
+        match requested {
+            Some(w) => w % self.workers(),
+            None => self.rr.fetch_add(1, Ordering::Relaxed) % self.workers(),
+        }
+    }
+
+    /// Plugin names in chain order.
+    pub fn filter_names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Sends one request through the chain to completion. If a filter pauses it waiting for a
+    /// callout or a queue, the host clock is moved to that event (firing due ticks on the way);
+    /// with nothing left to wait for, the verdict is `Stalled`.
+    pub fn send(&self, req: &Request) -> Outcome {
+        self.send_to(req, req.worker)
+    }
+
+    /// [`Host::send`] on the given worker (round-robin when `None`), whatever `req.worker` says:
+    /// lets a caller reuse one request on several workers without copying it.
+    pub fn send_to(&self, req: &Request, worker: Option<usize>) -> Outcome {
+        let worker = self.pick_worker(worker);
+        if let Err(reject) = check_codec(&self.shared.listener, req) {
+            let mut headers = HeaderMap::from_pairs([
+                ("content-length", reject.body.len().to_string()),
+                ("content-type", "text/plain".to_string()),
+            ]);
+            finalize_response_headers(&mut headers);
+            headers.add(b"connection", b"close");
+            return Outcome {
+                verdict: Verdict::LocalReply {
+                    status: reject.status,
+                    details: reject.details.to_string(),
+                    by: None,
+                },
+                upstream_request: None,
+                response: Response {
+                    status: reject.status,
+                    headers: headers.to_strings(),
+                    body: reject.body.as_bytes().to_vec(),
+                },
+                logs: Vec::new(),
+                filter_nanos: self.names.iter().map(|n| (n.clone(), 0)).collect(),
+                worker,
+            };
+        }
+        let key = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        let stream = self.new_stream(req);
+        {
+            let mut w = self.worker(worker);
+            w.insert_stream(key, stream);
+            w.drive(key);
+        }
+        loop {
+            self.run_due();
+            {
+                let mut w = self.worker(worker);
+                if w.stream(key).map(|s| s.is_done()).unwrap_or(true) {
+                    return self.outcome(&mut w, key, worker, None);
+                }
+            }
+            let next = self
+                .shared
+                .timers
+                .next_due(|e| matches!(e, Event::Callout { .. } | Event::QueueReady { .. }));
+            match next {
+                Some(due) => self.shared.clock.sleep_until(due),
+                None => {
+                    let mut w = self.worker(worker);
+                    let phase = w.abandon(key);
+                    return self.outcome(&mut w, key, worker, phase);
+                }
+            }
+        }
+    }
+
+    /// Starts `req` and runs it until it pauses or finishes, without moving the clock: several
+    /// requests can then wait on the same callout or tick. Finish it with [`Host::finish`] after
+    /// [`Host::advance`] fired what it waits on. (A request the codec refuses is never started:
+    /// use `send`.)
+    pub fn start(&self, req: &Request) -> Started {
+        let worker = self.pick_worker(req.worker);
+        let key = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        let stream = self.new_stream(req);
+        let mut w = self.worker(worker);
+        w.insert_stream(key, stream);
+        w.drive(key);
+        Started { key, worker }
+    }
+
+    /// The outcome of a started request if it has finished, else the request back.
+    pub fn finish(&self, started: Started) -> Result<Outcome, Started> {
+        let mut w = self.worker(started.worker);
+        if w.stream(started.key).map(|s| s.is_done()).unwrap_or(true) {
+            Ok(self.outcome(&mut w, started.key, started.worker, None))
+        } else {
+            Err(started)
+        }
+    }
+
+    fn new_stream(&self, req: &Request) -> Stream {
+        let id = self.shared.connection_ids.fetch_add(1, Ordering::Relaxed) + 1;
+        let listener = &self.shared.listener;
+        let source = req.source.unwrap_or_else(|| {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40000 + (id % 20000) as u16)
+        });
+        let source = remote_address(listener, source, req);
+        let conn = Connection {
+            id,
+            source,
+            destination: SocketAddr::new(listener.address, listener.port),
+            tls: req.tls.clone(),
+        };
+        let headers = request_headers(req, req.tls.is_some());
+        let trailers = if req.trailers.is_empty() {
+            None
+        } else {
+            Some(HeaderMap::from_pairs(
+                req.trailers
+                    .iter()
+                    .map(|(n, v)| (n.as_bytes(), v.as_bytes())),
+            ))
+        };
+        Stream::new(
+            self.names.len(),
+            conn,
+            headers,
+            req.body.clone(),
+            trailers,
+            self.shared.clock.realtime_ns(),
+        )
+    }
+
+    fn outcome(&self, w: &mut VmSet, key: u64, worker: usize, stalled: Option<Phase>) -> Outcome {
+        let Some(s) = w.take_stream(key) else {
+            return Outcome {
+                verdict: Verdict::Stalled {
+                    filter: String::new(),
+                    phase: Phase::Done,
+                },
+                upstream_request: None,
+                response: Response::default(),
+                logs: Vec::new(),
+                filter_nanos: Vec::new(),
+                worker,
+            };
+        };
+        // The stream is ours now: move its parts into the outcome rather than copy them.
+        let result = s.into_result(stalled.is_some());
+        let verdict = match stalled {
+            Some(phase) => {
+                let filter = result.pos.min(self.names.len().saturating_sub(1));
+                Verdict::Stalled {
+                    filter: self.names.get(filter).cloned().unwrap_or_default(),
+                    phase,
+                }
+            }
+            None => result.verdict.unwrap_or(Verdict::Stalled {
+                filter: String::new(),
+                phase: Phase::Done,
+            }),
+        };
+        let filter_nanos = self
+            .names
+            .iter()
+            .cloned()
+            .zip(result.filter_nanos)
+            .collect();
+        Outcome {
+            verdict,
+            upstream_request: result.upstream_request,
+            response: result.response,
+            logs: result.logs,
+            filter_nanos,
+            worker,
+        }
+    }
+
+    /// Fires every event due now, in time order.
+    fn run_due(&self) {
+        let now = self.shared.clock.monotonic_ns();
+        while let Some((due, event)) = self.shared.timers.pop_due(now) {
+            self.dispatch(due, event);
+        }
+    }
+
+    fn dispatch(&self, due: u64, event: Event) {
+        match event {
+            Event::Tick {
+                thread,
+                filter,
+                generation,
+            } => {
+                let Some(m) = self.vm_set(thread) else {
+                    return;
+                };
+                let mut w = lock(m);
+                let (current, period, failed) = {
+                    let vm = &w.store.data().vms[filter];
+                    (vm.tick_generation, vm.tick_period_ms, vm.failed)
+                };
+                if current != generation || period == 0 || failed {
+                    return;
+                }
+                // Reschedule first: a tick handler may change the period (new generation).
+                let next = due + u64::from(period) * 1_000_000;
+                self.shared.timers.schedule(
+                    next,
+                    Event::Tick {
+                        thread,
+                        filter,
+                        generation,
+                    },
+                );
+                w.on_tick(filter);
+            }
+            Event::Callout {
+                thread,
+                filter,
+                token,
+            } => {
+                if let Some(m) = self.vm_set(thread) {
+                    lock(m).on_callout(filter, token);
+                }
+            }
+            Event::QueueReady {
+                thread,
+                filter,
+                context_id,
+                token,
+            } => {
+                if let Some(m) = self.vm_set(thread) {
+                    lock(m).on_queue_ready(filter, context_id, token);
+                }
+            }
+        }
+    }
+
+    /// Moves the clock forward by `d`, firing due ticks, callout completions and queue
+    /// notifications in time order (real-time mode: sleeps).
+    pub fn advance(&self, d: Duration) {
+        let target = self
+            .shared
+            .clock
+            .monotonic_ns()
+            .saturating_add(d.as_nanos() as u64);
+        while let Some((due, event)) = self.shared.timers.pop_due(target) {
+            self.shared.clock.sleep_until(due);
+            self.dispatch(due, event);
+        }
+        self.shared.clock.sleep_until(target);
+        self.run_due();
+    }
+
+    /// Host wall time (ns since the epoch) as modules see it.
+    pub fn now_ns(&self) -> u64 {
+        self.shared.clock.realtime_ns()
+    }
+
+    pub fn metrics(&self) -> Vec<MetricValue> {
+        self.shared.metrics.all()
+    }
+
+    /// Value of the metric `name` (counter/gauge value, histogram sample count).
+    pub fn metric(&self, name: &str) -> Option<i64> {
+        self.metrics()
+            .into_iter()
+            .find(|m| m.name == name)
+            .map(|m| m.value)
+    }
+
+    /// Every log line since the host was built.
+    pub fn logs(&self) -> Vec<LogLine> {
+        lock(&self.shared.logs).clone()
+    }
+
+    /// Whether filter `name`'s VM has failed in `worker` (`None`: the main-thread VM).
+    pub fn vm_failed(&self, name: &str, worker: Option<usize>) -> bool {
+        let thread = worker.map_or(Thread::Main, Thread::Worker);
+        let Some(i) = self.names.iter().position(|n| n == name) else {
+            return false;
+        };
+        self.vm_set(thread)
+            .map(|m| lock(m).store.data().vms[i].failed)
+            .unwrap_or(false)
+    }
+
+    /// Shared data of `vm_id` (key → (value, cas)), sorted by key.
+    pub fn shared_data(&self, vm_id: &str) -> Vec<(Vec<u8>, Vec<u8>, u32)> {
+        self.shared.shared_data.snapshot(vm_id)
+    }
+
+    /// Makes hostcall `name` (e.g. `"proxy_get_shared_data"`) return `status` without running,
+    /// `times` times (`None`: until cleared).
+    pub fn inject_status(&self, hostcall: &str, status: Status, times: Option<u32>) {
+        self.shared.faults.inject(hostcall, status, times);
+    }
+
+    /// Arms a fault on `hostcall` (e.g. `"proxy_get_property"`): `Err(status)` makes it return
+    /// that status, `Ok(bytes)` makes it return `Ok` with `bytes` as its result (a buffer for the
+    /// calls that hand one back, empty = nothing; raw bytes in the number out-param of the calls
+    /// that write one, so a short slice is a short write; no output for the others). `filter`:
+    /// only calls made by that plugin. `nth`: only the n-th matching call (0-based), once;
+    /// `None`: every matching call until [`Host::clear_faults`].
+    pub fn inject_fault(
+        &self,
+        hostcall: &str,
+        action: Result<Vec<u8>, Status>,
+        filter: Option<&str>,
+        nth: Option<u32>,
+    ) {
+        self.shared
+            .faults
+            .arm(fault_of(hostcall, action, filter, nth));
+    }
+
+    /// Starts recording every hostcall (clearing an earlier trace) or stops; see
+    /// [`Host::hostcall_trace`].
+    pub fn trace(&self, on: bool) {
+        self.shared.faults.set_tracing(on);
+    }
+
+    /// The hostcalls made while tracing was on, in call order.
+    pub fn hostcall_trace(&self) -> Vec<HostcallRecord> {
+        self.shared.faults.trace()
+    }
+
+    pub fn clear_faults(&self) {
+        self.shared.faults.clear();
+    }
+
+    /// Defines (or replaces) a cluster after build.
+    pub fn set_cluster(&self, name: &str, cluster: Cluster) {
+        self.shared.clusters.insert(name, cluster);
+    }
+
+    /// The next `times` callouts to `cluster` are reset (callback with 0 headers).
+    pub fn fail_callouts(&self, cluster: &str, times: u32) {
+        self.shared.clusters.fail_next(cluster, times);
+    }
+
+    /// Every callout made so far.
+    pub fn callouts(&self) -> Vec<CalloutRequest> {
+        self.shared.clusters.log()
+    }
+}

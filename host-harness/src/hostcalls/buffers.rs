@@ -1,0 +1,138 @@
+//! Buffers: the VM and plugin configuration (the latter only while configuring), request and
+//! response bodies (when Envoy lets a filter see them), and a callout's response body.
+
+use meshward_abi::BufferType;
+
+use super::{out, put_u32, read, res, st, C, R};
+use crate::Status;
+
+/// A readable buffer of `kind` for the current context; NotFound when Envoy has none.
+fn get_buffer(c: &C<'_>, kind: BufferType) -> Result<Vec<u8>, Status> {
+    let data = c.data();
+    let vm = data.vm();
+    match kind {
+        BufferType::VmConfiguration => Ok(vm.info.vm_config.clone()),
+        BufferType::PluginConfiguration if data.in_config => Ok(vm.info.plugin_config.clone()),
+        BufferType::HttpCallResponseBody => data
+            .callout
+            .as_ref()
+            .map(|r| r.body.clone())
+            .ok_or(Status::NOT_FOUND),
+        BufferType::HttpRequestBody | BufferType::HttpResponseBody => data
+            .stream()
+            .ok_or(Status::NOT_FOUND)?
+            .body(kind)
+            .map(<[u8]>::to_vec),
+        _ => Err(Status::NOT_FOUND),
+    }
+}
+
+/// A buffer type the guest named, or BadArgument.
+fn buffer_type(raw: i32) -> Result<BufferType, Status> {
+    BufferType::try_from(raw as u32).map_err(|_| Status::BAD_ARGUMENT)
+}
+
+pub(super) fn proxy_get_buffer_bytes(
+    c: &mut C<'_>,
+    buffer_type_: i32,
+    start: i32,
+    max_size: i32,
+    return_data: i32,
+    return_size: i32,
+) -> R {
+    let buf = match buffer_type(buffer_type_).and_then(|kind| get_buffer(c, kind)) {
+        Ok(b) => b,
+        Err(s) => return st(s),
+    };
+    let (start, max) = (start as u32 as usize, max_size as u32 as usize);
+    if start.checked_add(max).is_none() {
+        return st(Status::BAD_ARGUMENT);
+    }
+    let slice = buf.get(start..).unwrap_or_default();
+    let slice = slice.get(..max.min(slice.len())).unwrap_or_default();
+    out(c, slice, return_data, return_size)
+}
+
+pub(super) fn proxy_get_buffer_status(
+    c: &mut C<'_>,
+    buffer_type_: i32,
+    return_length: i32,
+    return_flags: i32,
+) -> R {
+    let buf = match buffer_type(buffer_type_).and_then(|kind| get_buffer(c, kind)) {
+        Ok(b) => b,
+        Err(s) => return st(s),
+    };
+    res(put_u32(c, return_length, buf.len() as u32).and_then(|_| put_u32(c, return_flags, 0)))
+}
+
+pub(super) fn proxy_set_buffer_bytes(
+    c: &mut C<'_>,
+    buffer_type_: i32,
+    start: i32,
+    size: i32,
+    value_data: i32,
+    value_size: i32,
+) -> R {
+    let kind = match buffer_type(buffer_type_) {
+        Ok(kind) => kind,
+        Err(s) => return st(s),
+    };
+    if let Err(s) = get_buffer(c, kind) {
+        return st(s);
+    }
+    let data = read!(c, value_data, value_size);
+    let (start, len) = (start as u32 as usize, size as u32 as usize);
+    let state = c.data_mut();
+    let target = match kind {
+        BufferType::HttpRequestBody | BufferType::HttpResponseBody => {
+            state.stream_mut().and_then(|s| s.body_mut(kind))
+        }
+        BufferType::HttpCallResponseBody => state.callout.as_mut().map(|r| &mut r.body),
+        _ => return st(Status::BAD_ARGUMENT),
+    };
+    match target {
+        Some(buf) => res(splice(buf, start, len, &data)),
+        None => st(Status::NOT_FOUND),
+    }
+}
+
+/// Envoy `Buffer::copyFrom`: prepend (0,0), replace (0, ≥len), append (≥len, _), else BadArgument.
+fn splice(buf: &mut Vec<u8>, start: usize, length: usize, data: &[u8]) -> Result<(), Status> {
+    if start == 0 {
+        if length == 0 {
+            let mut v = data.to_vec();
+            v.extend_from_slice(buf);
+            *buf = v;
+            Ok(())
+        } else if length >= buf.len() {
+            *buf = data.to_vec();
+            Ok(())
+        } else {
+            Err(Status::BAD_ARGUMENT)
+        }
+    } else if start >= buf.len() {
+        buf.extend_from_slice(data);
+        Ok(())
+    } else {
+        Err(Status::BAD_ARGUMENT)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::splice;
+    use crate::Status;
+
+    #[test]
+    fn splice_follows_envoy_buffer_rules() {
+        let mut b = b"body".to_vec();
+        splice(&mut b, 0, 0, b">").unwrap();
+        assert_eq!(b, b">body");
+        splice(&mut b, 5, 0, b"<").unwrap();
+        assert_eq!(b, b">body<");
+        splice(&mut b, 0, 6, b"new").unwrap();
+        assert_eq!(b, b"new");
+        assert_eq!(splice(&mut b, 1, 1, b"x"), Err(Status::BAD_ARGUMENT));
+    }
+}

@@ -1,0 +1,129 @@
+//! Callouts: `proxy_http_call` to the test's clusters (`envoy_model::Clusters`; the response is
+//! delivered later as a timer event), and gRPC, which is not modelled: Envoy answers an unknown
+//! service with BadArgument and an unknown token with NotFound.
+
+use std::time::Duration;
+
+use super::{note, put_u32, read, res, st, C, R};
+use crate::envoy_model::{deserialize_pairs, text, CalloutRequest};
+use crate::runtime::Event;
+use crate::Status;
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn proxy_http_call(
+    c: &mut C<'_>,
+    upstream_data: i32,
+    upstream_size: i32,
+    headers_data: i32,
+    headers_size: i32,
+    body_data: i32,
+    body_size: i32,
+    trailers_data: i32,
+    trailers_size: i32,
+    timeout_milliseconds: i32,
+    return_token: i32,
+) -> R {
+    let upstream = read!(c, upstream_data, upstream_size);
+    note(c, &upstream);
+    let headers = read!(c, headers_data, headers_size);
+    let body = read!(c, body_data, body_size);
+    let trailers = read!(c, trailers_data, trailers_size);
+    // cpp-host writes the token first to validate the pointer before starting anything.
+    if let Err(s) = put_u32(c, return_token, 0) {
+        return st(s);
+    }
+    let cluster = text(&upstream).into_owned();
+    let headers = deserialize_pairs(&headers);
+    let has = |n: &[u8]| headers.iter().any(|(k, _)| k.as_slice() == n);
+    if !c.data().shared.clusters.exists(&cluster)
+        || !has(b":method")
+        || !has(b":path")
+        || !has(b":authority")
+    {
+        return st(Status::BAD_ARGUMENT);
+    }
+    let to_strings = |pairs: Vec<(Vec<u8>, Vec<u8>)>| -> Vec<(String, String)> {
+        pairs
+            .into_iter()
+            .map(|(n, v)| (text(&n).into_owned(), text(&v).into_owned()))
+            .collect()
+    };
+    let request = CalloutRequest {
+        cluster,
+        headers: to_strings(headers),
+        body,
+        trailers: to_strings(deserialize_pairs(&trailers)),
+        timeout: Duration::from_millis(u64::from(timeout_milliseconds as u32)),
+    };
+    let shared = c.data().shared.clone();
+    let (result, delay) = shared.clusters.call(request);
+    let (thread, filter) = (c.data().thread, c.data().cur_vm);
+    let token = {
+        let vm = c.data_mut().vm_mut();
+        vm.next_callout = vm.next_callout.wrapping_add(1).max(1);
+        vm.callouts.insert(vm.next_callout, result);
+        vm.next_callout
+    };
+    shared.schedule(
+        delay,
+        Event::Callout {
+            thread,
+            filter,
+            token,
+        },
+    );
+    res(put_u32(c, return_token, token))
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn proxy_grpc_call(
+    _c: &mut C<'_>,
+    _service_data: i32,
+    _service_size: i32,
+    _service_name_data: i32,
+    _service_name_size: i32,
+    _method_name_data: i32,
+    _method_name_size: i32,
+    _initial_metadata_data: i32,
+    _initial_metadata_size: i32,
+    _request_data: i32,
+    _request_size: i32,
+    _timeout_milliseconds: i32,
+    _return_token: i32,
+) -> R {
+    st(Status::BAD_ARGUMENT)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn proxy_grpc_stream(
+    _c: &mut C<'_>,
+    _service_data: i32,
+    _service_size: i32,
+    _service_name_data: i32,
+    _service_name_size: i32,
+    _method_name_data: i32,
+    _method_name_size: i32,
+    _initial_metadata_data: i32,
+    _initial_metadata_size: i32,
+    _return_token: i32,
+) -> R {
+    st(Status::BAD_ARGUMENT)
+}
+
+pub(super) fn proxy_grpc_send(
+    _c: &mut C<'_>,
+    _token: i32,
+    _message_data: i32,
+    _message_size: i32,
+    _end_stream: i32,
+) -> R {
+    st(Status::NOT_FOUND)
+}
+
+pub(super) fn proxy_grpc_cancel(_c: &mut C<'_>, _token: i32) -> R {
+    st(Status::NOT_FOUND)
+}
+
+pub(super) fn proxy_grpc_close(_c: &mut C<'_>, _token: i32) -> R {
+    st(Status::NOT_FOUND)
+}

@@ -1,0 +1,336 @@
+//! An in-flight request as one VM set holds it: Envoy's request and response as the filters see
+//! them, where the driver is in the chain, and what the filters asked of it. Host calls change a
+//! stream only through the methods here; the driver reads the requests back with
+//! [`Stream::take_reset`], [`Stream::take_local_reply`] and [`Stream::take_continue`].
+
+use std::collections::HashMap;
+
+use meshward_abi::{BufferType, MapType, StreamType};
+
+use crate::envoy_model::{Connection, HeaderMap, StreamFacts};
+use crate::outcome::{LogLine, Phase, RequestHead, Response, Verdict};
+use crate::Status;
+
+/// A local reply a filter asked for (`proxy_send_local_response`), or the host's own (503 for a
+/// failed VM).
+#[derive(Debug, Clone)]
+pub(crate) struct LocalReply {
+    pub status: u16,
+    pub details: String,
+    pub body: Vec<u8>,
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Index of the filter that asked; `None` for the host.
+    pub by: Option<usize>,
+}
+
+/// Where a stream is: which callbacks the chain runs next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    ReqHeaders,
+    ReqBody,
+    ReqTrailers,
+    Upstream,
+    RespHeaders,
+    RespBody,
+    Finish,
+    Done,
+}
+
+impl Stage {
+    pub fn is_request(self) -> bool {
+        matches!(
+            self,
+            Stage::ReqHeaders | Stage::ReqBody | Stage::ReqTrailers
+        )
+    }
+
+    /// Encoding (a reply sent now replaces the response instead of re-entering the filters).
+    pub fn is_response(self) -> bool {
+        matches!(self, Stage::RespHeaders | Stage::RespBody | Stage::Finish)
+    }
+
+    pub fn phase(self) -> Phase {
+        match self {
+            Stage::ReqHeaders | Stage::Upstream => Phase::RequestHeaders,
+            Stage::ReqBody => Phase::RequestBody,
+            Stage::ReqTrailers => Phase::RequestTrailers,
+            Stage::RespHeaders => Phase::ResponseHeaders,
+            Stage::RespBody => Phase::ResponseBody,
+            Stage::Finish => Phase::Log,
+            Stage::Done => Phase::Done,
+        }
+    }
+}
+
+/// What filters asked of the stream from a host call, for the driver to carry out.
+#[derive(Default)]
+struct Requests {
+    continue_: bool,
+    reset_by: Option<usize>,
+    local_reply: Option<LocalReply>,
+}
+
+/// An in-flight request. The driver (`super::driver`) moves it through the chain.
+pub(crate) struct Stream {
+    pub(super) req_headers: HeaderMap,
+    pub(super) req_body: Vec<u8>,
+    pub(super) req_trailers: Option<HeaderMap>,
+    pub(super) resp_headers: Option<HeaderMap>,
+    pub(super) resp_body: Vec<u8>,
+    pub(super) resp_trailers: Option<HeaderMap>,
+    /// Envoy filter state set through `proxy_set_property` (key = the raw path bytes).
+    filter_state: HashMap<Vec<u8>, Vec<u8>>,
+    conn: Connection,
+    start_ns: u64,
+    pub(super) stage: Stage,
+    /// Position in the stage's filter order.
+    pub(super) pos: usize,
+    /// Each filter's context id for this stream (`None`: it never saw the request).
+    pub(super) ctx: Vec<Option<u32>>,
+    pub(super) paused: bool,
+    requests: Requests,
+    /// Filters that already failed this stream with 503 (Envoy fails a stream once).
+    pub(super) stream_failed: Vec<bool>,
+    pub(super) in_access_log: bool,
+    pub(super) upstream_request: Option<RequestHead>,
+    pub(super) verdict: Option<Verdict>,
+    logs: Vec<LogLine>,
+    filter_nanos: Vec<u64>,
+}
+
+impl Stream {
+    /// A request for a chain of `filters` filters, before any callback ran.
+    pub fn new(
+        filters: usize,
+        conn: Connection,
+        req_headers: HeaderMap,
+        body: Vec<u8>,
+        trailers: Option<HeaderMap>,
+        start_ns: u64,
+    ) -> Self {
+        Stream {
+            req_headers,
+            req_body: body,
+            req_trailers: trailers,
+            resp_headers: None,
+            resp_body: Vec::new(),
+            resp_trailers: None,
+            filter_state: HashMap::new(),
+            conn,
+            start_ns,
+            stage: Stage::ReqHeaders,
+            pos: 0,
+            ctx: vec![None; filters],
+            paused: false,
+            requests: Requests::default(),
+            stream_failed: vec![false; filters],
+            in_access_log: false,
+            upstream_request: None,
+            verdict: None,
+            logs: Vec::new(),
+            filter_nanos: vec![0; filters],
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.stage == Stage::Done
+    }
+
+    // What host calls ask of the stream.
+
+    /// `proxy_continue_stream`: resumes the direction the stream is paused in (a request
+    /// `kind` while decoding, a response `kind` while encoding); otherwise nothing.
+    pub fn continue_stream(&mut self, kind: StreamType) {
+        let applies = match kind {
+            StreamType::HttpRequest => self.stage.is_request(),
+            StreamType::HttpResponse => {
+                matches!(self.stage, Stage::RespHeaders | Stage::RespBody)
+            }
+            StreamType::Downstream | StreamType::Upstream => false,
+        };
+        if applies {
+            self.requests.continue_ = true;
+        }
+    }
+
+    /// `proxy_close_stream` by filter `by`: Envoy resets the stream.
+    pub fn close(&mut self, by: usize) {
+        self.requests.reset_by = Some(by);
+    }
+
+    /// `proxy_send_local_response`: the first reply asked for wins.
+    pub fn send_local_reply(&mut self, reply: LocalReply) {
+        if self.requests.local_reply.is_none() {
+            self.requests.local_reply = Some(reply);
+        }
+    }
+
+    /// `proxy_set_property` on a stream: Envoy filter state.
+    pub fn set_filter_state(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.filter_state.insert(key, value);
+    }
+
+    /// The header map `kind` of this stream; the status Envoy answers when it has none
+    /// (NotFound during access logging, BadArgument otherwise).
+    pub fn header_map(&mut self, kind: MapType) -> Result<&mut HeaderMap, Status> {
+        let missing = if self.in_access_log {
+            Status::NOT_FOUND
+        } else {
+            Status::BAD_ARGUMENT
+        };
+        let map = match kind {
+            MapType::HttpRequestHeaders => Some(&mut self.req_headers),
+            MapType::HttpRequestTrailers => self.req_trailers.as_mut(),
+            MapType::HttpResponseHeaders => self.resp_headers.as_mut(),
+            MapType::HttpResponseTrailers => self.resp_trailers.as_mut(),
+            _ => None,
+        };
+        map.ok_or(missing)
+    }
+
+    /// The body `kind` as Envoy lets a filter read it now: the request body once its headers
+    /// were seen, the response body once it is being encoded. NotFound otherwise.
+    pub fn body(&self, kind: BufferType) -> Result<&[u8], Status> {
+        match kind {
+            BufferType::HttpRequestBody if self.stage != Stage::ReqHeaders => Ok(&self.req_body),
+            BufferType::HttpResponseBody
+                if matches!(self.stage, Stage::RespBody | Stage::Finish | Stage::Done) =>
+            {
+                Ok(&self.resp_body)
+            }
+            _ => Err(Status::NOT_FOUND),
+        }
+    }
+
+    /// The body `kind` to change (`proxy_set_buffer_bytes`, after [`Stream::body`] allowed it).
+    pub fn body_mut(&mut self, kind: BufferType) -> Option<&mut Vec<u8>> {
+        match kind {
+            BufferType::HttpRequestBody => Some(&mut self.req_body),
+            BufferType::HttpResponseBody => Some(&mut self.resp_body),
+            _ => None,
+        }
+    }
+
+    pub fn log(&mut self, line: LogLine) {
+        self.logs.push(line);
+    }
+
+    /// Time spent in filter `filter`'s callbacks for this stream.
+    pub fn add_filter_nanos(&mut self, filter: usize, nanos: u64) {
+        if let Some(n) = self.filter_nanos.get_mut(filter) {
+            *n += nanos;
+        }
+    }
+
+    // What the driver reads back.
+
+    /// Whether a host call asked something the driver has not carried out yet.
+    pub(super) fn has_requests(&self) -> bool {
+        self.requests.continue_
+            || self.requests.reset_by.is_some()
+            || self.requests.local_reply.is_some()
+    }
+
+    /// Whether a reply or a reset is pending (they end iteration, as cpp-host's
+    /// `stopNextIteration`).
+    pub(super) fn is_answered(&self) -> bool {
+        self.requests.reset_by.is_some() || self.requests.local_reply.is_some()
+    }
+
+    pub(super) fn take_reset(&mut self) -> Option<usize> {
+        self.requests.reset_by.take()
+    }
+
+    pub(super) fn take_local_reply(&mut self) -> Option<LocalReply> {
+        self.requests.local_reply.take()
+    }
+
+    pub(super) fn drop_local_reply(&mut self) {
+        self.requests.local_reply = None;
+    }
+
+    pub(super) fn take_continue(&mut self) -> bool {
+        std::mem::take(&mut self.requests.continue_)
+    }
+
+    // The result.
+
+    /// The client-visible response (`None` headers: nothing was answered).
+    fn response(&mut self) -> Response {
+        let Some(h) = self.resp_headers.as_ref() else {
+            return Response::default();
+        };
+        let status = h
+            .get_str(":status")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        Response {
+            status,
+            headers: h
+                .to_strings()
+                .into_iter()
+                .filter(|(n, _)| n != ":status")
+                .collect(),
+            body: std::mem::take(&mut self.resp_body),
+        }
+    }
+
+    /// The finished stream's parts, moved out: verdict, what the upstream saw, the response
+    /// (empty when `stalled`), log lines, and nanoseconds per filter.
+    pub fn into_result(mut self, stalled: bool) -> StreamResult {
+        StreamResult {
+            pos: self.pos,
+            verdict: self.verdict.take(),
+            upstream_request: self.upstream_request.take(),
+            response: if stalled {
+                Response::default()
+            } else {
+                self.response()
+            },
+            logs: std::mem::take(&mut self.logs),
+            filter_nanos: std::mem::take(&mut self.filter_nanos),
+        }
+    }
+}
+
+/// A finished (or abandoned) stream, taken apart for the outcome.
+pub(crate) struct StreamResult {
+    /// Position of the filter it stopped at.
+    pub pos: usize,
+    pub verdict: Option<Verdict>,
+    pub upstream_request: Option<RequestHead>,
+    pub response: Response,
+    pub logs: Vec<LogLine>,
+    pub filter_nanos: Vec<u64>,
+}
+
+impl StreamFacts for Stream {
+    fn connection(&self) -> &Connection {
+        &self.conn
+    }
+    fn request_headers(&self) -> &HeaderMap {
+        &self.req_headers
+    }
+    fn request_body_len(&self) -> usize {
+        self.req_body.len()
+    }
+    fn start_ns(&self) -> u64 {
+        self.start_ns
+    }
+    fn response_headers(&self) -> Option<&HeaderMap> {
+        self.resp_headers.as_ref()
+    }
+    fn response_body_len(&self) -> usize {
+        self.resp_body.len()
+    }
+    fn code_details(&self) -> Option<&str> {
+        match &self.verdict {
+            Some(Verdict::LocalReply { details, .. }) => Some(details),
+            Some(_) => Some("via_upstream"),
+            None => None,
+        }
+    }
+    fn filter_state(&self, key: &[u8]) -> Option<&[u8]> {
+        self.filter_state.get(key).map(Vec::as_slice)
+    }
+}

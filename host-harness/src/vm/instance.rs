@@ -1,0 +1,220 @@
+//! Instantiating a VM set (every filter of the chain, then each root context's create /
+//! vm_start / configure, as Envoy does on each thread) and calling into a guest.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmtime::{Instance, Linker, Store, TypedFunc, WasmParams, WasmResults};
+
+use super::module::shared_engine;
+use super::state::{Callbacks, FilterInfo, Vm, VmState};
+use super::Thread;
+use crate::error::HostError;
+use crate::outcome::{LogLevel, LogLine};
+use crate::runtime::{lock, HostShared};
+
+/// One Envoy thread's VM set: a store with one instance per filter of the chain.
+pub(crate) struct VmSet {
+    pub store: Store<VmState>,
+}
+
+fn typed<P: WasmParams, R: WasmResults>(
+    store: &mut Store<VmState>,
+    inst: &Instance,
+    name: &str,
+) -> Result<Option<TypedFunc<P, R>>, HostError> {
+    match inst.get_func(&mut *store, name) {
+        None => Ok(None),
+        Some(f) => f
+            .typed::<P, R>(&*store)
+            .map(Some)
+            .map_err(|e| HostError::Instantiate(format!("export {name} has a bad signature: {e}"))),
+    }
+}
+
+impl VmSet {
+    /// Instantiates every filter; runs `_initialize` (or `_start`), then the root context's
+    /// create / vm_start / configure, as Envoy does on each thread.
+    pub fn new(
+        thread: Thread,
+        filters: &[Arc<FilterInfo>],
+        linker: &Linker<VmState>,
+        shared: Arc<HostShared>,
+    ) -> Result<VmSet, HostError> {
+        let mut store = Store::new(shared_engine(), VmState::new(thread, shared));
+        for info in filters {
+            let inst = linker
+                .instantiate(&mut store, &info.module)
+                .map_err(|e| HostError::Instantiate(format!("{e:#}")))?;
+            let memory = inst
+                .get_memory(&mut store, "memory")
+                .ok_or_else(|| HostError::MissingExport("memory".to_string()))?;
+            let alloc = typed::<i32, i32>(&mut store, &inst, info.shape.allocator)?
+                .ok_or_else(|| HostError::MissingExport(info.shape.allocator.to_string()))?;
+            let cb = Callbacks {
+                context_create: typed(&mut store, &inst, "proxy_on_context_create")?,
+                vm_start: typed(&mut store, &inst, "proxy_on_vm_start")?,
+                configure: typed(&mut store, &inst, "proxy_on_configure")?,
+                tick: typed(&mut store, &inst, "proxy_on_tick")?,
+                queue_ready: typed(&mut store, &inst, "proxy_on_queue_ready")?,
+                request_headers: typed(&mut store, &inst, "proxy_on_request_headers")?,
+                request_body: typed(&mut store, &inst, "proxy_on_request_body")?,
+                request_trailers: typed(&mut store, &inst, "proxy_on_request_trailers")?,
+                response_headers: typed(&mut store, &inst, "proxy_on_response_headers")?,
+                response_body: typed(&mut store, &inst, "proxy_on_response_body")?,
+                http_call_response: typed(&mut store, &inst, "proxy_on_http_call_response")?,
+                log: typed(&mut store, &inst, "proxy_on_log")?,
+                done: typed(&mut store, &inst, "proxy_on_done")?,
+                delete: typed(&mut store, &inst, "proxy_on_delete")?,
+            };
+            let init: Option<TypedFunc<(), ()>> = match typed(&mut store, &inst, "_initialize")? {
+                Some(f) => Some(f),
+                None => typed(&mut store, &inst, "_start")?,
+            };
+            store.data_mut().vms.push(Vm {
+                info: info.clone(),
+                memory,
+                alloc,
+                cb,
+                root_ctx: 0,
+                next_ctx: 1,
+                contexts: HashMap::new(),
+                failed: false,
+                tick_generation: 0,
+                tick_period_ms: 0,
+                next_callout: 0,
+                callouts: HashMap::new(),
+            });
+            let index = store.data().vms.len() - 1;
+            if let Some(init) = init {
+                let name = if typed::<(), ()>(&mut store, &inst, "_initialize")?.is_some() {
+                    "_initialize"
+                } else {
+                    "_start"
+                };
+                call(&mut store, index, 0, None, name, |s| init.call(s, ())).map_err(
+                    |message| HostError::Trap {
+                        plugin: info.name.clone(),
+                        function: name.to_string(),
+                        message,
+                    },
+                )?;
+            }
+        }
+        let mut set = VmSet { store };
+        for i in 0..filters.len() {
+            set.start_root(i)?;
+        }
+        Ok(set)
+    }
+
+    fn start_root(&mut self, i: usize) -> Result<(), HostError> {
+        let store = &mut self.store;
+        let info = store.data().vms[i].info.clone();
+        let root = {
+            let vm = &mut store.data_mut().vms[i];
+            let id = vm.next_ctx;
+            vm.next_ctx += 1;
+            vm.root_ctx = id;
+            id
+        };
+        let logs_before = lock(&store.data().shared.logs).len();
+        let trap = |function: &str, message: String| HostError::Trap {
+            plugin: info.name.clone(),
+            function: function.to_string(),
+            message,
+        };
+        if let Some(f) = store.data().vms[i].cb.context_create.clone() {
+            call(store, i, root, None, "proxy_on_context_create", |s| {
+                f.call(s, (root as i32, 0))
+            })
+            .map_err(|m| trap("proxy_on_context_create", m))?;
+        }
+        store.data_mut().in_config = true;
+        let plugin_logs = |store: &Store<VmState>| -> Vec<LogLine> {
+            lock(&store.data().shared.logs)
+                .get(logs_before..)
+                .unwrap_or_default()
+                .iter()
+                .filter(|l| l.plugin == info.name)
+                .cloned()
+                .collect()
+        };
+        if let Some(f) = store.data().vms[i].cb.vm_start.clone() {
+            let len = info.vm_config.len() as i32;
+            let ok = call(store, i, root, None, "proxy_on_vm_start", |s| {
+                f.call(s, (root as i32, len))
+            })
+            .map_err(|m| trap("proxy_on_vm_start", m))?;
+            if ok == 0 {
+                store.data_mut().in_config = false;
+                return Err(HostError::VmStartFailed {
+                    plugin: info.name.clone(),
+                    logs: plugin_logs(store),
+                });
+            }
+        }
+        if let Some(f) = store.data().vms[i].cb.configure.clone() {
+            let len = info.plugin_config.len() as i32;
+            let ok = call(store, i, root, None, "proxy_on_configure", |s| {
+                f.call(s, (root as i32, len))
+            })
+            .map_err(|m| trap("proxy_on_configure", m))?;
+            if ok == 0 {
+                store.data_mut().in_config = false;
+                return Err(HostError::ConfigRejected {
+                    plugin: info.name.clone(),
+                    logs: plugin_logs(store),
+                });
+            }
+        }
+        store.data_mut().in_config = false;
+        Ok(())
+    }
+}
+
+/// Calls into filter `vm` as context `ctx`. A trap marks the VM failed (Envoy logs the failed
+/// function at critical level) and returns the trap message.
+pub(crate) fn call<R>(
+    store: &mut Store<VmState>,
+    vm: usize,
+    ctx: u32,
+    stream: Option<u64>,
+    name: &str,
+    f: impl FnOnce(&mut Store<VmState>) -> wasmtime::Result<R>,
+) -> Result<R, String> {
+    {
+        let st = store.data_mut();
+        st.cur_vm = vm;
+        st.cur_ctx = ctx;
+        st.effective_ctx = None;
+    }
+    let started = Instant::now();
+    let result = f(store);
+    let elapsed = started.elapsed().as_nanos() as u64;
+    let st = store.data_mut();
+    st.effective_ctx = None;
+    if let Some(key) = stream {
+        if let Some(s) = st.streams.get_mut(&key) {
+            s.add_filter_nanos(vm, elapsed);
+        }
+    }
+    match result {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            let message = match e.downcast_ref::<wasmtime::Trap>() {
+                Some(t) => format!("{t}"),
+                None => format!("{e:#}"),
+            };
+            st.vms[vm].failed = true;
+            st.cur_vm = vm;
+            st.cur_ctx = ctx;
+            st.log(
+                LogLevel::Critical,
+                format!("Function: {name} failed: {message}"),
+            );
+            Err(message)
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The data of one VM set's wasmtime `Store`: one instance per filter of the chain (as one Envoy
+//! thread holds one VM per plugin), the streams in flight on that thread, and which filter and
+//! context the current callback runs as — what every host call reads first.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use wasmtime::{Memory, Module, TypedFunc};
+
+use super::Thread;
+use crate::envoy_model::{CalloutResult, Plugin, PropertyContext};
+use crate::outcome::{LogLevel, LogLine};
+use crate::runtime::{lock, HostShared};
+use crate::stream::Stream;
+use meshward_abi::AbiVersion;
+
+/// What the host does when a filter's VM has failed (Envoy's `fail_open`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailStrategy {
+    /// Envoy's default: every request through the failed filter gets 503.
+    #[default]
+    FailClosed,
+    /// `fail_open: true`: the failed filter is skipped.
+    FailOpen,
+}
+
+/// What loading needs to know about a module.
+#[derive(Debug, Clone)]
+pub(crate) struct ModuleShape {
+    pub abi: AbiVersion,
+    /// `malloc` (wasm32-unknown-unknown) or `proxy_on_memory_allocate` (wasip1).
+    pub allocator: &'static str,
+}
+
+/// Immutable facts about one filter of the chain.
+pub(crate) struct FilterInfo {
+    pub name: String,
+    pub root_id: String,
+    pub vm_id: String,
+    pub vm_config: Vec<u8>,
+    pub plugin_config: Vec<u8>,
+    pub fail: FailStrategy,
+    pub module: Module,
+    pub shape: ModuleShape,
+    pub log_level: LogLevel,
+}
+
+/// `proxy_on_http_call_response(context, token, headers, body_size, trailers)`.
+pub(crate) type HttpCallResponseFn = TypedFunc<(i32, i32, i32, i32, i32), ()>;
+
+/// The module's exported callbacks (absent ones are simply not called, as in cpp-host).
+pub(crate) struct Callbacks {
+    pub context_create: Option<TypedFunc<(i32, i32), ()>>,
+    pub vm_start: Option<TypedFunc<(i32, i32), i32>>,
+    pub configure: Option<TypedFunc<(i32, i32), i32>>,
+    pub tick: Option<TypedFunc<i32, ()>>,
+    pub queue_ready: Option<TypedFunc<(i32, i32), ()>>,
+    pub request_headers: Option<TypedFunc<(i32, i32, i32), i32>>,
+    pub request_body: Option<TypedFunc<(i32, i32, i32), i32>>,
+    pub request_trailers: Option<TypedFunc<(i32, i32), i32>>,
+    pub response_headers: Option<TypedFunc<(i32, i32, i32), i32>>,
+    pub response_body: Option<TypedFunc<(i32, i32, i32), i32>>,
+    pub http_call_response: Option<HttpCallResponseFn>,
+    pub log: Option<TypedFunc<i32, ()>>,
+    pub done: Option<TypedFunc<i32, i32>>,
+    pub delete: Option<TypedFunc<i32, ()>>,
+}
+
+/// One filter's instance in this VM set.
+pub(crate) struct Vm {
+    pub info: Arc<FilterInfo>,
+    pub memory: Memory,
+    pub alloc: TypedFunc<i32, i32>,
+    pub cb: Callbacks,
+    pub root_ctx: u32,
+    pub next_ctx: u32,
+    /// Stream contexts alive in this VM → stream key.
+    pub contexts: HashMap<u32, u64>,
+    pub failed: bool,
+    pub tick_generation: u64,
+    pub tick_period_ms: u32,
+    pub next_callout: u32,
+    /// Callout results waiting for their completion event.
+    pub callouts: HashMap<u32, CalloutResult>,
+}
+
+impl Vm {
+    /// Its callbacks, unless the VM has failed (a failed VM gets no more calls).
+    pub fn live(&self) -> Option<&Callbacks> {
+        (!self.failed).then_some(&self.cb)
+    }
+}
+
+/// The data of a VM set's `Store`.
+pub(crate) struct VmState {
+    pub thread: Thread,
+    pub vms: Vec<Vm>,
+    /// The filter whose callback runs now.
+    pub cur_vm: usize,
+    /// The context the callback was called for.
+    pub cur_ctx: u32,
+    /// `proxy_set_effective_context`'s choice, until the callback returns.
+    pub effective_ctx: Option<u32>,
+    pub streams: HashMap<u64, Stream>,
+    pub shared: Arc<HostShared>,
+    /// The callout response being delivered (`HttpCallResponse*` maps and body).
+    pub callout: Option<CalloutResult>,
+    /// Whether the current root call is `on_configure` / `on_vm_start` (configuration buffers).
+    pub in_config: bool,
+}
+
+impl VmState {
+    pub fn new(thread: Thread, shared: Arc<HostShared>) -> Self {
+        VmState {
+            thread,
+            vms: Vec::new(),
+            cur_vm: 0,
+            cur_ctx: 0,
+            effective_ctx: None,
+            streams: HashMap::new(),
+            shared,
+            callout: None,
+            in_config: false,
+        }
+    }
+
+    pub fn vm(&self) -> &Vm {
+        &self.vms[self.cur_vm]
+    }
+
+    pub fn vm_mut(&mut self) -> &mut Vm {
+        let i = self.cur_vm;
+        &mut self.vms[i]
+    }
+
+    /// The context hostcalls act on (`set_effective_context` overrides the callee's).
+    pub fn ctx_id(&self) -> u32 {
+        self.effective_ctx.unwrap_or(self.cur_ctx)
+    }
+
+    fn stream_key(&self) -> Option<u64> {
+        self.vm().contexts.get(&self.ctx_id()).copied()
+    }
+
+    /// The stream of the context hostcalls act on (`None` in a root context).
+    pub fn stream(&self) -> Option<&Stream> {
+        let key = self.stream_key()?;
+        self.streams.get(&key)
+    }
+
+    pub fn stream_mut(&mut self) -> Option<&mut Stream> {
+        let key = self.stream_key()?;
+        self.streams.get_mut(&key)
+    }
+
+    /// What `proxy_get_property` reads for the current context.
+    pub fn property_context(&self) -> PropertyContext<'_> {
+        let info = &self.vm().info;
+        PropertyContext {
+            plugin: Plugin {
+                name: &info.name,
+                root_id: &info.root_id,
+                vm_id: &info.vm_id,
+            },
+            stream: self.stream().map(|s| s as _),
+        }
+    }
+
+    /// A log line of the current filter: to its stream's outcome and to the host's log.
+    pub fn log(&mut self, level: LogLevel, message: String) {
+        let line = LogLine {
+            level,
+            plugin: self.vm().info.name.clone(),
+            message,
+        };
+        if let Some(s) = self.stream_mut() {
+            s.log(line.clone());
+        }
+        lock(&self.shared.logs).push(line);
+    }
+}
