@@ -2,8 +2,9 @@
 
 use crate::error::HostError;
 use crate::host::{FilterSpec, Host};
+use crate::loader::{inspect_module, ModuleReport};
 use crate::outcome::LogLine;
-use crate::vm::{compile, inspect_module, ModuleReport};
+use crate::vm::compile;
 
 /// What `check` found.
 #[derive(Debug)]

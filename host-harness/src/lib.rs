@@ -12,24 +12,28 @@
 //!
 //! Inside, one job per module, each depending only on those listed before it:
 //! - `outcome`, `request`: the public vocabulary;
-//! - `runtime`: what all threads share (clock and timers, shared data, queues, metrics, faults);
+//! - `runtime`: what Envoy's threads share (clock and timers, shared data, queues, metrics,
+//!   faults, the interleaving gate) and their names ([`Thread`]);
 //! - `envoy_model`: Envoy around the filters (HCM and codec, header maps, router and echo
 //!   upstream, clusters, attributes);
-//! - `stream` (state): a request in flight and what filters ask of it;
-//! - `vm`: a VM set per thread, module loading, guest memory, calls into the guest;
-//! - `hostcalls`: the functions a module imports, one file per ABI area;
-//! - `stream` (driver): runs a stream through the chain;
+//! - `stream`: a request in flight and what filters ask of it;
+//! - `vm`: a VM set per thread, module compilation, guest memory, calls into the guest;
+//! - `hostcalls`: the functions a module imports, one file per ABI area, WASI included;
+//! - `loader`: Envoy's load-time checks (imports, exports, ABI version);
+//! - `chain`: the request driver and root-context events;
 //! - `host`: the public [`Host`] and its builder; `check` and `bench` on top.
 
 pub mod envoy;
 pub mod scenario;
 
 mod bench;
+mod chain;
 mod check;
 mod envoy_model;
 mod error;
 mod host;
 mod hostcalls;
+mod loader;
 mod outcome;
 mod request;
 mod runtime;
@@ -41,8 +45,9 @@ pub use check::{check, CheckReport};
 pub use envoy_model::{CalloutRequest, CalloutResponse, Cluster, ListenerSettings};
 pub use error::HostError;
 pub use host::{FilterSpec, Host, HostBuilder, Started};
+pub use loader::{supported_imports, ModuleReport};
 pub use meshward_abi::{AbiVersion, Status};
 pub use outcome::{LogLevel, LogLine, Outcome, Phase, RequestHead, Response, Verdict};
 pub use request::{Request, Tls};
-pub use runtime::{ClockMode, HostcallRecord, MetricKind, MetricValue};
-pub use vm::{supported_imports, FailStrategy, ModuleReport, Thread};
+pub use runtime::{ClockMode, HostcallRecord, MetricKind, MetricValue, Thread};
+pub use vm::FailStrategy;

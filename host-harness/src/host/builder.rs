@@ -10,11 +10,12 @@ use super::{FilterSpec, Host};
 use crate::envoy_model::{Cluster, Clusters, ListenerSettings};
 use crate::error::HostError;
 use crate::hostcalls::add_to_linker;
+use crate::loader::shape;
 use crate::runtime::{
-    Clock, ClockMode, Fault, FaultAction, Faults, Gate, HostShared, Metrics, SharedData,
-    SharedQueues, Timers,
+    Clock, ClockMode, Fault, FaultAction, Faults, Gate, Metrics, SharedData, SharedQueues, Thread,
+    Timers,
 };
-use crate::vm::{compile, shape, shared_engine, FilterInfo, Thread, VmSet, VmState};
+use crate::vm::{compile, shared_engine, FilterInfo, HostShared, VmSet, VmState};
 use crate::Status;
 use meshward_abi::AbiVersion;
 

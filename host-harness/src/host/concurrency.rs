@@ -4,7 +4,7 @@
 use super::Host;
 use crate::outcome::Outcome;
 use crate::request::Request;
-use crate::vm::Thread;
+use crate::runtime::Thread;
 
 impl Host {
     /// Sends `a` on worker `wa` and `b` on worker `wb` concurrently, forcing their shared-data

@@ -21,9 +21,9 @@ use crate::envoy_model::{
 };
 use crate::outcome::{LogLine, Outcome, Phase, Response, Verdict};
 use crate::request::Request;
-use crate::runtime::{lock, Event, HostShared, HostcallRecord, MetricValue};
+use crate::runtime::{lock, Event, HostcallRecord, MetricValue, Thread};
 use crate::stream::Stream;
-use crate::vm::{Thread, VmSet};
+use crate::vm::{HostShared, VmSet};
 use crate::Status;
 
 /// A request begun with [`Host::start`] that may still be paused.

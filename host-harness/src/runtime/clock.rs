@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::lock;
-use crate::vm::Thread;
+use super::Thread;
 
 /// How the host reads time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

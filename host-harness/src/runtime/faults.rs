@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use super::lock;
-use crate::vm::Thread;
+use super::Thread;
 use crate::Status;
 
 /// What an armed fault makes a hostcall do instead of running.

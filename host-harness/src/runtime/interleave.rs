@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 
 use super::lock;
-use crate::vm::Thread;
+use super::Thread;
 
 #[derive(Default)]
 pub(crate) struct Gate {

@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use super::lock;
-use crate::vm::Thread;
+use super::Thread;
 use crate::Status;
 
 /// Where a queue's `on_queue_ready` goes: the last registrant's root context.

@@ -1,7 +1,6 @@
-//! Requests in flight: a stream's state and the commands host calls give it (`state`), and the
-//! driver that runs it through the chain (`driver`, methods of a VM set).
+//! Requests in flight: a stream's state and the requests host calls make of it. Driven through
+//! the chain by `crate::chain`.
 
-mod driver;
 mod state;
 
-pub(crate) use state::{LocalReply, Stream};
+pub(crate) use state::{LocalReply, Stage, Stream};

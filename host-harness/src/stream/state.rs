@@ -1,6 +1,6 @@
 //! An in-flight request as one VM set holds it: Envoy's request and response as the filters see
-//! them, where the driver is in the chain, and what the filters asked of it. Host calls change a
-//! stream only through the methods here; the driver reads the requests back with
+//! them, where the chain driver is, and what the filters asked of it. Host calls change a stream
+//! only through the methods here; the driver (`crate::chain`) reads the requests back with
 //! [`Stream::take_reset`], [`Stream::take_local_reply`] and [`Stream::take_continue`].
 
 use std::collections::HashMap;
@@ -70,30 +70,30 @@ struct Requests {
     local_reply: Option<LocalReply>,
 }
 
-/// An in-flight request. The driver (`super::driver`) moves it through the chain.
+/// An in-flight request.
 pub(crate) struct Stream {
-    pub(super) req_headers: HeaderMap,
-    pub(super) req_body: Vec<u8>,
-    pub(super) req_trailers: Option<HeaderMap>,
-    pub(super) resp_headers: Option<HeaderMap>,
-    pub(super) resp_body: Vec<u8>,
-    pub(super) resp_trailers: Option<HeaderMap>,
+    pub(crate) req_headers: HeaderMap,
+    pub(crate) req_body: Vec<u8>,
+    pub(crate) req_trailers: Option<HeaderMap>,
+    pub(crate) resp_headers: Option<HeaderMap>,
+    pub(crate) resp_body: Vec<u8>,
+    pub(crate) resp_trailers: Option<HeaderMap>,
     /// Envoy filter state set through `proxy_set_property` (key = the raw path bytes).
     filter_state: HashMap<Vec<u8>, Vec<u8>>,
     conn: Connection,
     start_ns: u64,
-    pub(super) stage: Stage,
+    pub(crate) stage: Stage,
     /// Position in the stage's filter order.
-    pub(super) pos: usize,
+    pub(crate) pos: usize,
     /// Each filter's context id for this stream (`None`: it never saw the request).
-    pub(super) ctx: Vec<Option<u32>>,
-    pub(super) paused: bool,
+    pub(crate) ctx: Vec<Option<u32>>,
+    pub(crate) paused: bool,
     requests: Requests,
     /// Filters that already failed this stream with 503 (Envoy fails a stream once).
-    pub(super) stream_failed: Vec<bool>,
-    pub(super) in_access_log: bool,
-    pub(super) upstream_request: Option<RequestHead>,
-    pub(super) verdict: Option<Verdict>,
+    pub(crate) stream_failed: Vec<bool>,
+    pub(crate) in_access_log: bool,
+    pub(crate) upstream_request: Option<RequestHead>,
+    pub(crate) verdict: Option<Verdict>,
     logs: Vec<LogLine>,
     filter_nanos: Vec<u64>,
 }
@@ -225,7 +225,7 @@ impl Stream {
     // What the driver reads back.
 
     /// Whether a host call asked something the driver has not carried out yet.
-    pub(super) fn has_requests(&self) -> bool {
+    pub(crate) fn has_requests(&self) -> bool {
         self.requests.continue_
             || self.requests.reset_by.is_some()
             || self.requests.local_reply.is_some()
@@ -233,23 +233,23 @@ impl Stream {
 
     /// Whether a reply or a reset is pending (they end iteration, as cpp-host's
     /// `stopNextIteration`).
-    pub(super) fn is_answered(&self) -> bool {
+    pub(crate) fn is_answered(&self) -> bool {
         self.requests.reset_by.is_some() || self.requests.local_reply.is_some()
     }
 
-    pub(super) fn take_reset(&mut self) -> Option<usize> {
+    pub(crate) fn take_reset(&mut self) -> Option<usize> {
         self.requests.reset_by.take()
     }
 
-    pub(super) fn take_local_reply(&mut self) -> Option<LocalReply> {
+    pub(crate) fn take_local_reply(&mut self) -> Option<LocalReply> {
         self.requests.local_reply.take()
     }
 
-    pub(super) fn drop_local_reply(&mut self) {
+    pub(crate) fn drop_local_reply(&mut self) {
         self.requests.local_reply = None;
     }
 
-    pub(super) fn take_continue(&mut self) -> bool {
+    pub(crate) fn take_continue(&mut self) -> bool {
         std::mem::take(&mut self.requests.continue_)
     }
 

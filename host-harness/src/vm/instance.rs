@@ -8,11 +8,12 @@ use std::time::Instant;
 use wasmtime::{Instance, Linker, Store, TypedFunc, WasmParams, WasmResults};
 
 use super::module::shared_engine;
+use super::shared::HostShared;
 use super::state::{Callbacks, FilterInfo, Vm, VmState};
-use super::Thread;
 use crate::error::HostError;
 use crate::outcome::{LogLevel, LogLine};
-use crate::runtime::{lock, HostShared};
+use crate::runtime::lock;
+use crate::runtime::Thread;
 
 /// One Envoy thread's VM set: a store with one instance per filter of the chain.
 pub(crate) struct VmSet {

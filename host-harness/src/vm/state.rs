@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use wasmtime::{Memory, Module, TypedFunc};
 
-use super::Thread;
+use super::shared::HostShared;
 use crate::envoy_model::{CalloutResult, Plugin, PropertyContext};
 use crate::outcome::{LogLevel, LogLine};
-use crate::runtime::{lock, HostShared};
+use crate::runtime::lock;
+use crate::runtime::Thread;
 use crate::stream::Stream;
 use meshward_abi::AbiVersion;
 

@@ -1,7 +1,7 @@
 //! Events delivered to a filter's root context — ticks, shared-queue notifications, HTTP call
 //! responses — after which every stream they resumed is driven on.
 
-use super::instance::{call, VmSet};
+use crate::vm::{call, VmSet};
 
 impl VmSet {
     pub fn on_tick(&mut self, filter: usize) {

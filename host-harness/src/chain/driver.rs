@@ -5,12 +5,12 @@
 
 use meshward_abi::Action;
 
-use super::state::{LocalReply, Stage, Stream};
 use crate::envoy_model::{
     echo, finalize_response_headers, local_reply_headers, router_response_headers,
     router_upstream_headers,
 };
 use crate::outcome::{Phase, RequestHead, Verdict};
+use crate::stream::{LocalReply, Stage, Stream};
 use crate::vm::{call, Callbacks, FailStrategy, VmSet};
 
 /// Filters in the order a stage visits them.
