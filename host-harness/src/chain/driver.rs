@@ -1,31 +1,22 @@
 //! The request driver: runs a stream through the chain — request callbacks in chain order, the
 //! router and echo upstream, response callbacks in reverse order, then log / done / delete — and
 //! carries out what filters asked of it (continue, local reply, reset) and what a failed VM means
-//! (Envoy's `fail_open`).
+//! (Envoy's `fail_open`). The stream's own methods make each move (`crate::stream`); the driver
+//! decides which, and calls into the guests.
 
 use meshward_abi::Action;
 
-use crate::envoy_model::{
-    echo, finalize_response_headers, local_reply_headers, router_response_headers,
-    router_upstream_headers,
-};
-use crate::outcome::{Phase, RequestHead, Verdict};
+use crate::outcome::Phase;
 use crate::stream::{LocalReply, Stage, Stream};
 use crate::vm::{call, Callbacks, FailStrategy, VmSet};
 
-/// Filters in the order a stage visits them.
-fn order(stream: &Stream, stage: Stage, n: usize) -> Vec<usize> {
-    match stage {
-        Stage::RespHeaders | Stage::RespBody => {
-            (0..n).rev().filter(|i| stream.ctx[*i].is_some()).collect()
-        }
-        _ => (0..n).collect(),
-    }
-}
-
+/// What one callback left the stream to do next.
 enum Step {
+    /// On to the next filter.
     Continue,
+    /// The callback paused the stream, or answered it.
     Pause,
+    /// The host answers (a failed VM's 503).
     Reply(LocalReply),
 }
 
@@ -42,6 +33,10 @@ impl VmSet {
         self.store.data().streams.get(&key)
     }
 
+    fn stream_mut(&mut self, key: u64) -> Option<&mut Stream> {
+        self.store.data_mut().streams.get_mut(&key)
+    }
+
     /// Drives every stream that was continued or answered from another context.
     pub fn drive_all(&mut self) {
         let keys: Vec<u64> = self
@@ -49,7 +44,7 @@ impl VmSet {
             .data()
             .streams
             .iter()
-            .filter(|(_, s)| s.paused && s.has_requests())
+            .filter(|(_, s)| s.needs_driving())
             .map(|(k, _)| *k)
             .collect();
         for key in keys {
@@ -59,280 +54,136 @@ impl VmSet {
 
     /// Runs a stream until it pauses or completes.
     pub fn drive(&mut self, key: u64) {
-        let n = self.store.data().vms.len();
         loop {
-            let reset_by = self
-                .store
-                .data_mut()
-                .streams
-                .get_mut(&key)
-                .and_then(Stream::take_reset);
-            let reset_name = reset_by
-                .and_then(|i| self.store.data().vms.get(i))
-                .map(|v| v.info.name.clone());
+            let names = &self.names;
             let Some(s) = self.store.data_mut().streams.get_mut(&key) else {
                 return;
             };
-            if reset_by.is_some() {
-                // proxy_close_stream: Envoy resets the stream; the client gets no response.
-                s.paused = false;
-                s.verdict = Some(Verdict::LocalReply {
-                    status: 0,
-                    details: "wasm_close_stream".to_string(),
-                    by: reset_name,
-                });
-                s.resp_headers = None;
-                s.stage = Stage::Finish;
+            if let Some(by) = s.take_reset() {
+                s.reset(names.get(by).cloned());
             }
             if let Some(reply) = s.take_local_reply() {
-                s.paused = false;
-                self.apply_local_reply(key, reply);
+                let by = reply.by.and_then(|i| names.get(i).cloned());
+                s.answer_locally(reply, by);
                 continue;
             }
-            if s.paused {
-                if !s.take_continue() {
-                    return;
-                }
-                s.paused = false;
-                s.pos += 1;
+            if !s.resume() {
+                return;
             }
-            let stage = s.stage;
-            match stage {
+            let stage = s.stage();
+            let filter = match stage {
                 Stage::Done => return,
-                Stage::Upstream => {
-                    self.upstream(key);
-                    continue;
-                }
                 Stage::Finish => {
                     self.finish(key);
                     return;
                 }
-                _ => {}
-            }
-            let ord = order(s, stage, n);
-            let Some(&filter) = ord.get(s.pos) else {
-                s.stage = next_stage(s, stage);
-                s.pos = 0;
-                continue;
+                Stage::Upstream => {
+                    s.reach_upstream();
+                    continue;
+                }
+                _ => match s.current_filter() {
+                    Some(filter) => filter,
+                    None => {
+                        s.enter_next_stage();
+                        continue;
+                    }
+                },
             };
-            match self.step(key, filter, stage) {
-                Step::Continue => {
-                    if let Some(s) = self.store.data_mut().streams.get_mut(&key) {
-                        s.pos += 1;
-                    }
-                }
+            let step = self.step(key, filter, stage);
+            let Some(s) = self.stream_mut(key) else {
+                return;
+            };
+            match step {
+                Step::Continue => s.advance(),
                 Step::Pause => {
-                    if let Some(s) = self.store.data_mut().streams.get_mut(&key) {
-                        if !s.is_answered() {
-                            if s.take_continue() {
-                                // continue_stream during the very callback that paused.
-                                s.pos += 1;
-                            } else {
-                                s.paused = true;
-                                return;
-                            }
-                        } else {
-                            s.paused = true;
-                        }
+                    if !s.settle_pause() {
+                        return;
                     }
                 }
-                Step::Reply(reply) => {
-                    if let Some(s) = self.store.data_mut().streams.get_mut(&key) {
-                        s.send_local_reply(reply);
-                    }
-                }
+                Step::Reply(reply) => s.send_local_reply(reply),
             }
         }
     }
 
-    fn apply_local_reply(&mut self, key: u64, reply: LocalReply) {
-        let names: Vec<String> = self
-            .store
-            .data()
-            .vms
-            .iter()
-            .map(|v| v.info.name.clone())
-            .collect();
-        let Some(s) = self.store.data_mut().streams.get_mut(&key) else {
-            return;
-        };
-        let in_response = s.stage.is_response();
-        s.resp_headers = Some(local_reply_headers(
-            reply.status,
-            &reply.body,
-            &reply.headers,
-        ));
-        s.resp_body = reply.body;
-        s.verdict = Some(Verdict::LocalReply {
-            status: reply.status,
-            details: reply.details,
-            by: reply.by.and_then(|i| names.get(i).cloned()),
-        });
-        if in_response {
-            // A reply sent while encoding replaces the response; it does not re-enter the filters.
-            s.stage = Stage::Finish;
-        } else {
-            s.stage = Stage::RespHeaders;
-        }
-        s.pos = 0;
-    }
-
-    fn upstream(&mut self, key: u64) {
-        let Some(s) = self.store.data_mut().streams.get_mut(&key) else {
-            return;
-        };
-        router_upstream_headers(&mut s.req_headers);
-        s.upstream_request = Some(RequestHead {
-            headers: s.req_headers.to_strings(),
-            body: s.req_body.clone(),
-        });
-        let (mut headers, body) = echo(&s.req_headers, &s.req_body);
-        router_response_headers(&mut headers);
-        s.resp_headers = Some(headers);
-        s.resp_body = body;
-        s.verdict = Some(Verdict::Upstream { status: 200 });
-        s.stage = Stage::RespHeaders;
-        s.pos = 0;
-    }
-
-    /// Runs one callback of one filter for one stage.
+    /// Runs filter `filter`'s callback for `stage` (creating its context on the request headers).
     fn step(&mut self, key: u64, filter: usize, stage: Stage) -> Step {
         let (failed, fail) = {
             let vm = &self.store.data().vms[filter];
             (vm.failed, vm.info.fail)
         };
         if failed {
-            return self.failed_filter(key, filter, stage, fail);
+            return self.failed_filter(key, filter, fail);
         }
-        let Some(s) = self.store.data().streams.get(&key) else {
+        let Some(s) = self.stream(key) else {
             return Step::Continue;
         };
-        let existing = s.ctx[filter];
-        let ctx = match existing {
-            Some(c) => c,
+        let ctx = match s.context(filter) {
+            Some(ctx) => ctx,
             None if stage == Stage::ReqHeaders => match self.create_context(key, filter) {
-                Some(c) => c,
-                None => return self.failed_filter(key, filter, stage, fail),
+                Some(ctx) => ctx,
+                None => return self.failed_filter(key, filter, fail),
             },
             // A filter that never saw the request skips later callbacks (cpp-host
             // `in_vm_context_created_`).
             None => return Step::Continue,
         };
-        let s = &self.store.data().streams[&key];
-        let cb = &self.store.data().vms[filter].cb;
-        let c = ctx as i32;
-        let body_eos = s.req_trailers.is_none() as i32;
-        let result = match stage {
-            Stage::ReqHeaders => {
-                let eos = (s.req_body.is_empty() && s.req_trailers.is_none()) as i32;
-                let nh = s.req_headers.len() as i32;
-                cb.request_headers.clone().map(|f| {
-                    call(
-                        &mut self.store,
-                        filter,
-                        ctx,
-                        Some(key),
-                        "proxy_on_request_headers",
-                        |st| f.call(st, (c, nh, eos)),
-                    )
-                })
-            }
-            Stage::ReqBody => {
-                let len = s.req_body.len() as i32;
-                cb.request_body.clone().map(|f| {
-                    call(
-                        &mut self.store,
-                        filter,
-                        ctx,
-                        Some(key),
-                        "proxy_on_request_body",
-                        |st| f.call(st, (c, len, body_eos)),
-                    )
-                })
-            }
-            Stage::ReqTrailers => {
-                let nt = s.req_trailers.as_ref().map(|t| t.len()).unwrap_or(0) as i32;
-                cb.request_trailers.clone().map(|f| {
-                    call(
-                        &mut self.store,
-                        filter,
-                        ctx,
-                        Some(key),
-                        "proxy_on_request_trailers",
-                        |st| f.call(st, (c, nt)),
-                    )
-                })
-            }
-            Stage::RespHeaders => {
-                let nh = s.resp_headers.as_ref().map(|h| h.len()).unwrap_or(0) as i32;
-                let eos = s.resp_body.is_empty() as i32;
-                cb.response_headers.clone().map(|f| {
-                    call(
-                        &mut self.store,
-                        filter,
-                        ctx,
-                        Some(key),
-                        "proxy_on_response_headers",
-                        |st| f.call(st, (c, nh, eos)),
-                    )
-                })
-            }
-            Stage::RespBody => {
-                let len = s.resp_body.len() as i32;
-                cb.response_body.clone().map(|f| {
-                    call(
-                        &mut self.store,
-                        filter,
-                        ctx,
-                        Some(key),
-                        "proxy_on_response_body",
-                        |st| f.call(st, (c, len, 1)),
-                    )
-                })
-            }
-            _ => None,
-        };
-        match result {
+        match self.call_stage(key, filter, ctx, stage) {
             None => Step::Continue,
             Some(Ok(action)) => {
-                let s = &self.store.data().streams[&key];
-                if s.is_answered() {
-                    // cpp-host: a local reply stops iteration (`stopNextIteration`).
-                    return Step::Pause;
-                }
-                if action == Action::Continue as i32 {
-                    Step::Continue
-                } else {
+                // cpp-host: a local reply stops iteration (`stopNextIteration`).
+                let answered = self.stream(key).is_some_and(Stream::is_answered);
+                if answered || action != Action::Continue as i32 {
                     Step::Pause
+                } else {
+                    Step::Continue
                 }
             }
-            Some(Err(_trap)) => self.failed_filter(key, filter, stage, fail),
+            Some(Err(_trap)) => self.failed_filter(key, filter, fail),
         }
     }
 
+    /// Calls the callback of `stage` (`None`: the module does not export it): the action it
+    /// returned, or the trap.
+    fn call_stage(
+        &mut self,
+        key: u64,
+        filter: usize,
+        ctx: u32,
+        stage: Stage,
+    ) -> Option<Result<i32, String>> {
+        let (a, b) = self.stream(key)?.callback_args();
+        let c = ctx as i32;
+        let cb = &self.store.data().vms[filter].cb;
+        let (name, f) = match stage {
+            Stage::ReqHeaders => ("proxy_on_request_headers", cb.request_headers.clone()),
+            Stage::ReqBody => ("proxy_on_request_body", cb.request_body.clone()),
+            Stage::RespHeaders => ("proxy_on_response_headers", cb.response_headers.clone()),
+            Stage::RespBody => ("proxy_on_response_body", cb.response_body.clone()),
+            Stage::ReqTrailers => {
+                let f = cb.request_trailers.clone()?;
+                let name = "proxy_on_request_trailers";
+                return Some(call(&mut self.store, filter, ctx, Some(key), name, |st| {
+                    f.call(st, (c, a))
+                }));
+            }
+            Stage::Upstream | Stage::Finish | Stage::Done => return None,
+        };
+        let f = f?;
+        Some(call(&mut self.store, filter, ctx, Some(key), name, |st| {
+            f.call(st, (c, a, b))
+        }))
+    }
+
     /// CHECK_FAIL_HTTP: fail open skips the filter; fail closed fails the stream once with 503.
-    fn failed_filter(&mut self, key: u64, filter: usize, stage: Stage, fail: FailStrategy) -> Step {
+    fn failed_filter(&mut self, key: u64, filter: usize, fail: FailStrategy) -> Step {
         if fail == FailStrategy::FailOpen {
             return Step::Continue;
         }
-        let Some(s) = self.store.data_mut().streams.get_mut(&key) else {
-            return Step::Continue;
-        };
-        if s.stream_failed[filter]
-            || (matches!(s.verdict, Some(Verdict::LocalReply { .. })) && stage.is_response())
-        {
+        match self.stream_mut(key).and_then(|s| s.fail(filter)) {
+            Some(reply) => Step::Reply(reply),
             // Already failed (or answering): let the reply through.
-            return Step::Continue;
+            None => Step::Continue,
         }
-        s.stream_failed[filter] = true;
-        s.drop_local_reply();
-        Step::Reply(LocalReply {
-            status: 503,
-            details: "wasm_fail_stream".to_string(),
-            body: Vec::new(),
-            headers: Vec::new(),
-            by: Some(filter),
-        })
     }
 
     fn create_context(&mut self, key: u64, filter: usize) -> Option<u32> {
@@ -343,22 +194,15 @@ impl VmSet {
             vm.contexts.insert(ctx, key);
             (ctx, vm.root_ctx, vm.cb.context_create.clone())
         };
-        if let Some(s) = self.store.data_mut().streams.get_mut(&key) {
-            s.ctx[filter] = Some(ctx);
+        if let Some(s) = self.stream_mut(key) {
+            s.set_context(filter, ctx);
         }
         if let Some(f) = f {
-            if call(
-                &mut self.store,
-                filter,
-                ctx,
-                Some(key),
-                "proxy_on_context_create",
-                |st| f.call(st, (ctx as i32, root as i32)),
-            )
-            .is_err()
-            {
-                return None;
-            }
+            let name = "proxy_on_context_create";
+            call(&mut self.store, filter, ctx, Some(key), name, |st| {
+                f.call(st, (ctx as i32, root as i32))
+            })
+            .ok()?;
         }
         Some(ctx)
     }
@@ -366,13 +210,8 @@ impl VmSet {
     /// on_log for every filter that saw the request, then on_done, then on_delete (Envoy logs
     /// before it destroys the filters).
     fn finish(&mut self, key: u64) {
-        let n = self.store.data().vms.len();
-        if let Some(s) = self.store.data_mut().streams.get_mut(&key) {
-            s.in_access_log = true;
-        }
-        let ctxs: Vec<(usize, u32)> = match self.store.data().streams.get(&key) {
-            Some(s) => (0..n).filter_map(|i| s.ctx[i].map(|c| (i, c))).collect(),
-            None => return,
+        let Some(ctxs) = self.stream_mut(key).map(Stream::begin_access_log) else {
+            return;
         };
         for &(i, c) in &ctxs {
             if let Some(f) = self.live(i).and_then(|cb| cb.log.clone()) {
@@ -396,12 +235,8 @@ impl VmSet {
             }
             self.store.data_mut().vms[i].contexts.remove(&c);
         }
-        if let Some(s) = self.store.data_mut().streams.get_mut(&key) {
-            s.stage = Stage::Done;
-            s.paused = false;
-            if let Some(h) = s.resp_headers.as_mut() {
-                finalize_response_headers(h);
-            }
+        if let Some(s) = self.stream_mut(key) {
+            s.complete();
         }
     }
 
@@ -411,21 +246,8 @@ impl VmSet {
 
     /// Abandons a paused stream (nothing can resume it): runs the end-of-stream callbacks.
     pub fn abandon(&mut self, key: u64) -> Option<Phase> {
-        let s = self.store.data_mut().streams.get_mut(&key)?;
-        let phase = s.stage.phase();
-        s.stage = Stage::Finish;
-        s.paused = false;
+        let phase = self.stream_mut(key)?.give_up();
         self.finish(key);
         Some(phase)
-    }
-}
-
-fn next_stage(s: &Stream, stage: Stage) -> Stage {
-    match stage {
-        Stage::ReqHeaders if !s.req_body.is_empty() => Stage::ReqBody,
-        Stage::ReqHeaders | Stage::ReqBody if s.req_trailers.is_some() => Stage::ReqTrailers,
-        Stage::ReqHeaders | Stage::ReqBody | Stage::ReqTrailers => Stage::Upstream,
-        Stage::RespHeaders if !s.resp_body.is_empty() => Stage::RespBody,
-        _ => Stage::Finish,
     }
 }

@@ -7,7 +7,10 @@ use std::collections::HashMap;
 
 use meshward_abi::{BufferType, MapType, StreamType};
 
-use crate::envoy_model::{Connection, HeaderMap, StreamFacts};
+use crate::envoy_model::{
+    echo, finalize_response_headers, local_reply_headers, router_response_headers,
+    router_upstream_headers, Connection, HeaderMap, StreamFacts,
+};
 use crate::outcome::{LogLine, Phase, RequestHead, Response, Verdict};
 use crate::Status;
 
@@ -72,28 +75,28 @@ struct Requests {
 
 /// An in-flight request.
 pub(crate) struct Stream {
-    pub(crate) req_headers: HeaderMap,
-    pub(crate) req_body: Vec<u8>,
-    pub(crate) req_trailers: Option<HeaderMap>,
-    pub(crate) resp_headers: Option<HeaderMap>,
-    pub(crate) resp_body: Vec<u8>,
-    pub(crate) resp_trailers: Option<HeaderMap>,
+    req_headers: HeaderMap,
+    req_body: Vec<u8>,
+    req_trailers: Option<HeaderMap>,
+    resp_headers: Option<HeaderMap>,
+    resp_body: Vec<u8>,
+    resp_trailers: Option<HeaderMap>,
     /// Envoy filter state set through `proxy_set_property` (key = the raw path bytes).
     filter_state: HashMap<Vec<u8>, Vec<u8>>,
     conn: Connection,
     start_ns: u64,
-    pub(crate) stage: Stage,
+    stage: Stage,
     /// Position in the stage's filter order.
-    pub(crate) pos: usize,
+    pos: usize,
     /// Each filter's context id for this stream (`None`: it never saw the request).
-    pub(crate) ctx: Vec<Option<u32>>,
-    pub(crate) paused: bool,
+    ctx: Vec<Option<u32>>,
+    paused: bool,
     requests: Requests,
     /// Filters that already failed this stream with 503 (Envoy fails a stream once).
-    pub(crate) stream_failed: Vec<bool>,
-    pub(crate) in_access_log: bool,
-    pub(crate) upstream_request: Option<RequestHead>,
-    pub(crate) verdict: Option<Verdict>,
+    stream_failed: Vec<bool>,
+    in_access_log: bool,
+    upstream_request: Option<RequestHead>,
+    verdict: Option<Verdict>,
     logs: Vec<LogLine>,
     filter_nanos: Vec<u64>,
 }
@@ -222,35 +225,236 @@ impl Stream {
         }
     }
 
-    // What the driver reads back.
+    // What the driver reads back and does (`crate::chain`).
 
-    /// Whether a host call asked something the driver has not carried out yet.
-    pub(crate) fn has_requests(&self) -> bool {
-        self.requests.continue_
-            || self.requests.reset_by.is_some()
-            || self.requests.local_reply.is_some()
+    /// A paused stream a host call asked something of (from another context: a callout
+    /// response, a tick, a queue): the driver must look at it again.
+    pub fn needs_driving(&self) -> bool {
+        self.paused
+            && (self.requests.continue_
+                || self.requests.reset_by.is_some()
+                || self.requests.local_reply.is_some())
     }
 
     /// Whether a reply or a reset is pending (they end iteration, as cpp-host's
     /// `stopNextIteration`).
-    pub(crate) fn is_answered(&self) -> bool {
+    pub fn is_answered(&self) -> bool {
         self.requests.reset_by.is_some() || self.requests.local_reply.is_some()
     }
 
-    pub(crate) fn take_reset(&mut self) -> Option<usize> {
+    /// The filter that asked for a reset, once.
+    pub fn take_reset(&mut self) -> Option<usize> {
         self.requests.reset_by.take()
     }
 
-    pub(crate) fn take_local_reply(&mut self) -> Option<LocalReply> {
+    /// The local reply asked for, once.
+    pub fn take_local_reply(&mut self) -> Option<LocalReply> {
         self.requests.local_reply.take()
     }
 
-    pub(crate) fn drop_local_reply(&mut self) {
-        self.requests.local_reply = None;
+    fn take_continue(&mut self) -> bool {
+        std::mem::take(&mut self.requests.continue_)
     }
 
-    pub(crate) fn take_continue(&mut self) -> bool {
-        std::mem::take(&mut self.requests.continue_)
+    pub fn stage(&self) -> Stage {
+        self.stage
+    }
+
+    /// Filter `filter`'s context for this stream, once it was created.
+    pub fn context(&self, filter: usize) -> Option<u32> {
+        self.ctx.get(filter).copied().flatten()
+    }
+
+    pub fn set_context(&mut self, filter: usize, ctx: u32) {
+        if let Some(slot) = self.ctx.get_mut(filter) {
+            *slot = Some(ctx);
+        }
+    }
+
+    /// The filter the stream is at in its stage — request stages visit every filter in chain
+    /// order, response stages the filters that saw the request in reverse order — or `None`
+    /// when the stage is through.
+    pub fn current_filter(&self) -> Option<usize> {
+        let n = self.ctx.len();
+        match self.stage {
+            Stage::RespHeaders | Stage::RespBody => (0..n)
+                .rev()
+                .filter(|i| self.ctx[*i].is_some())
+                .nth(self.pos),
+            _ => (self.pos < n).then_some(self.pos),
+        }
+    }
+
+    /// On to the next filter of the stage.
+    pub fn advance(&mut self) {
+        self.pos += 1;
+    }
+
+    /// On to the next stage with something to do (a body only when there is one, trailers only
+    /// when there are some).
+    pub fn enter_next_stage(&mut self) {
+        self.stage = match self.stage {
+            Stage::ReqHeaders if !self.req_body.is_empty() => Stage::ReqBody,
+            Stage::ReqHeaders | Stage::ReqBody if self.req_trailers.is_some() => Stage::ReqTrailers,
+            Stage::ReqHeaders | Stage::ReqBody | Stage::ReqTrailers => Stage::Upstream,
+            Stage::RespHeaders if !self.resp_body.is_empty() => Stage::RespBody,
+            _ => Stage::Finish,
+        };
+        self.pos = 0;
+    }
+
+    /// The two numbers a stage's callback gets after the context id: headers or trailers count
+    /// or body size, then `end_of_stream` (the trailers callback takes only the first).
+    pub fn callback_args(&self) -> (i32, i32) {
+        let count = |m: &Option<HeaderMap>| m.as_ref().map(|m| m.len()).unwrap_or(0) as i32;
+        match self.stage {
+            Stage::ReqHeaders => (
+                self.req_headers.len() as i32,
+                (self.req_body.is_empty() && self.req_trailers.is_none()) as i32,
+            ),
+            Stage::ReqBody => (
+                self.req_body.len() as i32,
+                self.req_trailers.is_none() as i32,
+            ),
+            Stage::ReqTrailers => (count(&self.req_trailers), 0),
+            Stage::RespHeaders => (count(&self.resp_headers), self.resp_body.is_empty() as i32),
+            Stage::RespBody => (self.resp_body.len() as i32, 1),
+            Stage::Upstream | Stage::Finish | Stage::Done => (0, 0),
+        }
+    }
+
+    /// A paused stream that a filter continued goes on with the next filter; `false` while it
+    /// stays paused.
+    pub fn resume(&mut self) -> bool {
+        if !self.paused {
+            return true;
+        }
+        if !self.take_continue() {
+            return false;
+        }
+        self.paused = false;
+        self.pos += 1;
+        true
+    }
+
+    /// After a callback paused (or answered): `false` when the driver must stop here until a
+    /// host call resumes the stream.
+    pub fn settle_pause(&mut self) -> bool {
+        if self.is_answered() {
+            self.paused = true;
+            return true;
+        }
+        if self.take_continue() {
+            // continue_stream during the very callback that paused.
+            self.pos += 1;
+            return true;
+        }
+        self.paused = true;
+        false
+    }
+
+    /// `proxy_close_stream` carried out: Envoy resets the stream; the client gets no response.
+    pub fn reset(&mut self, by: Option<String>) {
+        self.paused = false;
+        self.verdict = Some(Verdict::LocalReply {
+            status: 0,
+            details: "wasm_close_stream".to_string(),
+            by,
+        });
+        self.resp_headers = None;
+        self.stage = Stage::Finish;
+    }
+
+    /// A local reply carried out (filter `by` asked for it): it becomes the response. Sent while
+    /// decoding, it runs through the response callbacks; sent while encoding, it replaces the
+    /// response without re-entering the filters.
+    pub fn answer_locally(&mut self, reply: LocalReply, by: Option<String>) {
+        self.paused = false;
+        let in_response = self.stage.is_response();
+        self.resp_headers = Some(local_reply_headers(
+            reply.status,
+            &reply.body,
+            &reply.headers,
+        ));
+        self.resp_body = reply.body;
+        self.verdict = Some(Verdict::LocalReply {
+            status: reply.status,
+            details: reply.details,
+            by,
+        });
+        self.stage = if in_response {
+            Stage::Finish
+        } else {
+            Stage::RespHeaders
+        };
+        self.pos = 0;
+    }
+
+    /// The router sends the request to the echo upstream, whose answer becomes the response.
+    pub fn reach_upstream(&mut self) {
+        router_upstream_headers(&mut self.req_headers);
+        self.upstream_request = Some(RequestHead {
+            headers: self.req_headers.to_strings(),
+            body: self.req_body.clone(),
+        });
+        let (mut headers, body) = echo(&self.req_headers, &self.req_body);
+        router_response_headers(&mut headers);
+        self.resp_headers = Some(headers);
+        self.resp_body = body;
+        self.verdict = Some(Verdict::Upstream { status: 200 });
+        self.stage = Stage::RespHeaders;
+        self.pos = 0;
+    }
+
+    /// Filter `filter`'s VM has failed and the plugin fails closed: the 503 Envoy answers
+    /// (`wasm_fail_stream`), once per filter and stream, and never over a local reply that is
+    /// already being encoded.
+    pub fn fail(&mut self, filter: usize) -> Option<LocalReply> {
+        let answering =
+            matches!(self.verdict, Some(Verdict::LocalReply { .. })) && self.stage.is_response();
+        if self.stream_failed.get(filter).copied().unwrap_or(true) || answering {
+            return None;
+        }
+        if let Some(failed) = self.stream_failed.get_mut(filter) {
+            *failed = true;
+        }
+        self.requests.local_reply = None;
+        Some(LocalReply {
+            status: 503,
+            details: "wasm_fail_stream".to_string(),
+            body: Vec::new(),
+            headers: Vec::new(),
+            by: Some(filter),
+        })
+    }
+
+    /// Access logging begins: the (filter, context) pairs whose on_log / on_done / on_delete
+    /// run now.
+    pub fn begin_access_log(&mut self) -> Vec<(usize, u32)> {
+        self.in_access_log = true;
+        self.ctx
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.map(|c| (i, c)))
+            .collect()
+    }
+
+    /// The stream is over: HCM's last touches to the response headers.
+    pub fn complete(&mut self) {
+        self.stage = Stage::Done;
+        self.paused = false;
+        if let Some(h) = self.resp_headers.as_mut() {
+            finalize_response_headers(h);
+        }
+    }
+
+    /// Nothing can resume the paused stream: it goes to access logging; the phase it was
+    /// stuck in.
+    pub fn give_up(&mut self) -> Phase {
+        let phase = self.stage.phase();
+        self.stage = Stage::Finish;
+        self.paused = false;
+        phase
     }
 
     // The result.

@@ -18,6 +18,8 @@ use crate::runtime::Thread;
 /// One Envoy thread's VM set: a store with one instance per filter of the chain.
 pub(crate) struct VmSet {
     pub store: Store<VmState>,
+    /// Plugin names in chain order (verdicts name the filter that answered).
+    pub names: Vec<String>,
 }
 
 fn typed<P: WasmParams, R: WasmResults>(
@@ -103,7 +105,8 @@ impl VmSet {
                 )?;
             }
         }
-        let mut set = VmSet { store };
+        let names = filters.iter().map(|f| f.name.clone()).collect();
+        let mut set = VmSet { store, names };
         for i in 0..filters.len() {
             set.start_root(i)?;
         }
