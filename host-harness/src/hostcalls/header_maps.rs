@@ -104,12 +104,8 @@ pub(super) fn proxy_add_header_map_value(
     value_data: i32,
     value_size: i32,
 ) -> R {
-    if MapType::try_from(map_type as u32).is_err() {
-        return st(Status::BAD_ARGUMENT);
-    }
-    let key = read!(c, key_data, key_size);
-    let value = read!(c, value_data, value_size);
-    res(with_map(c, map_type, |m| m.add(&key, &value)))
+    let value = (value_data, value_size);
+    set_value(c, map_type, (key_data, key_size), value, HeaderMap::add)
 }
 
 pub(super) fn proxy_replace_header_map_value(
@@ -120,12 +116,24 @@ pub(super) fn proxy_replace_header_map_value(
     value_data: i32,
     value_size: i32,
 ) -> R {
+    let value = (value_data, value_size);
+    set_value(c, map_type, (key_data, key_size), value, HeaderMap::replace)
+}
+
+/// Adds or replaces (`op`) the value of the key at `key` with the bytes at `value`.
+fn set_value(
+    c: &mut C<'_>,
+    map_type: i32,
+    key: (i32, i32),
+    value: (i32, i32),
+    op: fn(&mut HeaderMap, &[u8], &[u8]),
+) -> R {
     if MapType::try_from(map_type as u32).is_err() {
         return st(Status::BAD_ARGUMENT);
     }
-    let key = read!(c, key_data, key_size);
-    let value = read!(c, value_data, value_size);
-    res(with_map(c, map_type, |m| m.replace(&key, &value)))
+    let key = read!(c, key.0, key.1);
+    let value = read!(c, value.0, value.1);
+    res(with_map(c, map_type, |m| op(m, &key, &value)))
 }
 
 pub(super) fn proxy_remove_header_map_value(
