@@ -15,14 +15,14 @@ use std::rc::Rc;
 
 use meshward_common::identity::{RequestIdentity, PROPERTY_PATH};
 use meshward_host::HeaderPairs;
-use meshward_host::{MapType, Status};
+use meshward_host::{HostStore, MapType, Status};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use rate_limit_core::headers::{rate_limit_headers, rejection_headers, REJECT_BODY};
 use rate_limit_core::keys::{choose, ip_of_address};
 use rate_limit_core::{
-    charge_all, init_table, ChargeOutcome, Config, Decision, IdentityFact, RequestFacts, SetError,
-    SharedStore, SlotEvent, SlotRef, StoreError, Stored, TableKeys, Unchargeable,
+    charge_all, init_table, ChargeOutcome, Config, Decision, IdentityFact, RequestFacts, SlotEvent,
+    SlotRef, TableKeys, Unchargeable,
 };
 
 use metrics::{Counter, Metrics};
@@ -117,37 +117,6 @@ impl RootContext for Root {
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
-    }
-}
-
-/// Envoy's shared data, with host statuses passed on to the core (which fails closed on them).
-struct HostStore;
-
-impl SharedStore for HostStore {
-    fn get(&mut self, key: &str) -> Result<Option<Stored>, StoreError> {
-        match meshward_host::get_shared_data(key) {
-            Ok(found) => Ok(found.map(|(value, cas)| Stored { value, cas })),
-            Err(status) => Err(StoreError::Status(status.0)),
-        }
-    }
-
-    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), SetError> {
-        match meshward_host::set_shared_data(key, value, cas) {
-            Ok(()) => Ok(()),
-            Err(Status::CAS_MISMATCH) => Err(SetError::CasMismatch),
-            Err(status) => Err(SetError::Status(status.0)),
-        }
-    }
-
-    fn creation_cas(&mut self) -> u32 {
-        let mut b = [0u8; 4];
-        match getrandom::fill(&mut b) {
-            Ok(()) => u32::from_le_bytes(b).max(1),
-            // Without randomness, the low bits of the clock are still unlikely to equal a cas.
-            Err(_) => {
-                meshward_host::current_time_nanos().map_or(0x5bd1_e995, |t| (t as u32).max(1))
-            }
-        }
     }
 }
 
@@ -552,19 +521,5 @@ mod tests {
         // Cached: the host is not asked again, so no new error.
         assert_eq!(facts.identity(), IdentityFact::Absent);
         assert_eq!(facts.host_error, None);
-    }
-
-    #[test]
-    fn the_shared_store_passes_host_statuses_on() {
-        let mut store = HostStore;
-        assert_eq!(
-            store.get("k"),
-            Err(StoreError::Status(Status::UNIMPLEMENTED.0))
-        );
-        assert_eq!(
-            store.set("k", b"v", 3),
-            Err(SetError::Status(Status::UNIMPLEMENTED.0))
-        );
-        assert_ne!(store.creation_cas(), 0);
     }
 }
