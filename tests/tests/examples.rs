@@ -76,7 +76,7 @@ fn parse_with_core(filter: &str, json: &str) -> Result<(), String> {
     let result = match filter {
         "header-limits" => header_limits_core::Config::parse(bytes).map(drop),
         "jwt-authn" => jwt_authn_core::Config::parse(bytes).map(drop),
-        "spiffe-authz" => spiffe_authz_core::CompiledPolicy::from_json(bytes).map(drop),
+        "spiffe-authz" => spiffe_authz_core::Config::parse(bytes).map(drop),
         "rate-limit" => rate_limit_core::Config::parse(bytes).map(drop),
         other => panic!("unknown filter {other}"),
     };
