@@ -17,7 +17,7 @@ pub use meshward_common::shared_store::{
 
 use crate::bucket::Decision;
 use crate::config::Config;
-use crate::table::{decide, empty_entry, Decided, EntryRef, SlotEvent, SlotRef, TableKeys};
+use crate::table::{decide_slot, empty_entry, Decided, EntryRef, SlotEvent, SlotRef, TableKeys};
 
 /// Attempts of one CAS loop (reads + compare-and-set writes) before giving up.
 pub const MAX_CAS_ATTEMPTS: u32 = 16;
@@ -84,7 +84,7 @@ pub enum LoopOutcome {
     StoreFailure(StoreError),
 }
 
-/// get → [`decide`] → compare-and-set, retried on `CasMismatch` up to [`MAX_CAS_ATTEMPTS`] times.
+/// get → [`decide_slot`] → compare-and-set, retried on `CasMismatch` up to [`MAX_CAS_ATTEMPTS`] times.
 pub fn run_cas_loop(
     store: &mut dyn SharedStore,
     key: &str,
@@ -127,7 +127,7 @@ fn run_cas_loop_from(
         if stored.cas == 0 {
             return LoopOutcome::StoreFailure(StoreError::NoCas);
         }
-        let decided = decide(Some(&stored.value), slot, now_ns, cfg);
+        let decided = decide_slot(Some(&stored.value), slot, now_ns, cfg);
         let Some(write) = &decided.write else {
             return LoopOutcome::Decided {
                 decided,
@@ -194,7 +194,7 @@ pub fn charge_all(
             Ok(stored) => stored,
             Err(e) => return ChargeOutcome::StoreFailure(e),
         };
-        let decided = decide(
+        let decided = decide_slot(
             stored.as_ref().map(|s| s.value.as_slice()),
             slot,
             now_ns,
