@@ -78,12 +78,12 @@ impl RootContext for Root {
         else {
             return false;
         };
+        let counters = define_counters(&config);
         log::info!(
             "configured {} policies{}",
             config.policy_count(),
             if config.dry_run() { " (dry run)" } else { "" }
         );
-        let counters = define_counters(&config);
         self.configured = Some(Rc::new(Configured { config, counters }));
         true
     }
