@@ -226,13 +226,7 @@ impl HttpContext for Request {
 /// Feed one callback's event to the scheduler and carry out everything it asks for, follow-on
 /// work included.
 fn run(shared: &Shared, now: Option<u64>, event: Event<'_>) {
-    let first = match shared.borrow_mut().as_mut() {
-        Some(vm) => vm.sched.handle(&mut HostStore, now, event),
-        None => return,
-    };
-    for effect in first {
-        carry_out(shared, effect);
-    }
+    answer(shared, now, event);
     loop {
         let next = match shared.borrow_mut().as_mut() {
             Some(vm) => vm.sched.next_effect(&mut HostStore),
@@ -243,7 +237,8 @@ fn run(shared: &Shared, now: Option<u64>, event: Event<'_>) {
     }
 }
 
-/// Report the answer to an effect and carry out what it asks for at once.
+/// Report an event (a callback's, or the answer to an effect) and carry out what it asks for at
+/// once.
 fn answer(shared: &Shared, now: Option<u64>, event: Event<'_>) {
     let effects = match shared.borrow_mut().as_mut() {
         Some(vm) => vm.sched.handle(&mut HostStore, now, event),
@@ -254,6 +249,7 @@ fn answer(shared: &Shared, now: Option<u64>, event: Event<'_>) {
     }
 }
 
+/// Carry out one effect of the scheduler with host calls.
 fn carry_out(shared: &Shared, effect: Effect) {
     match effect {
         Effect::ActAsRoot => {
@@ -403,13 +399,6 @@ enum Step {
     Paused,
 }
 
-fn header(headers: &[(String, String)], name: &str) -> Option<String> {
-    headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.clone())
-}
-
 /// The request headers as text. Bytes that are not UTF-8 become U+FFFD: such a token can never
 /// verify (so it is denied, not mistaken for an absent one), and such a name matches no rule.
 fn request_headers() -> Result<Vec<(String, String)>, Status> {
@@ -458,17 +447,7 @@ fn process(shared: &Shared, context_id: u32, expired_wait: bool) -> Step {
             return deny_unread();
         }
     };
-    let path = header(&headers, ":path").unwrap_or_default();
-    let scheme = header(&headers, "x-forwarded-proto")
-        .or_else(|| header(&headers, ":scheme"))
-        .unwrap_or_else(|| "http".to_string());
-    let authority = header(&headers, ":authority").unwrap_or_default();
-    let request = engine::Request {
-        headers: &headers,
-        path: &path,
-        scheme: &scheme,
-        authority: &authority,
-    };
+    let request = engine::Request::from_headers(&headers);
     let now = match now_ms() {
         Ok(now) => now,
         Err(status) => {
@@ -548,7 +527,7 @@ fn process(shared: &Shared, context_id: u32, expired_wait: bool) -> Step {
             Verdict::Deny(d) => {
                 count_cache(vm, &stats);
                 vm.counters.increment(counter::DENIED);
-                log_denial(&d, &headers, &path);
+                log_denial(&d, &request);
                 return reply(d.status, d.body, &d.www_authenticate);
             }
             Verdict::Wait { rules, refetch } => {
@@ -582,14 +561,14 @@ fn count_cache(vm: &Vm, stats: &Stats) {
 
 /// One bounded line per refusal: what was refused and why, with the client's path and method
 /// capped and escaped (a client chooses them).
-fn log_denial(d: &Denial, headers: &[(String, String)], path: &str) {
-    let method = header(headers, ":method").unwrap_or_default();
+fn log_denial(d: &Denial, request: &engine::Request<'_>) {
+    let method = request.header(":method").unwrap_or_default();
     info!(
         "jwt-authn: denied {} ({:?}) {} {}",
         d.status,
         d.error,
-        loggable(&method, 16),
-        loggable(path, MAX_LOGGED_CHARS)
+        loggable(method, 16),
+        loggable(request.path, MAX_LOGGED_CHARS)
     );
 }
 
