@@ -62,6 +62,14 @@ impl Worker {
         Self::new(&MemoryStore::new(), 1)
     }
 
+    /// A lone VM whose request `waiter` is parked on the fetch its root dispatched (token 7).
+    fn fetching(waiter: u32) -> Self {
+        let mut w = Self::alone();
+        assert_eq!(w.wants(T0, waiter), vec![Effect::WakeRoot]);
+        w.run(Some(T0), Event::QueueReady);
+        w
+    }
+
     fn handle(&mut self, now: Option<u64>, event: Event<'_>) -> Vec<Effect> {
         self.sched.handle(&mut self.store, now, event)
     }
@@ -111,6 +119,17 @@ impl Worker {
             Keys::Pending => "pending",
             Keys::Failed => "failed",
         }
+    }
+
+    /// The answer to callout 7: a good JWKS, at `now`.
+    fn keys_arrive(&mut self, now: u64) -> Vec<Effect> {
+        self.run(
+            Some(now),
+            Event::FetchResponse {
+                token: 7,
+                reply: Reply::Body(jwks()),
+            },
+        )
     }
 
     /// Park `waiter`, dispatch from the root (token 7), answer with `reply` at `at`.
@@ -188,13 +207,7 @@ fn a_request_that_needs_keys_is_parked_and_the_root_dispatches_the_fetch() {
         w.run(Some(T0), Event::QueueReady),
         vec![Effect::ActAsRoot, dispatch(), Effect::ActAsRoot]
     );
-    let done = w.run(
-        Some(T0 + 50),
-        Event::FetchResponse {
-            token: 7,
-            reply: Reply::Body(jwks()),
-        },
-    );
+    let done = w.keys_arrive(T0 + 50);
     assert_eq!(done, vec![installed(), decide(5), Effect::ActAsRoot]);
     assert!(!w.sched.is_parked(5));
     assert_eq!(w.keys(T0 + 50), "ready");
@@ -214,13 +227,7 @@ fn many_waiters_share_one_fetch_and_are_decided_in_arrival_order() {
         .filter(|e| matches!(e, Effect::Dispatch { .. }))
         .count();
     assert_eq!(dispatches, 1);
-    let done = w.run(
-        Some(T0 + 3),
-        Event::FetchResponse {
-            token: 7,
-            reply: Reply::Body(jwks()),
-        },
-    );
+    let done = w.keys_arrive(T0 + 3);
     assert_eq!(
         done,
         vec![
@@ -259,9 +266,7 @@ fn a_dispatch_the_host_refuses_fails_the_fetch_and_answers_its_waiters_at_once()
 
 #[test]
 fn a_fetch_that_never_answers_ends_its_waiters_at_their_deadline() {
-    let mut w = Worker::alone();
-    assert_eq!(w.wants(T0, 5), vec![Effect::WakeRoot]);
-    w.run(Some(T0), Event::QueueReady);
+    let mut w = Worker::fetching(5);
     // Before the bound: nothing due, nothing fetched again.
     assert_eq!(
         w.run(Some(T0 + WAIT_BOUND - 1), Event::Tick),
@@ -282,13 +287,7 @@ fn a_fetch_that_never_answers_ends_its_waiters_at_their_deadline() {
     );
     assert_eq!(w.keys(T0 + WAIT_BOUND), "failed");
     // The late answer to the abandoned callout still installs keys.
-    let late = w.run(
-        Some(T0 + WAIT_BOUND + 1),
-        Event::FetchResponse {
-            token: 7,
-            reply: Reply::Body(jwks()),
-        },
-    );
+    let late = w.keys_arrive(T0 + WAIT_BOUND + 1);
     assert_eq!(late, vec![installed(), Effect::ActAsRoot]);
 }
 
@@ -356,9 +355,7 @@ fn a_bad_jwks_body_fails_the_fetch() {
 
 #[test]
 fn an_answer_to_a_callout_that_is_not_a_fetch_changes_nothing() {
-    let mut w = Worker::alone();
-    assert_eq!(w.wants(T0, 5), vec![Effect::WakeRoot]);
-    w.run(Some(T0), Event::QueueReady);
+    let mut w = Worker::fetching(5);
     let other = w.run(
         Some(T0 + 1),
         Event::FetchResponse {
@@ -384,13 +381,7 @@ fn a_lease_held_by_another_worker_parks_without_fetching_then_its_keys_are_adopt
         vec![Effect::ActAsRoot, Effect::ActAsRoot]
     );
     a.run(Some(T0 + 3), Event::QueueReady);
-    a.run(
-        Some(T0 + 4),
-        Event::FetchResponse {
-            token: 7,
-            reply: Reply::Body(jwks()),
-        },
-    );
+    a.keys_arrive(T0 + 4);
     // B's tick adopts the keys A put in shared data and decides its request: no fetch of its own.
     assert_eq!(
         b.run(Some(T0 + 500), Event::Tick),
@@ -432,13 +423,7 @@ fn a_request_gone_before_its_keys_arrive_is_not_decided_and_the_fetch_carries_on
     assert!(!w.sched.is_parked(5));
     let queue = w.run(Some(T0 + 1), Event::QueueReady);
     assert!(queue.contains(&dispatch()), "{queue:?}");
-    let done = w.run(
-        Some(T0 + 2),
-        Event::FetchResponse {
-            token: 7,
-            reply: Reply::Body(jwks()),
-        },
-    );
+    let done = w.keys_arrive(T0 + 2);
     assert_eq!(done, vec![installed(), decide(6), Effect::ActAsRoot]);
 }
 
@@ -487,13 +472,7 @@ fn a_failed_fetch_is_retried_only_after_the_backoff() {
 fn a_tick_with_nothing_to_do_only_restores_the_root() {
     let mut w = Worker::alone();
     assert_eq!(w.run(Some(T0), Event::Tick).len(), 2, "first tick fetches");
-    w.run(
-        Some(T0 + 1),
-        Event::FetchResponse {
-            token: 7,
-            reply: Reply::Body(jwks()),
-        },
-    );
+    w.keys_arrive(T0 + 1);
     assert_eq!(w.run(Some(T0 + 500), Event::Tick), vec![Effect::ActAsRoot]);
     assert_eq!(w.run(Some(T0 + 1000), Event::Tick), vec![Effect::ActAsRoot]);
 }
