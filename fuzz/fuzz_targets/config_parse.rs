@@ -13,8 +13,8 @@ use meshward_common::ConfigError;
 
 fn parse(which: u8, bytes: &[u8]) -> Result<String, ConfigError> {
     match which % 4 {
-        0 => header_limits_core::Limits::from_json(bytes).map(|c| format!("{c:?}")),
-        1 => spiffe_authz_core::CompiledPolicy::from_json(bytes).map(|c| format!("{c:?}")),
+        0 => header_limits_core::Config::parse(bytes).map(|c| format!("{c:?}")),
+        1 => spiffe_authz_core::Config::parse(bytes).map(|c| format!("{c:?}")),
         2 => jwt_authn_core::Config::parse(bytes).map(|c| format!("{c:?}")),
         _ => rate_limit_core::Config::parse(bytes).map(|c| format!("{c:?}")),
     }

@@ -1,4 +1,4 @@
-//! header_limits_core::evaluate on arbitrary limits and header maps (any bytes in names and
+//! header_limits_core::decide on arbitrary limits and header maps (any bytes in names and
 //! values, duplicates, pseudo-headers).
 //!
 //! Oracle: the limits are recomputed here independently, from docs/header-limits.md ("What is
@@ -7,11 +7,11 @@
 //! and under DROP_HEADER the drop list is exactly the distinct underscore names.
 #![no_main]
 
-use header_limits_core::{evaluate, request_path, Limits, Reason, UnderscoreAction, Verdict};
+use header_limits_core::{decide, Config, Reason, UnderscoreAction, Verdict};
 use libfuzzer_sys::fuzz_target;
 use meshward_fuzz::bytes::Reader;
 
-fn model(l: &Limits, map: &[(Vec<u8>, Vec<u8>)]) -> Result<(Vec<Vec<u8>>, usize), Reason> {
+fn model(l: &Config, map: &[(Vec<u8>, Vec<u8>)]) -> Result<(Vec<Vec<u8>>, usize), Reason> {
     let all = || map.iter().flat_map(|(n, v)| [n, v]);
     let forbidden = all().any(|b| b.iter().any(|&c| c == 0 || c == b'\r' || c == b'\n'));
     let control = all().any(|b| b.iter().any(|&c| c < 0x20 || c == 0x7f));
@@ -71,7 +71,7 @@ const NAMES: [&[u8]; 8] = [
 fuzz_target!(|data: &[u8]| {
     let mut r = Reader::new(data);
     let flags = r.u8();
-    let limits = Limits {
+    let limits = Config {
         // Small limits, so that the fuzzer reaches every boundary.
         max_request_headers_bytes: usize::from(r.u16() % 4096),
         max_headers_count: usize::from(r.u8() % 40),
@@ -100,8 +100,7 @@ fuzz_target!(|data: &[u8]| {
         map.push((name, value));
     }
 
-    let path = request_path(&map);
-    let verdict = evaluate(&limits, &map, path);
+    let verdict = decide(&limits, &map);
     match (model(&limits, &map), verdict) {
         (Err(want), Verdict::Reject(got)) => {
             assert_eq!(got.reason, want, "{limits:?} {map:?}");

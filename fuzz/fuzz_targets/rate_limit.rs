@@ -1,5 +1,5 @@
 //! rate-limit-core's decision: the token bucket and the shared table (`SlotRef::locate` +
-//! `decide` over entry bytes kept as the host's shared data would keep them), driven by a
+//! `decide_slot` over entry bytes kept as the host's shared data would keep them), driven by a
 //! sequence of operations derived from the fuzz bytes (advance the clock, charge a key, corrupt
 //! an entry).
 //!
@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use libfuzzer_sys::fuzz_target;
 use meshward_fuzz::bytes::Reader;
-use rate_limit_core::{decide, BucketChoice, Config, SlotEvent, SlotRef};
+use rate_limit_core::{decide_slot, BucketChoice, Config, SlotEvent, SlotRef};
 
 const INTERVALS: [(&str, u64); 4] = [
     ("1s", 1_000_000_000),
@@ -115,7 +115,7 @@ fuzz_target!(|data: &[u8]| {
                 };
                 let slot = SlotRef::locate(&cfg, seed, &choice);
                 let name = format!("{:?}", slot.entry);
-                let d = decide(store.get(&name).map(Vec::as_slice), &slot, now, &cfg);
+                let d = decide_slot(store.get(&name).map(Vec::as_slice), &slot, now, &cfg);
                 assert!(d.decision.remaining <= u64::from(d.decision.limit), "{d:?}");
                 assert_eq!(d.decision.allowed, d.write.is_some(), "{d:?}");
                 if d.event == Some(SlotEvent::Evicted) {

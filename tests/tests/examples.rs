@@ -61,7 +61,7 @@ fn check_generated(path: &Path, generated: &str) {
 
 fn schema_of(filter: &str) -> Json {
     let schema = match filter {
-        "header-limits" => header_limits_core::Limits::json_schema(),
+        "header-limits" => header_limits_core::Config::json_schema(),
         "jwt-authn" => jwt_authn_core::Config::json_schema(),
         "spiffe-authz" => spiffe_authz_core::Config::json_schema(),
         "rate-limit" => rate_limit_core::Config::json_schema(),
@@ -74,9 +74,9 @@ fn schema_of(filter: &str) -> Json {
 fn parse_with_core(filter: &str, json: &str) -> Result<(), String> {
     let bytes = json.as_bytes();
     let result = match filter {
-        "header-limits" => header_limits_core::Limits::from_json(bytes).map(drop),
+        "header-limits" => header_limits_core::Config::parse(bytes).map(drop),
         "jwt-authn" => jwt_authn_core::Config::parse(bytes).map(drop),
-        "spiffe-authz" => spiffe_authz_core::CompiledPolicy::from_json(bytes).map(drop),
+        "spiffe-authz" => spiffe_authz_core::Config::parse(bytes).map(drop),
         "rate-limit" => rate_limit_core::Config::parse(bytes).map(drop),
         other => panic!("unknown filter {other}"),
     };

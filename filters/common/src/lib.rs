@@ -5,6 +5,8 @@
 //! - [`identity`]: the verified end-user identity jwt-authn publishes for the other filters.
 //! - [`matchers`]: Istio's string forms (`abc`, `abc*`, `*abc`, `*`), compiled from config.
 //! - [`path`]: request-path normalization for matching (and forwarding) that cannot be bypassed.
+//! - [`shared_store`]: Envoy's shared data as a core sees it (the one [`shared_store::SharedStore`]
+//!   trait), with an in-memory model for native tests.
 //! - [`spiffe`]: SPIFFE IDs parsed with go-spiffe's strict rules.
 
 pub mod config;
@@ -14,6 +16,7 @@ pub mod identity;
 pub mod logtext;
 pub mod matchers;
 pub mod path;
+pub mod shared_store;
 pub mod spiffe;
 
 pub use config::{parse_json, ConfigError};

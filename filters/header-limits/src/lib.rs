@@ -10,7 +10,7 @@
 use std::rc::Rc;
 
 use header_limits_core::{
-    evaluate, request_path, Limits, Reason, Verdict, DROPPED_UNDERSCORE_METRIC,
+    decide, request_path, Config, Reason, RequestFacts, Verdict, DROPPED_UNDERSCORE_METRIC,
 };
 use meshward_host::{wire, Counters, MapType};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -26,14 +26,20 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
+/// The root context: configuration and counters, shared by every request of this VM.
+#[derive(Default)]
+pub struct Root {
+    configured: Option<Rc<Configured>>,
+}
+
 /// What every request of a configured plugin shares.
-struct Shared {
-    limits: Limits,
+struct Configured {
+    config: Config,
     /// [`Reason::ALL`]'s counters in that order, then [`DROPPED_UNDERSCORE_METRIC`].
     counters: Counters,
 }
 
-/// Index of the underscore-drop counter in [`Shared::counters`].
+/// Index of the underscore-drop counter in [`Configured::counters`].
 const DROPPED_COUNTER: usize = Reason::ALL.len();
 
 /// Define every counter (at configure time, so they exist, at 0, before the first request).
@@ -45,7 +51,7 @@ fn define_counters() -> Counters {
     Counters::define("header-limits", names)
 }
 
-/// Index of `reason`'s rejection counter in [`Shared::counters`].
+/// Index of `reason`'s rejection counter in [`Configured::counters`].
 fn rejection_counter(reason: Reason) -> usize {
     // Every reason is in ALL; an impossible miss lands out of range, which Counters ignores.
     Reason::ALL
@@ -54,44 +60,27 @@ fn rejection_counter(reason: Reason) -> usize {
         .unwrap_or(usize::MAX)
 }
 
-#[derive(Default)]
-pub struct Root {
-    shared: Option<Rc<Shared>>,
-}
-
 impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        let bytes = match meshward_host::plugin_configuration(plugin_configuration_size) {
-            Ok(bytes) => bytes,
-            Err(status) => {
-                log::error!(
-                    "header-limits: cannot read the plugin configuration (host status {status})"
-                );
-                return false;
-            }
+        let Some(config) =
+            meshward_host::configure("header-limits", plugin_configuration_size, Config::parse)
+        else {
+            return false;
         };
-        match Limits::from_json(&bytes) {
-            Ok(limits) => {
-                log::info!("header-limits: configured: {limits:?}");
-                self.shared = Some(Rc::new(Shared {
-                    limits,
-                    counters: define_counters(),
-                }));
-                true
-            }
-            Err(err) => {
-                log::error!("header-limits: {err}");
-                false
-            }
-        }
+        log::info!("header-limits: configured: {config:?}");
+        self.configured = Some(Rc::new(Configured {
+            config,
+            counters: define_counters(),
+        }));
+        true
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Always a context (the SDK panics on None); an unconfigured one fails closed.
-        Some(Box::new(Filter {
-            shared: self.shared.clone(),
+        Some(Box::new(Request {
+            configured: self.configured.clone(),
         }))
     }
 
@@ -100,15 +89,16 @@ impl RootContext for Root {
     }
 }
 
-pub struct Filter {
-    shared: Option<Rc<Shared>>,
+/// The per-request context.
+pub struct Request {
+    configured: Option<Rc<Configured>>,
 }
 
-impl Context for Filter {}
+impl Context for Request {}
 
-impl HttpContext for Filter {
+impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some(shared) = self.shared.as_deref() else {
+        let Some(configured) = self.configured.as_deref() else {
             return internal_error("request before a successful configuration");
         };
         let raw = match meshward_host::get_map_raw(MapType::HttpRequestHeaders) {
@@ -119,16 +109,11 @@ impl HttpContext for Filter {
                 ))
             }
         };
-        let Some(headers) = wire::decode_map(&raw) else {
-            return internal_error("the host sent a malformed request header map");
+        let facts = match HostFacts::decode(&raw) {
+            Ok(facts) => facts,
+            Err(why) => return internal_error(why),
         };
-        // Envoy's codecs always give a request `:method` and `:path`; a map without them is a
-        // failed read (an empty map would otherwise pass every limit), not a small request.
-        let has = |name: &[u8]| headers.iter().any(|(n, _)| *n == name);
-        if !has(b":method") || !has(b":path") {
-            return internal_error("the host sent a request header map without :method or :path");
-        }
-        match evaluate(&shared.limits, &headers, request_path(&headers)) {
+        match decide(&configured.config, &facts) {
             Verdict::Continue {
                 drop,
                 dropped_entries,
@@ -145,7 +130,7 @@ impl HttpContext for Filter {
                 }
                 if dropped_entries > 0 {
                     let entries = u64::try_from(dropped_entries).unwrap_or(u64::MAX);
-                    shared.counters.add(DROPPED_COUNTER, entries);
+                    configured.counters.add(DROPPED_COUNTER, entries);
                     log::debug!(
                         "header-limits: dropped {dropped_entries} header(s) with underscores"
                     );
@@ -153,7 +138,7 @@ impl HttpContext for Filter {
                 Action::Continue
             }
             Verdict::Reject(rejection) => {
-                shared
+                configured
                     .counters
                     .increment(rejection_counter(rejection.reason));
                 log::debug!(
@@ -188,16 +173,50 @@ fn reply(status: u32, details: &str, body: &str) -> Action {
     Action::Pause
 }
 
+/// The request as the host handed it over: the header map, read once (it is all the decision
+/// looks at) and decoded in place.
+struct HostFacts<'raw> {
+    headers: Vec<(&'raw [u8], &'raw [u8])>,
+}
+
+impl<'raw> HostFacts<'raw> {
+    /// Decode the raw header map; why not, for the 500's log line.
+    fn decode(raw: &'raw [u8]) -> Result<Self, &'static str> {
+        let headers =
+            wire::decode_map(raw).ok_or("the host sent a malformed request header map")?;
+        // Envoy's codecs always give a request `:method` and `:path`; a map without them is a
+        // failed read (an empty map would otherwise pass every limit), not a small request.
+        let has = |name: &[u8]| headers.iter().any(|(n, _)| *n == name);
+        if !has(b":method") || !has(b":path") {
+            return Err("the host sent a request header map without :method or :path");
+        }
+        Ok(Self { headers })
+    }
+}
+
+impl<'raw> RequestFacts for HostFacts<'raw> {
+    type Name = &'raw [u8];
+    type Value = &'raw [u8];
+
+    fn headers(&self) -> &[(&'raw [u8], &'raw [u8])] {
+        &self.headers
+    }
+
+    fn path(&self) -> &[u8] {
+        request_path(&self.headers)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! Natively every host call fails (meshward-host's stubs answer UNIMPLEMENTED), which is
     //! exactly the host-failure path: the adapter must fail closed, never continue or panic.
     use super::*;
 
-    fn configured() -> Filter {
-        Filter {
-            shared: Some(Rc::new(Shared {
-                limits: Limits::default(),
+    fn configured() -> Request {
+        Request {
+            configured: Some(Rc::new(Configured {
+                config: Config::default(),
                 counters: define_counters(),
             })),
         }
@@ -207,7 +226,7 @@ mod tests {
     fn a_configuration_the_host_will_not_hand_over_is_rejected() {
         let mut root = Root::default();
         assert!(!root.on_configure(10));
-        assert!(root.shared.is_none());
+        assert!(root.configured.is_none());
     }
 
     #[test]
@@ -217,7 +236,7 @@ mod tests {
 
     #[test]
     fn an_unconfigured_filter_pauses_the_request() {
-        let mut filter = Filter { shared: None };
+        let mut filter = Request { configured: None };
         assert_eq!(filter.on_http_request_headers(3, true), Action::Pause);
     }
 

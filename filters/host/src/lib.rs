@@ -36,6 +36,14 @@
 //! - `proxy_wasm::set_log_level`: call [`init_logger`] instead (the SDK's logger `unwrap`s);
 //! - their own `extern "C"` host imports: add what is missing here.
 //!
+//! # What every adapter shares
+//!
+//! - [`configure`]: `on_configure`'s preamble — read the plugin configuration, parse it with the
+//!   filter's `Config::parse`, log either failure as `<filter>: …` — as
+//!   `meshward_host::configure("<filter>", size, Config::parse)`, which returns `Option<Config>`.
+//! - [`Counters`]: a filter's counters, defined at configure time, counted best effort.
+//! - [`HostStore`]: `meshward_common::shared_store::SharedStore` over the host's shared data.
+//!
 //! # Native builds
 //!
 //! Off wasm32 there is no host: every call returns [`Status::UNIMPLEMENTED`], so adapters
@@ -43,8 +51,10 @@
 
 mod abi;
 mod buffers;
+mod configure;
 mod context;
 mod headers;
+mod host_store;
 mod http;
 mod logger;
 mod metrics;
@@ -55,11 +65,13 @@ pub use buffers::{
     get_buffer, plugin_configuration, request_body, response_body, set_buffer, set_request_body,
     set_response_body, vm_configuration,
 };
+pub use configure::configure;
 pub use context::{current_time_nanos, done, set_effective_context, set_tick_period};
 pub use headers::{
     add_map_value, get_map, get_map_raw, get_map_value, remove_map_value, replace_map_value,
     set_map, HeaderPairs,
 };
+pub use host_store::HostStore;
 pub use http::{
     close_stream, continue_stream, dispatch_http_call, http_call_response_body,
     http_call_response_header, http_call_response_headers, resume_http_request,

@@ -1,31 +1,31 @@
 //! meshward rate-limit: a thin proxy-wasm adapter over `rate_limit_core`.
 //!
 //! on_configure: parse the config, create the shared-data slot table if absent (see
-//! docs/rate-limit.md for why creation happens here), define the metrics. Per request: pick the
-//! bucket from connection properties / headers / the jwt-authn identity, run the CAS loop on the
-//! bucket's shared-data entry, then continue (headers added on the response) or reject.
+//! docs/rate-limit.md for why creation happens here), define the counters. Per request: the
+//! core's `decide` picks the buckets from connection properties / headers / the jwt-authn
+//! identity (read on demand through `HostFacts`) and runs the CAS loop on each bucket's
+//! shared-data entry; then continue (headers added on the response) or reject.
 //!
 //! Every host call goes through `meshward_host`, which returns host statuses as values (the SDK's
 //! calls panic on statuses they do not expect). A host error on anything the decision needs (a
 //! fact the bucket choice read, the clock, shared data) fails closed.
 
-mod metrics;
+mod counters;
 
 use std::rc::Rc;
 
 use meshward_common::identity::{RequestIdentity, PROPERTY_PATH};
-use meshward_host::HeaderPairs;
-use meshward_host::{MapType, Status};
+use meshward_host::{Counters, HeaderPairs, HostStore, MapType, Status};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use rate_limit_core::headers::{rate_limit_headers, rejection_headers, REJECT_BODY};
-use rate_limit_core::keys::{choose, ip_of_address};
+use rate_limit_core::keys::ip_of_address;
 use rate_limit_core::{
-    charge_all, init_table, ChargeOutcome, Config, Decision, IdentityFact, RequestFacts, SetError,
-    SharedStore, SlotEvent, SlotRef, StoreError, Stored, TableKeys, Unchargeable,
+    decide, init_table, ChargeOutcome, Config, Decision, IdentityFact, RequestFacts, SlotEvent,
+    TableKeys, Unchargeable, Verdict,
 };
 
-use metrics::{Counter, Metrics};
+use counters::{define_counters, Counter};
 
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{
@@ -36,38 +36,30 @@ proxy_wasm::main! {{
 /// The table's namespace when the host has no `plugin_name`.
 const DEFAULT_PLUGIN_NAME: &str = "rate-limit";
 
-/// What every request of one configured plugin shares (per VM).
-struct Runtime {
-    cfg: Config,
-    keys: TableKeys,
-    seed: [u8; 16],
-    metrics: Metrics,
-}
-
+/// The root context: configuration, the shared-data table and counters, shared by every request
+/// of this VM.
 #[derive(Default)]
 pub struct Root {
-    runtime: Option<Rc<Runtime>>,
+    configured: Option<Rc<Configured>>,
+}
+
+/// What every request of one configured plugin shares (per VM).
+struct Configured {
+    config: Config,
+    keys: TableKeys,
+    seed: [u8; 16],
+    /// Indexed by [`Counter`].
+    counters: Counters,
 }
 
 impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        let bytes = match meshward_host::plugin_configuration(plugin_configuration_size) {
-            Ok(bytes) => bytes,
-            Err(status) => {
-                log::error!(
-                    "rate-limit: cannot read the plugin configuration (host status {status})"
-                );
-                return false;
-            }
-        };
-        let cfg = match Config::parse(&bytes) {
-            Ok(cfg) => cfg,
-            Err(e) => {
-                log::error!("{e}");
-                return false;
-            }
+        let Some(config) =
+            meshward_host::configure("rate-limit", plugin_configuration_size, Config::parse)
+        else {
+            return false;
         };
         let plugin = match property(&["plugin_name"]) {
             Ok(Some(name)) => String::from_utf8_lossy(&name).into_owned(),
@@ -78,13 +70,13 @@ impl RootContext for Root {
                 return false;
             }
         };
-        let keys = TableKeys::new(&plugin, &cfg);
+        let keys = TableKeys::new(&plugin, &config);
         let mut fresh_seed = [0u8; 16];
         if let Err(e) = getrandom::fill(&mut fresh_seed) {
             log::error!("rate-limit: no random source for the table seed: {e}");
             return false;
         }
-        let seed = match init_table(&mut HostStore, &keys, &cfg, fresh_seed) {
+        let seed = match init_table(&mut HostStore, &keys, &config, fresh_seed) {
             Ok((seed, init)) => {
                 log::debug!(
                     "rate-limit: table ready ({} entries created, {} existing)",
@@ -98,18 +90,18 @@ impl RootContext for Root {
                 return false;
             }
         };
-        self.runtime = Some(Rc::new(Runtime {
-            cfg,
+        self.configured = Some(Rc::new(Configured {
+            config,
             keys,
             seed,
-            metrics: Metrics::define(),
+            counters: define_counters(),
         }));
         true
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Request {
-            runtime: self.runtime.clone(),
+            configured: self.configured.clone(),
             headers: None,
             replied: false,
         }))
@@ -120,39 +112,9 @@ impl RootContext for Root {
     }
 }
 
-/// Envoy's shared data, with host statuses passed on to the core (which fails closed on them).
-struct HostStore;
-
-impl SharedStore for HostStore {
-    fn get(&mut self, key: &str) -> Result<Option<Stored>, StoreError> {
-        match meshward_host::get_shared_data(key) {
-            Ok(found) => Ok(found.map(|(value, cas)| Stored { value, cas })),
-            Err(status) => Err(StoreError::Status(status.0)),
-        }
-    }
-
-    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), SetError> {
-        match meshward_host::set_shared_data(key, value, cas) {
-            Ok(()) => Ok(()),
-            Err(Status::CAS_MISMATCH) => Err(SetError::CasMismatch),
-            Err(status) => Err(SetError::Status(status.0)),
-        }
-    }
-
-    fn creation_cas(&mut self) -> u32 {
-        let mut b = [0u8; 4];
-        match getrandom::fill(&mut b) {
-            Ok(()) => u32::from_le_bytes(b).max(1),
-            // Without randomness, the low bits of the clock are still unlikely to equal a cas.
-            Err(_) => {
-                meshward_host::current_time_nanos().map_or(0x5bd1_e995, |t| (t as u32).max(1))
-            }
-        }
-    }
-}
-
+/// The per-request context.
 pub struct Request {
-    runtime: Option<Rc<Runtime>>,
+    configured: Option<Rc<Configured>>,
     /// Headers to add to the response (an allowed, enforced request).
     headers: Option<Vec<(&'static str, String)>>,
     /// This filter answered the request itself (its own response callback then runs too).
@@ -163,70 +125,74 @@ impl Context for Request {}
 
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some(rt) = self.runtime.clone() else {
+        let Some(rt) = self.configured.clone() else {
             // Not configured (Envoy does not create contexts then): fail closed.
             return self.reject(503, &[], "rate-limit not configured");
         };
+        let count = |counter: Counter| rt.counters.increment(counter as usize);
         let mut facts = HostFacts::default();
-        let chosen = choose(&rt.cfg, &mut facts);
+        let clock = || match meshward_host::current_time_nanos() {
+            Ok(now) => Some(now),
+            Err(status) => {
+                log::warn!("rate-limit: clock unavailable (status {status}): failing closed");
+                None
+            }
+        };
+        let verdict = decide(
+            &rt.config,
+            &mut facts,
+            &rt.keys,
+            rt.seed,
+            &mut HostStore,
+            clock,
+        );
         // The limit a refusal without a decision reports: the default bucket's.
-        let limit = rt.cfg.default_bucket.max_tokens();
-        if let Some((fact, status)) = facts.host_error {
-            // The choice may have skipped the request's real bucket for a looser one.
-            log::warn!("rate-limit: cannot read {fact} (host status {status}): failing closed");
-            rt.metrics.bump(Counter::StoreErrors);
-            return self.fail_closed(&rt, limit);
-        }
-        let choices = match chosen {
-            Ok(choices) => choices,
-            Err(Unchargeable::TooManyValues { descriptor }) => {
+        let limit = rt.config.default_bucket.max_tokens();
+        match verdict {
+            Verdict::FactUnavailable => {
+                if let Some((fact, status)) = facts.host_error {
+                    log::warn!(
+                        "rate-limit: cannot read {fact} (host status {status}): failing closed"
+                    );
+                }
+                count(Counter::StoreErrors);
+                self.fail_closed(&rt, limit)
+            }
+            Verdict::Unchargeable(Unchargeable::TooManyValues { descriptor }) => {
                 // Charging only some of the values would let the others through uncounted.
                 log::warn!(
                     "rate-limit: descriptors[{descriptor}]: more than {} distinct key values: \
                      failing closed",
                     rate_limit_core::keys::MAX_KEY_VALUES
                 );
-                rt.metrics.bump(Counter::TooManyValues);
-                return self.fail_closed(&rt, limit);
+                count(Counter::TooManyValues);
+                self.fail_closed(&rt, limit)
             }
-            Err(Unchargeable::IdentityUnreadable { descriptor }) => {
+            Verdict::Unchargeable(Unchargeable::IdentityUnreadable { descriptor }) => {
                 // Present but unreadable is not anonymous: it must not fall to another bucket.
                 log::warn!(
                     "rate-limit: descriptors[{descriptor}]: the published identity does not \
                      parse: failing closed"
                 );
-                rt.metrics.bump(Counter::IdentityUnreadable);
-                return self.fail_closed(&rt, limit);
+                count(Counter::IdentityUnreadable);
+                self.fail_closed(&rt, limit)
             }
-        };
-        let charges: Vec<(String, SlotRef)> = choices
-            .iter()
-            .map(|choice| {
-                let slot = SlotRef::locate(&rt.cfg, rt.seed, choice);
-                (rt.keys.entry(slot.entry), slot)
-            })
-            .collect();
-        let now = match meshward_host::current_time_nanos() {
-            Ok(now) => now,
-            Err(status) => {
-                log::warn!("rate-limit: clock unavailable (status {status}): failing closed");
-                rt.metrics.bump(Counter::StoreErrors);
-                return self.fail_closed(&rt, limit);
+            Verdict::NoClock => {
+                count(Counter::StoreErrors);
+                self.fail_closed(&rt, limit)
             }
-        };
-        match charge_all(&mut HostStore, &charges, now, &rt.cfg) {
-            ChargeOutcome::Decided {
+            Verdict::Charged(ChargeOutcome::Decided {
                 decision,
                 events,
                 late_creates,
-            } => {
+            }) => {
                 for _ in 0..late_creates {
-                    rt.metrics.bump(Counter::LateCreates);
+                    count(Counter::LateCreates);
                 }
                 for event in events {
                     match event {
-                        SlotEvent::Evicted => rt.metrics.bump(Counter::Evictions),
-                        SlotEvent::Reclaimed => rt.metrics.bump(Counter::Reclaimed),
+                        SlotEvent::Evicted => count(Counter::Evictions),
+                        SlotEvent::Reclaimed => count(Counter::Reclaimed),
                         SlotEvent::Reset => {
                             log::warn!("rate-limit: replaced an unreadable table entry")
                         }
@@ -235,13 +201,13 @@ impl HttpContext for Request {
                 }
                 self.act(&rt, &decision)
             }
-            ChargeOutcome::RetriesExhausted => {
-                rt.metrics.bump(Counter::CasRetriesExhausted);
+            Verdict::Charged(ChargeOutcome::RetriesExhausted) => {
+                count(Counter::CasRetriesExhausted);
                 self.fail_closed(&rt, limit)
             }
-            ChargeOutcome::StoreFailure(e) => {
+            Verdict::Charged(ChargeOutcome::StoreFailure(e)) => {
                 log::warn!("rate-limit: shared data failed ({e:?}): failing closed");
-                rt.metrics.bump(Counter::StoreErrors);
+                count(Counter::StoreErrors);
                 self.fail_closed(&rt, limit)
             }
         }
@@ -263,27 +229,28 @@ impl HttpContext for Request {
 }
 
 impl Request {
-    fn act(&mut self, rt: &Runtime, d: &Decision) -> Action {
+    fn act(&mut self, rt: &Configured, d: &Decision) -> Action {
+        let count = |counter: Counter| rt.counters.increment(counter as usize);
         if d.allowed {
-            rt.metrics.bump(Counter::Allowed);
-            if !rt.cfg.shadow {
-                self.headers = Some(rate_limit_headers(rt.cfg.headers, d));
+            count(Counter::Allowed);
+            if !rt.config.shadow {
+                self.headers = Some(rate_limit_headers(rt.config.headers, d));
             }
             return Action::Continue;
         }
-        if rt.cfg.shadow {
+        if rt.config.shadow {
             // Dry run: counted, never rejected, invisible to the client.
-            rt.metrics.bump(Counter::ShadowLimited);
+            count(Counter::ShadowLimited);
             return Action::Continue;
         }
-        rt.metrics.bump(Counter::Limited);
-        let headers = rejection_headers(rt.cfg.headers, d);
-        self.reject(u32::from(rt.cfg.status), &headers, REJECT_BODY)
+        count(Counter::Limited);
+        let headers = rejection_headers(rt.config.headers, d);
+        self.reject(u32::from(rt.config.status), &headers, REJECT_BODY)
     }
 
     /// The bucket state is unknown (host error, CAS retries exhausted): reject, unless in shadow.
-    fn fail_closed(&mut self, rt: &Runtime, limit: u32) -> Action {
-        if rt.cfg.shadow {
+    fn fail_closed(&mut self, rt: &Configured, limit: u32) -> Action {
+        if rt.config.shadow {
             return Action::Continue;
         }
         let unknown = Decision {
@@ -294,8 +261,8 @@ impl Request {
             retry_after_secs: 1,
             window_secs: 1,
         };
-        let headers = rejection_headers(rt.cfg.headers, &unknown);
-        self.reject(u32::from(rt.cfg.status), &headers, REJECT_BODY)
+        let headers = rejection_headers(rt.config.headers, &unknown);
+        self.reject(u32::from(rt.config.status), &headers, REJECT_BODY)
     }
 
     fn reject(&mut self, status: u32, headers: &[(&str, String)], body: &str) -> Action {
@@ -424,6 +391,10 @@ impl RequestFacts for HostFacts {
         self.request_header(":method", ":method")
             .and_then(|m| String::from_utf8(m).ok())
     }
+
+    fn read_failed(&self) -> bool {
+        self.host_error.is_some()
+    }
 }
 
 #[cfg(test)]
@@ -434,14 +405,14 @@ mod tests {
     use super::*;
 
     fn request(config: &str) -> Request {
-        let cfg = Config::parse(config.as_bytes()).unwrap();
-        let keys = TableKeys::new(DEFAULT_PLUGIN_NAME, &cfg);
+        let config = Config::parse(config.as_bytes()).unwrap();
+        let keys = TableKeys::new(DEFAULT_PLUGIN_NAME, &config);
         Request {
-            runtime: Some(Rc::new(Runtime {
-                cfg,
+            configured: Some(Rc::new(Configured {
+                config,
                 keys,
                 seed: [7; 16],
-                metrics: Metrics::define(),
+                counters: define_counters(),
             })),
             headers: None,
             replied: false,
@@ -460,13 +431,13 @@ mod tests {
     fn a_configuration_the_host_will_not_hand_over_is_rejected() {
         let mut root = Root::default();
         assert!(!root.on_configure(10));
-        assert!(root.runtime.is_none());
+        assert!(root.configured.is_none());
     }
 
     #[test]
     fn an_unconfigured_request_is_answered_not_forwarded() {
         let mut req = Request {
-            runtime: None,
+            configured: None,
             headers: None,
             replied: false,
         };
@@ -552,19 +523,5 @@ mod tests {
         // Cached: the host is not asked again, so no new error.
         assert_eq!(facts.identity(), IdentityFact::Absent);
         assert_eq!(facts.host_error, None);
-    }
-
-    #[test]
-    fn the_shared_store_passes_host_statuses_on() {
-        let mut store = HostStore;
-        assert_eq!(
-            store.get("k"),
-            Err(StoreError::Status(Status::UNIMPLEMENTED.0))
-        );
-        assert_eq!(
-            store.set("k", b"v", 3),
-            Err(SetError::Status(Status::UNIMPLEMENTED.0))
-        );
-        assert_ne!(store.creation_cas(), 0);
     }
 }

@@ -19,111 +19,77 @@ use meshward_common::header_name;
 use meshward_common::identity::{RequestIdentity, PROPERTY_PATH};
 use meshward_common::logtext;
 use meshward_common::spiffe::SpiffeId;
-use meshward_host::{wire, MapType, MetricType, Status};
+use meshward_host::{wire, Counters, MapType, Status};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use spiffe_authz_core::{
-    CompiledPolicy, Decision, DenyReason, RequestFacts, BAD_REQUEST_BODY, DENY_BODY,
+    decide, Config, Decision, DenyReason, Needs, RequestFacts, BAD_REQUEST_BODY, DENY_BODY,
 };
 
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{
     meshward_host::init_logger(log::LevelFilter::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(AuthzRoot::default()) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
-/// Counter ids; `None` where defining the metric failed (counting is best effort).
-#[derive(Debug, Default)]
-struct Metrics {
-    allowed: Option<u32>,
-    denied: Option<u32>,
-    bad_path: Option<u32>,
-    bad_header: Option<u32>,
-    dry_run_would_deny: Option<u32>,
-    /// Per policy, in config order: `spiffe_authz.policy.<name>.matched`.
-    policy_matched: Vec<Option<u32>>,
-}
-
-impl Metrics {
-    fn define(policy: &CompiledPolicy) -> Self {
-        let counter = |name: &str| match meshward_host::define_metric(MetricType::Counter, name) {
-            Ok(id) => Some(id),
-            Err(status) => {
-                log::warn!("cannot define metric {name} (status {status})");
-                None
-            }
-        };
-        Self {
-            allowed: counter("spiffe_authz.allowed"),
-            denied: counter("spiffe_authz.denied"),
-            bad_path: counter("spiffe_authz.bad_path"),
-            bad_header: counter("spiffe_authz.bad_header"),
-            dry_run_would_deny: counter("spiffe_authz.dry_run.would_deny"),
-            policy_matched: (0..policy.policy_count())
-                .map(|i| {
-                    counter(&format!(
-                        "spiffe_authz.policy.{}.matched",
-                        policy.policy_name(i)
-                    ))
-                })
-                .collect(),
-        }
-    }
-
-    fn bump(id: Option<u32>) {
-        if let Some(id) = id {
-            // A lost count must not change the decision.
-            let _ = meshward_host::increment_metric(id, 1);
-        }
-    }
-
-    fn bump_policy(&self, index: usize) {
-        Self::bump(self.policy_matched.get(index).copied().flatten());
-    }
-}
-
-/// The configured filter, shared by the request contexts of this VM.
-struct Configured {
-    policy: CompiledPolicy,
-    metrics: Metrics,
-}
-
+/// The root context: the compiled policies and their counters, shared by the request contexts of
+/// this VM.
 #[derive(Default)]
-pub struct AuthzRoot {
+pub struct Root {
     configured: Option<Rc<Configured>>,
 }
 
-impl Context for AuthzRoot {}
+/// What every request of a configured plugin shares.
+struct Configured {
+    config: Config,
+    /// The fixed counters (indices below), then one per policy in config order.
+    counters: Counters,
+}
 
-impl RootContext for AuthzRoot {
+const ALLOWED: usize = 0;
+const DENIED: usize = 1;
+const BAD_PATH: usize = 2;
+const BAD_HEADER: usize = 3;
+const DRY_RUN_WOULD_DENY: usize = 4;
+/// Counter of policy `i`: `spiffe_authz.policy.<name>.matched` at `POLICY_MATCHED + i`.
+const POLICY_MATCHED: usize = 5;
+
+/// Define every counter (at configure time, so they exist, at 0, before the first request).
+fn define_counters(config: &Config) -> Counters {
+    let fixed = [
+        "spiffe_authz.allowed",
+        "spiffe_authz.denied",
+        "spiffe_authz.bad_path",
+        "spiffe_authz.bad_header",
+        "spiffe_authz.dry_run.would_deny",
+    ]
+    .map(String::from);
+    let per_policy = (0..config.policy_count())
+        .map(|i| format!("spiffe_authz.policy.{}.matched", config.policy_name(i)));
+    Counters::define("spiffe-authz", fixed.into_iter().chain(per_policy))
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        let bytes = match meshward_host::plugin_configuration(plugin_configuration_size) {
-            Ok(b) => b,
-            Err(status) => {
-                log::error!("cannot read the plugin configuration (status {status})");
-                return false;
-            }
+        let Some(config) =
+            meshward_host::configure("spiffe-authz", plugin_configuration_size, Config::parse)
+        else {
+            return false;
         };
-        match CompiledPolicy::from_json(&bytes) {
-            Ok(policy) => {
-                let metrics = Metrics::define(&policy);
-                log::info!(
-                    "configured {} policies{}",
-                    policy.policy_count(),
-                    if policy.dry_run() { " (dry run)" } else { "" }
-                );
-                self.configured = Some(Rc::new(Configured { policy, metrics }));
-                true
-            }
-            Err(e) => {
-                log::error!("{e}");
-                false
-            }
-        }
+        let counters = define_counters(&config);
+        log::info!(
+            "configured {} policies{}",
+            config.policy_count(),
+            if config.dry_run() { " (dry run)" } else { "" }
+        );
+        self.configured = Some(Rc::new(Configured { config, counters }));
+        true
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(AuthzRequest {
+        Some(Box::new(Request {
             configured: self.configured.clone(),
         }))
     }
@@ -133,35 +99,151 @@ impl RootContext for AuthzRoot {
     }
 }
 
-pub struct AuthzRequest {
+/// The per-request context.
+pub struct Request {
     /// `None` only if the host created a request context without a successful configure: every
     /// request is then denied.
     configured: Option<Rc<Configured>>,
 }
 
-impl Context for AuthzRequest {}
+impl Context for Request {}
 
-impl HttpContext for AuthzRequest {
+impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let Some(configured) = self.configured.clone() else {
             log::error!("denied: the filter has no configuration");
             return deny(403, "spiffe_authz_unconfigured", DENY_BODY);
         };
-        match read_and_decide(&configured.policy) {
+        match read_and_decide(&configured.config) {
             Ok(decision) => act(&configured, &decision),
-            Err(failure) if configured.policy.dry_run() => {
+            Err(failure) if configured.config.dry_run() => {
                 log::info!("dry run: would deny: {failure}");
-                Metrics::bump(configured.metrics.dry_run_would_deny);
-                Metrics::bump(configured.metrics.allowed);
+                configured.counters.increment(DRY_RUN_WOULD_DENY);
+                configured.counters.increment(ALLOWED);
                 Action::Continue
             }
             Err(failure) => {
                 log::warn!("denied: {failure}");
-                Metrics::bump(configured.metrics.denied);
+                configured.counters.increment(DENIED);
                 deny(403, "spiffe_authz_host_failure", DENY_BODY)
             }
         }
     }
+}
+
+/// Read what the policies need and decide.
+fn read_and_decide(config: &Config) -> Result<Decision, HostFailure> {
+    let facts = HostFacts::read(config.needs())?;
+    let decision = decide(config, &facts);
+    if decision.deny.is_some() {
+        log_refusal(config, &decision, &facts);
+    }
+    Ok(decision)
+}
+
+fn log_refusal(config: &Config, decision: &Decision, facts: &HostFacts) {
+    let peer = facts
+        .peer
+        .as_ref()
+        .filter(|_| facts.mtls)
+        .map_or("none", |p| p.as_str());
+    let prefix = if decision.dry_run_would_deny {
+        "dry run: would have "
+    } else {
+        ""
+    };
+    log::info!(
+        "{prefix}{}; peer={} method={} path={}",
+        config.describe(decision),
+        bounded(peer),
+        bounded(facts.method.as_deref().unwrap_or("-")),
+        bounded(facts.path.as_deref().unwrap_or("-")),
+    );
+}
+
+/// The most of one request value a log line carries, in bytes.
+const LOG_VALUE_MAX: usize = logtext::MAX_LOGGED_CHARS;
+
+/// A request value for a log line: quoted, escaped and bounded by [`logtext::loggable`] (a path
+/// or header is attacker-controlled and must not forge log lines), with the original length noted
+/// when it was cut.
+fn bounded(value: &str) -> String {
+    let (text, cut) = logtext::loggable_cut(value, LOG_VALUE_MAX);
+    if cut {
+        format!("\"{text}\"({} bytes)", value.len())
+    } else {
+        format!("\"{text}\"")
+    }
+}
+
+/// Count, rewrite or answer.
+fn act(configured: &Configured, decision: &Decision) -> Action {
+    let (config, counters) = (&configured.config, &configured.counters);
+    let count_policy = |i: usize| counters.increment(POLICY_MATCHED.saturating_add(i));
+    if let Some(i) = decision.matched_policy {
+        count_policy(i);
+    }
+    for &i in &decision.audit_matched {
+        count_policy(i);
+        log::info!("AUDIT policy `{}` matched", config.policy_name(i));
+    }
+    if decision.dry_run_would_deny {
+        counters.increment(DRY_RUN_WOULD_DENY);
+    }
+    if !decision.allowed {
+        let status = decision.status();
+        counters.increment(match decision.deny {
+            Some(DenyReason::BadPath(_)) => BAD_PATH,
+            Some(DenyReason::AmbiguousHeader) => BAD_HEADER,
+            _ => DENIED,
+        });
+        let (details, body) = match decision.deny {
+            Some(DenyReason::BadPath(_)) => {
+                ("spiffe_authz_invalid_path".to_string(), BAD_REQUEST_BODY)
+            }
+            Some(DenyReason::AmbiguousHeader) => (
+                "spiffe_authz_ambiguous_header".to_string(),
+                BAD_REQUEST_BODY,
+            ),
+            Some(DenyReason::DenyPolicy(i)) => (details_for(config.policy_name(i)), DENY_BODY),
+            _ => (
+                "spiffe_authz_access_denied_matched_policy[none]".to_string(),
+                DENY_BODY,
+            ),
+        };
+        return deny(status, &details, body);
+    }
+    if let Some(target) = &decision.rewrite_path {
+        if let Err(status) =
+            meshward_host::replace_map_value(MapType::HttpRequestHeaders, ":path", target)
+        {
+            log::warn!("denied: cannot forward the normalized path (host status {status})");
+            counters.increment(DENIED);
+            return deny(403, "spiffe_authz_path_rewrite_failed", DENY_BODY);
+        }
+    }
+    counters.increment(ALLOWED);
+    Action::Continue
+}
+
+/// Envoy's RBAC detail, `rbac_access_denied_matched_policy[<name>]`, under our own prefix.
+fn details_for(policy: &str) -> String {
+    format!("spiffe_authz_access_denied_matched_policy[{policy}]")
+}
+
+fn deny(status: u16, details: &str, body: &str) -> Action {
+    let headers = [("content-type", "text/plain")];
+    if let Err(s) = meshward_host::send_local_response(
+        u32::from(status),
+        details,
+        body.as_bytes(),
+        &headers,
+        None,
+    ) {
+        // Nothing else can answer; keep the request paused (it times out) rather than continue.
+        log::error!("cannot send the {status} reply (host status {s}); request stays paused");
+    }
+    Action::Pause
 }
 
 /// A host call that failed, for the log.
@@ -184,12 +266,33 @@ fn fail(what: &'static str) -> impl Fn(Status) -> HostFailure {
     move |status| HostFailure { what, status }
 }
 
-/// Read what the policies need and decide.
-fn read_and_decide(policy: &CompiledPolicy) -> Result<Decision, HostFailure> {
-    let needs = policy.needs();
-    let text = |v: Option<Vec<u8>>| v.and_then(|b| String::from_utf8(b).ok());
-    let property =
-        |path: &[&str], what: &'static str, needed: bool| -> Result<Option<Vec<u8>>, HostFailure> {
+/// The request as the host tells it: exactly what [`Needs`] lists, read before deciding.
+///
+/// Read up front rather than on demand: any needed fact the host will not hand over fails the
+/// request closed (403, or counted in a dry run) whether or not the policies would have got to
+/// it, and the first failure in this fixed order is the one logged.
+#[derive(Debug, Default)]
+struct HostFacts {
+    mtls: bool,
+    peer: Option<SpiffeId>,
+    method: Option<String>,
+    path: Option<String>,
+    host: Option<String>,
+    destination_port: Option<u16>,
+    source_ip: Option<IpAddr>,
+    headers: Vec<(String, Vec<u8>)>,
+    identity: Option<RequestIdentity>,
+    identity_unreadable: bool,
+    sni: Option<String>,
+}
+
+impl HostFacts {
+    fn read(needs: &Needs) -> Result<Self, HostFailure> {
+        let text = |v: Option<Vec<u8>>| v.and_then(|b| String::from_utf8(b).ok());
+        let property = |path: &[&str],
+                        what: &'static str,
+                        needed: bool|
+         -> Result<Option<Vec<u8>>, HostFailure> {
             if needed {
                 meshward_host::get_property(path).map_err(fail(what))
             } else {
@@ -197,217 +300,146 @@ fn read_and_decide(policy: &CompiledPolicy) -> Result<Decision, HostFailure> {
             }
         };
 
-    let mtls = property(&["connection", "mtls"], "connection.mtls", needs.peer)?
-        .is_some_and(|b| b.first() == Some(&1));
-    // Only the first URI SAN is visible to wasm; it must be a strictly valid SPIFFE ID.
-    let peer = if mtls {
-        let san = property(
-            &["connection", "uri_san_peer_certificate"],
-            "connection.uri_san_peer_certificate",
-            true,
-        )?;
-        text(san).and_then(|s| match SpiffeId::parse(&s) {
-            Ok(id) => Some(id),
-            Err(e) => {
-                log::info!("peer URI SAN is not a valid SPIFFE ID ({e}); no peer identity");
-                None
+        let mtls = property(&["connection", "mtls"], "connection.mtls", needs.peer)?
+            .is_some_and(|b| b.first() == Some(&1));
+        // Only the first URI SAN is visible to wasm; it must be a strictly valid SPIFFE ID.
+        let peer = if mtls {
+            let san = property(
+                &["connection", "uri_san_peer_certificate"],
+                "connection.uri_san_peer_certificate",
+                true,
+            )?;
+            text(san).and_then(|s| match SpiffeId::parse(&s) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    log::info!("peer URI SAN is not a valid SPIFFE ID ({e}); no peer identity");
+                    None
+                }
+            })
+        } else {
+            None
+        };
+        // When the policies need header lines, the whole map is read once, and `:method`,
+        // `:path` and `:authority` come from it too instead of one host read each (a read that
+        // returns a value is two crossings in Envoy: the call, then the guest allocation for the
+        // value).
+        let raw = if needs.headers.is_empty() {
+            None
+        } else {
+            Some(
+                meshward_host::get_map_raw(MapType::HttpRequestHeaders)
+                    .map_err(fail("request headers"))?,
+            )
+        };
+        let pairs = match &raw {
+            Some(raw) => Some(wire::decode_map(raw).ok_or(HostFailure {
+                what: "request headers",
+                status: Status::SERIALIZATION_FAILURE,
+            })?),
+            None => None,
+        };
+        let header = |name: &'static str, needed: bool| -> Result<Option<String>, HostFailure> {
+            if !needed {
+                return Ok(None);
             }
+            let value = match &pairs {
+                // The first value, as `proxy_get_header_map_value` returns.
+                Some(pairs) => pairs
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+                    .map(|(_, v)| v.to_vec()),
+                None => meshward_host::get_map_value(MapType::HttpRequestHeaders, name)
+                    .map_err(fail(name))?,
+            };
+            Ok(text(value))
+        };
+        let method = header(":method", needs.method)?;
+        let path = header(":path", needs.path)?;
+        let host = header(":authority", needs.host)?;
+        let destination_port = property(
+            &["destination", "port"],
+            "destination.port",
+            needs.destination_port,
+        )?
+        .and_then(|b| meshward_host::property::decode_u64(&b))
+        .and_then(|p| u16::try_from(p).ok());
+        let source_ip = text(property(
+            &["source", "address"],
+            "source.address",
+            needs.source_ip,
+        )?)
+        .and_then(|a| parse_address(&a));
+        let headers = match &pairs {
+            Some(pairs) => select_headers(pairs, &needs.headers).ok_or(HostFailure {
+                what: "request headers",
+                status: Status::SERIALIZATION_FAILURE,
+            })?,
+            None => Vec::new(),
+        };
+        // Published bytes that do not parse are not "no identity": the core denies when a policy
+        // needs the identity and it is unreadable (a DENY on request principals must not fail
+        // open).
+        let published = property(PROPERTY_PATH, "meshward_request_auth", needs.identity)?;
+        let (identity, identity_unreadable) = match RequestIdentity::read(published.as_deref()) {
+            Ok(identity) => (identity, false),
+            Err(_) => (None, true),
+        };
+        let sni = text(property(
+            &["connection", "requested_server_name"],
+            "connection.requested_server_name",
+            needs.sni,
+        )?)
+        .filter(|s| !s.is_empty());
+        Ok(Self {
+            mtls,
+            peer,
+            method,
+            path,
+            host,
+            destination_port,
+            source_ip,
+            headers,
+            identity,
+            identity_unreadable,
+            sni,
         })
-    } else {
-        None
-    };
-    // When the policies need header lines, the whole map is read once, and `:method`, `:path`
-    // and `:authority` come from it too instead of one host read each (a read that returns a
-    // value is two crossings in Envoy: the call, then the guest allocation for the value).
-    let raw = if needs.headers.is_empty() {
-        None
-    } else {
-        Some(
-            meshward_host::get_map_raw(MapType::HttpRequestHeaders)
-                .map_err(fail("request headers"))?,
-        )
-    };
-    let pairs = match &raw {
-        Some(raw) => Some(wire::decode_map(raw).ok_or(HostFailure {
-            what: "request headers",
-            status: Status::SERIALIZATION_FAILURE,
-        })?),
-        None => None,
-    };
-    let header = |name: &'static str, needed: bool| -> Result<Option<String>, HostFailure> {
-        if !needed {
-            return Ok(None);
-        }
-        let value = match &pairs {
-            // The first value, as `proxy_get_header_map_value` returns.
-            Some(pairs) => pairs
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-                .map(|(_, v)| v.to_vec()),
-            None => meshward_host::get_map_value(MapType::HttpRequestHeaders, name)
-                .map_err(fail(name))?,
-        };
-        Ok(text(value))
-    };
-    let method = header(":method", needs.method)?;
-    let path = header(":path", needs.path)?;
-    let authority = header(":authority", needs.host)?;
-    let destination_port = property(
-        &["destination", "port"],
-        "destination.port",
-        needs.destination_port,
-    )?
-    .and_then(|b| meshward_host::property::decode_u64(&b))
-    .and_then(|p| u16::try_from(p).ok());
-    let source_ip = text(property(
-        &["source", "address"],
-        "source.address",
-        needs.source_ip,
-    )?)
-    .and_then(|a| parse_address(&a));
-    let headers = match &pairs {
-        Some(pairs) => select_headers(pairs, &needs.headers).ok_or(HostFailure {
-            what: "request headers",
-            status: Status::SERIALIZATION_FAILURE,
-        })?,
-        None => Vec::new(),
-    };
-    // Published bytes that do not parse are not "no identity": the core denies when a policy
-    // needs the identity and it is unreadable (a DENY on request principals must not fail open).
-    let published = property(PROPERTY_PATH, "meshward_request_auth", needs.identity)?;
-    let (identity, identity_unreadable) = match RequestIdentity::read(published.as_deref()) {
-        Ok(identity) => (identity, false),
-        Err(_) => (None, true),
-    };
-    let sni = text(property(
-        &["connection", "requested_server_name"],
-        "connection.requested_server_name",
-        needs.sni,
-    )?)
-    .filter(|s| !s.is_empty());
-
-    let facts = RequestFacts {
-        mtls,
-        peer,
-        method: method.as_deref(),
-        path: path.as_deref(),
-        host: authority.as_deref(),
-        destination_port,
-        source_ip,
-        headers: &headers,
-        identity: identity.as_ref(),
-        identity_unreadable,
-        sni: sni.as_deref(),
-    };
-    let decision = policy.evaluate(&facts);
-    if decision.deny.is_some() {
-        log_refusal(policy, &decision, &facts);
-    }
-    Ok(decision)
-}
-
-fn log_refusal(policy: &CompiledPolicy, decision: &Decision, facts: &RequestFacts<'_>) {
-    let peer = facts
-        .peer
-        .as_ref()
-        .filter(|_| facts.mtls)
-        .map_or("none", |p| p.as_str());
-    let prefix = if decision.dry_run_would_deny {
-        "dry run: would have "
-    } else {
-        ""
-    };
-    log::info!(
-        "{prefix}{}; peer={} method={} path={}",
-        policy.describe(decision),
-        bounded(peer),
-        bounded(facts.method.unwrap_or("-")),
-        bounded(facts.path.unwrap_or("-")),
-    );
-}
-
-/// The most of one request value a log line carries, in bytes.
-const LOG_VALUE_MAX: usize = logtext::MAX_LOGGED_CHARS;
-
-/// A request value for a log line: quoted, escaped and bounded by [`logtext::loggable`] (a path
-/// or header is attacker-controlled and must not forge log lines), with the original length noted
-/// when it was cut.
-fn bounded(value: &str) -> String {
-    let (text, cut) = logtext::loggable_cut(value, LOG_VALUE_MAX);
-    if cut {
-        format!("\"{text}\"({} bytes)", value.len())
-    } else {
-        format!("\"{text}\"")
     }
 }
 
-/// Count, rewrite or answer.
-fn act(configured: &Configured, decision: &Decision) -> Action {
-    let (policy, metrics) = (&configured.policy, &configured.metrics);
-    if let Some(i) = decision.matched_policy {
-        metrics.bump_policy(i);
+impl RequestFacts for HostFacts {
+    fn mtls(&self) -> bool {
+        self.mtls
     }
-    for &i in &decision.audit_matched {
-        metrics.bump_policy(i);
-        log::info!("AUDIT policy `{}` matched", policy.policy_name(i));
+    fn peer(&self) -> Option<&SpiffeId> {
+        self.peer.as_ref()
     }
-    if decision.dry_run_would_deny {
-        Metrics::bump(metrics.dry_run_would_deny);
+    fn method(&self) -> Option<&str> {
+        self.method.as_deref()
     }
-    if !decision.allowed {
-        let status = decision.status();
-        Metrics::bump(match decision.deny {
-            Some(DenyReason::BadPath(_)) => metrics.bad_path,
-            Some(DenyReason::AmbiguousHeader) => metrics.bad_header,
-            _ => metrics.denied,
-        });
-        let (details, body) = match decision.deny {
-            Some(DenyReason::BadPath(_)) => {
-                ("spiffe_authz_invalid_path".to_string(), BAD_REQUEST_BODY)
-            }
-            Some(DenyReason::AmbiguousHeader) => (
-                "spiffe_authz_ambiguous_header".to_string(),
-                BAD_REQUEST_BODY,
-            ),
-            Some(DenyReason::DenyPolicy(i)) => (details_for(policy.policy_name(i)), DENY_BODY),
-            _ => (
-                "spiffe_authz_access_denied_matched_policy[none]".to_string(),
-                DENY_BODY,
-            ),
-        };
-        return deny(status, &details, body);
+    fn path(&self) -> Option<&str> {
+        self.path.as_deref()
     }
-    if let Some(target) = &decision.rewrite_path {
-        if let Err(status) =
-            meshward_host::replace_map_value(MapType::HttpRequestHeaders, ":path", target)
-        {
-            log::warn!("denied: cannot forward the normalized path (host status {status})");
-            Metrics::bump(metrics.denied);
-            return deny(403, "spiffe_authz_path_rewrite_failed", DENY_BODY);
-        }
+    fn host(&self) -> Option<&str> {
+        self.host.as_deref()
     }
-    Metrics::bump(metrics.allowed);
-    Action::Continue
-}
-
-/// Envoy's RBAC detail, `rbac_access_denied_matched_policy[<name>]`, under our own prefix.
-fn details_for(policy: &str) -> String {
-    format!("spiffe_authz_access_denied_matched_policy[{policy}]")
-}
-
-fn deny(status: u16, details: &str, body: &str) -> Action {
-    let headers = [("content-type", "text/plain")];
-    if let Err(s) = meshward_host::send_local_response(
-        u32::from(status),
-        details,
-        body.as_bytes(),
-        &headers,
-        None,
-    ) {
-        // Nothing else can answer; keep the request paused (it times out) rather than continue.
-        log::error!("cannot send the {status} reply (host status {s}); request stays paused");
+    fn destination_port(&self) -> Option<u16> {
+        self.destination_port
     }
-    Action::Pause
+    fn source_ip(&self) -> Option<IpAddr> {
+        self.source_ip
+    }
+    fn headers(&self) -> &[(String, Vec<u8>)] {
+        &self.headers
+    }
+    fn identity(&self) -> Option<&RequestIdentity> {
+        self.identity.as_ref()
+    }
+    fn identity_unreadable(&self) -> bool {
+        self.identity_unreadable
+    }
+    fn sni(&self) -> Option<&str> {
+        self.sni.as_deref()
+    }
 }
 
 /// The pairs whose names are in `wanted` after folding case and `_`/`-`
@@ -473,24 +505,40 @@ mod tests {
 
     #[test]
     fn native_builds_have_no_host_and_fail_closed() {
-        let policy = CompiledPolicy::from_json(b"{}").unwrap();
-        let Err(failure) = read_and_decide(&policy) else {
+        let config = Config::parse(b"{}").unwrap();
+        let Err(failure) = read_and_decide(&config) else {
             panic!("without a host the read must fail");
         };
         assert_eq!(failure.status, Status::UNIMPLEMENTED);
     }
 
-    fn request(config: &str) -> AuthzRequest {
-        let policy = CompiledPolicy::from_json(config.as_bytes()).unwrap();
-        let metrics = Metrics::define(&policy);
-        AuthzRequest {
-            configured: Some(Rc::new(Configured { policy, metrics })),
+    fn request(config: &str) -> Request {
+        let config = Config::parse(config.as_bytes()).unwrap();
+        let counters = define_counters(&config);
+        Request {
+            configured: Some(Rc::new(Configured { config, counters })),
         }
     }
 
     #[test]
+    fn fixed_counters_then_one_per_policy() {
+        let config = Config::parse(br#"{"policies":[{"name":"a"},{"name":"b"}]}"#).unwrap();
+        let counters = define_counters(&config);
+        assert_eq!(counters.len(), POLICY_MATCHED + 2);
+        assert_eq!(counters.name(ALLOWED), Some("spiffe_authz.allowed"));
+        assert_eq!(
+            counters.name(DRY_RUN_WOULD_DENY),
+            Some("spiffe_authz.dry_run.would_deny")
+        );
+        assert_eq!(
+            counters.name(POLICY_MATCHED + 1),
+            Some("spiffe_authz.policy.b.matched")
+        );
+    }
+
+    #[test]
     fn a_configuration_the_host_will_not_hand_over_is_rejected() {
-        let mut root = AuthzRoot::default();
+        let mut root = Root::default();
         assert!(!root.on_configure(2));
         assert!(root.configured.is_none());
     }
@@ -501,7 +549,7 @@ mod tests {
             request("{}").on_http_request_headers(3, true),
             Action::Pause
         );
-        let mut unconfigured = AuthzRequest { configured: None };
+        let mut unconfigured = Request { configured: None };
         assert_eq!(unconfigured.on_http_request_headers(3, true), Action::Pause);
         // A dry run never denies, not even on a host failure (it is counted as would-deny).
         let mut dry = request(r#"{"dryRun":true}"#);

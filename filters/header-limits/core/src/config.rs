@@ -1,4 +1,4 @@
-//! pluginConfig of header-limits: parsing (strict JSON) and validation into [`Limits`].
+//! pluginConfig of header-limits: parsing (strict JSON) and validation into [`Config`].
 
 use meshward_common::{parse_json, ConfigError};
 use serde::Deserialize;
@@ -25,9 +25,9 @@ pub enum UnderscoreAction {
     DropHeader,
 }
 
-/// The validated limits. Sizes are in bytes.
+/// The validated limits (the filter's configuration). Sizes are in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub struct Config {
     /// Reject when Σ (len(name) + len(value)) over all entries is greater than this.
     pub max_request_headers_bytes: usize,
     /// Reject when the number of entries is greater than this.
@@ -42,7 +42,7 @@ pub struct Limits {
     pub reject_control_characters: bool,
 }
 
-impl Default for Limits {
+impl Default for Config {
     /// Envoy's HCM defaults: 60 KiB, 100 headers, no per-value or path limit, underscores allowed;
     /// plus control characters refused (the one default that is stricter than Envoy).
     fn default() -> Self {
@@ -59,7 +59,7 @@ impl Default for Limits {
 
 /// The JSON document as written by the user (camelCase, unknown fields rejected).
 // The `schemars` attributes only shape policies/header-limits/schema.json (feature `schema`);
-// they restate the checks in `Limits::from_json` so that editors flag mistakes early.
+// they restate the checks in `Config::parse` so that editors flag mistakes early.
 #[derive(Debug, Default, Deserialize)]
 #[cfg_attr(
     feature = "schema",
@@ -95,7 +95,7 @@ struct RawConfig {
     reject_control_characters: Option<bool>,
 }
 
-impl Limits {
+impl Config {
     /// The JSON Schema of the pluginConfig (policies/header-limits/schema.json).
     #[cfg(feature = "schema")]
     pub fn json_schema() -> schemars::Schema {
@@ -103,7 +103,7 @@ impl Limits {
     }
 
     /// Parse and validate the pluginConfig bytes. An empty configuration means Envoy's defaults.
-    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+    pub fn parse(bytes: &[u8]) -> Result<Self, ConfigError> {
         let raw: RawConfig = parse_json(bytes)?;
         let kb = raw
             .max_request_headers_kb
@@ -161,14 +161,14 @@ mod tests {
     use super::*;
 
     fn err(json: &str) -> ConfigError {
-        Limits::from_json(json.as_bytes()).unwrap_err()
+        Config::parse(json.as_bytes()).unwrap_err()
     }
 
     #[test]
     fn empty_config_is_envoy_defaults() {
         for doc in ["", "{}", " \n"] {
-            let l = Limits::from_json(doc.as_bytes()).unwrap();
-            assert_eq!(l, Limits::default());
+            let l = Config::parse(doc.as_bytes()).unwrap();
+            assert_eq!(l, Config::default());
             assert_eq!(l.max_request_headers_bytes, 60 * 1024);
             assert_eq!(l.max_headers_count, 100);
             assert_eq!(l.max_header_value_bytes, None);
@@ -179,7 +179,7 @@ mod tests {
 
     #[test]
     fn all_fields() {
-        let l = Limits::from_json(
+        let l = Config::parse(
             br#"{"maxRequestHeadersKb":64,"maxHeadersCount":50,"maxHeaderValueBytes":8192,
                  "maxPathBytes":2048,"headersWithUnderscoresAction":"REJECT_REQUEST"}"#,
         )
@@ -192,7 +192,7 @@ mod tests {
             l.headers_with_underscores_action,
             UnderscoreAction::RejectRequest
         );
-        let drop = Limits::from_json(br#"{"headersWithUnderscoresAction":"DROP_HEADER"}"#).unwrap();
+        let drop = Config::parse(br#"{"headersWithUnderscoresAction":"DROP_HEADER"}"#).unwrap();
         assert_eq!(
             drop.headers_with_underscores_action,
             UnderscoreAction::DropHeader
@@ -213,9 +213,9 @@ mod tests {
             err(r#"{"maxRequestHeadersKb":-1}"#).field,
             "maxRequestHeadersKb"
         );
-        let min = Limits::from_json(br#"{"maxRequestHeadersKb":1}"#).unwrap();
+        let min = Config::parse(br#"{"maxRequestHeadersKb":1}"#).unwrap();
         assert_eq!(min.max_request_headers_bytes, 1024);
-        let max = Limits::from_json(br#"{"maxRequestHeadersKb":8192}"#).unwrap();
+        let max = Config::parse(br#"{"maxRequestHeadersKb":8192}"#).unwrap();
         assert_eq!(max.max_request_headers_bytes, 8192 * 1024);
     }
 
@@ -227,7 +227,7 @@ mod tests {
             "maxHeaderValueBytes"
         );
         assert_eq!(err(r#"{"maxPathBytes":0}"#).field, "maxPathBytes");
-        let one = Limits::from_json(br#"{"maxHeadersCount":1,"maxPathBytes":1}"#).unwrap();
+        let one = Config::parse(br#"{"maxHeadersCount":1,"maxPathBytes":1}"#).unwrap();
         assert_eq!((one.max_headers_count, one.max_path_bytes), (1, Some(1)));
     }
 
@@ -251,21 +251,21 @@ mod tests {
 
     #[test]
     fn not_an_object() {
-        assert!(Limits::from_json(b"[]").is_err());
-        assert!(Limits::from_json(b"{").is_err());
+        assert!(Config::parse(b"[]").is_err());
+        assert!(Config::parse(b"{").is_err());
     }
     #[test]
     fn shipped_policies_parse() {
         let default = include_str!("../../../../policies/header-limits/default.json");
         assert_eq!(
-            Limits::from_json(default.as_bytes()).unwrap(),
-            Limits::default()
+            Config::parse(default.as_bytes()).unwrap(),
+            Config::default()
         );
         let strict = include_str!("../../../../policies/header-limits/strict.json");
-        let strict = Limits::from_json(strict.as_bytes()).unwrap();
+        let strict = Config::parse(strict.as_bytes()).unwrap();
         assert_eq!(
             strict,
-            Limits {
+            Config {
                 max_request_headers_bytes: 64 * 1024,
                 max_headers_count: 50,
                 max_header_value_bytes: Some(8192),
@@ -278,10 +278,10 @@ mod tests {
 
     #[test]
     fn control_characters_are_refused_unless_switched_off() {
-        assert!(Limits::from_json(b"{}").unwrap().reject_control_characters);
-        let on = Limits::from_json(br#"{"rejectControlCharacters":true}"#).unwrap();
+        assert!(Config::parse(b"{}").unwrap().reject_control_characters);
+        let on = Config::parse(br#"{"rejectControlCharacters":true}"#).unwrap();
         assert!(on.reject_control_characters);
-        let off = Limits::from_json(br#"{"rejectControlCharacters":false}"#).unwrap();
+        let off = Config::parse(br#"{"rejectControlCharacters":false}"#).unwrap();
         assert!(!off.reject_control_characters);
         assert_eq!(
             err(r#"{"rejectControlCharacters":"no"}"#).field,

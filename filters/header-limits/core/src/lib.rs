@@ -12,10 +12,10 @@ mod config;
 mod verdict;
 
 pub use config::{
-    Limits, UnderscoreAction, DEFAULT_MAX_HEADERS_COUNT, DEFAULT_MAX_REQUEST_HEADERS_KB,
+    Config, UnderscoreAction, DEFAULT_MAX_HEADERS_COUNT, DEFAULT_MAX_REQUEST_HEADERS_KB,
     MAX_REQUEST_HEADERS_KB_LIMIT,
 };
 pub use verdict::{
-    evaluate, request_path, Reason, Rejection, Verdict, BAD_REQUEST_BODY,
+    decide, request_path, Reason, Rejection, RequestFacts, Verdict, BAD_REQUEST_BODY,
     DROPPED_UNDERSCORE_METRIC, TOO_LARGE_BODY,
 };

@@ -1,6 +1,6 @@
 //! The decision: one pass over the header map, then the first failing check in a fixed order.
 
-use crate::config::{Limits, UnderscoreAction};
+use crate::config::{Config, UnderscoreAction};
 
 /// Envoy's body for 431 (`CodeUtility::toString(431)`).
 pub const TOO_LARGE_BODY: &str = "Request Header Fields Too Large";
@@ -138,11 +138,46 @@ pub fn request_path<N: AsRef<[u8]>, V: AsRef<[u8]>>(headers: &[(N, V)]) -> &[u8]
         .map_or(&[][..], |(_, v)| v.as_ref())
 }
 
-/// Decide on a request's header map (`(name, value)` entries as the host hands them over,
-/// duplicates kept) and its `:path` value. One pass over the bytes; allocates only when there
-/// are underscore headers to drop.
-pub fn evaluate<'a, N: AsRef<[u8]>, V: AsRef<[u8]>>(
-    limits: &Limits,
+/// What the decision reads of a request: implemented over the host by the adapter (the header map
+/// it read), and over plain data (a slice or `Vec` of `(name, value)` pairs) in native tests.
+pub trait RequestFacts {
+    type Name: AsRef<[u8]>;
+    type Value: AsRef<[u8]>;
+    /// The request header map: `(name, value)` entries as the host hands them over, duplicates
+    /// kept, pseudo-headers included.
+    fn headers(&self) -> &[(Self::Name, Self::Value)];
+    /// The `:path` value (path and query); [`request_path`] of the map by default.
+    fn path(&self) -> &[u8] {
+        request_path(self.headers())
+    }
+}
+
+impl<N: AsRef<[u8]>, V: AsRef<[u8]>> RequestFacts for [(N, V)] {
+    type Name = N;
+    type Value = V;
+    fn headers(&self) -> &[(N, V)] {
+        self
+    }
+}
+
+impl<N: AsRef<[u8]>, V: AsRef<[u8]>> RequestFacts for Vec<(N, V)> {
+    type Name = N;
+    type Value = V;
+    fn headers(&self) -> &[(N, V)] {
+        self
+    }
+}
+
+/// Decide on a request: its header map and its `:path` value. One pass over the bytes;
+/// allocates only when there are underscore headers to drop (the names in the verdict borrow
+/// from `facts`).
+pub fn decide<'a, F: RequestFacts + ?Sized>(config: &Config, facts: &'a F) -> Verdict<'a> {
+    evaluate(config, facts.headers(), facts.path())
+}
+
+/// [`decide`] on the parts (the tests give a path other than the map's).
+fn evaluate<'a, N: AsRef<[u8]>, V: AsRef<[u8]>>(
+    limits: &Config,
     headers: &'a [(N, V)],
     path: &[u8],
 ) -> Verdict<'a> {

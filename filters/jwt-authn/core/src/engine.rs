@@ -25,6 +25,34 @@ pub struct Request<'a> {
     pub authority: &'a str,
 }
 
+impl<'a> Request<'a> {
+    /// The request as its header map describes it: `:path`, `x-forwarded-proto` else `:scheme`
+    /// else `http`, `:authority` (first of each, names matched case-insensitively; missing ones
+    /// empty).
+    pub fn from_headers(headers: &'a [(String, String)]) -> Self {
+        Self {
+            headers,
+            path: header(headers, ":path").unwrap_or_default(),
+            scheme: header(headers, "x-forwarded-proto")
+                .or_else(|| header(headers, ":scheme"))
+                .unwrap_or("http"),
+            authority: header(headers, ":authority").unwrap_or_default(),
+        }
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        header(self.headers, name)
+    }
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
 /// Keys for a rule, as far as this worker knows them.
 #[derive(Debug, Clone, Copy)]
 pub enum Keys<'a> {

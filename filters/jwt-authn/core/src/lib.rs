@@ -9,6 +9,8 @@
 //! - [`extract`]: token locations.
 //! - [`engine`]: the per-request verdict, response shaping, verified-token cache use.
 //! - [`remote`]: the remote JWKS state machine and its cross-worker lease.
+//! - [`schedule`]: when and what to fetch, who waits for which fetch: a sans-IO state machine
+//!   (events in, effects out) the adapter carries out.
 //! - [`logtext`]: bounded, escaped text for log lines.
 
 pub mod alg;
@@ -23,6 +25,7 @@ pub mod jwk;
 pub use meshward_common::logtext;
 pub mod remote;
 pub mod roca;
+pub mod schedule;
 pub mod status;
 pub mod token;
 pub mod verify;

@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 
+use meshward_common::shared_store::{SharedStore, Stored};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -27,12 +28,27 @@ pub const KID_REFETCH_MS: u64 = 30_000;
 /// Extra time a fetch lease lives beyond the fetch timeout.
 pub const LEASE_MARGIN_MS: u64 = 1_000;
 
-/// The host's shared-data calls (`proxy_get_shared_data` / `proxy_set_shared_data`).
-pub trait SharedStore {
-    /// Value and CAS token; `None` when missing (or the host refused: treated as missing).
-    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)>;
-    /// `cas: None` writes unconditionally. `false` on CAS mismatch or host error.
-    fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool;
+/// Read `key`. A value that cannot be read, an empty one (the host handed over no buffer) or one
+/// without a CAS (nothing to compare-and-swap against) cannot be a record this filter wrote: it
+/// counts as missing. Shared data only spreads keys and fetch leases between workers, so a host
+/// error there costs an extra fetch or a wait, never a verdict (requests without keys are denied).
+pub fn read_shared(store: &mut dyn SharedStore, key: &str) -> Option<(Vec<u8>, u32)> {
+    match store.get(key) {
+        Ok(Some(Stored { value, cas })) if !value.is_empty() && cas != 0 => Some((value, cas)),
+        Ok(_) | Err(_) => None,
+    }
+}
+
+/// Write `key` (`cas: None` unconditionally); `false` on CAS mismatch or host error: the write
+/// is lost, as a failed one would be.
+pub fn write_shared(
+    store: &mut dyn SharedStore,
+    key: &str,
+    value: &[u8],
+    cas: Option<u32>,
+) -> bool {
+    // CAS 0 is the ABI's unconditional write.
+    store.set(key, value, cas.unwrap_or(0)).is_ok()
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -178,13 +194,13 @@ impl RemoteJwks {
         self.epoch = self.epoch.wrapping_add(1);
     }
 
-    fn read_record(&self, store: &dyn SharedStore) -> Option<(KeysRecord, u32)> {
-        let (bytes, cas) = store.get(&self.keys_key)?;
+    fn read_record(&self, store: &mut dyn SharedStore) -> Option<(KeysRecord, u32)> {
+        let (bytes, cas) = read_shared(store, &self.keys_key)?;
         serde_json::from_slice(&bytes).ok().map(|r| (r, cas))
     }
 
     /// Adopt what other workers fetched or saw fail.
-    pub fn sync(&mut self, store: &dyn SharedStore) {
+    pub fn sync(&mut self, store: &mut dyn SharedStore) {
         let Some((record, _)) = self.read_record(store) else {
             return;
         };
@@ -242,19 +258,18 @@ impl RemoteJwks {
         let Ok(bytes) = serde_json::to_vec(&lease) else {
             return false;
         };
-        match store.get(&self.lease_key) {
+        match read_shared(store, &self.lease_key) {
             Some((current, cas)) => {
                 let held = serde_json::from_slice::<Lease>(&current).unwrap_or_default();
                 if held.until > now_ms && held.owner != owner {
                     return false;
                 }
-                store.set(&self.lease_key, &bytes, Some(cas))
+                write_shared(store, &self.lease_key, &bytes, Some(cas))
             }
             None => {
                 // A missing key has no CAS value: write, then read back to see who won a race.
-                store.set(&self.lease_key, &bytes, None)
-                    && store
-                        .get(&self.lease_key)
+                write_shared(store, &self.lease_key, &bytes, None)
+                    && read_shared(store, &self.lease_key)
                         .and_then(|(v, _)| serde_json::from_slice::<Lease>(&v).ok())
                         .is_some_and(|l| l.owner == owner)
             }
@@ -262,11 +277,11 @@ impl RemoteJwks {
     }
 
     fn release_lease(&self, store: &mut dyn SharedStore, owner: u64) {
-        if let Some((current, cas)) = store.get(&self.lease_key) {
+        if let Some((current, cas)) = read_shared(store, &self.lease_key) {
             let held = serde_json::from_slice::<Lease>(&current).unwrap_or_default();
             if held.owner == owner {
                 if let Ok(bytes) = serde_json::to_vec(&Lease { owner, until: 0 }) {
-                    store.set(&self.lease_key, &bytes, Some(cas));
+                    write_shared(store, &self.lease_key, &bytes, Some(cas));
                 }
             }
         }
@@ -285,7 +300,7 @@ impl RemoteJwks {
             let Ok(bytes) = serde_json::to_vec(&record) else {
                 return;
             };
-            if store.set(&self.keys_key, &bytes, cas) {
+            if write_shared(store, &self.keys_key, &bytes, cas) {
                 return;
             }
         }
@@ -318,7 +333,7 @@ impl RemoteJwks {
                     jwks: Some(body),
                 };
                 if let Ok(bytes) = serde_json::to_vec(&record) {
-                    store.set(&self.keys_key, &bytes, None);
+                    write_shared(store, &self.keys_key, &bytes, None);
                 }
                 FetchOutcome::Installed { skipped }
             }

@@ -654,3 +654,28 @@ fn es256_and_eddsa_tokens() {
         "Jwks doesn't have key to match kid or alg from Jwt"
     );
 }
+
+#[test]
+fn the_request_is_read_from_its_header_map() {
+    let h: Vec<(String, String)> = [
+        (":Path", "/a?b=c"),
+        (":scheme", "http"),
+        ("X-Forwarded-Proto", "https"),
+        (":authority", "api.example.com"),
+        (":path", "/second"),
+    ]
+    .iter()
+    .map(|(n, v)| (n.to_string(), v.to_string()))
+    .collect();
+    let req = Request::from_headers(&h);
+    assert_eq!(
+        (req.path, req.scheme, req.authority),
+        ("/a?b=c", "https", "api.example.com")
+    );
+    assert_eq!(req.header(":method"), None);
+    let bare: Vec<(String, String)> = vec![(":scheme".into(), "http2".into())];
+    let req = Request::from_headers(&bare);
+    assert_eq!((req.path, req.scheme, req.authority), ("", "http2", ""));
+    let req = Request::from_headers(&[]);
+    assert_eq!(req.scheme, "http");
+}

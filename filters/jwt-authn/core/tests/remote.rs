@@ -3,38 +3,16 @@
 
 #![allow(clippy::restriction)] // a test: the filter crates' no-panic lints are for Envoy
 
-use std::collections::HashMap;
-
 use jwt_authn_core::b64::encode;
 use jwt_authn_core::config::RemoteSpec;
-use jwt_authn_core::remote::{
-    FetchOutcome, RemoteJwks, SharedStore, Trigger, FAILED_RETRY_MS, KID_REFETCH_MS,
-};
+use jwt_authn_core::remote::{FetchOutcome, RemoteJwks, Trigger, FAILED_RETRY_MS, KID_REFETCH_MS};
 use jwt_authn_core::Keys;
+use meshward_common::shared_store::MemoryStore;
 use serde_json::json;
 
-#[derive(Default)]
-struct Store {
-    data: HashMap<String, (Vec<u8>, u32)>,
-    next_cas: u32,
-}
-
-impl SharedStore for Store {
-    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        self.data.get(key).cloned()
-    }
-    fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        if let (Some(cas), Some((_, current))) = (cas, self.data.get(key)) {
-            if cas != 0 && cas != *current {
-                return false;
-            }
-        }
-        self.next_cas += 1;
-        self.data
-            .insert(key.to_string(), (value.to_vec(), self.next_cas));
-        true
-    }
-}
+/// One store shared by every worker (Envoy's semantics: a missing key ignores CAS, a mismatch
+/// fails).
+type Store = MemoryStore;
 
 fn spec() -> RemoteSpec {
     RemoteSpec {
@@ -173,7 +151,7 @@ fn no_keys_at_all_fails_fast_after_a_failure_and_never_invents_keys() {
     assert!(matches!(b.keys(t0), Keys::Pending));
     a.on_fetch_done(&mut store, t0 + 50, 1, Err("connection reset".into()));
     assert!(matches!(a.keys(t0 + 60), Keys::Failed));
-    b.sync(&store);
+    b.sync(&mut store);
     assert!(
         matches!(b.keys(t0 + 60), Keys::Failed),
         "worker 2 learns of the failure"
@@ -218,7 +196,7 @@ fn unknown_kid_refetch_is_rate_limited_across_workers() {
     let t0 = 50_000_000;
     assert!(a.poll(&mut store, t0, 1, Trigger::NeedKeys));
     a.on_fetch_done(&mut store, t0, 1, Ok(&jwks("old")));
-    b.sync(&store);
+    b.sync(&mut store);
     assert!(!a.may_refetch_for_kid(t0 + 1_000));
     assert!(
         !b.poll(&mut store, t0 + 1_000, 2, Trigger::UnknownKid),
@@ -235,7 +213,7 @@ fn unknown_kid_refetch_is_rate_limited_across_workers() {
         "the other worker does not pile on"
     );
     b.on_fetch_done(&mut store, t1 + 10, 2, Ok(&jwks("new")));
-    a.sync(&store);
+    a.sync(&mut store);
     assert!(
         !a.may_refetch_for_kid(t1 + 20),
         "the fresh fetch resets the limit for everyone"
@@ -270,7 +248,7 @@ fn last_good_keys_are_dropped_after_max_stale() {
     let t0 = 7_000_000;
     assert!(a.poll(&mut store, t0, 1, Trigger::NeedKeys));
     a.on_fetch_done(&mut store, t0, 1, Ok(&jwks("k1")));
-    b.sync(&store);
+    b.sync(&mut store);
     let expires = t0 + spec.cache_duration_ms;
     // Every refresh fails from here on; keys stay until expiresAt + jwksMaxStale.
     let mut now = expires;

@@ -10,8 +10,8 @@ use siphasher::sip128::{Hasher128, SipHasher13};
 use std::hash::Hasher;
 
 use crate::bucket::TokenBucket;
-use crate::keys::KeySpec;
-use crate::table::{TableLayout, FORMAT_VERSION};
+use crate::key_spec::KeySpec;
+use crate::layout::{TableLayout, FORMAT_VERSION};
 
 /// Default `maxKeys`.
 pub const DEFAULT_MAX_KEYS: u32 = 10_000;

@@ -1,79 +1,26 @@
-//! Shared data access: the CAS loop, table creation, and an in-memory model of Envoy's store.
+//! The rate-limit table in Envoy's shared data: table creation and the CAS loop, over
+//! [`SharedStore`] (the one trait of `meshward_common::shared_store`, re-exported here with its
+//! error types and in-memory model).
 //!
-//! Envoy's shared data (proxy-wasm-cpp-host `shared_data.cc`): `get` returns the value and its cas
-//! (a nonzero number from one global counter, bumped on every write); `set` with cas 0 overwrites;
-//! with a nonzero cas it fails with `CasMismatch` unless the key's cas is equal — **but only when
-//! the key exists**: on a missing key the cas is ignored and the key is created. Two workers that
-//! both see "missing" and both create would race, and a late create could overwrite a bucket a
-//! peer already consumed from. Hence:
+//! A missing key is created by any write whatever its cas (see `meshward_common::shared_store`),
+//! so two workers that both see "missing" and both create would race, and a late create could
+//! overwrite a bucket a peer already consumed from. Hence:
 //! - every table entry is created in `on_configure` (Envoy runs it first in the configuration
 //!   canary, on the main thread, before any worker serves), so per-request writes are real CAS
 //!   writes on existing keys;
-//! - creation itself ([`create_if_absent`]) writes with a random nonzero cas: on a missing key it
-//!   creates, on a key a peer created meanwhile it fails with `CasMismatch` (unless the random
-//!   value equals that key's cas: probability 2^-32), so even a racing or late creation does not
-//!   overwrite live state.
+//! - creation itself ([`create_if_absent`]) writes with a random nonzero cas, so even a racing or
+//!   late creation does not overwrite live state.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+pub use meshward_common::shared_store::{
+    create_if_absent, MemoryStore, SetError, SharedStore, StoreError, Stored,
+};
 
 use crate::bucket::Decision;
 use crate::config::Config;
-use crate::table::{decide, empty_entry, Decided, EntryRef, SlotEvent, SlotRef, TableKeys};
+use crate::table::{decide_slot, empty_entry, Decided, EntryRef, SlotEvent, SlotRef, TableKeys};
 
 /// Attempts of one CAS loop (reads + compare-and-set writes) before giving up.
 pub const MAX_CAS_ATTEMPTS: u32 = 16;
-
-/// A value and its cas.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stored {
-    pub value: Vec<u8>,
-    /// Nonzero for an existing key.
-    pub cas: u32,
-}
-
-/// A failed read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreError {
-    /// The host returned this status.
-    Status(u32),
-    /// The key exists but came back without a cas: it cannot be compare-and-set.
-    NoCas,
-}
-
-/// A failed write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SetError {
-    CasMismatch,
-    Status(u32),
-}
-
-/// Envoy's shared data as the core sees it.
-pub trait SharedStore {
-    /// `Ok(None)` when the key does not exist.
-    fn get(&mut self, key: &str) -> Result<Option<Stored>, StoreError>;
-    /// `cas` 0 overwrites; nonzero compares, except on a missing key (created regardless).
-    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), SetError>;
-    /// A random nonzero cas for [`create_if_absent`].
-    fn creation_cas(&mut self) -> u32;
-}
-
-/// Create `key` with `value` unless it exists. `Ok(true)` when this call created it.
-pub fn create_if_absent(
-    store: &mut dyn SharedStore,
-    key: &str,
-    value: &[u8],
-) -> Result<bool, StoreError> {
-    if store.get(key)?.is_some() {
-        return Ok(false);
-    }
-    let cas = store.creation_cas().max(1);
-    match store.set(key, value, cas) {
-        Ok(()) => Ok(true),
-        Err(SetError::CasMismatch) => Ok(false),
-        Err(SetError::Status(s)) => Err(StoreError::Status(s)),
-    }
-}
 
 /// What [`init_table`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -137,7 +84,7 @@ pub enum LoopOutcome {
     StoreFailure(StoreError),
 }
 
-/// get → [`decide`] → compare-and-set, retried on `CasMismatch` up to [`MAX_CAS_ATTEMPTS`] times.
+/// get → [`decide_slot`] → compare-and-set, retried on `CasMismatch` up to [`MAX_CAS_ATTEMPTS`] times.
 pub fn run_cas_loop(
     store: &mut dyn SharedStore,
     key: &str,
@@ -180,7 +127,7 @@ fn run_cas_loop_from(
         if stored.cas == 0 {
             return LoopOutcome::StoreFailure(StoreError::NoCas);
         }
-        let decided = decide(Some(&stored.value), slot, now_ns, cfg);
+        let decided = decide_slot(Some(&stored.value), slot, now_ns, cfg);
         let Some(write) = &decided.write else {
             return LoopOutcome::Decided {
                 decided,
@@ -247,7 +194,7 @@ pub fn charge_all(
             Ok(stored) => stored,
             Err(e) => return ChargeOutcome::StoreFailure(e),
         };
-        let decided = decide(
+        let decided = decide_slot(
             stored.as_ref().map(|s| s.value.as_slice()),
             slot,
             now_ns,
@@ -304,94 +251,6 @@ pub fn charge_all(
         // No bucket at all: `keys::choose` never returns an empty list; refuse rather than
         // allow a request nothing was charged for.
         None => ChargeOutcome::StoreFailure(StoreError::Status(0)),
-    }
-}
-
-/// An in-memory model of Envoy's shared data, shared by clones (one clone per simulated worker),
-/// with exactly the semantics described in the module docs.
-#[derive(Debug, Clone)]
-pub struct MemoryStore {
-    inner: Arc<Mutex<Inner>>,
-    creation_cas: u32,
-}
-
-#[derive(Debug, Default)]
-struct Inner {
-    map: HashMap<String, (Vec<u8>, u32)>,
-    next_cas: u32,
-}
-
-impl Inner {
-    fn next_cas(&mut self) -> u32 {
-        self.next_cas = self.next_cas.wrapping_add(1).max(1);
-        self.next_cas
-    }
-}
-
-impl Default for MemoryStore {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl MemoryStore {
-    pub fn new() -> Self {
-        Self {
-            inner: Arc::default(),
-            creation_cas: 0x9e37_79b9,
-        }
-    }
-
-    /// A handle with its own creation cas (stands in for each VM's random number).
-    pub fn handle(&self, creation_cas: u32) -> Self {
-        Self {
-            inner: Arc::clone(&self.inner),
-            creation_cas,
-        }
-    }
-
-    /// Number of keys.
-    pub fn len(&self) -> usize {
-        self.inner.lock().map(|i| i.map.len()).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Total bytes of keys and values.
-    pub fn bytes(&self) -> usize {
-        self.inner
-            .lock()
-            .map(|i| i.map.iter().map(|(k, (v, _))| k.len() + v.len()).sum())
-            .unwrap_or(0)
-    }
-}
-
-impl SharedStore for MemoryStore {
-    fn get(&mut self, key: &str) -> Result<Option<Stored>, StoreError> {
-        let inner = self.inner.lock().map_err(|_| StoreError::Status(10))?;
-        Ok(inner.map.get(key).map(|(value, cas)| Stored {
-            value: value.clone(),
-            cas: *cas,
-        }))
-    }
-
-    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), SetError> {
-        let mut inner = self.inner.lock().map_err(|_| SetError::Status(10))?;
-        if let Some((_, current)) = inner.map.get(key) {
-            if cas != 0 && cas != *current {
-                return Err(SetError::CasMismatch);
-            }
-        }
-        // A missing key is created whatever the cas.
-        let next = inner.next_cas();
-        inner.map.insert(key.to_string(), (value.to_vec(), next));
-        Ok(())
-    }
-
-    fn creation_cas(&mut self) -> u32 {
-        self.creation_cas
     }
 }
 

@@ -1,4 +1,4 @@
-//! The slot table: bounded bucket state in Envoy shared data, and [`decide`].
+//! The slot table: bounded bucket state in Envoy shared data, and [`decide_slot`].
 //!
 //! Shared data has no delete, so the state lives in a fixed table created up front: `sets` entries
 //! of `ways` slots each (`sets * ways <= maxKeys`), plus one entry for the default bucket. A key
@@ -24,41 +24,12 @@ use std::hash::Hasher;
 use crate::bucket::Decision;
 use crate::config::{Config, DEFAULT_BUCKET};
 use crate::keys::BucketChoice;
+use crate::layout::FORMAT_VERSION;
 
-/// Version of the entry encoding; part of the shared-data namespace.
-pub const FORMAT_VERSION: u8 = 1;
-/// Associativity: slots per set entry.
-pub const WAYS: u8 = 8;
 const HEADER_BYTES: usize = 2; // version, ways
 const SLOT_BYTES: usize = 8 + 2 + 16; // fingerprint, bucket id, TAT
 /// The fingerprint of the default bucket's single slot (table fingerprints are never 0).
 const DEFAULT_FINGERPRINT: u64 = 1;
-
-/// Table geometry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TableLayout {
-    sets: u32,
-    ways: u8,
-}
-
-impl TableLayout {
-    /// `min(8, maxKeys)` ways and `maxKeys / ways` sets: at most `maxKeys` slots (up to 7 fewer).
-    pub fn for_max_keys(max_keys: u32) -> Self {
-        let ways = u8::try_from(max_keys.clamp(1, u32::from(WAYS))).unwrap_or(WAYS);
-        let sets = max_keys.checked_div(u32::from(ways)).unwrap_or(1).max(1);
-        Self { sets, ways }
-    }
-    pub fn sets(&self) -> u32 {
-        self.sets
-    }
-    pub fn ways(&self) -> u8 {
-        self.ways
-    }
-    /// Number of per-key slots (the bound on distinct buckets kept).
-    pub fn capacity(&self) -> u32 {
-        self.sets.saturating_mul(u32::from(self.ways))
-    }
-}
 
 /// Which shared-data entry a request's bucket lives in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,7 +175,7 @@ pub enum SlotEvent {
     Reset,
 }
 
-/// The result of [`decide`].
+/// The result of [`decide_slot`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decided {
     /// The new entry to compare-and-set; `None` when nothing changes (a denial).
@@ -216,7 +187,7 @@ pub struct Decided {
 
 /// The pure per-request step: given the current entry bytes (`None`: an entry with no state yet)
 /// and the time, take a token from `slot`'s bucket. `cfg` gives the bucket parameters.
-pub fn decide(entry: Option<&[u8]>, slot: &SlotRef, now_ns: u64, cfg: &Config) -> Decided {
+pub fn decide_slot(entry: Option<&[u8]>, slot: &SlotRef, now_ns: u64, cfg: &Config) -> Decided {
     let (mut slots, reset) = match entry.map(|b| decode(b, slot.ways)) {
         Some(Some(slots)) => (slots, false),
         Some(None) => (vec![Slot::default(); usize::from(slot.ways)], true),
@@ -292,6 +263,7 @@ pub fn decide(entry: Option<&[u8]>, slot: &SlotRef, now_ns: u64, cfg: &Config) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout::{TableLayout, WAYS};
 
     const SEC: u64 = 1_000_000_000;
     const T0: u64 = 1_000 * SEC;
@@ -316,9 +288,9 @@ mod tests {
         }
     }
 
-    /// Apply decide to a local entry, keeping the write.
+    /// Apply decide_slot to a local entry, keeping the write.
     fn hit(entry: &mut Vec<u8>, slot: &SlotRef, now: u64, c: &Config) -> Decided {
-        let d = decide(Some(entry), slot, now, c);
+        let d = decide_slot(Some(entry), slot, now, c);
         if let Some(w) = &d.write {
             entry.clone_from(w);
         }
@@ -424,7 +396,7 @@ mod tests {
             assert!(d.decision.allowed);
             assert_eq!(d.event, None);
         }
-        let denied = decide(Some(&entry), &s, T0, &c);
+        let denied = decide_slot(Some(&entry), &s, T0, &c);
         assert!(!denied.decision.allowed);
         assert_eq!(denied.write, None);
         assert_eq!(denied.decision.retry_after_secs, 1);
@@ -435,10 +407,10 @@ mod tests {
     fn missing_entry_behaves_as_empty_and_garbage_is_reset() {
         let c = cfg("");
         let s = slot_in_set0(42);
-        let d = decide(None, &s, T0, &c);
+        let d = decide_slot(None, &s, T0, &c);
         assert!(d.decision.allowed);
         assert_eq!(d.event, Some(SlotEvent::Claimed));
-        let d = decide(Some(b"garbage"), &s, T0, &c);
+        let d = decide_slot(Some(b"garbage"), &s, T0, &c);
         assert!(d.decision.allowed);
         assert_eq!(d.event, Some(SlotEvent::Reset));
         assert_eq!(decode(d.write.as_deref().unwrap(), WAYS).unwrap().len(), 8);
@@ -507,7 +479,11 @@ mod tests {
                 .any(|s| s.fingerprint == 7));
         }
         assert!(evictions > 0);
-        assert!(!decide(Some(&entry), &attacker, T0, &c).decision.allowed);
+        assert!(
+            !decide_slot(Some(&entry), &attacker, T0, &c)
+                .decision
+                .allowed
+        );
         // Keep flooding while time passes: the attacker gets at most its own refill rate,
         // whether or not its slot survives (1 token/s, drained at T0: at most 10 in 10 s).
         let mut allowed = 0;

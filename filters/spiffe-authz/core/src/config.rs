@@ -1,7 +1,7 @@
 //! The pluginConfig as the user writes it: an Istio `AuthorizationPolicy` `spec` per entry (no
 //! `selector`/`targetRefs`: the WasmPlugin's own selector scopes it), plus a name.
 //!
-//! These types only mirror the JSON; [`crate::CompiledPolicy::compile`] validates them. An empty
+//! These types only mirror the JSON; [`crate::Config::compile`] validates them. An empty
 //! list is the same as an absent one, as in Istio's protobuf (`principals: []` sets nothing).
 
 use serde::Deserialize;
@@ -17,7 +17,7 @@ use serde::Deserialize;
     )
 )]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Config {
+pub struct RawConfig {
     /// Istio AuthorizationPolicy specs, each with a name.
     #[serde(default)]
     pub policies: Vec<PolicyConfig>,
@@ -68,11 +68,11 @@ fn default_true() -> bool {
     true
 }
 
-impl Config {
+impl RawConfig {
     /// The JSON Schema of the pluginConfig (policies/spiffe-authz/schema.json).
     #[cfg(feature = "schema")]
     pub fn json_schema() -> schemars::Schema {
-        schemars::schema_for!(Config)
+        schemars::schema_for!(RawConfig)
     }
 }
 

@@ -2,8 +2,9 @@
 //! peer's SPIFFE ID (and the request's L7 attributes), with no proxy-wasm types.
 //!
 //! - [`config`]: the pluginConfig types (serde, camelCase, unknown fields rejected).
-//! - [`CompiledPolicy`]: validation and compilation (once), and [`CompiledPolicy::evaluate`]
-//!   from plain [`RequestFacts`] to a [`Decision`] (per request).
+//! - [`Config`]: [`Config::parse`] validates and compiles the pluginConfig (once), and
+//!   [`decide`] goes from [`RequestFacts`] (the host's, or [`PlainFacts`]) to a [`Decision`]
+//!   (per request).
 //! - [`Needs`]: what the compiled policies read, so the adapter reads nothing else.
 
 pub mod config;
@@ -11,9 +12,9 @@ mod facts;
 mod matchers;
 mod policy;
 
-pub use config::{Action, Config};
-pub use facts::{Needs, RequestFacts};
-pub use policy::{CompiledPolicy, Decision, DenyReason, SUPPORTED_WHEN_KEYS};
+pub use config::{Action, RawConfig};
+pub use facts::{Needs, PlainFacts, RequestFacts};
+pub use policy::{decide, Config, Decision, DenyReason, SUPPORTED_WHEN_KEYS};
 
 /// The body of a 403, as Envoy's RBAC filter sends it.
 pub const DENY_BODY: &str = "RBAC: access denied";

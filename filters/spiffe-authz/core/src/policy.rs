@@ -10,7 +10,7 @@ use meshward_common::spiffe::SpiffeId;
 use meshward_common::ConfigError;
 
 use crate::config::{
-    Action, ConditionConfig, Config, OperationConfig, PolicyConfig, RuleConfig, SourceConfig,
+    Action, ConditionConfig, OperationConfig, PolicyConfig, RawConfig, RuleConfig, SourceConfig,
 };
 use crate::facts::{Needs, RequestFacts};
 use crate::matchers::{self as m, PathSet, RequestPrincipal};
@@ -136,10 +136,10 @@ struct Policy {
     rules: Vec<Rule>,
 }
 
-/// The validated, compiled configuration. Built once; [`CompiledPolicy::evaluate`] per request
+/// The validated, compiled configuration (the filter's `Config`). Built once; [`decide`] per request
 /// allocates only for path normalization and the decision itself.
 #[derive(Debug, Clone)]
-pub struct CompiledPolicy {
+pub struct Config {
     policies: Vec<Policy>,
     has_allow: bool,
     require_mtls: bool,
@@ -204,13 +204,19 @@ impl Decision {
     }
 }
 
-impl CompiledPolicy {
-    /// Parse and compile a pluginConfig document.
-    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
-        Self::compile(&meshward_common::parse_json::<Config>(bytes)?)
+impl Config {
+    /// The JSON Schema of the pluginConfig (policies/spiffe-authz/schema.json).
+    #[cfg(feature = "schema")]
+    pub fn json_schema() -> schemars::Schema {
+        RawConfig::json_schema()
     }
 
-    pub fn compile(config: &Config) -> Result<Self, ConfigError> {
+    /// Parse and compile a pluginConfig document.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ConfigError> {
+        Self::compile(&meshward_common::parse_json::<RawConfig>(bytes)?)
+    }
+
+    pub fn compile(config: &RawConfig) -> Result<Self, ConfigError> {
         let path_parameters = config.path_parameters.mode();
         let mut needs = Needs {
             peer: config.require_mtls,
@@ -269,24 +275,6 @@ impl CompiledPolicy {
         self.policies.get(index).map(|p| p.action)
     }
 
-    /// Decide one request (see docs/spiffe-authz.md for the order).
-    pub fn evaluate(&self, facts: &RequestFacts<'_>) -> Decision {
-        let (deny, matched_policy, audit_matched, normalized) = self.decide(facts);
-        let would_deny = deny.is_some();
-        let rewrite_path = match (&normalized, would_deny || self.dry_run) {
-            (Some(n), false) if n.changed() => Some(n.forward_target()),
-            _ => None,
-        };
-        Decision {
-            allowed: !would_deny || self.dry_run,
-            deny,
-            matched_policy,
-            audit_matched,
-            dry_run_would_deny: self.dry_run && would_deny,
-            rewrite_path,
-        }
-    }
-
     /// A one-line account of a refusal, naming the policy, for the deny log line.
     pub fn describe(&self, decision: &Decision) -> String {
         match decision.deny {
@@ -313,22 +301,22 @@ impl CompiledPolicy {
     }
 
     #[allow(clippy::type_complexity)]
-    fn decide(
+    fn judge(
         &self,
-        facts: &RequestFacts<'_>,
+        facts: &dyn RequestFacts,
     ) -> (
         Option<DenyReason>,
         Option<usize>,
         Vec<usize>,
         Option<NormalizedPath>,
     ) {
-        let peer = facts.peer.as_ref().filter(|_| facts.mtls);
+        let peer = facts.peer().filter(|_| facts.mtls());
         if self.require_mtls && peer.is_none() {
             return (Some(DenyReason::NoVerifiedPeer), None, Vec::new(), None);
         }
         let normalized = if self.needs.path {
             match facts
-                .path
+                .path()
                 .map(|raw| path::normalize_with(raw, self.path_parameters))
                 .unwrap_or(Err(PathError::Missing))
             {
@@ -400,9 +388,9 @@ impl CompiledPolicy {
     /// `n`-th `x-forwarded-for` entry from the right (each trusted proxy appended the address it
     /// saw; the leftmost entries are whatever the client claimed). Too few entries or an entry
     /// that is not an address ⇒ unknown.
-    fn remote_ip(&self, facts: &RequestFacts<'_>) -> Option<IpAddr> {
+    fn remote_ip(&self, facts: &dyn RequestFacts) -> Option<IpAddr> {
         if self.num_trusted_proxies == 0 {
-            return facts.source_ip;
+            return facts.source_ip();
         }
         let entries: Vec<&[u8]> = facts
             .header_values("x-forwarded-for")
@@ -420,8 +408,8 @@ impl CompiledPolicy {
     /// Whether a request header is a policy-read header in another spelling: equal after ASCII
     /// case-folding and `_` ⇒ `-`, but not the same name. The adapter hands over every header
     /// whose folded name is wanted ([`header_name::same`]).
-    fn has_ambiguous_header(&self, facts: &RequestFacts<'_>) -> bool {
-        facts.headers.iter().any(|(name, _)| {
+    fn has_ambiguous_header(&self, facts: &dyn RequestFacts) -> bool {
+        facts.headers().iter().any(|(name, _)| {
             self.needs.headers.iter().any(|w| {
                 header_name::same(w.as_bytes(), name.as_bytes()) && !w.eq_ignore_ascii_case(name)
             })
@@ -430,21 +418,21 @@ impl CompiledPolicy {
 
     fn missing_fact(
         &self,
-        facts: &RequestFacts<'_>,
+        facts: &dyn RequestFacts,
         remote_ip: Option<IpAddr>,
     ) -> Option<&'static str> {
         let n = &self.needs;
-        if n.method && facts.method.is_none() {
+        if n.method && facts.method().is_none() {
             Some(":method")
-        } else if n.host && facts.host.is_none() {
+        } else if n.host && facts.host().is_none() {
             Some(":authority")
-        } else if n.destination_port && facts.destination_port.is_none() {
+        } else if n.destination_port && facts.destination_port().is_none() {
             Some("destination.port")
-        } else if n.source_ip && facts.source_ip.is_none() {
+        } else if n.source_ip && facts.source_ip().is_none() {
             Some("source.address")
         } else if n.remote_ip && remote_ip.is_none() {
             Some("remote address (x-forwarded-for with numTrustedProxies)")
-        } else if n.identity && facts.identity_unreadable {
+        } else if n.identity && facts.identity_unreadable() {
             // Present but unreadable is not "no identity": a DENY on request principals or
             // claims would fail open.
             Some("meshward_request_auth (published but unreadable)")
@@ -454,9 +442,27 @@ impl CompiledPolicy {
     }
 }
 
+/// Decide one request (see docs/spiffe-authz.md for the order).
+pub fn decide(config: &Config, facts: &impl RequestFacts) -> Decision {
+    let (deny, matched_policy, audit_matched, normalized) = config.judge(facts);
+    let would_deny = deny.is_some();
+    let rewrite_path = match (&normalized, would_deny || config.dry_run) {
+        (Some(n), false) if n.changed() => Some(n.forward_target()),
+        _ => None,
+    };
+    Decision {
+        allowed: !would_deny || config.dry_run,
+        deny,
+        matched_policy,
+        audit_matched,
+        dry_run_would_deny: config.dry_run && would_deny,
+        rewrite_path,
+    }
+}
+
 /// The facts of one request, with the derived ones computed once.
-struct Ctx<'f, 'a> {
-    facts: &'f RequestFacts<'a>,
+struct Ctx<'f> {
+    facts: &'f dyn RequestFacts,
     peer: Option<&'f SpiffeId>,
     /// The normalized path (no query).
     path: Option<&'f str>,
@@ -467,7 +473,7 @@ struct Ctx<'f, 'a> {
 
 impl Policy {
     /// A policy matches if one of its rules does; no rules ⇒ never.
-    fn matches(&self, ctx: &Ctx<'_, '_>) -> bool {
+    fn matches(&self, ctx: &Ctx<'_>) -> bool {
         // Where one attribute has several readings (`:path` with and without its query), a DENY
         // or AUDIT condition holds if it holds for any reading, an ALLOW condition only if it
         // holds for all: an ambiguous request is denied by either reading, allowed by neither
@@ -479,7 +485,7 @@ impl Policy {
 
 impl Rule {
     /// One `from` and one `to` and every `when`; a missing part is a wildcard.
-    fn matches(&self, ctx: &Ctx<'_, '_>, any_reading: bool) -> bool {
+    fn matches(&self, ctx: &Ctx<'_>, any_reading: bool) -> bool {
         (self.from.is_empty() || self.from.iter().any(|s| s.matches(ctx)))
             && (self.to.is_empty() || self.to.iter().any(|o| o.matches(ctx)))
             && self.when.iter().all(|c| c.matches(ctx, any_reading))
@@ -487,9 +493,9 @@ impl Rule {
 }
 
 impl Source {
-    fn matches(&self, ctx: &Ctx<'_, '_>) -> bool {
+    fn matches(&self, ctx: &Ctx<'_>) -> bool {
         let peer = ctx.peer;
-        let identity = ctx.facts.identity;
+        let identity = ctx.facts.identity();
         self.principals
             .check(|m| peer.is_some_and(|p| m.matches(p.as_str())))
             && self.namespaces.check(|m| {
@@ -501,7 +507,7 @@ impl Source {
                 .check(|m| identity.is_some_and(|id| m.matches(id)))
             && self.ip_blocks.check(|b| {
                 ctx.facts
-                    .source_ip
+                    .source_ip()
                     .is_some_and(|ip| m::ip_in(std::slice::from_ref(b), ip))
             })
             && self.remote_ip_blocks.check(|b| {
@@ -512,22 +518,22 @@ impl Source {
 }
 
 impl Operation {
-    fn matches(&self, ctx: &Ctx<'_, '_>) -> bool {
+    fn matches(&self, ctx: &Ctx<'_>) -> bool {
         let f = ctx.facts;
         self.hosts.check(|m| {
-            f.host
+            f.host()
                 .is_some_and(|h| m::host_forms(h).iter().any(|form| m.matches(form)))
-        }) && self.ports.check(|p| f.destination_port == Some(*p))
+        }) && self.ports.check(|p| f.destination_port() == Some(*p))
             && self
                 .methods
-                .check(|m| f.method.is_some_and(|v| m.matches(v)))
+                .check(|m| f.method().is_some_and(|v| m.matches(v)))
             && (self.paths.is_empty() || ctx.path.is_some_and(|p| self.paths.matches(p)))
             && (self.not_paths.is_empty() || !ctx.path.is_some_and(|p| self.not_paths.matches(p)))
     }
 }
 
 impl Condition {
-    fn matches(&self, ctx: &Ctx<'_, '_>, any_reading: bool) -> bool {
+    fn matches(&self, ctx: &Ctx<'_>, any_reading: bool) -> bool {
         if let Attr::Path = self.attr {
             // The path is normalized whenever a `:path` condition exists (`Needs::path`); without
             // one (never, in practice) nothing can hold.
@@ -558,7 +564,7 @@ impl Condition {
     }
 
     /// Whether some value of the attribute matches some of `values`.
-    fn attr_matches(&self, values: &Values, ctx: &Ctx<'_, '_>) -> bool {
+    fn attr_matches(&self, values: &Values, ctx: &Ctx<'_>) -> bool {
         let f = ctx.facts;
         let strings = |candidates: &mut dyn Iterator<Item = &[u8]>| match values {
             Values::Strings(ms) => {
@@ -581,12 +587,12 @@ impl Condition {
             Attr::Path => strings(&mut ctx.path.map(str::as_bytes).into_iter()),
             Attr::Authority => strings(
                 &mut f
-                    .host
+                    .host()
                     .map(|h| m::host_forms(h).map(str::as_bytes))
                     .into_iter()
                     .flatten(),
             ),
-            Attr::SourceIp => ip(f.source_ip),
+            Attr::SourceIp => ip(f.source_ip()),
             Attr::RemoteIp => ip(ctx.remote_ip),
             Attr::SourceNamespace => strings(
                 &mut ctx
@@ -600,22 +606,22 @@ impl Condition {
             }
             Attr::AuthPrincipal => match values {
                 Values::RequestPrincipals(rps) => f
-                    .identity
+                    .identity()
                     .is_some_and(|id| rps.iter().any(|rp| rp.matches(id))),
                 _ => false,
             },
-            Attr::AuthAudiences => match f.identity {
+            Attr::AuthAudiences => match f.identity() {
                 Some(id) => strings(&mut id.aud.iter().map(|a| a.as_bytes())),
                 None => false,
             },
             Attr::AuthPresenter => strings(
                 &mut f
-                    .identity
+                    .identity()
                     .and_then(|id| id.azp.as_deref())
                     .map(str::as_bytes)
                     .into_iter(),
             ),
-            Attr::AuthClaims(path) => match f.identity {
+            Attr::AuthClaims(path) => match f.identity() {
                 Some(id) => {
                     let path: Vec<&str> = path.iter().map(String::as_str).collect();
                     strings(&mut id.claim_values(&path).iter().map(|v| v.as_bytes()))
@@ -623,10 +629,10 @@ impl Condition {
                 None => false,
             },
             Attr::DestinationPort => match values {
-                Values::Ports(ports) => f.destination_port.is_some_and(|p| ports.contains(&p)),
+                Values::Ports(ports) => f.destination_port().is_some_and(|p| ports.contains(&p)),
                 _ => false,
             },
-            Attr::Sni => strings(&mut f.sni.map(str::as_bytes).into_iter()),
+            Attr::Sni => strings(&mut f.sni().map(str::as_bytes).into_iter()),
         }
     }
 }

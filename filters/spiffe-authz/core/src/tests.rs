@@ -5,21 +5,21 @@ use meshward_common::path::PathError;
 use meshward_common::spiffe::SpiffeId;
 use serde_json::{json, Value};
 
-use crate::{CompiledPolicy, DenyReason, RequestFacts};
+use crate::{decide, Config, DenyReason, PlainFacts};
 
-fn compile(v: Value) -> CompiledPolicy {
-    CompiledPolicy::from_json(v.to_string().as_bytes()).unwrap()
+fn compile(v: Value) -> Config {
+    Config::parse(v.to_string().as_bytes()).unwrap()
 }
 
 fn config_error(v: Value) -> meshward_common::ConfigError {
-    CompiledPolicy::from_json(v.to_string().as_bytes()).unwrap_err()
+    Config::parse(v.to_string().as_bytes()).unwrap_err()
 }
 
 const FRONTEND: &str = "spiffe://cluster.local/ns/default/sa/frontend";
 
 /// A GET / over mTLS from `FRONTEND` to example.com:8080 from 10.0.0.1.
-fn facts<'a>(headers: &'a [(String, Vec<u8>)]) -> RequestFacts<'a> {
-    RequestFacts {
+fn facts<'a>(headers: &'a [(String, Vec<u8>)]) -> PlainFacts<'a> {
+    PlainFacts {
         mtls: true,
         peer: Some(SpiffeId::parse(FRONTEND).unwrap()),
         method: Some("GET"),
@@ -34,16 +34,16 @@ fn facts<'a>(headers: &'a [(String, Vec<u8>)]) -> RequestFacts<'a> {
     }
 }
 
-fn allowed(p: &CompiledPolicy, f: &RequestFacts<'_>) -> bool {
-    p.evaluate(f).allowed
+fn allowed(p: &Config, f: &PlainFacts<'_>) -> bool {
+    decide(p, f).allowed
 }
 
-fn one_rule(action: &str, rule: Value) -> CompiledPolicy {
+fn one_rule(action: &str, rule: Value) -> Config {
     compile(json!({"policies": [{"name": "p", "action": action, "rules": [rule]}]}))
 }
 
 /// An ALLOW policy with one rule; `allowed` then says whether the rule matched.
-fn allow(rule: Value) -> CompiledPolicy {
+fn allow(rule: Value) -> Config {
     one_rule("ALLOW", rule)
 }
 
@@ -56,13 +56,13 @@ fn evaluation_order_deny_then_allow() {
     ]}));
     let h = [];
     let mut f = facts(&h);
-    let d = p.evaluate(&f);
+    let d = decide(&p, &f);
     assert!(d.allowed);
     assert_eq!(d.matched_policy, Some(1));
     assert_eq!(d.audit_matched, vec![0]);
 
     f.path = Some("/admin");
-    let d = p.evaluate(&f);
+    let d = decide(&p, &f);
     assert!(!d.allowed);
     assert_eq!(d.deny, Some(DenyReason::DenyPolicy(2)));
     assert_eq!(d.status(), 403);
@@ -76,7 +76,7 @@ fn evaluation_order_deny_then_allow() {
 
     f.path = Some("/x");
     f.method = Some("POST");
-    let d = p.evaluate(&f);
+    let d = decide(&p, &f);
     assert_eq!(d.deny, Some(DenyReason::NoAllowMatched));
     assert!(p.describe(&d).contains("no ALLOW policy matched"));
 }
@@ -208,12 +208,12 @@ fn require_mtls_denies_before_policies() {
     let p = compile(json!({"policies": [{"name": "all", "rules": [{}]}]}));
     let mut f = facts(&h);
     f.mtls = false;
-    let d = p.evaluate(&f);
+    let d = decide(&p, &f);
     assert_eq!(d.deny, Some(DenyReason::NoVerifiedPeer));
     assert_eq!(d.matched_policy, None);
     let mut f = facts(&h);
     f.peer = None; // no URI SAN, or not a valid SPIFFE ID
-    assert_eq!(p.evaluate(&f).deny, Some(DenyReason::NoVerifiedPeer));
+    assert_eq!(decide(&p, &f).deny, Some(DenyReason::NoVerifiedPeer));
     // Even with no policies at all.
     assert!(!allowed(&compile(json!({})), &f));
     // A peer without mTLS is not a peer (the adapter should not produce it; the core ignores it).
@@ -248,7 +248,7 @@ fn paths_are_matched_normalized_and_rewritten() {
         "/public/..//admin/x",
     ] {
         f.path = Some(bypass);
-        let d = deny.evaluate(&f);
+        let d = decide(&deny, &f);
         assert_eq!(d.deny, Some(DenyReason::DenyPolicy(0)), "{bypass}");
     }
     for refused in [
@@ -260,13 +260,13 @@ fn paths_are_matched_normalized_and_rewritten() {
         "admin",
     ] {
         f.path = Some(refused);
-        let d = deny.evaluate(&f);
+        let d = decide(&deny, &f);
         assert!(matches!(d.deny, Some(DenyReason::BadPath(_))), "{refused}");
         assert_eq!(d.status(), 400);
     }
     f.path = None;
     assert_eq!(
-        deny.evaluate(&f).deny,
+        decide(&deny, &f).deny,
         Some(DenyReason::BadPath(PathError::Missing))
     );
     // Case-sensitive: /ADMIN is another path (and forwarded as such).
@@ -274,15 +274,15 @@ fn paths_are_matched_normalized_and_rewritten() {
     assert!(allowed(&deny, &f));
     // An allowed, changed path is forwarded normalized, query kept.
     f.path = Some("/x/../public//a?q=1#f");
-    let d = deny.evaluate(&f);
+    let d = decide(&deny, &f);
     assert!(d.allowed);
     assert_eq!(d.rewrite_path.as_deref(), Some("/public/a?q=1"));
     f.path = Some("/public/a?q=1");
-    assert_eq!(deny.evaluate(&f).rewrite_path, None);
+    assert_eq!(decide(&deny, &f).rewrite_path, None);
     // No path policy: the path is neither checked nor rewritten.
     let no_paths = allow(json!({"to": [{"operation": {"methods": ["GET"]}}]}));
     f.path = Some("/%2F/../x");
-    let d = no_paths.evaluate(&f);
+    let d = decide(&no_paths, &f);
     assert!(d.allowed);
     assert_eq!(d.rewrite_path, None);
 }
@@ -363,7 +363,7 @@ fn ip_blocks_and_remote_ip() {
     assert!(allowed(&remote(1, "10.1.1.1"), &f));
     assert!(allowed(&remote(2, "203.0.113.0/24"), &f));
     assert!(allowed(&remote(3, "6.6.6.6"), &f));
-    let d = remote(4, "6.6.6.6").evaluate(&f);
+    let d = decide(&remote(4, "6.6.6.6"), &f);
     assert!(
         matches!(d.deny, Some(DenyReason::Unavailable(_))),
         "too few hops fails closed"
@@ -531,20 +531,20 @@ fn dry_run_reports_but_never_denies_or_rewrites() {
     let p = compile(json!({"dryRun": true, "policies": [
         {"name": "deny-admin", "action": "DENY", "rules": [{"to": [{"operation": {"paths": ["/admin"]}}]}]}]}));
     f.path = Some("//admin");
-    let d = p.evaluate(&f);
+    let d = decide(&p, &f);
     assert!(d.allowed);
     assert!(d.dry_run_would_deny);
     assert_eq!(d.deny, Some(DenyReason::DenyPolicy(0)));
     assert_eq!(d.rewrite_path, None);
     f.path = Some("/%2F");
-    let d = p.evaluate(&f);
+    let d = decide(&p, &f);
     assert!(d.allowed && d.dry_run_would_deny);
     f.path = Some("/ok");
     f.mtls = false;
-    let d = p.evaluate(&f);
+    let d = decide(&p, &f);
     assert!(d.allowed && d.dry_run_would_deny);
     f.mtls = true;
-    let d = p.evaluate(&f);
+    let d = decide(&p, &f);
     assert!(d.allowed && !d.dry_run_would_deny);
 }
 
@@ -571,7 +571,7 @@ fn unavailable_facts_fail_closed() {
     f.host = None;
     let p = allow(json!({"to": [{"operation": {"notHosts": ["admin.example.com"]}}]}));
     assert_eq!(
-        p.evaluate(&f).deny,
+        decide(&p, &f).deny,
         Some(DenyReason::Unavailable(":authority"))
     );
     let mut f = facts(&h);
@@ -581,7 +581,7 @@ fn unavailable_facts_fail_closed() {
         json!({"from": [{"source": {"ipBlocks": ["6.6.6.0/24"]}}]}),
     );
     assert_eq!(
-        p.evaluate(&f).deny,
+        decide(&p, &f).deny,
         Some(DenyReason::Unavailable("source.address"))
     );
 }
@@ -665,7 +665,7 @@ fn defaults() {
     assert!(!p.dry_run());
     assert_eq!(p.policy_count(), 0);
     // Empty config bytes parse as `{}` (Envoy passes an empty buffer when no config is set).
-    let p = CompiledPolicy::from_json(b"").unwrap();
+    let p = Config::parse(b"").unwrap();
     assert!(p.needs().peer);
 }
 
@@ -683,12 +683,12 @@ fn example_policies_compile() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "json") && !path.ends_with("schema.json") {
             let bytes = std::fs::read(&path).unwrap();
-            CompiledPolicy::from_json(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            Config::parse(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             count += 1;
         }
     }
     assert!(count >= 4);
-    let ten = CompiledPolicy::from_json(&std::fs::read(dir.join("mesh-10.json")).unwrap()).unwrap();
+    let ten = Config::parse(&std::fs::read(dir.join("mesh-10.json")).unwrap()).unwrap();
     assert_eq!(ten.policy_count(), 10);
 }
 
@@ -704,7 +704,7 @@ fn scenario_configs_compile_and_invalid_ones_name_their_field() {
         let doc: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         for entry in doc["chain"].as_array().unwrap() {
             if entry["filter"] == "spiffe-authz" {
-                CompiledPolicy::from_json(entry["config"].to_string().as_bytes())
+                Config::parse(entry["config"].to_string().as_bytes())
                     .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 scenarios += 1;
             }
@@ -743,7 +743,7 @@ fn path_parameters_are_refused_or_stripped() {
     ] {
         f.path = Some(raw);
         for p in [&reject, &explicit] {
-            let d = p.evaluate(&f);
+            let d = decide(p, &f);
             assert_eq!(
                 d.deny,
                 Some(DenyReason::BadPath(PathError::PathParameter)),
@@ -761,19 +761,19 @@ fn path_parameters_are_refused_or_stripped() {
     ] {
         f.path = Some(raw);
         assert_eq!(
-            strip.evaluate(&f).deny,
+            decide(&strip, &f).deny,
             Some(DenyReason::DenyPolicy(0)),
             "{raw}"
         );
     }
     f.path = Some("/public/x;jsessionid=1?a=1;2");
-    let d = strip.evaluate(&f);
+    let d = decide(&strip, &f);
     assert!(d.allowed);
     assert_eq!(d.rewrite_path.as_deref(), Some("/public/x?a=1;2"));
     for raw in ["/public/x%3Bjsessionid=1", "/admin%3bx"] {
         f.path = Some(raw);
         assert_eq!(
-            strip.evaluate(&f).deny,
+            decide(&strip, &f).deny,
             Some(DenyReason::BadPath(PathError::PathParameter)),
             "{raw}"
         );
@@ -808,19 +808,19 @@ fn when_on_path_uses_the_normalized_path_with_and_without_query() {
     ] {
         f.path = Some(raw);
         assert_eq!(
-            deny.evaluate(&f).deny,
+            decide(&deny, &f).deny,
             Some(DenyReason::DenyPolicy(0)),
             "{raw}"
         );
     }
     f.path = Some("/admin;x");
     assert_eq!(
-        deny.evaluate(&f).deny,
+        decide(&deny, &f).deny,
         Some(DenyReason::BadPath(PathError::PathParameter))
     );
     // The allowed request is forwarded as matched.
     f.path = Some("/x/../public?next=/admin");
-    let d = deny.evaluate(&f);
+    let d = decide(&deny, &f);
     assert!(d.allowed);
     assert_eq!(d.rewrite_path.as_deref(), Some("/public?next=/admin"));
     // DENY exact `/admin` also catches `/admin?x` (the path reading); a query pattern still
@@ -890,7 +890,7 @@ fn when_on_authority_and_host_matches_as_hosts() {
         assert!(allowed(&deny, &f), "{key}");
         f.host = None;
         assert_eq!(
-            deny.evaluate(&f).deny,
+            decide(&deny, &f).deny,
             Some(DenyReason::Unavailable(":authority")),
             "{key}"
         );
@@ -948,7 +948,7 @@ fn header_names_spelled_with_underscores_are_refused() {
     ];
     for (headers, want) in cases {
         let f = facts(&headers);
-        let d = deny.evaluate(&f);
+        let d = decide(&deny, &f);
         assert_eq!(d.deny, want, "{headers:?}");
         if want == Some(DenyReason::AmbiguousHeader) {
             assert_eq!(d.status(), 400);
@@ -965,7 +965,7 @@ fn an_unreadable_identity_denies_only_where_it_is_needed() {
         {"name": "d", "action": "DENY", "rules": [{"from": [{"source": {"requestPrincipals": ["https://partner/*"]}}]}]},
     ]}));
     assert!(matches!(
-        deny.evaluate(&f).deny,
+        decide(&deny, &f).deny,
         Some(DenyReason::Unavailable(what)) if what.contains("meshward_request_auth")
     ));
     let claims = one_rule(

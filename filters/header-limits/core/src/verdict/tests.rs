@@ -2,8 +2,8 @@ use super::*;
 
 type Map = Vec<(Vec<u8>, Vec<u8>)>;
 
-fn limits(json: &str) -> Limits {
-    Limits::from_json(json.as_bytes()).unwrap()
+fn limits(json: &str) -> Config {
+    Config::parse(json.as_bytes()).unwrap()
 }
 
 /// The pseudo-headers of `GET <path>` for example.com: 7+3 + 5+len(path) + 10+11 + 7+4 bytes.
@@ -20,8 +20,8 @@ fn size_of(map: &Map) -> usize {
     map.iter().map(|(n, v)| n.len() + v.len()).sum()
 }
 
-fn run<'a>(l: &Limits, map: &'a Map) -> Verdict<'a> {
-    evaluate(l, map, request_path(map))
+fn run<'a>(l: &Config, map: &'a Map) -> Verdict<'a> {
+    decide(l, map)
 }
 
 fn reason(v: &Verdict<'_>) -> Option<Reason> {
@@ -79,7 +79,7 @@ fn size_counts_pseudo_headers_and_every_duplicate() {
 
 #[test]
 fn default_size_is_60_kib() {
-    let l = Limits::default();
+    let l = Config::default();
     assert!(passes_unchanged(&run(&l, &filled_to(base("/"), 60 * 1024))));
     assert_eq!(
         reason(&run(&l, &filled_to(base("/"), 60 * 1024 + 1))),
@@ -128,7 +128,7 @@ fn count_boundary_includes_pseudo_headers() {
 
 #[test]
 fn default_count_is_100() {
-    let l = Limits::default();
+    let l = Config::default();
     assert!(passes_unchanged(&run(&l, &with_headers(100))));
     assert_eq!(reason(&run(&l, &with_headers(101))), Some(Reason::Count));
 }
@@ -176,7 +176,7 @@ fn value_limit_covers_pseudo_header_values() {
 fn no_value_or_path_limit_by_default() {
     let mut map = base(&format!("/{}", "p".repeat(40_000)));
     map.push((b"x-v".to_vec(), vec![b'v'; 20_000]));
-    assert!(passes_unchanged(&run(&Limits::default(), &map)));
+    assert!(passes_unchanged(&run(&Config::default(), &map)));
 }
 
 #[test]
@@ -220,7 +220,7 @@ fn with_underscore(extra: &[(&str, &str)]) -> Map {
 #[test]
 fn underscore_allowed_by_default() {
     assert!(passes_unchanged(&run(
-        &Limits::default(),
+        &Config::default(),
         &with_underscore(&[])
     )));
 }
@@ -279,7 +279,7 @@ fn control_characters_are_400() {
     for bad in [&b"a\0b"[..], b"a\rb", b"a\nb", b"\n", b"\0"] {
         let mut in_value = base("/");
         in_value.push((b"x-a".to_vec(), bad.to_vec()));
-        let v = run(&Limits::default(), &in_value);
+        let v = run(&Config::default(), &in_value);
         assert_eq!(
             v,
             Verdict::Reject(Rejection {
@@ -292,13 +292,13 @@ fn control_characters_are_400() {
         let mut in_name = base("/");
         in_name.push((bad.to_vec(), b"1".to_vec()));
         assert_eq!(
-            reason(&run(&Limits::default(), &in_name)),
+            reason(&run(&Config::default(), &in_name)),
             Some(Reason::InvalidChar)
         );
     }
     // In a pseudo-header value too.
     assert_eq!(
-        reason(&run(&Limits::default(), &base("/a\r\nb"))),
+        reason(&run(&Config::default(), &base("/a\r\nb"))),
         Some(Reason::InvalidChar)
     );
 }
@@ -320,7 +320,7 @@ fn other_control_bytes_are_400_by_default_in_names_and_values() {
             let mut in_value = base("/");
             in_value.push((b"x-a".to_vec(), bad.clone()));
             assert_eq!(
-                rejected(&run(&Limits::default(), &in_value)),
+                rejected(&run(&Config::default(), &in_value)),
                 Some(Rejection {
                     status: 400,
                     body: BAD_REQUEST_BODY,
@@ -331,7 +331,7 @@ fn other_control_bytes_are_400_by_default_in_names_and_values() {
             let mut in_name = base("/");
             in_name.push((bad.clone(), b"1".to_vec()));
             assert_eq!(
-                reason(&run(&Limits::default(), &in_name)),
+                reason(&run(&Config::default(), &in_name)),
                 Some(Reason::ControlChar),
                 "name {bad:?}"
             );
@@ -340,14 +340,14 @@ fn other_control_bytes_are_400_by_default_in_names_and_values() {
         let mut authority = base("/");
         authority[2].1.push(b);
         assert_eq!(
-            reason(&run(&Limits::default(), &authority)),
+            reason(&run(&Config::default(), &authority)),
             Some(Reason::ControlChar)
         );
         let mut dup = base("/");
         dup.push((b"x-a".to_vec(), b"clean".to_vec()));
         dup.push((b"x-a".to_vec(), vec![b'x', b]));
         assert_eq!(
-            reason(&run(&Limits::default(), &dup)),
+            reason(&run(&Config::default(), &dup)),
             Some(Reason::ControlChar)
         );
     }
@@ -375,7 +375,7 @@ fn nul_cr_lf_win_over_other_control_bytes_whatever_the_order() {
     map.push((b"x-b".to_vec(), b"\0".to_vec()));
     map.push((b"x-c".to_vec(), b"\x7f".to_vec()));
     assert_eq!(
-        reason(&run(&Limits::default(), &map)),
+        reason(&run(&Config::default(), &map)),
         Some(Reason::InvalidChar)
     );
 }
@@ -394,14 +394,14 @@ fn other_bytes_are_fine() {
     map.push((b"x-space".to_vec(), b"a b c".to_vec()));
     map.push((b"x-bin".to_vec(), vec![0x80, 0xff, 0x20, 0x7e, 0xc3, 0xa9]));
     map.push((b"x-empty".to_vec(), Vec::new()));
-    assert!(passes_unchanged(&run(&Limits::default(), &map)));
+    assert!(passes_unchanged(&run(&Config::default(), &map)));
     // Every byte 0x20..=0x7E and 0x80..=0xFF in one value.
     let mut all = base("/");
     all.push((
         b"x-all".to_vec(),
         (0x20..=0xffu8).filter(|&b| b != 0x7f).collect(),
     ));
-    assert!(passes_unchanged(&run(&Limits::default(), &all)));
+    assert!(passes_unchanged(&run(&Config::default(), &all)));
 }
 
 #[test]
@@ -448,7 +448,7 @@ fn happy_path_does_not_allocate_a_drop_list() {
 #[test]
 fn empty_map_passes() {
     let map: Map = Vec::new();
-    assert!(passes_unchanged(&run(&Limits::default(), &map)));
+    assert!(passes_unchanged(&run(&Config::default(), &map)));
 }
 
 #[test]
@@ -466,8 +466,8 @@ fn borrowed_and_str_inputs() {
     );
 }
 
-fn run_any<'a>(l: &Limits, map: &'a [(&'a str, &'a [u8])]) -> Verdict<'a> {
-    evaluate(l, map, request_path(map))
+fn run_any<'a>(l: &Config, map: &'a [(&'a str, &'a [u8])]) -> Verdict<'a> {
+    decide(l, map)
 }
 
 #[test]

@@ -1,4 +1,6 @@
 use super::*;
+use std::collections::HashMap;
+
 use crate::bucket::Decision;
 use crate::keys::BucketChoice;
 use crate::table::SlotEvent;
