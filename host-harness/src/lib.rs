@@ -10,11 +10,7 @@
 //! codec ([`ListenerSettings`]), properties with Envoy's encodings, shared data/queues, metrics,
 //! ticks on every root context, HTTP callouts to test-defined clusters, and a virtual clock.
 
-pub mod envoy;
-pub mod scenario;
-
 mod abi;
-mod bench;
 mod callout;
 mod check;
 mod clock;
@@ -33,7 +29,6 @@ mod wasi;
 mod worker;
 
 pub use abi::Status;
-pub use bench::{bench, BenchOptions, BenchReport};
 pub use callout::{CalloutRequest, CalloutResponse, Cluster};
 pub use check::{check, CheckReport};
 pub use clock::ClockMode;
