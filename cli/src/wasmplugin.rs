@@ -107,7 +107,9 @@ impl ValueEnum for PhaseArg {
     }
 
     fn to_possible_value(&self) -> Option<PossibleValue> {
-        Some(PossibleValue::new(self.0.as_str()).help(self.0.description()))
+        // Without the full stop, as clap prints the doc comment of a derived value.
+        let help = self.0.description().trim_end_matches('.');
+        Some(PossibleValue::new(self.0.as_str()).help(help))
     }
 }
 

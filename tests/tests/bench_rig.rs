@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use meshward_bench::envoy::{self, BenchOptions, BEGIN_MARKER, END_MARKER};
+use meshward_bench::envoy::{self as bench, BenchOptions, BEGIN_MARKER, END_MARKER};
 use meshward_rig::WorkDir;
 
 const CONFIGURATIONS: &[(&str, &str)] = &[
