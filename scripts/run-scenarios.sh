@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/build-wasm.sh
-cargo build --quiet -p meshward-harness --bin meshward
+cargo build --quiet -p meshward-cli --bin meshward
 files=()
 if [ $# -eq 0 ] || [[ "${1:-}" == -* ]]; then
   while IFS= read -r f; do files+=("$f"); done < <(find tests/scenarios -name '*.yaml' | sort)

@@ -11,8 +11,8 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use meshward_harness::scenario::default_wasm_dir;
 use meshward_harness::{FilterSpec, Host, Request, Tls};
+use meshward_rig::default_wasm_dir;
 
 /// The `meshward` binary's allocator, so that these figures and `meshward bench`'s agree.
 #[global_allocator]

@@ -21,12 +21,8 @@
 //! - `hostcalls`: the functions a module imports, one file per ABI area, WASI included;
 //! - `loader`: Envoy's load-time checks (imports, exports, ABI version);
 //! - `chain`: the request driver and root-context events;
-//! - `host`: the public [`Host`] and its builder; `check` and `bench` on top.
+//! - `host`: the public [`Host`] and its builder; `check` on top.
 
-pub mod envoy;
-pub mod scenario;
-
-mod bench;
 mod chain;
 mod check;
 mod envoy_model;
@@ -40,7 +36,6 @@ mod runtime;
 mod stream;
 mod vm;
 
-pub use bench::{bench, BenchOptions, BenchReport};
 pub use check::{check, CheckReport};
 pub use envoy_model::{CalloutRequest, CalloutResponse, Cluster, ListenerSettings};
 pub use error::HostError;

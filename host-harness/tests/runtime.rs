@@ -291,30 +291,6 @@ fn requests_are_dispatched_round_robin() {
 }
 
 #[test]
-fn bench_reports_counts_and_ordered_percentiles() {
-    let host = Host::builder()
-        .workers(2)
-        .filter(probe("p"))
-        .build()
-        .unwrap();
-    let report = meshward_harness::bench(
-        &host,
-        &meshward_harness::BenchOptions {
-            requests: vec![Request::get("/").header("x-a", "1")],
-            count: Some(200),
-            duration: None,
-            threads: 2,
-        },
-    );
-    assert_eq!(report.requests, 200);
-    assert_eq!(report.status_changes, 0);
-    assert!(report.p50 <= report.p99 && report.p99 <= report.p999);
-    assert!(report.requests_per_second > 0.0);
-    assert_eq!(report.per_filter_mean.len(), 1);
-    assert!(report.per_filter_mean[0].1 > Duration::ZERO);
-}
-
-#[test]
 fn check_reports_imports_exports_and_configuration() {
     let ok = meshward_harness::check(&probe("p"));
     assert!(ok.is_ok(), "{:?}", ok.error);

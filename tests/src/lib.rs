@@ -1,5 +1,5 @@
 //! What every suite in `tests/*.rs` needs to find: the repository, the filters' release modules
-//! and the fixture tokens. The rig the suites drive is `meshward_harness::envoy`.
+//! and the fixture tokens. The rig the suites drive is `meshward_rig`.
 
 use std::path::{Path, PathBuf};
 
@@ -14,8 +14,8 @@ pub fn repo() -> PathBuf {
 /// A release module built by `scripts/build-wasm.sh`, by file stem or filter name
 /// (`rate_limit` or `rate-limit`); a missing file fails the test, never skips it.
 pub fn wasm(name: &str) -> PathBuf {
-    let p = meshward_harness::scenario::default_wasm_dir(&repo())
-        .join(format!("{}.wasm", name.replace('-', "_")));
+    let p =
+        meshward_rig::default_wasm_dir(&repo()).join(format!("{}.wasm", name.replace('-', "_")));
     assert!(
         p.is_file(),
         "{} missing: run scripts/build-wasm.sh",

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use meshward_harness::envoy::bench::{self, BenchOptions, BEGIN_MARKER, END_MARKER};
-use meshward_harness::envoy::WorkDir;
+use meshward_bench::envoy::{self as bench, BenchOptions, BEGIN_MARKER, END_MARKER};
+use meshward_rig::WorkDir;
 
 const CONFIGURATIONS: &[(&str, &str)] = &[
     ("router only", "router"),

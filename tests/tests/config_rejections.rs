@@ -2,8 +2,8 @@
 //! (HostError::ConfigRejected with the module's logs) and in real Envoy 1.40 (validation fails,
 //! "Unable to create Wasm plugin", the same log line). Cases: tests/config-rejections/<filter>.yaml.
 
-use meshward_harness::envoy::{EchoUpstream, Envoy, EnvoyConfig, WasmFilter};
 use meshward_harness::{FilterSpec, Host, HostError};
+use meshward_rig::{EchoUpstream, Envoy, EnvoyConfig, WasmFilter};
 use meshward_tests::{repo, wasm};
 use serde::Deserialize;
 

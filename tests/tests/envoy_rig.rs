@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use meshward_harness::envoy::{
+use meshward_rig::{
     Certs, Client, EchoUpstream, Envoy, EnvoyConfig, HttpFilter, Request, RequestHead, WasmFilter,
     WorkDir,
 };
@@ -88,7 +88,7 @@ fn echo_upstream_serves_directly_and_with_a_custom_handler() {
     assert_eq!(seen.header("x-a"), Some("1"));
     assert_eq!(seen.body, "b");
 
-    let jwks = EchoUpstream::start_with(|head| meshward_harness::envoy::Response {
+    let jwks = EchoUpstream::start_with(|head| meshward_rig::Response {
         status: if head.path == "/jwks" { 200 } else { 404 },
         headers: vec![("content-type".into(), "application/json".into())],
         body: br#"{"keys":[]}"#.to_vec(),
@@ -386,7 +386,7 @@ fn observed_codec_header_limits() {
 fn test_module(stem: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| meshward_harness::envoy::repo_root().join("target"));
+        .unwrap_or_else(|| meshward_rig::repo_root().join("target"));
     let path = target.join(format!("wasm32-wasip1/release/{stem}.wasm"));
     assert!(
         path.is_file(),

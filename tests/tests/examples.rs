@@ -20,19 +20,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use meshward_harness::envoy::{envoy_binary, Client, Request, Response, WorkDir};
+use meshward_rig::{envoy_binary, Client, Request, Response, WorkDir};
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 use serde_yaml_ng::Value as Yaml;
 
-// The renderer behind `meshward wasmplugin`, compiled in: the CLI is part of the binary, not of
-// the harness library.
-#[allow(dead_code)]
-#[path = "../../host-harness/src/cli/wasmplugin.rs"]
-mod wasmplugin;
-
+// `meshward wasmplugin`: its flags (meshward-cli) and its renderer (meshward-oci).
+use meshward_cli::wasmplugin::WasmPluginArgs;
+use meshward_oci::wasmplugin::{self, Filter, Phase};
 use meshward_tests::{jwt_token as token, repo};
-use wasmplugin::{Filter, Phase, WasmPluginArgs};
 
 const BLESS: &str = "MESHWARD_BLESS=1 cargo test -p meshward-tests --test examples";
 const FILTERS: [&str; 4] = ["header-limits", "jwt-authn", "spiffe-authz", "rate-limit"];
@@ -335,7 +331,7 @@ fn istio_examples() -> Vec<IstioExample> {
 #[test]
 fn istio_examples_are_what_meshward_wasmplugin_renders() {
     let examples = istio_examples();
-    let mut covered: Vec<&str> = examples.iter().map(|e| e.args.filter.name()).collect();
+    let mut covered: Vec<&str> = examples.iter().map(|e| e.args.filter.0.name()).collect();
     covered.sort_unstable();
     let mut all = FILTERS.to_vec();
     all.sort_unstable();
@@ -344,7 +340,7 @@ fn istio_examples_are_what_meshward_wasmplugin_renders() {
         let stem = example.path.file_stem().unwrap().to_str().unwrap();
         assert_eq!(
             stem,
-            example.args.filter.name(),
+            example.args.filter.0.name(),
             "{}",
             example.path.display()
         );
@@ -354,7 +350,7 @@ fn istio_examples_are_what_meshward_wasmplugin_renders() {
             example.path.display()
         );
         let policy = wasmplugin::read_policy(&example.args.policy).unwrap();
-        let rendered = wasmplugin::render(&example.args, &policy).unwrap();
+        let rendered = wasmplugin::render(&example.args.plugin(), &policy).unwrap();
         check_generated(
             &example.path,
             &format!("{}\n{rendered}", example.command_line),
@@ -363,7 +359,7 @@ fn istio_examples_are_what_meshward_wasmplugin_renders() {
         let rendered: Yaml = serde_yaml_ng::from_str(&rendered).unwrap();
         let plugin_config: Json = serde_json::to_value(&rendered["spec"]["pluginConfig"]).unwrap();
         assert_eq!(plugin_config, policy, "{}", example.path.display());
-        let filter = example.args.filter.name();
+        let filter = example.args.filter.0.name();
         validate(&schema_of(filter), &plugin_config).unwrap();
         parse_with_core(filter, &plugin_config.to_string()).unwrap();
     }
@@ -570,7 +566,7 @@ fn render_args(extra: &[&str]) -> Result<String, String> {
     let parsed =
         WasmPluginCommand::try_parse_from(argv.iter().chain(extra)).map_err(|e| e.to_string())?;
     let json = wasmplugin::read_policy(&parsed.args.policy).map_err(|e| e.to_string())?;
-    wasmplugin::render(&parsed.args, &json).map_err(|e| format!("{e:#}"))
+    wasmplugin::render(&parsed.args.plugin(), &json).map_err(|e| format!("{e:#}"))
 }
 
 #[test]

@@ -6,9 +6,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use meshward_harness::envoy::{self, EchoUpstream, Envoy, EnvoyConfig, WasmFilter};
-use meshward_harness::scenario::default_wasm_dir;
 use meshward_harness::{Cluster, FilterSpec, Host, Request};
+use meshward_rig::default_wasm_dir;
+use meshward_rig::{self as envoy, EchoUpstream, Envoy, EnvoyConfig, WasmFilter};
 
 fn probe() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use meshward_harness::envoy::{self, EchoUpstream, Envoy, EnvoyConfig, WasmFilter};
+use meshward_rig::{self as envoy, EchoUpstream, Envoy, EnvoyConfig, WasmFilter};
 use meshward_tests::{jwt_token as token, repo, wasm};
 
 /// How long the JWKS server takes to answer.

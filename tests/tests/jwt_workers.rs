@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use meshward_harness::scenario::default_wasm_dir;
 use meshward_harness::{CalloutResponse, Cluster, FilterSpec, Host, Outcome, Request, Started};
+use meshward_rig::default_wasm_dir;
 
 const CLUSTER: &str = "jwks";
 /// `jwksCacheDuration` of most tests: refresh at 60 s − min(60 s / 5, 60 s) = 48 s after a fetch.

@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
-use meshward_harness::scenario::default_wasm_dir;
-use meshward_harness::scenario::suite::{run_file, Targets};
+use meshward_rig::default_wasm_dir;
+use meshward_scenario::suite::{run_file, Targets};
 use meshward_tests::repo;
 
 /// Run every `*.yaml` in `tests/scenarios/<dir>` in both targets and fail with the full report.

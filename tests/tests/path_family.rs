@@ -19,8 +19,8 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use meshward_harness::scenario::default_wasm_dir;
-use meshward_harness::scenario::suite::{run_file, Targets};
+use meshward_rig::default_wasm_dir;
+use meshward_scenario::suite::{run_file, Targets};
 use meshward_tests::repo;
 use serde_json::{json, Value};
 

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use meshward_harness::envoy::{self, Certs, Client, EchoUpstream, Envoy, EnvoyConfig, WasmFilter};
+use meshward_rig::{self as envoy, Certs, Client, EchoUpstream, Envoy, EnvoyConfig, WasmFilter};
 use meshward_tests::{jwt_token as token, repo, wasm};
 
 fn rate_limit(config: &str) -> WasmFilter {

@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use meshward_harness::scenario::default_wasm_dir;
 use meshward_harness::{FilterSpec, Host, Outcome, Request, Status};
+use meshward_rig::default_wasm_dir;
 
 const PLUGIN: &str = "rl";
 

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use meshward_harness::envoy::{self, Certs, Client, EchoUpstream, Envoy, EnvoyConfig, WasmFilter};
+use meshward_rig::{self as envoy, Certs, Client, EchoUpstream, Envoy, EnvoyConfig, WasmFilter};
 use meshward_tests::{jwt_fixture as fixture, jwt_token as token, wasm};
 use serde_json::json;
 

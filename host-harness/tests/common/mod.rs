@@ -9,8 +9,7 @@ use meshward_harness::FilterSpec;
 /// `cargo build --release --target wasm32-wasip1 -p meshward-test-probe -p meshward-test-noop`).
 pub fn module_path(stem: &str) -> PathBuf {
     // $MESHWARD_WASM_DIR, else $CARGO_TARGET_DIR or the workspace's target, /wasm32-wasip1/release.
-    let dir =
-        meshward_harness::scenario::default_wasm_dir(&PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    let dir = meshward_rig::default_wasm_dir(&PathBuf::from(env!("CARGO_MANIFEST_DIR")));
     let path = dir.join(format!("{stem}.wasm"));
     assert!(
         path.exists(),

@@ -1,0 +1,172 @@
+//! The report as a Markdown section of BENCHMARKS.md, between marker comments so that a rerun
+//! replaces it (and nothing else).
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::envoy::{BenchReport, Figures};
+
+pub const BEGIN_MARKER: &str = "<!-- meshward bench envoy: begin (generated, rerun to update) -->";
+pub const END_MARKER: &str = "<!-- meshward bench envoy: end -->";
+
+fn micros(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us >= 100.0 {
+        format!("{us:.0} µs")
+    } else {
+        format!("{us:.1} µs")
+    }
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.2}×", a / b)
+    } else {
+        "–".into()
+    }
+}
+
+fn cpu_us(f: &Figures) -> f64 {
+    f.cpu_per_request.as_secs_f64() * 1e6
+}
+
+/// The smallest and largest CPU time per request over the rounds (the noise to judge a delta by).
+fn cpu_range(rounds: &[Figures]) -> String {
+    let values = || rounds.iter().map(cpu_us);
+    let min = values().fold(f64::INFINITY, f64::min);
+    let max = values().fold(0.0, f64::max);
+    if min.is_finite() {
+        format!("{min:.0}–{max:.0} µs")
+    } else {
+        "–".into()
+    }
+}
+
+/// The generated section, markers included.
+pub fn render(report: &BenchReport) -> String {
+    let o = &report.options;
+    let mut s = String::new();
+    let _ = writeln!(s, "{BEGIN_MARKER}");
+    let _ = writeln!(
+        s,
+        "Date: {} · machine: {} CPUs (`nproc`), {} · load average before the run: {} · Envoy `{}`",
+        report.date, report.nproc, report.cpu_model, report.load_before, report.envoy_version
+    );
+    let _ = writeln!(s);
+    let _ = writeln!(s, "```sh\n{}\n```", o.command);
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "Envoy `--concurrency {}`; load generator: {} keep-alive mTLS connections (client certificate `{}`), closed loop, in {} build of meshward; \
+         {} interleaved rounds × {:.1} s per configuration after a {:.1} s warm-up each; figures are \
+         medians over the rounds. Request: `GET {}` with 20 headers (a real RS256 bearer token among \
+         them). Envoy CPU = utime + stime of the Envoy process over the round ÷ requests. Envoy RSS \
+         after warm-up (all {} listeners, one wasm VM per filter and listener): {:.1} MiB.",
+        o.concurrency,
+        o.connections,
+        crate::envoy::CLIENT_SPIFFE_ID,
+        if cfg!(debug_assertions) {
+            "a debug"
+        } else {
+            "an optimised"
+        },
+        o.rounds,
+        o.round.as_secs_f64(),
+        o.warmup.as_secs_f64(),
+        crate::envoy::PATH,
+        report
+            .rows
+            .iter()
+            .map(|r| r.listener.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        report.envoy_rss_kib as f64 / 1024.0,
+    );
+    let _ = writeln!(s);
+    let floor = report.rows.first().map(|r| r.median).unwrap_or_default();
+    let noop = report.rows.get(1).map(|r| r.median).unwrap_or_default();
+    let _ = writeln!(
+        s,
+        "| configuration | side | req/s | req/s ÷ router | p50 | p99 | Envoy CPU / req | (rounds: min–max) | ÷ router | ÷ no-op | − router |"
+    );
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for row in &report.rows {
+        let m = &row.median;
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {:+.1} µs |",
+            row.name,
+            row.side,
+            m.requests_per_second,
+            ratio(m.requests_per_second, floor.requests_per_second),
+            micros(m.p50),
+            micros(m.p99),
+            micros(m.cpu_per_request),
+            cpu_range(&row.rounds),
+            ratio(cpu_us(m), cpu_us(&floor)),
+            ratio(cpu_us(m), cpu_us(&noop)),
+            cpu_us(m) - cpu_us(&floor),
+        );
+    }
+    let _ = writeln!(s);
+    let u = &report.upstream_direct;
+    let _ = writeln!(
+        s,
+        "Upstream alone (same load generator and connections, plaintext, no Envoy): {:.0} req/s, p50 {}, \
+         p99 {} — {} the router-only rate through Envoy, so the upstream is not the bottleneck.",
+        u.requests_per_second,
+        micros(u.p50),
+        micros(u.p99),
+        ratio(u.requests_per_second, floor.requests_per_second),
+    );
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "Sanity checks passed before measuring ({}): {}.",
+        report.checks.len(),
+        report
+            .checks
+            .iter()
+            .map(|c| format!("{}: {}", c.listener, c.what))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    let _ = writeln!(s, "{END_MARKER}");
+    s
+}
+
+/// Replaces the generated section of `path` (or appends it, with a heading, when the file has no
+/// markers yet; creates the file if missing).
+pub fn update_file(path: &Path, section: &str) -> Result<()> {
+    let old = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let new = match (old.find(BEGIN_MARKER), old.find(END_MARKER)) {
+        (Some(begin), Some(end)) if begin < end => {
+            let after = end + END_MARKER.len();
+            let tail = old.get(after..).unwrap_or_default();
+            let tail = tail.strip_prefix('\n').unwrap_or(tail);
+            format!("{}{section}{tail}", old.get(..begin).unwrap_or_default())
+        }
+        _ => {
+            let mut text = old;
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text.push_str(
+                "## Real Envoy: meshward against Envoy's native filters (`meshward bench envoy`)\n\n",
+            );
+            text.push_str(section);
+            text
+        }
+    };
+    std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))
+}

@@ -1,0 +1,92 @@
+//! `meshward bench SCENARIO`: a scenario's requests through its chain, as fast as the harness goes.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use meshward_bench::{bench, BenchOptions};
+use meshward_scenario::harness;
+use meshward_scenario::{default_wasm_dir, Scenario};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// A scenario file: its chain, and its cases' requests (cycled).
+    scenario: PathBuf,
+    /// Only the case with this name (default: every case, in turn).
+    #[arg(long)]
+    case: Option<String>,
+    /// Total requests.
+    #[arg(long, default_value_t = 100_000)]
+    count: u64,
+    /// Stop after this many seconds even if --count is not reached.
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Sending threads (one worker VM each).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Directory holding the filters' release .wasm files.
+    #[arg(long)]
+    wasm_dir: Option<PathBuf>,
+}
+
+pub fn run_bench(args: BenchArgs) -> Result<()> {
+    let mut scenario = Scenario::load(&args.scenario)?;
+    if let Some(name) = &args.case {
+        scenario.cases.retain(|c| &c.name == name);
+    }
+    if scenario.cases.is_empty() {
+        bail!("no case to send");
+    }
+    scenario.workers = Some(args.threads.max(1) as u32);
+    let wasm_dir = args
+        .wasm_dir
+        .clone()
+        .unwrap_or_else(|| default_wasm_dir(&args.scenario));
+    let host = harness::build_host(&scenario, &wasm_dir)?;
+    let requests = scenario
+        .cases
+        .iter()
+        .map(|c| harness::to_request(&c.request))
+        .collect::<Result<Vec<_>>>()?;
+    let report = bench(
+        &host,
+        &BenchOptions {
+            requests,
+            count: Some(args.count),
+            duration: args.seconds.map(Duration::from_secs_f64),
+            threads: args.threads.max(1),
+        },
+    );
+    println!(
+        "scenario: {} ({} case(s), {} thread(s))",
+        args.scenario.display(),
+        scenario.cases.len(),
+        args.threads
+    );
+    println!(
+        "requests: {} in {:.3} s",
+        report.requests,
+        report.elapsed.as_secs_f64()
+    );
+    println!("requests/s: {:.0}", report.requests_per_second);
+    println!(
+        "cpu per request: {:?} ({:.0} requests per CPU-second of a sending thread)",
+        report.cpu_per_request(),
+        report.requests_per_cpu_second()
+    );
+    println!(
+        "latency p50 {:?}  p99 {:?}  p999 {:?}",
+        report.p50, report.p99, report.p999
+    );
+    for (filter, mean) in &report.per_filter_mean {
+        println!("filter {filter}: mean {:?} per request", mean);
+    }
+    if report.status_changes > 0 {
+        println!(
+            "note: {} request(s) got another status than the first",
+            report.status_changes
+        );
+    }
+    Ok(())
+}

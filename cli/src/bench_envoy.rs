@@ -1,0 +1,105 @@
+//! `meshward bench envoy`: meshward's filters against Envoy's native filters in one real Envoy
+//! (see `meshward_bench::envoy`), and `meshward bench SCENARIO` (the harness bench) under
+//! the same `bench` command.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::{Args, Subcommand};
+use meshward_bench::envoy::{self as bench, BenchOptions};
+
+use crate::bench::{run_bench, BenchArgs};
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct BenchCli {
+    #[command(subcommand)]
+    command: Option<BenchCommand>,
+    #[command(flatten)]
+    harness: Option<BenchArgs>,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// meshward's filters in a real Envoy 1.40 against Envoy's native filters (RBAC, jwt_authn,
+    /// local_ratelimit, HCM limits), side by side in interleaved rounds; writes a Markdown table
+    /// into BENCHMARKS.md.
+    Envoy(BenchEnvoyArgs),
+}
+
+#[derive(Args)]
+pub struct BenchEnvoyArgs {
+    /// Envoy worker threads (`--concurrency`).
+    #[arg(long, default_value_t = 1)]
+    concurrency: u32,
+    /// Keep-alive mTLS connections of the load generator (one thread each).
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Interleaved rounds over every configuration.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Seconds per configuration per round.
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Warm-up seconds per configuration.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Distinct tokens per algorithm for the cold JWT rows (must exceed 256, the caches' size).
+    #[arg(long, default_value_t = 1024)]
+    jwt_pool: usize,
+    /// Directory holding the filters' release .wasm files and meshward_test_noop.wasm
+    /// (scripts/build-wasm.sh builds them).
+    #[arg(long)]
+    wasm_dir: Option<PathBuf>,
+    /// The Markdown file whose generated section (between marker comments) is replaced.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    out: PathBuf,
+    /// Print the table only; write no file.
+    #[arg(long)]
+    no_write: bool,
+}
+
+pub fn run(args: BenchCli) -> Result<()> {
+    match (args.command, args.harness) {
+        (Some(BenchCommand::Envoy(envoy)), _) => run_envoy(envoy),
+        (None, Some(harness)) => run_bench(harness),
+        (None, None) => {
+            bail!("give a scenario file (meshward bench SCENARIO) or `meshward bench envoy`")
+        }
+    }
+}
+
+fn seconds(value: f64, flag: &str) -> Result<Duration> {
+    if !(value.is_finite() && value > 0.0) {
+        bail!("{flag} must be a positive number of seconds");
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+fn run_envoy(args: BenchEnvoyArgs) -> Result<()> {
+    let mut options = BenchOptions {
+        concurrency: args.concurrency.max(1),
+        connections: args.connections.max(1),
+        rounds: args.rounds,
+        round: seconds(args.seconds, "--seconds")?,
+        warmup: seconds(args.warmup, "--warmup")?,
+        jwt_pool: args.jwt_pool,
+        command: std::iter::once("meshward".to_string())
+            .chain(std::env::args().skip(1))
+            .collect::<Vec<_>>()
+            .join(" "),
+        ..BenchOptions::default()
+    };
+    if let Some(dir) = args.wasm_dir {
+        options.wasm_dir = dir;
+    }
+    let report = bench::run(&options)?;
+    let section = bench::render(&report);
+    print!("{section}");
+    if !args.no_write {
+        bench::update_file(&args.out, &section)?;
+        eprintln!("wrote the table into {}", args.out.display());
+    }
+    Ok(())
+}

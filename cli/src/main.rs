@@ -1,0 +1,99 @@
+//! `meshward`: run proxy-wasm filters natively the way Envoy runs them.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use meshward_cli as cli;
+
+/// mimalloc, not glibc's malloc: a request through the harness makes many small, short-lived
+/// allocations, and `meshward bench` measured glibc's allocator as the largest single cost.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const SCENARIO_HELP: &str = "\
+A scenario file (YAML) holds one filter chain and the cases to send through it:
+
+  description: header-limits with a 64 KiB budget
+  listener: {maxRequestHeadersKb: 96, maxHeadersCount: 100, port: 18080}   # optional
+  chain:                                   # request order
+    - filter: header-limits                # <wasm dir>/header_limits.wasm, or `module: x.wasm`
+      config: {maxRequestHeadersKb: 64}    # pluginConfig inline, or `configFile: policy.json`
+  cases:
+    - name: a 70 KB header is refused
+      advance: 500ms                       # optional: let time pass first (virtual; Envoy sleeps)
+      request:
+        method: GET                        # default GET
+        path: /                            # request-target, byte for byte
+        authority: example.com             # default example.com
+        headers:                           # a list: order kept, duplicates allowed
+          - {name: x-big, repeat: a, times: 71680}
+          - {name: x-a, value: '1'}
+        tls: {peer: 'spiffe://cluster.local/ns/default/sa/frontend'}   # mTLS; {} = TLS, no client cert
+        source: 127.0.0.2                  # client address (loopback)
+      expect:
+        status: 431                        # 200 = the echo upstream answered
+        upstream: false                    # default: status == 200
+        body: {contains: Request Header Fields Too Large}
+        upstreamHeaders: {present: [], absent: [], equal: {}}   # as the upstream received them
+        responseHeaders: {present: [], absent: [], equal: {}}
+        metrics: {header_limits.rejected.size: 1}              # cumulative
+
+Paths are relative to the scenario file. Filters named by `filter:` are looked up in the wasm
+directory (--wasm-dir, $MESHWARD_WASM_DIR, or target/wasm32-wasip1/release of the enclosing
+workspace). The upstream is an echo server: it answers 200 with a JSON copy of the request.
+See docs/scenarios.md for every field.";
+
+#[derive(Parser)]
+#[command(
+    name = "meshward",
+    version,
+    about = "Run proxy-wasm filters natively, the way Envoy runs them: test and benchmark meshward policies on a laptop."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run scenario files through the harness (and with --envoy, through real Envoy too).
+    #[command(after_long_help = SCENARIO_HELP)]
+    Test(cli::TestArgs),
+    /// Send one request through a filter chain and print what happened.
+    Run(cli::RunArgs),
+    /// What Envoy 1.40 would say about a module: unsupported imports, missing exports, and
+    /// whether on_configure accepts a config; for meshward's filters, also what the config needs
+    /// from the listener (verified client certificates, a client address the client cannot set).
+    Check(cli::CheckArgs),
+    /// Requests per second, latency and CPU per request of a scenario's requests through its chain (the harness);
+    /// `meshward bench envoy`: meshward against Envoy's native filters in a real Envoy.
+    Bench(cli::BenchCli),
+    /// Render an Istio WasmPlugin resource for a filter, a policy file and an image.
+    Wasmplugin(cli::WasmPluginArgs),
+    /// Build, push and verify OCI images of filters for Istio's WasmPlugin (`url: oci://…`).
+    Image {
+        #[command(subcommand)]
+        command: cli::image::ImageCommand,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result: Result<bool> = match cli.command {
+        Command::Test(args) => cli::test(args),
+        Command::Run(args) => cli::run(args).map(|()| true),
+        Command::Check(args) => cli::check(args),
+        Command::Bench(args) => cli::bench(args).map(|()| true),
+        Command::Wasmplugin(args) => cli::wasmplugin(args).map(|()| true),
+        Command::Image { command } => cli::image::run(command).map(|()| true),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("meshward: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

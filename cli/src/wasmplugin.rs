@@ -1,0 +1,162 @@
+//! `meshward wasmplugin`: the flags, and the command over meshward-oci's renderer (see
+//! [`meshward_oci::wasmplugin`]); `--check-wasm` also starts the filter in the harness.
+//!
+//! tests/tests/examples.rs parses the command lines at the top of examples/istio/*.yaml with
+//! [`WasmPluginArgs`] and renders them with [`WasmPluginArgs::plugin`].
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::builder::PossibleValue;
+use clap::{Args, ValueEnum};
+use meshward_harness::{FilterSpec, Host, HostError};
+use meshward_oci::wasmplugin::{read_policy, render, Filter, Phase, PluginOptions};
+use serde_json::Value as Json;
+
+#[derive(Args, Debug, Clone)]
+pub struct WasmPluginArgs {
+    /// The meshward filter.
+    #[arg(long, value_enum)]
+    pub filter: FilterArg,
+    /// Its pluginConfig: a JSON policy file (e.g. policies/header-limits/strict.json).
+    #[arg(long)]
+    pub policy: PathBuf,
+    /// The module: oci://HOST/REPO:TAG (or @sha256:…), or an http(s):// or file:// URL.
+    #[arg(long)]
+    pub image: String,
+    /// The expected checksum, 64 hex digits. For oci:// the image MANIFEST digest that
+    /// `meshward image push` prints as "WasmPlugin sha256", not the module's hash.
+    #[arg(long)]
+    pub sha256: Option<String>,
+    /// metadata.name [default: meshward-<filter>].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// metadata.namespace [default: none, i.e. kubectl's current namespace].
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// A workload label KEY=VALUE for selector.matchLabels (repeatable). None: every workload in
+    /// the namespace (the whole mesh in Istio's root namespace).
+    #[arg(long = "selector", value_name = "KEY=VALUE")]
+    pub selectors: Vec<String>,
+    /// Where Istio inserts the filter [default: header-limits and jwt-authn AUTHN, spiffe-authz
+    /// AUTHZ, rate-limit STATS].
+    #[arg(long, value_enum, ignore_case = true)]
+    pub phase: Option<PhaseArg>,
+    /// Order within the phase, higher first [default: header-limits 1000, jwt-authn 900,
+    /// spiffe-authz 500, rate-limit 100].
+    #[arg(long, allow_negative_numbers = true)]
+    pub priority: Option<i32>,
+    /// Write the YAML here instead of stdout.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Also start this .wasm in the harness with the policy, so that a policy the filter rejects
+    /// fails here rather than in a proxy log.
+    #[arg(long, value_name = "FILE.wasm")]
+    pub check_wasm: Option<PathBuf>,
+}
+
+impl WasmPluginArgs {
+    /// The renderer's options (everything but the policy file and the output).
+    pub fn plugin(&self) -> PluginOptions {
+        PluginOptions {
+            filter: self.filter.0,
+            image: self.image.clone(),
+            sha256: self.sha256.clone(),
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+            selectors: self.selectors.clone(),
+            phase: self.phase.map(|p| p.0),
+            priority: self.priority,
+        }
+    }
+}
+
+/// `--filter`: a [`Filter`] by its name (`header-limits`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FilterArg(pub Filter);
+
+impl ValueEnum for FilterArg {
+    fn value_variants<'a>() -> &'a [Self] {
+        const ALL: [FilterArg; 4] = [
+            FilterArg(Filter::HeaderLimits),
+            FilterArg(Filter::JwtAuthn),
+            FilterArg(Filter::SpiffeAuthz),
+            FilterArg(Filter::RateLimit),
+        ];
+        &ALL
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.0.name()))
+    }
+}
+
+/// `--phase`: a WasmPlugin [`Phase`], spelled as in the CRD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PhaseArg(pub Phase);
+
+impl ValueEnum for PhaseArg {
+    fn value_variants<'a>() -> &'a [Self] {
+        const ALL: [PhaseArg; 4] = [
+            PhaseArg(Phase::Unspecified),
+            PhaseArg(Phase::Authn),
+            PhaseArg(Phase::Authz),
+            PhaseArg(Phase::Stats),
+        ];
+        &ALL
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        // Without the full stop, as clap prints the doc comment of a derived value.
+        let help = self.0.description().trim_end_matches('.');
+        Some(PossibleValue::new(self.0.as_str()).help(help))
+    }
+}
+
+/// Runs the command: render, optionally check the policy with the real filter, write.
+pub fn wasmplugin(args: WasmPluginArgs) -> Result<()> {
+    let policy = read_policy(&args.policy)?;
+    if let Some(wasm) = &args.check_wasm {
+        check_with_filter(wasm, args.filter.0, &policy)?;
+    }
+    let yaml = render(&args.plugin(), &policy)?;
+    // The command line heads the file, so the resource says where it came from (and the
+    // examples test can re-render it).
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let out = format!("# meshward {}\n{yaml}", argv.join(" "));
+    if args.sha256.is_none() && !args.image.contains("@sha256:") {
+        eprintln!(
+            "meshward: note: no --sha256 and no @sha256: digest in --image: the proxy will not \
+             verify what it pulls (use the \"WasmPlugin sha256\" from `meshward image push`)"
+        );
+    }
+    match &args.output {
+        Some(path) => {
+            std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))
+        }
+        None => {
+            print!("{out}");
+            Ok(())
+        }
+    }
+}
+
+/// Starts the filter in the harness with `policy`: its own on_configure decides.
+fn check_with_filter(wasm: &Path, filter: Filter, policy: &Json) -> Result<()> {
+    let spec = FilterSpec::from_file(wasm)
+        .with_context(|| format!("loading {}", wasm.display()))?
+        .name(filter.name())
+        .config_json(&policy.to_string());
+    match Host::builder().filter(spec).build() {
+        Ok(_) => Ok(()),
+        Err(HostError::ConfigRejected { logs, .. }) => {
+            let lines: Vec<String> = logs.iter().map(|l| l.message.clone()).collect();
+            bail!(
+                "{} rejects the policy:\n  {}",
+                filter.name(),
+                lines.join("\n  ")
+            )
+        }
+        Err(e) => Err(anyhow!(e).context(format!("starting {}", wasm.display()))),
+    }
+}

@@ -1,0 +1,168 @@
+//! A raw HTTP/1.1 client. It writes the request line and headers byte for byte — no
+//! normalization, no header-name case changes, no validation — so tests can send exactly what a
+//! hostile client would and observe what Envoy's codec, the filters and the upstream make of it.
+
+use std::io::{BufReader, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use socket2::{Domain, Socket, Type};
+
+use crate::certs::{Certs, ClientCert};
+use crate::http1;
+use crate::message::{Request, Response};
+
+/// Where and how to connect: plaintext or TLS (server name `localhost`, trusting only the rig's
+/// CA, optionally presenting a client certificate), from an optional loopback source IP.
+#[derive(Clone)]
+pub struct Client {
+    addr: SocketAddr,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    source_ip: Option<IpAddr>,
+    timeout: Duration,
+}
+
+impl Client {
+    /// A plaintext client of `addr`.
+    pub fn plaintext(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            tls: None,
+            source_ip: None,
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// A TLS client of `addr` that trusts `certs`' CA and presents `client_cert` if given.
+    pub fn tls(addr: SocketAddr, certs: &Certs, client_cert: Option<&ClientCert>) -> Result<Self> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(certs.ca_der().to_vec()))
+            .context("adding the rig CA to the client's roots")?;
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots);
+        let config = match client_cert {
+            Some(cert) => builder
+                .with_client_auth_cert(
+                    vec![CertificateDer::from(cert.cert_der.clone())],
+                    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_der.clone())),
+                )
+                .context("loading the client certificate")?,
+            None => builder.with_no_client_auth(),
+        };
+        Ok(Self {
+            tls: Some(Arc::new(config)),
+            ..Self::plaintext(addr)
+        })
+    }
+
+    /// Connects from this local IP (e.g. `127.0.0.2`, so Envoy sees another `source.address`).
+    pub fn source_ip(mut self, ip: IpAddr) -> Self {
+        self.source_ip = Some(ip);
+        self
+    }
+
+    /// Connect/read/write timeout (default 10 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Opens a connection (and completes the TLS handshake, if any).
+    pub fn connect(&self) -> Result<Connection> {
+        let domain = Domain::for_address(self.addr);
+        let socket = Socket::new(domain, Type::STREAM, None).context("creating a socket")?;
+        if let Some(ip) = self.source_ip {
+            socket
+                .bind(&SocketAddr::new(ip, 0).into())
+                .with_context(|| format!("binding the client to {ip}"))?;
+        }
+        socket
+            .connect_timeout(&self.addr.into(), self.timeout)
+            .with_context(|| format!("connecting to {}", self.addr))?;
+        let tcp: TcpStream = socket.into();
+        tcp.set_nodelay(true)?;
+        tcp.set_read_timeout(Some(self.timeout))?;
+        tcp.set_write_timeout(Some(self.timeout))?;
+        let stream = match &self.tls {
+            None => Stream::Plain(tcp),
+            Some(config) => {
+                let name = ServerName::try_from("localhost")?;
+                let mut conn = rustls::ClientConnection::new(Arc::clone(config), name)
+                    .context("creating the TLS session")?;
+                let mut tcp = tcp;
+                while conn.is_handshaking() {
+                    conn.complete_io(&mut tcp)
+                        .context("TLS handshake with Envoy")?;
+                }
+                Stream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)))
+            }
+        };
+        Ok(Connection {
+            reader: BufReader::new(stream),
+        })
+    }
+
+    /// Sends one request on a new connection and reads the response.
+    pub fn send(&self, request: &Request) -> Result<Response> {
+        self.connect()?.send(request)
+    }
+}
+
+/// One open connection; requests on it are sent one after the other (keep-alive).
+pub struct Connection {
+    reader: BufReader<Stream>,
+}
+
+impl Connection {
+    /// Writes `request` and reads its response.
+    pub fn send(&mut self, request: &Request) -> Result<Response> {
+        self.send_raw(&request.to_bytes(), request.method == "HEAD")
+    }
+
+    /// Writes arbitrary bytes and reads one response (`head_request`: no body expected).
+    pub fn send_raw(&mut self, bytes: &[u8], head_request: bool) -> Result<Response> {
+        let stream = self.reader.get_mut();
+        stream.write_all(bytes).context("writing the request")?;
+        stream.flush()?;
+        http1::read_response(&mut self.reader, head_request)
+    }
+}
+
+/// A client connection, plain or TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}

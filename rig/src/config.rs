@@ -1,0 +1,356 @@
+//! Envoy bootstrap generation. One [`EnvoyConfig`] describes the listeners (a plaintext one and
+//! optionally a TLS one that asks for, but does not require, a client certificate), the HTTP
+//! connection manager settings shared by both, the HTTP filter chain (wasm filters and raw native
+//! filters, then the router) and the clusters (`upstream` plus any named extras).
+//!
+//! Listener ports default to 0: Envoy binds an ephemeral port and [`crate::Envoy`] reads the real
+//! one from the admin endpoint, so there is no pick-then-bind race between parallel tests.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde_json::{json, Map, Value};
+
+use crate::certs::Certs;
+
+/// Listener names (and `stat_prefix`es) in every generated bootstrap.
+pub const PLAINTEXT_LISTENER: &str = "plaintext";
+pub const TLS_LISTENER: &str = "tls";
+/// The cluster every route points at.
+pub const UPSTREAM_CLUSTER: &str = "upstream";
+
+/// A proxy-wasm filter (`envoy.filters.http.wasm`, runtime V8, code from a local file).
+#[derive(Debug, Clone)]
+pub struct WasmFilter {
+    /// Plugin name (`plugin_name`) and, unless set, root_id and vm_id.
+    pub name: String,
+    pub root_id: Option<String>,
+    /// Plugins with the same vm_id and code share a VM (and shared data). Default: the name.
+    pub vm_id: Option<String>,
+    pub wasm: PathBuf,
+    /// The plugin configuration, passed as a `google.protobuf.StringValue` (usually JSON).
+    pub configuration: String,
+    pub fail_open: bool,
+}
+
+impl WasmFilter {
+    pub fn new(name: &str, wasm: impl AsRef<Path>, configuration: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            root_id: None,
+            vm_id: None,
+            wasm: wasm.as_ref().to_path_buf(),
+            configuration: configuration.to_string(),
+            fail_open: false,
+        }
+    }
+
+    pub fn root_id(mut self, root_id: &str) -> Self {
+        self.root_id = Some(root_id.to_string());
+        self
+    }
+
+    pub fn vm_id(mut self, vm_id: &str) -> Self {
+        self.vm_id = Some(vm_id.to_string());
+        self
+    }
+
+    pub fn fail_open(mut self, fail_open: bool) -> Self {
+        self.fail_open = fail_open;
+        self
+    }
+
+    /// The filter as an entry of the HCM's `http_filters` (also for listeners a caller writes
+    /// itself, as `meshward bench envoy` does).
+    pub fn to_json(&self) -> Result<Value> {
+        // Envoy resolves a relative code path against its own working directory: pin it.
+        let wasm = std::path::absolute(&self.wasm)
+            .with_context(|| format!("resolving {}", self.wasm.display()))?;
+        Ok(json!({
+            "name": format!("wasm.{}", self.name),
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                "config": {
+                    "name": self.name,
+                    "root_id": self.root_id.as_deref().unwrap_or(&self.name),
+                    "vm_config": {
+                        "vm_id": self.vm_id.as_deref().unwrap_or(&self.name),
+                        "runtime": "envoy.wasm.runtime.v8",
+                        "code": {"local": {"filename": wasm}},
+                    },
+                    "configuration": {
+                        "@type": "type.googleapis.com/google.protobuf.StringValue",
+                        "value": self.configuration,
+                    },
+                    "fail_open": self.fail_open,
+                }
+            }
+        }))
+    }
+}
+
+/// One entry of the HCM's `http_filters`, before the router.
+#[derive(Debug, Clone)]
+pub enum HttpFilter {
+    Wasm(WasmFilter),
+    /// A native filter as Envoy's JSON (`{"name":…,"typed_config":{…}}`).
+    Raw(Value),
+}
+
+impl HttpFilter {
+    /// A native filter from YAML (e.g. an RBAC or local_ratelimit filter for benchmarks).
+    pub fn raw_yaml(yaml: &str) -> Result<Self> {
+        let value: Value = serde_yaml_ng::from_str(yaml).context("parsing a raw filter's YAML")?;
+        Ok(Self::Raw(value))
+    }
+}
+
+impl From<WasmFilter> for HttpFilter {
+    fn from(filter: WasmFilter) -> Self {
+        Self::Wasm(filter)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct TlsListener {
+    port: u16,
+    cert_chain: PathBuf,
+    private_key: PathBuf,
+    ca: PathBuf,
+}
+
+/// What to put in a bootstrap. Build with [`EnvoyConfig::new`] and the setters.
+#[derive(Debug, Clone)]
+pub struct EnvoyConfig {
+    upstream: SocketAddr,
+    clusters: Vec<(String, SocketAddr)>,
+    filters: Vec<HttpFilter>,
+    max_request_headers_kb: Option<u32>,
+    max_headers_count: Option<u32>,
+    plaintext_port: u16,
+    tls: Option<TlsListener>,
+    hcm_overrides: Map<String, Value>,
+    concurrency: u32,
+    component_log_levels: String,
+    extra_listeners: Vec<Value>,
+}
+
+impl EnvoyConfig {
+    /// Router only, plaintext listener on an ephemeral port, `upstream` → `upstream_addr`,
+    /// Envoy's default HCM limits, one worker thread, wasm logs at debug.
+    pub fn new(upstream_addr: SocketAddr) -> Self {
+        Self {
+            upstream: upstream_addr,
+            clusters: Vec::new(),
+            filters: Vec::new(),
+            max_request_headers_kb: None,
+            max_headers_count: None,
+            plaintext_port: 0,
+            tls: None,
+            hcm_overrides: Map::new(),
+            concurrency: 1,
+            component_log_levels: "wasm:debug".to_string(),
+            extra_listeners: Vec::new(),
+        }
+    }
+
+    /// Appends an HTTP filter (request order = insertion order; the router comes last).
+    pub fn filter(mut self, filter: impl Into<HttpFilter>) -> Self {
+        self.filters.push(filter.into());
+        self
+    }
+
+    /// Adds a STATIC cluster (e.g. a JWKS server reached by `dispatch_http_call`).
+    pub fn cluster(mut self, name: &str, addr: SocketAddr) -> Self {
+        self.clusters.push((name.to_string(), addr));
+        self
+    }
+
+    /// HCM `max_request_headers_kb` (Envoy's default: 60).
+    pub fn max_request_headers_kb(mut self, kb: u32) -> Self {
+        self.max_request_headers_kb = Some(kb);
+        self
+    }
+
+    /// HCM `common_http_protocol_options.max_headers_count` (Envoy's default: 100).
+    pub fn max_headers_count(mut self, count: u32) -> Self {
+        self.max_headers_count = Some(count);
+        self
+    }
+
+    /// A fixed plaintext listener port (0 = ephemeral, the default).
+    pub fn plaintext_port(mut self, port: u16) -> Self {
+        self.plaintext_port = port;
+        self
+    }
+
+    /// Adds the TLS listener (server cert from `certs`, client certs verified against its CA but
+    /// optional, so "TLS without a client certificate" reaches the filters). Port 0 = ephemeral.
+    pub fn tls(mut self, certs: &Certs, port: u16) -> Self {
+        self.tls = Some(TlsListener {
+            port,
+            cert_chain: certs.server_cert_pem().clone(),
+            private_key: certs.server_key_pem().clone(),
+            ca: certs.ca_pem().clone(),
+        });
+        self
+    }
+
+    /// Sets a top-level field of the HttpConnectionManager (e.g. `normalize_path`,
+    /// `merge_slashes`, `path_with_escaped_slashes_action`), overriding the generated one.
+    pub fn hcm_field(mut self, field: &str, value: Value) -> Self {
+        self.hcm_overrides.insert(field.to_string(), value);
+        self
+    }
+
+    /// Worker threads (`--concurrency`; default 1).
+    pub fn concurrency(mut self, workers: u32) -> Self {
+        self.concurrency = workers;
+        self
+    }
+
+    /// `--component-log-level` (default `wasm:debug`, so filter logs at debug reach the log).
+    pub fn component_log_levels(mut self, levels: &str) -> Self {
+        self.component_log_levels = levels.to_string();
+        self
+    }
+
+    /// Appends a listener given as Envoy's JSON (a `Listener`), beside the generated ones (e.g. the
+    /// benchmark rig's one listener per configuration). Give it a unique `name`.
+    pub fn raw_listener(mut self, listener: Value) -> Self {
+        self.extra_listeners.push(listener);
+        self
+    }
+
+    pub(crate) fn concurrency_arg(&self) -> u32 {
+        self.concurrency
+    }
+
+    pub(crate) fn component_log_levels_arg(&self) -> &str {
+        &self.component_log_levels
+    }
+
+    pub(crate) fn has_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The bootstrap as JSON (admin on 127.0.0.1:0).
+    pub fn bootstrap(&self) -> Result<Value> {
+        let mut listeners = vec![listener(
+            PLAINTEXT_LISTENER,
+            self.plaintext_port,
+            self.hcm(PLAINTEXT_LISTENER)?,
+            None,
+        )];
+        if let Some(tls) = &self.tls {
+            let transport_socket = json!({
+                "name": "envoy.transport_sockets.tls",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                    "require_client_certificate": false,
+                    "common_tls_context": {
+                        "tls_certificates": [{
+                            "certificate_chain": {"filename": tls.cert_chain},
+                            "private_key": {"filename": tls.private_key},
+                        }],
+                        "validation_context": {"trusted_ca": {"filename": tls.ca}},
+                    }
+                }
+            });
+            listeners.push(listener(
+                TLS_LISTENER,
+                tls.port,
+                self.hcm(TLS_LISTENER)?,
+                Some(transport_socket),
+            ));
+        }
+        listeners.extend(self.extra_listeners.iter().cloned());
+        let mut clusters = vec![cluster(UPSTREAM_CLUSTER, self.upstream)];
+        clusters.extend(
+            self.clusters
+                .iter()
+                .map(|(name, addr)| cluster(name, *addr)),
+        );
+        Ok(json!({
+            "admin": {"address": socket_address(0)},
+            "static_resources": {"listeners": listeners, "clusters": clusters},
+        }))
+    }
+
+    fn hcm(&self, stat_prefix: &str) -> Result<Value> {
+        let mut http_filters = Vec::with_capacity(self.filters.len() + 1);
+        for filter in &self.filters {
+            http_filters.push(match filter {
+                HttpFilter::Wasm(wasm) => wasm.to_json()?,
+                HttpFilter::Raw(raw) => raw.clone(),
+            });
+        }
+        http_filters.push(json!({
+            "name": "envoy.filters.http.router",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+        }));
+        let mut hcm = json!({
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": stat_prefix,
+            "codec_type": "AUTO",
+            "route_config": {
+                "name": "all",
+                "virtual_hosts": [{
+                    "name": "all",
+                    "domains": ["*"],
+                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": UPSTREAM_CLUSTER}}],
+                }],
+            },
+            "http_filters": http_filters,
+        });
+        if let Some(kb) = self.max_request_headers_kb {
+            hcm["max_request_headers_kb"] = json!(kb);
+        }
+        if let Some(count) = self.max_headers_count {
+            hcm["common_http_protocol_options"] = json!({"max_headers_count": count});
+        }
+        if let Some(map) = hcm.as_object_mut() {
+            for (field, value) in &self.hcm_overrides {
+                map.insert(field.clone(), value.clone());
+            }
+        }
+        Ok(hcm)
+    }
+}
+
+fn socket_address(port: u16) -> Value {
+    json!({"socket_address": {"address": "127.0.0.1", "port_value": port}})
+}
+
+fn listener(name: &str, port: u16, hcm: Value, transport_socket: Option<Value>) -> Value {
+    let mut chain = json!({
+        "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}],
+    });
+    if let Some(ts) = transport_socket {
+        chain["transport_socket"] = ts;
+    }
+    // A fixed listener stat_prefix: the default one is derived from the (ephemeral) address and
+    // would be the same `127.0.0.1_0` for both listeners.
+    json!({
+        "name": name,
+        "stat_prefix": name,
+        "address": socket_address(port),
+        "filter_chains": [chain],
+    })
+}
+
+fn cluster(name: &str, addr: SocketAddr) -> Value {
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "2s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                "address": addr.ip().to_string(),
+                "port_value": addr.port(),
+            }}}}]}],
+        },
+    })
+}

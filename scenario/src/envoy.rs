@@ -1,0 +1,198 @@
+//! The Envoy target: a scenario's chain in a real Envoy 1.40 (meshward-rig), so that the very
+//! file the harness runs is also checked against the proxy it models.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use meshward_rig::{
+    self as envoy, Certs, ClientCert, EchoUpstream, Envoy, EnvoyConfig, WasmFilter,
+};
+
+use crate::check::Observed;
+use crate::model::{Case, Scenario};
+use crate::target::Target;
+
+/// A running Envoy for one scenario, with its upstreams and certificates.
+pub struct EnvoyTarget {
+    // Field order is drop order: stop Envoy before its upstreams.
+    envoy: Envoy,
+    upstream: EchoUpstream,
+    _clusters: Vec<EchoUpstream>,
+    certs: Option<Certs>,
+    client_certs: HashMap<String, ClientCert>,
+}
+
+impl EnvoyTarget {
+    /// Start Envoy with the scenario's chain, listener settings and clusters.
+    pub fn start(scenario: &Scenario, wasm_dir: &Path) -> Result<Self> {
+        let base = scenario.base_dir();
+        let upstream = EchoUpstream::start()?;
+        let mut config = EnvoyConfig::new(upstream.addr());
+        if let Some(kb) = scenario.listener.max_request_headers_kb {
+            config = config.max_request_headers_kb(kb);
+        }
+        if let Some(n) = scenario.listener.max_headers_count {
+            config = config.max_headers_count(n);
+        }
+        if scenario.listener.use_remote_address {
+            config = config.hcm_field("use_remote_address", serde_json::Value::Bool(true));
+        }
+        if let Some(workers) = scenario.workers {
+            config = config.concurrency(workers);
+        }
+        let mut clusters = Vec::new();
+        for cluster in &scenario.clusters {
+            let addr = match &cluster.response {
+                Some(resp) => {
+                    let status = resp.status;
+                    let body = resp.body_bytes(&base)?;
+                    let mut headers = Vec::new();
+                    for h in &resp.headers {
+                        headers.push((h.name.clone(), h.value()?));
+                    }
+                    let latency = cluster.latency()?;
+                    let server = EchoUpstream::start_with(move |_| {
+                        if let Some(d) = latency {
+                            std::thread::sleep(d);
+                        }
+                        envoy::Response {
+                            status,
+                            headers: headers.clone(),
+                            body: body.clone(),
+                        }
+                    })?;
+                    let addr = server.addr();
+                    clusters.push(server);
+                    addr
+                }
+                None => dead_address()?,
+            };
+            config = config.cluster(&cluster.name, addr);
+        }
+        for entry in &scenario.chain {
+            let module = entry.module_path(&base, wasm_dir);
+            let configuration = String::from_utf8(entry.config_bytes(&base)?)
+                .context("pluginConfig must be UTF-8 for Envoy's StringValue")?;
+            config = config.filter(
+                WasmFilter::new(&entry.plugin_name(), &module, &configuration)
+                    .fail_open(entry.fail_open),
+            );
+        }
+        let needs_tls = scenario.cases.iter().any(|c| c.request.tls.is_some());
+        let certs = if needs_tls {
+            Some(Certs::generate()?)
+        } else {
+            None
+        };
+        // A fixed port goes to the listener the cases use: the TLS one when any case uses TLS.
+        match (&certs, scenario.listener.port) {
+            (Some(certs), port) => config = config.tls(certs, port.unwrap_or(0)),
+            (None, Some(port)) => config = config.plaintext_port(port),
+            (None, None) => {}
+        }
+        let mut client_certs = HashMap::new();
+        if let Some(certs) = &certs {
+            for case in &scenario.cases {
+                if let Some(peer) = case.request.tls.as_ref().and_then(|t| t.peer.as_ref()) {
+                    if !client_certs.contains_key(peer) {
+                        client_certs.insert(
+                            peer.clone(),
+                            certs.client_cert(&[peer.as_str()], "meshward-client")?,
+                        );
+                    }
+                }
+            }
+        }
+        let envoy = Envoy::start(&config)?;
+        Ok(Self {
+            envoy,
+            upstream,
+            _clusters: clusters,
+            certs,
+            client_certs,
+        })
+    }
+
+    pub fn envoy(&self) -> &Envoy {
+        &self.envoy
+    }
+}
+
+impl Target for EnvoyTarget {
+    /// Send one case's request and observe what the client and the upstream saw.
+    fn run_case(&self, case: &Case) -> Result<Observed> {
+        if let Some(step) = case.advance()? {
+            // Envoy's clock is the wall clock: let the time really pass.
+            std::thread::sleep(step);
+        }
+        let spec = &case.request;
+        let mut request = envoy::Request::new(&spec.method, spec.path.as_bytes())
+            .authority(Some(&spec.authority));
+        for h in &spec.headers {
+            request = request.header(h.name.as_bytes(), h.value()?.as_bytes());
+        }
+        if let Some(body) = &spec.body {
+            request = request.body(body.as_bytes());
+        }
+        let mut client = match &spec.tls {
+            None => self.envoy.client(),
+            Some(tls) => {
+                let certs = self
+                    .certs
+                    .as_ref()
+                    .context("TLS case without certificates")?;
+                let cert = tls.peer.as_ref().and_then(|p| self.client_certs.get(p));
+                self.envoy.tls_client(certs, cert)?
+            }
+        };
+        if let Some(ip) = spec.source {
+            client = client.source_ip(ip);
+        }
+        let mut response = None;
+        let mut reached = false;
+        for _ in 0..case.repeat.unwrap_or(1) {
+            let before = self.upstream.received().len();
+            response = Some(
+                client
+                    .send(&request)
+                    .with_context(|| format!("case `{}`", case.name))?,
+            );
+            reached = self.upstream.received().len() > before;
+        }
+        let response = response.context("repeat: 0")?;
+        let upstream_headers = if reached {
+            self.upstream
+                .received()
+                .last()
+                .map(|h| h.headers.clone())
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let metrics = if case.expect.metrics.is_empty() {
+            BTreeMap::new()
+        } else {
+            self.envoy
+                .wasm_metrics()?
+                .into_iter()
+                .map(|(k, v)| (k, i64::try_from(v).unwrap_or(i64::MAX)))
+                .collect()
+        };
+        Ok(Observed {
+            status: response.status,
+            reached_upstream: reached,
+            upstream_headers,
+            response_headers: response.headers.clone(),
+            body: response.body.clone(),
+            metrics,
+        })
+    }
+}
+
+/// An address nothing listens on (a port bound and released at once).
+fn dead_address() -> Result<SocketAddr> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?)
+}

@@ -1,0 +1,153 @@
+//! The harness target: a scenario's chain in meshward-harness (virtual clock, modelled clusters),
+//! and the translation of scenario requests and outcomes to and from the harness's types.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use meshward_harness::{
+    CalloutResponse, ClockMode, Cluster, FilterSpec, Host, ListenerSettings, Outcome, Request, Tls,
+};
+
+use crate::check::Observed;
+use crate::model::{Case, RequestSpec, Scenario};
+use crate::target::Target;
+
+/// A scenario's chain in the harness: one host for every case, in order.
+pub struct HarnessTarget {
+    host: Host,
+}
+
+impl HarnessTarget {
+    /// Build the host the scenario describes.
+    pub fn start(scenario: &Scenario, wasm_dir: &Path) -> Result<Self> {
+        Ok(Self {
+            host: build_host(scenario, wasm_dir)?,
+        })
+    }
+
+    /// The host, e.g. to read its logs after the cases.
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+}
+
+impl Target for HarnessTarget {
+    fn run_case(&self, case: &Case) -> Result<Observed> {
+        run_case(&self.host, case)
+    }
+}
+
+/// Build the harness host a scenario describes.
+pub fn build_host(scenario: &Scenario, wasm_dir: &Path) -> Result<Host> {
+    let base = scenario.base_dir();
+    let mut listener = ListenerSettings::default();
+    if let Some(kb) = scenario.listener.max_request_headers_kb {
+        listener.max_request_headers_kb = kb;
+    }
+    if let Some(n) = scenario.listener.max_headers_count {
+        listener.max_headers_count = n;
+    }
+    if let Some(port) = scenario.listener.port {
+        listener.port = port;
+    }
+    listener.use_remote_address = scenario.listener.use_remote_address;
+    let mut builder = Host::builder().listener(listener);
+    if let Some(n) = scenario.workers {
+        builder = builder.workers(n as usize);
+    }
+    if let Some(clock) = scenario.clock {
+        builder = builder.clock(ClockMode::VirtualFrom(
+            clock.start.saturating_mul(1_000_000_000),
+        ));
+    }
+    for cluster in &scenario.clusters {
+        let cluster_spec = cluster;
+        let c = match &cluster.response {
+            Some(resp) => {
+                let mut answer = CalloutResponse::new(resp.status, resp.body_bytes(&base)?);
+                for h in &resp.headers {
+                    answer = answer.header(&h.name, &h.value()?);
+                }
+                let cluster = Cluster::respond(answer);
+                match cluster_spec.latency()? {
+                    Some(d) => cluster.latency(d),
+                    None => cluster,
+                }
+            }
+            None => Cluster::dead(),
+        };
+        builder = builder.cluster(&cluster.name, c);
+    }
+    for entry in &scenario.chain {
+        let module = entry.module_path(&base, wasm_dir);
+        let spec = FilterSpec::from_file(&module)
+            .with_context(|| {
+                format!(
+                    "loading {} (build it with scripts/build-wasm.sh)",
+                    module.display()
+                )
+            })?
+            .name(&entry.plugin_name())
+            .config(entry.config_bytes(&base)?)
+            .fail_open(entry.fail_open);
+        builder = builder.filter(spec);
+    }
+    Ok(builder.build()?)
+}
+
+/// Turn a scenario request into a harness request.
+pub fn to_request(spec: &RequestSpec) -> Result<Request> {
+    let mut req = Request::new(&spec.method, &spec.path).authority(&spec.authority);
+    for h in &spec.headers {
+        req = req.header(&h.name, &h.value()?);
+    }
+    if let Some(body) = &spec.body {
+        req = req.body(body.as_bytes().to_vec());
+    }
+    if let Some(tls) = &spec.tls {
+        req = req.tls(match &tls.peer {
+            Some(uri) => Tls::peer(uri),
+            None => Tls::server_only(),
+        });
+    }
+    if let Some(ip) = spec.source {
+        // Envoy sees an ephemeral client port; the harness picks a fixed one.
+        req = req.source(SocketAddr::new(ip, 40000));
+    }
+    Ok(req)
+}
+
+/// What the client and the upstream saw, in the scenario checker's terms.
+pub fn observe(outcome: &Outcome, metrics: BTreeMap<String, i64>) -> Observed {
+    Observed {
+        status: outcome.response.status,
+        reached_upstream: outcome.reached_upstream(),
+        upstream_headers: outcome
+            .upstream_request
+            .as_ref()
+            .map(|r| r.headers.clone())
+            .unwrap_or_default(),
+        response_headers: outcome.response.headers.clone(),
+        body: outcome.response.body.clone(),
+        metrics,
+    }
+}
+
+fn run_case(host: &Host, case: &Case) -> Result<Observed> {
+    let req = to_request(&case.request).with_context(|| format!("case `{}`", case.name))?;
+    if let Some(step) = case.advance()? {
+        host.advance(step);
+    }
+    let mut outcome = host.send(&req);
+    for _ in 1..case.repeat.unwrap_or(1) {
+        outcome = host.send(&req);
+    }
+    let metrics = host
+        .metrics()
+        .into_iter()
+        .map(|m| (m.name, m.value))
+        .collect();
+    Ok(observe(&outcome, metrics))
+}

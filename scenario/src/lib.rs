@@ -1,0 +1,16 @@
+//! Scenario files: a filter chain and cases, run on a [`Target`] — the harness
+//! ([`HarnessTarget`]) or a real Envoy 1.40 ([`EnvoyTarget`]) — and checked the same way.
+
+pub mod check;
+pub mod envoy;
+pub mod harness;
+pub mod model;
+pub mod suite;
+pub mod target;
+
+pub use check::{check, parity, render, Mismatch, Observed};
+pub use envoy::EnvoyTarget;
+pub use harness::HarnessTarget;
+pub use meshward_rig::default_wasm_dir;
+pub use model::{Case, Scenario};
+pub use target::{run_cases, Target};

@@ -1,0 +1,428 @@
+//! The scenario file format: one filter chain, many cases (see `meshward test --help` and
+//! docs/scenarios.md). The same files drive the harness and the real-Envoy parity suites, so this
+//! module is plain data: nothing here knows how a request is executed.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+/// A scenario file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Scenario {
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The HTTP connection manager settings both runs use.
+    #[serde(default)]
+    pub listener: ListenerSpec,
+    /// Worker VMs (Envoy `--concurrency`); default 1.
+    #[serde(default)]
+    pub workers: Option<u32>,
+    /// Upstream clusters the filters may call (JWKS servers…), by Envoy cluster name.
+    #[serde(default)]
+    pub clusters: Vec<ClusterSpec>,
+    /// Pin the harness's virtual clock to a date. Envoy's clock cannot be set, so a scenario with
+    /// a clock runs in the harness only (`meshward test --envoy` says so for each such file).
+    #[serde(default)]
+    pub clock: Option<ClockSpec>,
+    /// Filters in request order.
+    pub chain: Vec<ChainEntry>,
+    pub cases: Vec<Case>,
+    /// Where the file was read from: relative paths in it resolve against its directory.
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClockSpec {
+    /// Wall time at the start, in seconds since the Unix epoch.
+    pub start: u64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ListenerSpec {
+    /// HCM `max_request_headers_kb` (Envoy default 60).
+    #[serde(default)]
+    pub max_request_headers_kb: Option<u32>,
+    /// `common_http_protocol_options.max_headers_count` (Envoy default 100).
+    #[serde(default)]
+    pub max_headers_count: Option<u32>,
+    /// A fixed port for the listener the cases use (the TLS one when any case uses TLS), for
+    /// policies that match the destination port. Default: ephemeral in Envoy, 10000 in the harness.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// HCM `use_remote_address` (Envoy default false: `source.address` is then taken from the last
+    /// `x-forwarded-for` entry when the request has one).
+    #[serde(default)]
+    pub use_remote_address: bool,
+}
+
+/// A named upstream cluster a filter can call with `dispatch_http_call`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClusterSpec {
+    pub name: String,
+    /// The answer the cluster gives to every call (absent with `down: true`).
+    #[serde(default)]
+    pub response: Option<ClusterResponse>,
+    /// Nothing listens: calls fail like a dead upstream.
+    #[serde(default)]
+    pub down: bool,
+    /// The cluster answers this late (`300ms`, `3s`; at most 10s): a slow JWKS server. The
+    /// harness delays the answer on its virtual clock; in Envoy the upstream really waits.
+    #[serde(default)]
+    pub latency: Option<String>,
+}
+
+impl ClusterSpec {
+    /// The cluster's `latency`, checked like a case's `advance`.
+    pub fn latency(&self) -> Result<Option<std::time::Duration>> {
+        short_duration(
+            &format!("cluster `{}`: latency", self.name),
+            self.latency.as_deref(),
+        )
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClusterResponse {
+    #[serde(default = "default_status")]
+    pub status: u16,
+    #[serde(default)]
+    pub headers: Vec<HeaderSpec>,
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Body read from a file (relative to the scenario file).
+    #[serde(default)]
+    pub body_file: Option<PathBuf>,
+}
+
+fn default_status() -> u16 {
+    200
+}
+
+/// One filter of the chain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ChainEntry {
+    /// A meshward filter by name (`header-limits` ⇒ `<wasm dir>/header_limits.wasm`).
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// Or a module path (relative to the scenario file).
+    #[serde(default)]
+    pub module: Option<PathBuf>,
+    /// Plugin name and root id. Default: the filter name or the module's file stem.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// pluginConfig, inline (any YAML value; sent to the filter as JSON).
+    #[serde(default)]
+    pub config: Option<serde_json::Value>,
+    /// Or pluginConfig read from a file (relative to the scenario file), sent as is.
+    #[serde(default)]
+    pub config_file: Option<PathBuf>,
+    /// Envoy `fail_open` (Istio failStrategy FAIL_OPEN). Default false: fail closed.
+    #[serde(default)]
+    pub fail_open: bool,
+}
+
+/// One request and what must come of it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Case {
+    pub name: String,
+    pub request: RequestSpec,
+    pub expect: Expect,
+    /// Send the same request this many times (expectations apply to the last one). Default 1.
+    #[serde(default)]
+    pub repeat: Option<u32>,
+    /// Let this much time pass before the case (`500ms`, `2s`, ...): the harness advances its
+    /// virtual clock, firing due ticks and timeouts in order; against Envoy the runner sleeps
+    /// for as long, so keep steps short (at most [`MAX_ADVANCE_NANOS`]).
+    #[serde(default)]
+    pub advance: Option<String>,
+}
+
+/// The longest `advance` a case may ask for: the Envoy runner really waits that long.
+pub const MAX_ADVANCE_NANOS: u64 = 10_000_000_000;
+
+impl Case {
+    /// The case's `advance`, checked: a duration string no longer than [`MAX_ADVANCE_NANOS`].
+    pub fn advance(&self) -> anyhow::Result<Option<std::time::Duration>> {
+        short_duration(
+            &format!("case `{}`: advance", self.name),
+            self.advance.as_deref(),
+        )
+    }
+}
+
+/// A duration string of a scenario file (`500ms`, `2s`) that the Envoy run really waits for,
+/// so at most [`MAX_ADVANCE_NANOS`]. `what` names the field in the error.
+fn short_duration(what: &str, text: Option<&str>) -> Result<Option<std::time::Duration>> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    match meshward_common::duration::parse_nanos(text) {
+        Some(ns) if ns <= MAX_ADVANCE_NANOS => Ok(Some(std::time::Duration::from_nanos(ns))),
+        Some(_) => bail!("{what} `{text}` is over 10s (the Envoy run would really wait that long)"),
+        None => bail!("{what} `{text}` is not a duration (a number and a unit: 500ms, 2s)"),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RequestSpec {
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// The request-target, sent byte for byte.
+    #[serde(default = "default_path")]
+    pub path: String,
+    #[serde(default = "default_authority")]
+    pub authority: String,
+    #[serde(default)]
+    pub headers: Vec<HeaderSpec>,
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Absent: plaintext. `{}`: TLS without a client certificate. `{peer: URI}`: mTLS.
+    #[serde(default)]
+    pub tls: Option<TlsSpec>,
+    /// Client address (a loopback address, so that Envoy sees the same one).
+    #[serde(default)]
+    pub source: Option<IpAddr>,
+}
+
+fn default_method() -> String {
+    "GET".to_string()
+}
+fn default_path() -> String {
+    "/".to_string()
+}
+fn default_authority() -> String {
+    "example.com".to_string()
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// The URI SAN of the client certificate. Absent: no client certificate.
+    #[serde(default)]
+    pub peer: Option<String>,
+}
+
+/// A request header: `{name, value}` or a generated value `{name, repeat, times}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HeaderSpec {
+    pub name: String,
+    #[serde(default)]
+    pub value: Option<String>,
+    #[serde(default)]
+    pub repeat: Option<String>,
+    #[serde(default)]
+    pub times: Option<usize>,
+}
+
+impl HeaderSpec {
+    /// The header's value, generated for `repeat`/`times`.
+    pub fn value(&self) -> Result<String> {
+        match (&self.value, &self.repeat, self.times) {
+            (Some(v), None, None) => Ok(v.clone()),
+            (None, Some(r), Some(n)) => Ok(r.repeat(n)),
+            (None, None, None) => Ok(String::new()),
+            _ => bail!(
+                "header `{}`: give either `value` or both `repeat` and `times`",
+                self.name
+            ),
+        }
+    }
+}
+
+/// What must be observed.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Expect {
+    /// The status the client got (200 = the echo upstream answered).
+    pub status: u16,
+    /// Whether the request reached the upstream. Default: `status == 200`.
+    #[serde(default)]
+    pub upstream: Option<bool>,
+    #[serde(default)]
+    pub body: Option<BodyExpect>,
+    #[serde(default)]
+    pub upstream_headers: Option<HeaderExpect>,
+    #[serde(default)]
+    pub response_headers: Option<HeaderExpect>,
+    /// Metric values (cumulative since the chain started) after this case.
+    #[serde(default)]
+    pub metrics: BTreeMap<String, i64>,
+}
+
+impl Expect {
+    pub fn upstream(&self) -> bool {
+        self.upstream.unwrap_or(self.status == 200)
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BodyExpect {
+    #[serde(default)]
+    pub contains: Option<String>,
+    #[serde(default)]
+    pub equals: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HeaderExpect {
+    #[serde(default)]
+    pub present: Vec<String>,
+    #[serde(default)]
+    pub absent: Vec<String>,
+    /// Name ⇒ the only value it must have (a header sent twice fails `equal`).
+    #[serde(default)]
+    pub equal: BTreeMap<String, String>,
+}
+
+impl Scenario {
+    /// Read and check a scenario file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading scenario {}", path.display()))?;
+        let de = serde_yaml_ng::Deserializer::from_str(&text);
+        let mut scenario: Scenario = serde_path_to_error::deserialize(de).map_err(|e| {
+            anyhow::anyhow!("{}: field `{}`: {}", path.display(), e.path(), e.inner())
+        })?;
+        scenario.path = path.to_path_buf();
+        scenario
+            .validate()
+            .with_context(|| format!("scenario {}", path.display()))?;
+        Ok(scenario)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.chain.is_empty() {
+            bail!("`chain` needs at least one filter");
+        }
+        for (i, entry) in self.chain.iter().enumerate() {
+            if entry.filter.is_some() == entry.module.is_some() {
+                bail!("chain[{i}]: give exactly one of `filter` and `module`");
+            }
+            if entry.config.is_some() && entry.config_file.is_some() {
+                bail!("chain[{i}]: give at most one of `config` and `configFile`");
+            }
+        }
+        for case in &self.cases {
+            for h in &case.request.headers {
+                h.value().with_context(|| format!("case `{}`", case.name))?;
+            }
+            case.advance()?;
+        }
+        for c in &self.clusters {
+            let slow = c.latency()?.is_some();
+            if slow && c.down {
+                bail!("cluster `{}`: `latency` needs a `response`", c.name);
+            }
+            if c.down == c.response.is_some() {
+                bail!(
+                    "cluster `{}`: give exactly one of `response` and `down: true`",
+                    c.name
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The directory relative paths resolve against.
+    pub fn base_dir(&self) -> PathBuf {
+        self.path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+}
+
+impl ChainEntry {
+    /// Plugin name (and root id) of this entry.
+    pub fn plugin_name(&self) -> String {
+        if let Some(n) = &self.name {
+            return n.clone();
+        }
+        if let Some(f) = &self.filter {
+            return f.clone();
+        }
+        self.module
+            .as_ref()
+            .and_then(|m| m.file_stem())
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "filter".to_string())
+    }
+
+    /// The module file for this entry.
+    pub fn module_path(&self, base: &Path, wasm_dir: &Path) -> PathBuf {
+        match (&self.filter, &self.module) {
+            (Some(f), _) => wasm_dir.join(format!("{}.wasm", f.replace('-', "_"))),
+            (None, Some(m)) => base.join(m),
+            (None, None) => PathBuf::new(),
+        }
+    }
+
+    /// The pluginConfig bytes for this entry.
+    pub fn config_bytes(&self, base: &Path) -> Result<Vec<u8>> {
+        if let Some(file) = &self.config_file {
+            let p = base.join(file);
+            return std::fs::read(&p).with_context(|| format!("reading config {}", p.display()));
+        }
+        match &self.config {
+            Some(v) => Ok(serde_json::to_vec(v)?),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+impl ClusterResponse {
+    pub fn body_bytes(&self, base: &Path) -> Result<Vec<u8>> {
+        if let Some(file) = &self.body_file {
+            let p = base.join(file);
+            return std::fs::read(&p).with_context(|| format!("reading {}", p.display()));
+        }
+        Ok(self.body.clone().unwrap_or_default().into_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn case(advance: Option<&str>) -> Case {
+        let yaml = format!(
+            "name: c\nrequest: {{path: /}}\nexpect: {{status: 200}}\n{}",
+            advance
+                .map(|a| format!("advance: {a}\n"))
+                .unwrap_or_default()
+        );
+        serde_yaml_ng::from_str(&yaml).unwrap()
+    }
+
+    #[test]
+    fn advance_is_a_short_duration() {
+        assert_eq!(case(None).advance().unwrap(), None);
+        assert_eq!(
+            case(Some("1100ms")).advance().unwrap(),
+            Some(std::time::Duration::from_millis(1100))
+        );
+        assert_eq!(
+            case(Some("10s")).advance().unwrap(),
+            Some(std::time::Duration::from_secs(10))
+        );
+        let long = case(Some("11s")).advance().unwrap_err().to_string();
+        assert!(long.contains("over 10s"), "{long}");
+        let bad = case(Some("soon")).advance().unwrap_err().to_string();
+        assert!(bad.contains("not a duration"), "{bad}");
+    }
+}

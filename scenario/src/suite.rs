@@ -1,0 +1,101 @@
+//! Running whole scenario files: in the harness, and optionally in real Envoy with a parity check.
+//! Shared by `meshward test` and the test suites, so both report the same way.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::{check, parity, render, run_cases, EnvoyTarget, HarnessTarget, Observed, Scenario};
+
+/// The outcome of one scenario file.
+#[derive(Debug, Default)]
+pub struct FileReport {
+    pub passed: usize,
+    pub failed: usize,
+    /// Human-readable lines: the file name, then each failing case with its diff (and every
+    /// passing case when `verbose`).
+    pub text: String,
+}
+
+/// Where the cases run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Targets {
+    Harness,
+    /// The harness and real Envoy; a case passes only if both meet the expectation and agree.
+    HarnessAndEnvoy,
+}
+
+/// Run every case of a scenario file and compare with its expectations.
+pub fn run_file(file: &Path, wasm_dir: &Path, targets: Targets, verbose: bool) -> FileReport {
+    let mut report = FileReport::default();
+    let scenario = match Scenario::load(file) {
+        Ok(s) => s,
+        Err(e) => {
+            report.failed = 1;
+            let _ = writeln!(report.text, "FAIL  {e:#}");
+            return report;
+        }
+    };
+    let _ = writeln!(report.text, "{}", file.display());
+    let every_case_fails = |report: &mut FileReport, where_: &str, e: anyhow::Error| {
+        report.failed += scenario.cases.len().max(1);
+        let _ = writeln!(report.text, "  FAIL  (every case, {where_}) {e:#}");
+    };
+    let harness = match HarnessTarget::start(&scenario, wasm_dir)
+        .and_then(|target| run_cases(&target, &scenario))
+    {
+        Ok(o) => o,
+        Err(e) => {
+            every_case_fails(&mut report, "harness", e);
+            return report;
+        }
+    };
+    let harness_only = scenario.clock.is_some();
+    if harness_only && targets == Targets::HarnessAndEnvoy {
+        let _ = writeln!(
+            report.text,
+            "  (harness only: the scenario pins the clock, which Envoy's cannot be)"
+        );
+    }
+    let in_envoy: Option<Vec<Observed>> = match targets {
+        _ if harness_only => None,
+        Targets::Harness => None,
+        Targets::HarnessAndEnvoy => match EnvoyTarget::start(&scenario, wasm_dir)
+            .and_then(|target| run_cases(&target, &scenario))
+        {
+            Ok(o) => Some(o),
+            Err(e) => {
+                every_case_fails(&mut report, "envoy", e);
+                return report;
+            }
+        },
+    };
+    for (i, case) in scenario.cases.iter().enumerate() {
+        let mut diff = String::new();
+        if let Some(seen) = harness.get(i) {
+            let m = check(&case.expect, seen);
+            if !m.is_empty() {
+                let _ = write!(diff, "   in the harness:\n{}", render(&m));
+            }
+            if let Some(envoy_seen) = in_envoy.as_ref().and_then(|e| e.get(i)) {
+                let m = check(&case.expect, envoy_seen);
+                if !m.is_empty() {
+                    let _ = write!(diff, "   in Envoy:\n{}", render(&m));
+                }
+                let p = parity(&case.expect, seen, envoy_seen);
+                if !p.is_empty() {
+                    let _ = write!(diff, "   harness ≠ Envoy:\n{}", render(&p));
+                }
+            }
+        }
+        if diff.is_empty() {
+            report.passed += 1;
+            if verbose {
+                let _ = writeln!(report.text, "  ok    {}", case.name);
+            }
+        } else {
+            report.failed += 1;
+            let _ = writeln!(report.text, "  FAIL  {}\n{diff}", case.name);
+        }
+    }
+    report
+}
