@@ -1,4 +1,10 @@
 //! Registry credentials: flags, or the `auths` of the docker CLI's config file.
+//!
+//! Why not the `docker_credential` crate (1.4): it runs the credential-helper programs the config
+//! names (`credsStore` for every registry, `credHelpers` ahead of `auths`) and fails when `auth`
+//! and username/password disagree. `meshward image` deliberately runs no program a config file
+//! names and refuses helpers with a message saying which one (tests below pin it); adopting the
+//! crate would change that behaviour, which issue #15 (a restructure) must not.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
