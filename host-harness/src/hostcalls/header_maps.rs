@@ -7,6 +7,16 @@ use super::{note, out, put_u32, read, res, st, C, R};
 use crate::envoy_model::{deserialize_pairs, HeaderMap};
 use crate::Status;
 
+/// Returns BadArgument from the host function unless `map_type` names a map (checked before
+/// guest memory is read, as Envoy does).
+macro_rules! valid_map_type {
+    ($map_type:expr) => {
+        if MapType::try_from($map_type as u32).is_err() {
+            return st(Status::BAD_ARGUMENT);
+        }
+    };
+}
+
 /// Runs `f` on header map `kind` of the current context: `Err` is the status Envoy returns when
 /// the map is not available (BadArgument; NotFound in the access-log phase).
 fn with_map<T>(c: &mut C<'_>, kind: i32, f: impl FnOnce(&mut HeaderMap) -> T) -> Result<T, Status> {
@@ -62,9 +72,7 @@ pub(super) fn proxy_set_header_map_pairs(
     map_data: i32,
     map_size: i32,
 ) -> R {
-    if MapType::try_from(map_type as u32).is_err() {
-        return st(Status::BAD_ARGUMENT);
-    }
+    valid_map_type!(map_type);
     let data = read!(c, map_data, map_size);
     let pairs = deserialize_pairs(&data);
     res(with_map(c, map_type, |m| {
@@ -83,9 +91,7 @@ pub(super) fn proxy_get_header_map_value(
     return_value_data: i32,
     return_value_size: i32,
 ) -> R {
-    if MapType::try_from(map_type as u32).is_err() {
-        return st(Status::BAD_ARGUMENT);
-    }
+    valid_map_type!(map_type);
     let key = read!(c, key_data, key_size);
     note(c, &key);
     let value = match with_map(c, map_type, |m| m.get(&key).map(|v| v.to_vec())) {
@@ -128,9 +134,7 @@ fn set_value(
     value: (i32, i32),
     op: fn(&mut HeaderMap, &[u8], &[u8]),
 ) -> R {
-    if MapType::try_from(map_type as u32).is_err() {
-        return st(Status::BAD_ARGUMENT);
-    }
+    valid_map_type!(map_type);
     let key = read!(c, key.0, key.1);
     let value = read!(c, value.0, value.1);
     res(with_map(c, map_type, |m| op(m, &key, &value)))
@@ -142,9 +146,7 @@ pub(super) fn proxy_remove_header_map_value(
     key_data: i32,
     key_size: i32,
 ) -> R {
-    if MapType::try_from(map_type as u32).is_err() {
-        return st(Status::BAD_ARGUMENT);
-    }
+    valid_map_type!(map_type);
     let key = read!(c, key_data, key_size);
     res(with_map(c, map_type, |m| m.remove(&key)))
 }
