@@ -1,0 +1,17 @@
+//! Istio security resources as people keep them in Git, for `meshward test`, `explain` and
+//! `lint`: [`load`] reads YAML files and directories, [`select`] decides which resources apply to
+//! a workload exactly as istiod does, and [`compile`] turns them into the meshward filter chain
+//! (jwt-authn, spiffe-authz) and the listener's mTLS mode that the harness and Envoy then run.
+//!
+//! No wasm, no I/O beyond reading the files: the decisions themselves are the filters'.
+
+pub mod compile;
+pub mod load;
+pub mod resource;
+pub mod select;
+pub mod support;
+
+pub use compile::{compile, Compiled, CompiledPolicy, CustomAnswer, JwksSource};
+pub use load::{load, Loaded};
+pub use resource::{Kind, MtlsMode, Resource, ResourceId};
+pub use select::{select, MeshSettings, PortMode, Selection, Workload};
