@@ -6,13 +6,17 @@
 //!   [`decide`] goes from [`RequestFacts`] (the host's, or [`PlainFacts`]) to a [`Decision`]
 //!   (per request).
 //! - [`Needs`]: what the compiled policies read, so the adapter reads nothing else.
+//! - [`explain`]: for `meshward explain`, the same verdict with every policy's and rule's trace
+//!   (never called by the filter).
 
 pub mod config;
+mod explain;
 mod facts;
 mod matchers;
 mod policy;
 
 pub use config::{Action, RawConfig};
+pub use explain::{explain, Explanation, Failure, PolicyTrace, RuleTrace};
 pub use facts::{Needs, PlainFacts, RequestFacts};
 pub use policy::{decide, Config, Decision, DenyReason, SUPPORTED_WHEN_KEYS};
 

@@ -25,9 +25,9 @@ pub const SUPPORTED_WHEN_KEYS: &str = "request.headers[<name>], source.ip, remot
 /// entry matches. An attribute the request does not have matches no entry, so it fails `is` and
 /// passes `not`, as in Istio.
 #[derive(Debug, Clone)]
-struct Field<M> {
-    is: Vec<M>,
-    not: Vec<M>,
+pub(crate) struct Field<M> {
+    pub(crate) is: Vec<M>,
+    pub(crate) not: Vec<M>,
 }
 
 impl<M> Field<M> {
@@ -68,25 +68,25 @@ fn string_matcher(
 }
 
 #[derive(Debug, Clone)]
-struct Source {
-    principals: Field<StringMatcher>,
-    request_principals: Field<RequestPrincipal>,
-    namespaces: Field<StringMatcher>,
-    ip_blocks: Field<IpNet>,
-    remote_ip_blocks: Field<IpNet>,
+pub(crate) struct Source {
+    pub(crate) principals: Field<StringMatcher>,
+    pub(crate) request_principals: Field<RequestPrincipal>,
+    pub(crate) namespaces: Field<StringMatcher>,
+    pub(crate) ip_blocks: Field<IpNet>,
+    pub(crate) remote_ip_blocks: Field<IpNet>,
 }
 
 #[derive(Debug, Clone)]
-struct Operation {
-    hosts: Field<StringMatcher>,
-    ports: Field<u16>,
-    methods: Field<StringMatcher>,
-    paths: PathSet,
-    not_paths: PathSet,
+pub(crate) struct Operation {
+    pub(crate) hosts: Field<StringMatcher>,
+    pub(crate) ports: Field<u16>,
+    pub(crate) methods: Field<StringMatcher>,
+    pub(crate) paths: PathSet,
+    pub(crate) not_paths: PathSet,
 }
 
 #[derive(Debug, Clone)]
-enum Attr {
+pub(crate) enum Attr {
     /// A request header other than `:path`, `:authority` and `host`.
     Header(String),
     /// `request.headers[:path]`: matched on the normalized path, read both without and with its
@@ -108,7 +108,7 @@ enum Attr {
 }
 
 #[derive(Debug, Clone)]
-enum Values {
+pub(crate) enum Values {
     Strings(Vec<StringMatcher>),
     Ips(Vec<IpNet>),
     Ports(Vec<u16>),
@@ -116,37 +116,41 @@ enum Values {
 }
 
 #[derive(Debug, Clone)]
-struct Condition {
-    attr: Attr,
-    values: Option<Values>,
-    not_values: Option<Values>,
+pub(crate) struct Condition {
+    pub(crate) attr: Attr,
+    pub(crate) values: Option<Values>,
+    pub(crate) not_values: Option<Values>,
 }
 
 #[derive(Debug, Clone)]
-struct Rule {
-    from: Vec<Source>,
-    to: Vec<Operation>,
-    when: Vec<Condition>,
+pub(crate) struct Rule {
+    pub(crate) from: Vec<Source>,
+    pub(crate) to: Vec<Operation>,
+    pub(crate) when: Vec<Condition>,
 }
 
 #[derive(Debug, Clone)]
-struct Policy {
-    name: String,
-    action: Action,
-    rules: Vec<Rule>,
+pub(crate) struct Policy {
+    pub(crate) name: String,
+    pub(crate) action: Action,
+    pub(crate) rules: Vec<Rule>,
 }
 
 /// The validated, compiled configuration (the filter's `Config`). Built once; [`decide`] per request
 /// allocates only for path normalization and the decision itself.
 #[derive(Debug, Clone)]
 pub struct Config {
-    policies: Vec<Policy>,
+    pub(crate) policies: Vec<Policy>,
     has_allow: bool,
     require_mtls: bool,
     dry_run: bool,
     num_trusted_proxies: u32,
     path_parameters: PathParameters,
     needs: Needs,
+    /// The config as written, for [`crate::explain`] to quote patterns and keys as the author
+    /// wrote them. Kept only by [`Config::parse_explainable`] (native tools), so the filter in
+    /// the proxy holds no second copy of its policies.
+    pub(crate) raw: Option<Box<RawConfig>>,
 }
 
 /// Why a request is (or, in dry-run mode, would be) refused.
@@ -216,6 +220,15 @@ impl Config {
         Self::compile(&meshward_common::parse_json::<RawConfig>(bytes)?)
     }
 
+    /// [`Config::parse`], keeping the config as written so that [`crate::explain`] can quote its
+    /// patterns (for native tools such as `meshward explain`; the filter uses `parse`).
+    pub fn parse_explainable(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let raw = meshward_common::parse_json::<RawConfig>(bytes)?;
+        let mut config = Self::compile(&raw)?;
+        config.raw = Some(Box::new(raw));
+        Ok(config)
+    }
+
     pub fn compile(config: &RawConfig) -> Result<Self, ConfigError> {
         let path_parameters = config.path_parameters.mode();
         let mut needs = Needs {
@@ -249,6 +262,7 @@ impl Config {
             num_trusted_proxies: config.num_trusted_proxies,
             path_parameters,
             needs,
+            raw: None,
         })
     }
 
@@ -300,6 +314,49 @@ impl Config {
         }
     }
 
+    /// What every request goes through before any policy: the peer check, path normalization,
+    /// the header-spelling check and the facts the policies need. `Err` is the refusal (with the
+    /// normalized path when it got that far). Shared by [`decide`] and [`crate::explain`], so
+    /// both stop at the same place.
+    pub(crate) fn prepare<'f>(
+        &self,
+        facts: &'f dyn RequestFacts,
+    ) -> Result<Prepared<'f>, (DenyReason, Option<NormalizedPath>)> {
+        let peer = facts.peer().filter(|_| facts.mtls());
+        if self.require_mtls && peer.is_none() {
+            return Err((DenyReason::NoVerifiedPeer, None));
+        }
+        let normalized = if self.needs.path {
+            match facts
+                .path()
+                .map(|raw| path::normalize_with(raw, self.path_parameters))
+                .unwrap_or(Err(PathError::Missing))
+            {
+                Ok(n) => Some(n),
+                Err(e) => return Err((DenyReason::BadPath(e), None)),
+            }
+        } else {
+            None
+        };
+        if self.ambiguous_header(facts).is_some() {
+            return Err((DenyReason::AmbiguousHeader, None));
+        }
+        let remote_ip = if self.needs.remote_ip {
+            self.remote_ip(facts)
+        } else {
+            None
+        };
+        if let Some(missing) = self.missing_fact(facts, remote_ip) {
+            return Err((DenyReason::Unavailable(missing), normalized));
+        }
+        Ok(Prepared {
+            facts,
+            peer,
+            normalized,
+            remote_ip,
+        })
+    }
+
     #[allow(clippy::type_complexity)]
     fn judge(
         &self,
@@ -310,45 +367,11 @@ impl Config {
         Vec<usize>,
         Option<NormalizedPath>,
     ) {
-        let peer = facts.peer().filter(|_| facts.mtls());
-        if self.require_mtls && peer.is_none() {
-            return (Some(DenyReason::NoVerifiedPeer), None, Vec::new(), None);
-        }
-        let normalized = if self.needs.path {
-            match facts
-                .path()
-                .map(|raw| path::normalize_with(raw, self.path_parameters))
-                .unwrap_or(Err(PathError::Missing))
-            {
-                Ok(n) => Some(n),
-                Err(e) => return (Some(DenyReason::BadPath(e)), None, Vec::new(), None),
-            }
-        } else {
-            None
+        let prepared = match self.prepare(facts) {
+            Ok(p) => p,
+            Err((deny, normalized)) => return (Some(deny), None, Vec::new(), normalized),
         };
-        if self.has_ambiguous_header(facts) {
-            return (Some(DenyReason::AmbiguousHeader), None, Vec::new(), None);
-        }
-        let remote_ip = if self.needs.remote_ip {
-            self.remote_ip(facts)
-        } else {
-            None
-        };
-        if let Some(missing) = self.missing_fact(facts, remote_ip) {
-            return (
-                Some(DenyReason::Unavailable(missing)),
-                None,
-                Vec::new(),
-                normalized,
-            );
-        }
-        let ctx = Ctx {
-            facts,
-            peer,
-            path: normalized.as_ref().map(NormalizedPath::path),
-            target: normalized.as_ref().map(NormalizedPath::forward_target),
-            remote_ip,
-        };
+        let ctx = prepared.ctx();
 
         let audit_matched: Vec<usize> = self
             .policies
@@ -367,19 +390,19 @@ impl Config {
                 Some(DenyReason::DenyPolicy(i)),
                 Some(i),
                 audit_matched,
-                normalized,
+                prepared.normalized,
             );
         }
         if !self.has_allow {
-            return (None, None, audit_matched, normalized);
+            return (None, None, audit_matched, prepared.normalized);
         }
         match first(Action::Allow) {
-            Some(i) => (None, Some(i), audit_matched, normalized),
+            Some(i) => (None, Some(i), audit_matched, prepared.normalized),
             None => (
                 Some(DenyReason::NoAllowMatched),
                 None,
                 audit_matched,
-                normalized,
+                prepared.normalized,
             ),
         }
     }
@@ -408,11 +431,20 @@ impl Config {
     /// Whether a request header is a policy-read header in another spelling: equal after ASCII
     /// case-folding and `_` ⇒ `-`, but not the same name. The adapter hands over every header
     /// whose folded name is wanted ([`header_name::same`]).
-    fn has_ambiguous_header(&self, facts: &dyn RequestFacts) -> bool {
-        facts.headers().iter().any(|(name, _)| {
-            self.needs.headers.iter().any(|w| {
-                header_name::same(w.as_bytes(), name.as_bytes()) && !w.eq_ignore_ascii_case(name)
-            })
+    /// Returns the request's spelling and the policy's, for [`crate::explain`] to name them.
+    pub(crate) fn ambiguous_header<'a>(
+        &'a self,
+        facts: &'a dyn RequestFacts,
+    ) -> Option<(&'a str, &'a str)> {
+        facts.headers().iter().find_map(|(name, _)| {
+            self.needs
+                .headers
+                .iter()
+                .find(|w| {
+                    header_name::same(w.as_bytes(), name.as_bytes())
+                        && !w.eq_ignore_ascii_case(name)
+                })
+                .map(|w| (name.as_str(), w.as_str()))
         })
     }
 
@@ -460,15 +492,35 @@ pub fn decide(config: &Config, facts: &impl RequestFacts) -> Decision {
     }
 }
 
+/// A request that passed [`Config::prepare`]: the facts and what was derived from them once.
+pub(crate) struct Prepared<'f> {
+    pub(crate) facts: &'f dyn RequestFacts,
+    pub(crate) peer: Option<&'f SpiffeId>,
+    pub(crate) normalized: Option<NormalizedPath>,
+    pub(crate) remote_ip: Option<IpAddr>,
+}
+
+impl Prepared<'_> {
+    pub(crate) fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            facts: self.facts,
+            peer: self.peer,
+            path: self.normalized.as_ref().map(NormalizedPath::path),
+            target: self.normalized.as_ref().map(NormalizedPath::forward_target),
+            remote_ip: self.remote_ip,
+        }
+    }
+}
+
 /// The facts of one request, with the derived ones computed once.
-struct Ctx<'f> {
-    facts: &'f dyn RequestFacts,
-    peer: Option<&'f SpiffeId>,
+pub(crate) struct Ctx<'f> {
+    pub(crate) facts: &'f dyn RequestFacts,
+    pub(crate) peer: Option<&'f SpiffeId>,
     /// The normalized path (no query).
-    path: Option<&'f str>,
+    pub(crate) path: Option<&'f str>,
     /// The normalized path with the original `?query`: the `:path` the upstream receives.
-    target: Option<String>,
-    remote_ip: Option<IpAddr>,
+    pub(crate) target: Option<String>,
+    pub(crate) remote_ip: Option<IpAddr>,
 }
 
 impl Policy {
@@ -485,7 +537,7 @@ impl Policy {
 
 impl Rule {
     /// One `from` and one `to` and every `when`; a missing part is a wildcard.
-    fn matches(&self, ctx: &Ctx<'_>, any_reading: bool) -> bool {
+    pub(crate) fn matches(&self, ctx: &Ctx<'_>, any_reading: bool) -> bool {
         (self.from.is_empty() || self.from.iter().any(|s| s.matches(ctx)))
             && (self.to.is_empty() || self.to.iter().any(|o| o.matches(ctx)))
             && self.when.iter().all(|c| c.matches(ctx, any_reading))
@@ -533,7 +585,7 @@ impl Operation {
 }
 
 impl Condition {
-    fn matches(&self, ctx: &Ctx<'_>, any_reading: bool) -> bool {
+    pub(crate) fn matches(&self, ctx: &Ctx<'_>, any_reading: bool) -> bool {
         if let Attr::Path = self.attr {
             // The path is normalized whenever a `:path` condition exists (`Needs::path`); without
             // one (never, in practice) nothing can hold.
@@ -564,7 +616,7 @@ impl Condition {
     }
 
     /// Whether some value of the attribute matches some of `values`.
-    fn attr_matches(&self, values: &Values, ctx: &Ctx<'_>) -> bool {
+    pub(crate) fn attr_matches(&self, values: &Values, ctx: &Ctx<'_>) -> bool {
         let f = ctx.facts;
         let strings = |candidates: &mut dyn Iterator<Item = &[u8]>| match values {
             Values::Strings(ms) => {
@@ -637,7 +689,7 @@ impl Condition {
     }
 }
 
-fn strings_match(values: &Values, reading: &str) -> bool {
+pub(crate) fn strings_match(values: &Values, reading: &str) -> bool {
     match values {
         Values::Strings(ms) => ms.iter().any(|m| m.matches(reading)),
         _ => false,
