@@ -105,8 +105,7 @@ pub fn compile(selection: &Selection<'_>, custom: CustomAnswer) -> Result<Compil
         };
         support::check_request_authentication(r)?;
         for (i, rule) in spec.jwt_rules.iter().enumerate() {
-            if let Some((same, other, j)) = rules.iter().find(|(q, _, _)| q.issuer == rule.issuer)
-            {
+            if let Some((same, other, j)) = rules.iter().find(|(q, _, _)| q.issuer == rule.issuer) {
                 if same == rule {
                     continue;
                 }
@@ -193,7 +192,11 @@ fn service_accounts_as_principals(source: &mut Source, policy_namespace: &str) {
         None => format!("*/ns/{policy_namespace}/sa/{sa}"),
     };
     let principals: Vec<String> = source.service_accounts.iter().map(as_principal).collect();
-    let not_principals: Vec<String> = source.not_service_accounts.iter().map(as_principal).collect();
+    let not_principals: Vec<String> = source
+        .not_service_accounts
+        .iter()
+        .map(as_principal)
+        .collect();
     source.principals.extend(principals);
     source.not_principals.extend(not_principals);
     source.service_accounts.clear();
@@ -213,8 +216,8 @@ fn map_filter_error(
     policies: &[CompiledPolicy],
     resources: &[&Resource],
 ) -> anyhow::Error {
-    let found = split_index(&e.field, "policies")
-        .and_then(|(i, field)| Some((policies.get(i)?, field)));
+    let found =
+        split_index(&e.field, "policies").and_then(|(i, field)| Some((policies.get(i)?, field)));
     match found {
         Some((p, field)) => {
             let origin = resources
@@ -289,7 +292,10 @@ apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: op
         );
         let c = compiled(POLICIES, CustomAnswer::Denies).unwrap();
         assert_eq!(c.spiffe_authz["policies"][0]["action"], json!("DENY"));
-        assert_eq!(c.policy("payments.read").unwrap().resource.short(), "payments/read");
+        assert_eq!(
+            c.policy("payments.read").unwrap().resource.short(),
+            "payments/read"
+        );
         assert!(c.jwt_authn.is_none());
     }
 
@@ -302,7 +308,10 @@ apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: op
         .unwrap_err()
         .to_string();
         assert!(err.contains("AuthorizationPolicy payments/p"), "{err}");
-        assert!(err.contains("spec.rules[0].to[0].operation.paths[1]"), "{err}");
+        assert!(
+            err.contains("spec.rules[0].to[0].operation.paths[1]"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -316,8 +325,14 @@ apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: op
         let jwt = c.jwt_authn.unwrap();
         assert_eq!(jwt["jwtRules"][0]["issuer"], json!("https://a.example.com"));
         assert_eq!(
-            c.jwks.iter().map(|j| j.cluster.as_str()).collect::<Vec<_>>(),
-            ["outbound|80||keys.example.com", "outbound|8443||idp.example.com"]
+            c.jwks
+                .iter()
+                .map(|j| j.cluster.as_str())
+                .collect::<Vec<_>>(),
+            [
+                "outbound|80||keys.example.com",
+                "outbound|8443||idp.example.com"
+            ]
         );
         assert_eq!(c.issuers["https://z.example.com"].short(), "payments/b");
     }

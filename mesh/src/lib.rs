@@ -6,12 +6,14 @@
 //! No wasm, no I/O beyond reading the files: the decisions themselves are the filters'.
 
 pub mod compile;
+pub mod explain;
 pub mod load;
 pub mod resource;
 pub mod select;
 pub mod support;
 
 pub use compile::{compile, Compiled, CompiledPolicy, CustomAnswer, JwksSource};
+pub use explain::{explain_request, RequestFacts};
 pub use load::{load, Loaded};
 pub use resource::{Kind, MtlsMode, Resource, ResourceId};
 pub use select::{select, MeshSettings, PortMode, Selection, Workload};

@@ -9,8 +9,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::de::DeserializeOwned;
 
 use crate::resource::{
-    Action, AuthorizationPolicySpec, Document, Kind, Metadata, Origin,
-    PeerAuthenticationSpec, RequestAuthenticationSpec, Resource, ResourceId, Spec,
+    Action, AuthorizationPolicySpec, Document, Kind, Metadata, Origin, PeerAuthenticationSpec,
+    RequestAuthenticationSpec, Resource, ResourceId, Spec,
 };
 
 /// What a set of files held.
@@ -56,10 +56,7 @@ fn collect(path: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
     for entry in entries {
         if entry.is_dir() {
             collect(&entry, files)?;
-        } else if entry
-            .extension()
-            .is_some_and(|e| e == "yaml" || e == "yml")
-        {
+        } else if entry.extension().is_some_and(|e| e == "yaml" || e == "yml") {
             files.push(entry);
         }
     }
@@ -115,7 +112,10 @@ fn load_document(origin: &Origin, text: &str, loaded: &mut Loaded) -> Result<()>
     let value: serde_yaml_ng::Value =
         serde_yaml_ng::from_str(text).map_err(|e| anyhow!("{origin}: {e}"))?;
     let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
-    let api = value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or("");
+    let api = value
+        .get("apiVersion")
+        .and_then(|k| k.as_str())
+        .unwrap_or("");
     if kind == "List" {
         let items = value
             .get("items")
@@ -142,7 +142,10 @@ fn load_document(origin: &Origin, text: &str, loaded: &mut Loaded) -> Result<()>
 
 fn load_value(origin: &Origin, value: &serde_yaml_ng::Value, loaded: &mut Loaded) -> Result<()> {
     let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
-    let api = value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or("");
+    let api = value
+        .get("apiVersion")
+        .and_then(|k| k.as_str())
+        .unwrap_or("");
     if let Some(kind) = classify(origin, api, kind, loaded)? {
         loaded.resources.push(typed(origin, kind, value.clone())?);
     }
@@ -254,9 +257,7 @@ fn validate(r: &Resource) -> Result<()> {
             for (i, rule) in s.rules.iter().enumerate() {
                 for (j, c) in rule.when.iter().enumerate() {
                     if c.values.is_empty() && c.not_values.is_empty() {
-                        bail!(
-                            "field `spec.rules[{i}].when[{j}]`: needs `values` or `notValues`"
-                        );
+                        bail!("field `spec.rules[{i}].when[{j}]`: needs `values` or `notValues`");
                     }
                 }
                 for (j, f) in rule.from.iter().enumerate() {
@@ -289,7 +290,10 @@ fn validate(r: &Resource) -> Result<()> {
             }
         }
         Spec::Peer(s) => {
-            let has_selector = s.selector.as_ref().is_some_and(|s| !s.match_labels.is_empty());
+            let has_selector = s
+                .selector
+                .as_ref()
+                .is_some_and(|s| !s.match_labels.is_empty());
             if !s.port_level_mtls.is_empty() && !has_selector {
                 bail!("field `spec.portLevelMtls`: needs a workload `selector` (Istio refuses port-level mTLS on namespace- and mesh-wide policies)");
             }
@@ -388,7 +392,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("field `spec.portLevelMtls`: needs a workload `selector`"), "{err}");
+        assert!(
+            err.contains("field `spec.portLevelMtls`: needs a workload `selector`"),
+            "{err}"
+        );
         let err = load_str(
             "apiVersion: security.istio.io/v2\nkind: AuthorizationPolicy\nmetadata: {name: a}\n",
         )

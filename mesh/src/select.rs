@@ -101,7 +101,10 @@ impl<'a> PeerSelection<'a> {
             mode: MtlsMode::Permissive,
             decided_by: None,
         };
-        for r in [self.mesh, self.namespace, self.workload].into_iter().flatten() {
+        for r in [self.mesh, self.namespace, self.workload]
+            .into_iter()
+            .flatten()
+        {
             let mode = r
                 .peer()
                 .and_then(|p| p.mtls)
@@ -365,21 +368,40 @@ mod tests {
     fn selector_must_be_a_subset_of_the_labels_also_from_the_root_namespace() {
         let rs = resources(
             &[
-                ap("payments", "v1-only", "{selector: {matchLabels: {app: ledger, version: v1}}}"),
+                ap(
+                    "payments",
+                    "v1-only",
+                    "{selector: {matchLabels: {app: ledger, version: v1}}}",
+                ),
                 ap("payments", "empty-selector", "{selector: {}}"),
-                ap("istio-system", "root-selected", "{selector: {matchLabels: {app: ledger}}}"),
-                ap("istio-system", "root-other", "{selector: {matchLabels: {app: web}}}"),
+                ap(
+                    "istio-system",
+                    "root-selected",
+                    "{selector: {matchLabels: {app: ledger}}}",
+                ),
+                ap(
+                    "istio-system",
+                    "root-other",
+                    "{selector: {matchLabels: {app: web}}}",
+                ),
             ]
             .concat(),
         );
         let sel = select(
             &rs,
             &MeshSettings::default(),
-            &workload("payments", &[("app", "ledger"), ("version", "v1"), ("x", "y")]),
+            &workload(
+                "payments",
+                &[("app", "ledger"), ("version", "v1"), ("x", "y")],
+            ),
         );
         assert_eq!(
             names(&sel.authorization),
-            ["istio-system/root-selected", "payments/empty-selector", "payments/v1-only"]
+            [
+                "istio-system/root-selected",
+                "payments/empty-selector",
+                "payments/v1-only"
+            ]
         );
         let sel = select(
             &rs,
@@ -391,7 +413,10 @@ mod tests {
             ["istio-system/root-selected", "payments/empty-selector"]
         );
         let why: Vec<String> = sel.not_applied.iter().map(|(_, w)| w.clone()).collect();
-        assert!(why.iter().any(|w| w.contains("app=ledger,version=v1")), "{why:?}");
+        assert!(
+            why.iter().any(|w| w.contains("app=ledger,version=v1")),
+            "{why:?}"
+        );
     }
 
     #[test]
@@ -430,7 +455,13 @@ mod tests {
         let sel = select(&rs, &MeshSettings::default(), &workload("ns", &[]));
         assert_eq!(
             names(&sel.authorization),
-            ["ns/d-custom", "istio-system/z-deny", "ns/c-deny", "ns/b-allow", "ns/a-audit"]
+            [
+                "ns/d-custom",
+                "istio-system/z-deny",
+                "ns/c-deny",
+                "ns/b-allow",
+                "ns/a-audit"
+            ]
         );
     }
 
@@ -479,9 +510,7 @@ mod tests {
             (MtlsMode::Permissive, Some("payments/ns".into()))
         );
         // A namespace UNSET inherits the mesh's.
-        let rs = resources(
-            &[mesh.clone(), pa("payments", "ns", "{mtls: {mode: UNSET}}")].concat(),
-        );
+        let rs = resources(&[mesh.clone(), pa("payments", "ns", "{mtls: {mode: UNSET}}")].concat());
         assert_eq!(
             mode(&rs, &w, 8080),
             (MtlsMode::Strict, Some("istio-system/mesh".into()))
@@ -514,7 +543,11 @@ mod tests {
             (MtlsMode::Strict, Some("payments/c-older".into()))
         );
         let sel = select(&rs, &MeshSettings::default(), &w);
-        assert!(sel.not_applied[0].1.contains("older"), "{:?}", sel.not_applied);
+        assert!(
+            sel.not_applied[0].1.contains("older"),
+            "{:?}",
+            sel.not_applied
+        );
         // Without timestamps the first by name wins.
         let rs = resources(
             &[
@@ -523,7 +556,10 @@ mod tests {
             ]
             .concat(),
         );
-        assert_eq!(mode(&rs, &w, 1), (MtlsMode::Strict, Some("payments/a".into())));
+        assert_eq!(
+            mode(&rs, &w, 1),
+            (MtlsMode::Strict, Some("payments/a".into()))
+        );
     }
 
     #[test]

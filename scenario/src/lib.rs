@@ -4,6 +4,7 @@
 pub mod check;
 pub mod envoy;
 pub mod harness;
+pub mod mesh;
 pub mod model;
 pub mod suite;
 pub mod target;

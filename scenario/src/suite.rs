@@ -26,6 +26,9 @@ pub enum Targets {
 
 /// Run every case of a scenario file and compare with its expectations.
 pub fn run_file(file: &Path, wasm_dir: &Path, targets: Targets, verbose: bool) -> FileReport {
+    if std::fs::read_to_string(file).is_ok_and(|t| crate::mesh::is_mesh_file(&t)) {
+        return crate::mesh::run_file(file, wasm_dir, targets, verbose);
+    }
     let mut report = FileReport::default();
     let scenario = match Scenario::load(file) {
         Ok(s) => s,

@@ -1,0 +1,801 @@
+//! Istio-native scenario files: a `mesh` (Istio YAML), a `workload`, and cases that say who calls
+//! (`from`) and what must happen, including which resource decides (`decidedBy`).
+//!
+//! A mesh file becomes ordinary chain scenarios: [`meshward_mesh`] selects the resources that
+//! apply to the workload as istiod would and compiles them to jwt-authn and spiffe-authz configs;
+//! each port's PeerAuthentication mode becomes the listener's `mtls`. Those run on the very
+//! `.wasm` filters, in the harness and optionally in Envoy, and the deciding policy is read from
+//! what the filters counted (`spiffe_authz.policy.<ns>.<name>.matched`), in both.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use meshward_mesh::{
+    compile, select, Compiled, CustomAnswer, Loaded, MeshSettings, MtlsMode, Selection, Workload,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::check::{check, parity, render, Mismatch, Observed};
+use crate::model::{BodyExpect, HeaderExpect, HeaderSpec, Scenario};
+use crate::suite::{FileReport, Targets};
+use crate::{run_cases, EnvoyTarget, HarnessTarget};
+
+/// A mesh scenario file (see docs/scenarios.md, "Istio resources").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MeshScenario {
+    #[serde(default)]
+    pub description: Option<String>,
+    pub mesh: MeshSpec,
+    pub workload: WorkloadSpec,
+    pub cases: Vec<MeshCase>,
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MeshSpec {
+    /// Files and directories of Istio YAML, relative to the scenario file.
+    pub resources: Vec<PathBuf>,
+    #[serde(default = "default_root_namespace")]
+    pub root_namespace: String,
+    #[serde(default = "default_trust_domain")]
+    pub trust_domain: String,
+    /// What each `jwksUri` answers (the cases run offline).
+    #[serde(default)]
+    pub jwks: BTreeMap<String, JwksAnswer>,
+}
+
+fn default_root_namespace() -> String {
+    "istio-system".into()
+}
+fn default_trust_domain() -> String {
+    "cluster.local".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct JwksAnswer {
+    #[serde(default)]
+    pub status: Option<u16>,
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Relative to the scenario file.
+    #[serde(default)]
+    pub body_file: Option<PathBuf>,
+    /// Nothing answers: the fetch fails.
+    #[serde(default)]
+    pub down: bool,
+    #[serde(default)]
+    pub latency: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WorkloadSpec {
+    pub namespace: String,
+    pub service_account: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MeshCase {
+    pub name: String,
+    pub request: MeshRequest,
+    pub expect: MeshExpect,
+    /// The external authorizer's answer when a CUSTOM policy's rules match the request.
+    #[serde(default)]
+    pub custom_authz: Option<CustomAuthz>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CustomAuthz {
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MeshRequest {
+    /// `plaintext`, `{namespace, serviceAccount}` or `{spiffe: URI}`.
+    pub from: serde_yaml_ng::Value,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default = "default_method")]
+    pub method: String,
+    #[serde(default = "default_path")]
+    pub path: String,
+    #[serde(default)]
+    pub authority: Option<String>,
+    #[serde(default)]
+    pub headers: Vec<HeaderSpec>,
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub source: Option<IpAddr>,
+}
+
+fn default_method() -> String {
+    "GET".into()
+}
+fn default_path() -> String {
+    "/".into()
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MeshExpect {
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// The connection is refused (no HTTP response): STRICT and a plaintext caller.
+    #[serde(default)]
+    pub refused: bool,
+    /// `namespace/name` of the deciding resource, optionally with ` rules[i]`; `none` when no
+    /// resource decided.
+    #[serde(default)]
+    pub decided_by: Option<String>,
+    #[serde(default)]
+    pub upstream: Option<bool>,
+    #[serde(default)]
+    pub body: Option<BodyExpect>,
+    #[serde(default)]
+    pub upstream_headers: Option<HeaderExpect>,
+    #[serde(default)]
+    pub response_headers: Option<HeaderExpect>,
+}
+
+/// Who a request comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    Plaintext,
+    /// mTLS with this URI SAN.
+    Peer(String),
+}
+
+impl Caller {
+    fn parse(value: &serde_yaml_ng::Value, trust_domain: &str) -> Result<Self> {
+        if value.as_str() == Some("plaintext") {
+            return Ok(Caller::Plaintext);
+        }
+        let map = value.as_mapping().ok_or_else(|| {
+            anyhow!("`from`: `plaintext`, `{{namespace, serviceAccount}}` or `{{spiffe: URI}}`")
+        })?;
+        let get = |k: &str| map.get(k).and_then(|v| v.as_str());
+        for key in map.keys() {
+            let k = key.as_str().unwrap_or("");
+            if !["namespace", "serviceAccount", "spiffe"].contains(&k) {
+                bail!("`from`: unknown field `{k}` (namespace, serviceAccount or spiffe)");
+            }
+        }
+        match (get("spiffe"), get("namespace"), get("serviceAccount")) {
+            (Some(uri), None, None) => Ok(Caller::Peer(uri.to_string())),
+            (None, Some(ns), Some(sa)) => Ok(Caller::Peer(format!(
+                "spiffe://{trust_domain}/ns/{ns}/sa/{sa}"
+            ))),
+            _ => bail!("`from`: give `{{namespace, serviceAccount}}` or `{{spiffe: URI}}`"),
+        }
+    }
+}
+
+impl MeshScenario {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading scenario {}", path.display()))?;
+        Self::from_text(path, &text)
+    }
+
+    pub fn from_text(path: &Path, text: &str) -> Result<Self> {
+        let de = serde_yaml_ng::Deserializer::from_str(text);
+        let mut s: MeshScenario = serde_path_to_error::deserialize(de)
+            .map_err(|e| anyhow!("{}: field `{}`: {}", path.display(), e.path(), e.inner()))?;
+        s.path = path.to_path_buf();
+        for case in &s.cases {
+            let at = || format!("{}: case `{}`", path.display(), case.name);
+            Caller::parse(&case.request.from, &s.mesh.trust_domain).with_context(at)?;
+            match (case.expect.status, case.expect.refused) {
+                (Some(_), true) => bail!("{}: give `status` or `refused: true`, not both", at()),
+                (None, false) => bail!("{}: `expect` needs `status` or `refused: true`", at()),
+                _ => {}
+            }
+        }
+        Ok(s)
+    }
+
+    fn base_dir(&self) -> PathBuf {
+        self.path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+
+    pub fn settings(&self) -> MeshSettings {
+        MeshSettings {
+            root_namespace: self.mesh.root_namespace.clone(),
+            trust_domain: self.mesh.trust_domain.clone(),
+        }
+    }
+
+    pub fn workload(&self) -> Workload {
+        Workload {
+            namespace: self.workload.namespace.clone(),
+            service_account: self.workload.service_account.clone(),
+            labels: self.workload.labels.clone(),
+            port: self.workload.port,
+        }
+    }
+
+    /// The resources the file names.
+    pub fn resources(&self) -> Result<Loaded> {
+        let base = self.base_dir();
+        let paths: Vec<PathBuf> = self.mesh.resources.iter().map(|p| base.join(p)).collect();
+        meshward_mesh::load(&paths)
+    }
+}
+
+/// Whether a YAML file is a mesh scenario (it has a top-level `mesh`).
+pub fn is_mesh_file(text: &str) -> bool {
+    serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text)
+        .ok()
+        .is_some_and(|v| v.get("mesh").is_some())
+}
+
+/// Who decided a request, in the terms of `decidedBy`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// `namespace/name` of the deciding resource; `None` when none decided.
+    pub by: Option<String>,
+    /// The deciding rule of an AuthorizationPolicy.
+    pub rule: Option<usize>,
+    /// One line for people: what happened and why.
+    pub account: String,
+    /// The CUSTOM policies whose rules matched the request.
+    pub custom_matched: Vec<String>,
+}
+
+impl Decision {
+    fn text(&self) -> String {
+        match (&self.by, self.rule) {
+            (Some(by), Some(rule)) => format!("{by} rules[{rule}]"),
+            (Some(by), None) => by.clone(),
+            (None, _) => "none".into(),
+        }
+    }
+
+    /// Whether `decidedBy` (`ns/name`, `ns/name rules[i]` or `none`) holds.
+    fn satisfies(&self, expected: &str) -> bool {
+        let expected = expected.trim();
+        if expected == "none" {
+            return self.by.is_none();
+        }
+        match expected.split_once(' ') {
+            Some((by, rule)) => {
+                self.by.as_deref() == Some(by)
+                    && self
+                        .rule
+                        .is_some_and(|r| rule.trim() == format!("rules[{r}]"))
+            }
+            None => self.by.as_deref() == Some(expected),
+        }
+    }
+}
+
+/// One port and one CUSTOM answer: one listener, one chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct GroupKey {
+    custom: CustomAnswer,
+    port: u16,
+}
+
+/// Everything a mesh file runs: the selection and a chain scenario per group.
+struct Plan<'a> {
+    scenario: &'a MeshScenario,
+    selection: Selection<'a>,
+    compiled: BTreeMap<CustomAnswer, Compiled>,
+    /// Per group: the chain scenario and the mesh case index of each of its cases.
+    groups: BTreeMap<GroupKey, (Scenario, Vec<usize>)>,
+}
+
+fn plan<'a>(scenario: &'a MeshScenario, loaded: &'a Loaded) -> Result<Plan<'a>> {
+    let workload = scenario.workload();
+    workload.check()?;
+    let selection = select(&loaded.resources, &scenario.settings(), &workload);
+    let mut compiled = BTreeMap::new();
+    let mut groups: BTreeMap<GroupKey, Vec<usize>> = BTreeMap::new();
+    for (i, case) in scenario.cases.iter().enumerate() {
+        let custom = match case.custom_authz {
+            Some(CustomAuthz::Deny) => CustomAnswer::Denies,
+            _ => CustomAnswer::Allows,
+        };
+        let port = case.request.port.unwrap_or(scenario.workload.port);
+        groups.entry(GroupKey { custom, port }).or_default().push(i);
+    }
+    for key in groups.keys() {
+        if !compiled.contains_key(&key.custom) {
+            compiled.insert(key.custom, compile(&selection, key.custom)?);
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (key, cases) in groups {
+        let chain = compiled
+            .get(&key.custom)
+            .ok_or_else(|| anyhow!("no chain compiled"))?;
+        let mode = selection.peer.mode(key.port).mode;
+        let s = chain_scenario(scenario, chain, key.port, mode, &cases)?;
+        out.insert(key, (s, cases));
+    }
+    Ok(Plan {
+        scenario,
+        selection,
+        compiled,
+        groups: out,
+    })
+}
+
+fn mtls_text(mode: MtlsMode) -> &'static str {
+    match mode {
+        MtlsMode::Strict => "STRICT",
+        MtlsMode::Disable => "DISABLE",
+        // PeerSelection never answers UNSET; PERMISSIVE is the default.
+        MtlsMode::Permissive | MtlsMode::Unset => "PERMISSIVE",
+    }
+}
+
+/// The chain scenario for one group, written as the chain format's own fields.
+fn chain_scenario(
+    mesh: &MeshScenario,
+    chain: &Compiled,
+    port: u16,
+    mode: MtlsMode,
+    cases: &[usize],
+) -> Result<Scenario> {
+    let mut filters = Vec::new();
+    if let Some(jwt) = &chain.jwt_authn {
+        filters.push(json!({"filter": "jwt-authn", "config": jwt}));
+    }
+    filters.push(json!({"filter": "spiffe-authz", "config": chain.spiffe_authz}));
+    let mut clusters = Vec::new();
+    for source in &chain.jwks {
+        if clusters
+            .iter()
+            .any(|c: &Value| c["name"] == json!(source.cluster))
+        {
+            continue;
+        }
+        let answer = mesh.mesh.jwks.get(&source.uri).ok_or_else(|| {
+            anyhow!(
+                "jwksUri `{}`: the scenario does not say what it answers (add it under mesh.jwks)",
+                source.uri
+            )
+        })?;
+        let mut c = json!({"name": source.cluster});
+        if answer.down {
+            c["down"] = json!(true);
+        } else {
+            let mut response = json!({"status": answer.status.unwrap_or(200)});
+            if let Some(b) = &answer.body {
+                response["body"] = json!(b);
+            }
+            if let Some(f) = &answer.body_file {
+                response["bodyFile"] = json!(f);
+            }
+            c["response"] = response;
+        }
+        if let Some(l) = &answer.latency {
+            c["latency"] = json!(l);
+        }
+        clusters.push(c);
+    }
+    let mut out_cases = Vec::new();
+    for &i in cases {
+        let case = mesh.cases.get(i).ok_or_else(|| anyhow!("case index {i}"))?;
+        let r = &case.request;
+        let mut request = json!({
+            "method": r.method,
+            "path": r.path,
+            "headers": r.headers.iter().map(|h| {
+                let mut v = json!({"name": h.name});
+                if let Some(x) = &h.value { v["value"] = json!(x); }
+                if let Some(x) = &h.repeat { v["repeat"] = json!(x); }
+                if let Some(x) = h.times { v["times"] = json!(x); }
+                v
+            }).collect::<Vec<_>>(),
+        });
+        if let Some(a) = &r.authority {
+            request["authority"] = json!(a);
+        }
+        if let Some(b) = &r.body {
+            request["body"] = json!(b);
+        }
+        if let Some(s) = r.source {
+            request["source"] = json!(s.to_string());
+        }
+        if let Caller::Peer(uri) = Caller::parse(&r.from, &mesh.mesh.trust_domain)? {
+            request["tls"] = json!({"peer": uri});
+        }
+        let e = &case.expect;
+        let mut expect = json!({});
+        match e.status {
+            Some(s) => expect["status"] = json!(s),
+            None => expect["refused"] = json!(true),
+        }
+        if let Some(u) = e.upstream {
+            expect["upstream"] = json!(u);
+        }
+        if let Some(b) = &e.body {
+            expect["body"] = json!({"contains": b.contains, "equals": b.equals});
+        }
+        for (key, h) in [
+            ("upstreamHeaders", &e.upstream_headers),
+            ("responseHeaders", &e.response_headers),
+        ] {
+            if let Some(h) = h {
+                expect[key] = json!({"present": h.present, "absent": h.absent, "equal": h.equal});
+            }
+        }
+        out_cases.push(json!({"name": case.name, "request": request, "expect": expect}));
+    }
+    let doc = json!({
+        "description": format!("{} (port {port}, {})", mesh.path.display(), mtls_text(mode)),
+        "listener": {"port": port /*MTLS*/},
+        "clusters": clusters,
+        "chain": filters,
+        "cases": out_cases,
+    });
+    let mut scenario: Scenario = serde_json::from_value(doc)
+        .context("building the chain scenario (a meshward bug: please report it)")?;
+    scenario.path = mesh.path.clone();
+    Ok(scenario)
+}
+
+/// What the filters counted for one request: the spiffe-authz policies whose counters moved.
+fn moved(before: &BTreeMap<String, i64>, after: &BTreeMap<String, i64>) -> Vec<String> {
+    after
+        .iter()
+        .filter(|(k, v)| before.get(*k).copied().unwrap_or(0) < **v)
+        .filter_map(|(k, _)| {
+            k.strip_prefix("spiffe_authz.policy.")
+                .and_then(|rest| rest.strip_suffix(".matched"))
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+/// The `iss` of the first JWT-shaped value in the request's headers or query.
+fn token_issuer(request: &MeshRequest) -> Option<String> {
+    let claims = meshward_mesh::explain::token_claims(&find_token(request)?)?;
+    claims
+        .get("iss")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+/// The first JWT-shaped value in the request's headers or query (the jwt-authn filter is the
+/// judge of which token counts; this only names the issuer and the claims in explanations).
+fn find_token(request: &MeshRequest) -> Option<String> {
+    let query = request.path.split_once('?').map_or("", |(_, q)| q);
+    let candidates = request
+        .headers
+        .iter()
+        .filter_map(|h| h.value.clone())
+        .chain(
+            query
+                .split('&')
+                .map(|p| p.split_once('=').map_or(p, |(_, v)| v).to_string()),
+        );
+    for value in candidates {
+        for word in value.split([' ', ',', ';', '=']) {
+            let mut parts = word.split('.');
+            let (Some(h), Some(p), Some(_), None) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            if !h.starts_with("eyJ") || p.is_empty() {
+                continue;
+            }
+            return Some(word.to_string());
+        }
+    }
+    None
+}
+
+/// The request as spiffe-authz sees it, for its explanation. The claims are the token's when
+/// jwt-authn let the request through with one (it verified it).
+pub fn request_facts(
+    scenario: &MeshScenario,
+    case: &MeshCase,
+    compiled: &Compiled,
+    jwt_passed: bool,
+) -> Result<meshward_mesh::RequestFacts> {
+    let r = &case.request;
+    let peer = match Caller::parse(&r.from, &scenario.mesh.trust_domain)? {
+        Caller::Plaintext => None,
+        Caller::Peer(uri) => Some(uri),
+    };
+    let mut headers = Vec::new();
+    for h in &r.headers {
+        headers.push((h.name.clone(), h.value()?));
+    }
+    let claims = if compiled.jwt_authn.is_some() && jwt_passed {
+        find_token(r).and_then(|t| meshward_mesh::explain::token_claims(&t))
+    } else {
+        None
+    };
+    Ok(meshward_mesh::RequestFacts {
+        peer,
+        method: r.method.clone(),
+        path: r.path.clone(),
+        authority: r.authority.clone().unwrap_or_else(|| "example.com".into()),
+        port: r.port.unwrap_or(scenario.workload.port),
+        source_ip: Some(
+            r.source
+                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+        ),
+        headers,
+        claims,
+    })
+}
+
+/// Who decided one observed request.
+fn decide(
+    plan: &Plan<'_>,
+    key: GroupKey,
+    case: &MeshCase,
+    seen: &Observed,
+    before: &BTreeMap<String, i64>,
+    refused: bool,
+) -> Decision {
+    let compiled = plan.compiled.get(&key.custom);
+    let moved = moved(before, &seen.metrics);
+    let custom_matched: Vec<String> = moved
+        .iter()
+        .filter_map(|n| compiled.and_then(|c| c.policy(n)))
+        .filter(|p| p.action == meshward_mesh::resource::Action::Custom)
+        .map(|p| p.resource.short())
+        .collect();
+    if refused {
+        let mode = plan.selection.peer.mode(key.port);
+        return Decision {
+            by: mode.decided_by.map(|r| r.id.short()),
+            rule: None,
+            account: format!(
+                "connection refused: port {} is {}{}",
+                key.port,
+                mtls_text(mode.mode),
+                mode.decided_by
+                    .map(|r| format!(" ({})", r.id))
+                    .unwrap_or_default()
+            ),
+            custom_matched,
+        };
+    }
+    let body = String::from_utf8_lossy(&seen.body).to_string();
+    if body.starts_with("Jwt") || body.starts_with("Audiences in Jwt") || body.starts_with("Jwks") {
+        let issuer = token_issuer(&case.request);
+        let by = issuer
+            .as_ref()
+            .and_then(|i| compiled.and_then(|c| c.issuers.get(i)))
+            .map(|id| id.short());
+        return Decision {
+            account: format!(
+                "{} {body} (jwt-authn{})",
+                seen.status,
+                issuer.map(|i| format!(", issuer {i}")).unwrap_or_default()
+            ),
+            by,
+            rule: None,
+            custom_matched,
+        };
+    }
+    let deciding = moved.iter().find_map(|n| {
+        let p = compiled.and_then(|c| c.policy(n))?;
+        let decides = match p.action {
+            meshward_mesh::resource::Action::Audit => false,
+            meshward_mesh::resource::Action::Custom => key.custom == CustomAnswer::Denies,
+            _ => true,
+        };
+        decides.then_some(p)
+    });
+    let account = match (deciding, seen.status) {
+        (Some(p), 200) => format!("allowed by {} {}", p.action, p.resource),
+        (Some(p), s) => format!("{s}: denied by {} {}", p.action, p.resource),
+        (None, 200) => "allowed: no ALLOW policy applies".to_string(),
+        (None, 400) => "400: meshward refused the request's path or a header spelling".into(),
+        (None, 403) => "403: ALLOW policies apply and none matched".into(),
+        (None, s) => format!("{s}"),
+    };
+    // The deciding rule, from spiffe-authz's core on the same config and request; only when the
+    // core names the same deciding policy as the filter did.
+    let rule = deciding.and_then(|p| {
+        let compiled = compiled?;
+        let facts = request_facts(plan.scenario, case, compiled, true).ok()?;
+        let e = meshward_mesh::explain_request(compiled, &facts).ok()?;
+        let index = e.decision.matched_policy?;
+        let name = e.policies.get(index).map(|t| t.name.as_str())?;
+        (name == p.filter_name).then_some(e.deciding_rule).flatten()
+    });
+    let account = match rule {
+        Some(r) => account.replacen(
+            &p_resource(deciding),
+            &format!("{} rules[{r}]", p_resource(deciding)),
+            1,
+        ),
+        None => account,
+    };
+    Decision {
+        by: deciding.map(|p| p.resource.short()),
+        rule,
+        account,
+        custom_matched,
+    }
+}
+
+fn p_resource(p: Option<&meshward_mesh::CompiledPolicy>) -> String {
+    p.map(|p| p.resource.to_string()).unwrap_or_default()
+}
+
+/// Run a mesh scenario file: every case in the harness (and with `targets`, in Envoy too).
+pub fn run_file(file: &Path, wasm_dir: &Path, targets: Targets, verbose: bool) -> FileReport {
+    let mut report = FileReport::default();
+    let _ = writeln!(report.text, "{}", file.display());
+    match run(file, wasm_dir, targets, verbose, &mut report) {
+        Ok(()) => {}
+        Err(e) => {
+            report.failed += 1;
+            let _ = writeln!(report.text, "  FAIL  {e:#}");
+        }
+    }
+    report
+}
+
+fn run(
+    file: &Path,
+    wasm_dir: &Path,
+    targets: Targets,
+    verbose: bool,
+    report: &mut FileReport,
+) -> Result<()> {
+    let scenario = MeshScenario::load(file)?;
+    let loaded = scenario.resources()?;
+    let plan = plan(&scenario, &loaded)?;
+    // Per case: (harness observation, harness decision, envoy observation and decision).
+    type Row = (Observed, Decision, Option<(Observed, Decision)>);
+    let mut rows: BTreeMap<usize, Row> = BTreeMap::new();
+    for (key, (chain, indices)) in &plan.groups {
+        let harness = HarnessTarget::start(chain, wasm_dir)
+            .and_then(|t| run_cases(&t, chain))
+            .with_context(|| format!("harness, port {}", key.port))?;
+        let envoy = match targets {
+            Targets::Harness => None,
+            Targets::HarnessAndEnvoy => Some(
+                EnvoyTarget::start(chain, wasm_dir)
+                    .and_then(|t| run_cases(&t, chain))
+                    .with_context(|| format!("Envoy, port {}", key.port))?,
+            ),
+        };
+        let mut before_h = BTreeMap::new();
+        let mut before_e = BTreeMap::new();
+        for (n, &i) in indices.iter().enumerate() {
+            let case = scenario.cases.get(i).ok_or_else(|| anyhow!("case {i}"))?;
+            let seen = harness.get(n).cloned().unwrap_or_default();
+            let d = decide(&plan, *key, case, &seen, &before_h, refused(&seen));
+            before_h = seen.metrics.clone();
+            let in_envoy = envoy.as_ref().and_then(|e| e.get(n)).map(|seen_e| {
+                let d = decide(&plan, *key, case, seen_e, &before_e, refused(seen_e));
+                before_e = seen_e.metrics.clone();
+                (seen_e.clone(), d)
+            });
+            rows.insert(i, (seen, d, in_envoy));
+        }
+    }
+    for (i, case) in scenario.cases.iter().enumerate() {
+        let Some((seen, decision, in_envoy)) = rows.get(&i) else {
+            continue;
+        };
+        let key = plan
+            .groups
+            .iter()
+            .find(|(_, (_, idx))| idx.contains(&i))
+            .map(|(k, (s, idx))| (k, s, idx.iter().position(|x| *x == i)));
+        let Some((_, chain, Some(pos))) = key else {
+            continue;
+        };
+        let expect = &chain
+            .cases
+            .get(pos)
+            .ok_or_else(|| anyhow!("case {pos}"))?
+            .expect;
+        let mut diff = String::new();
+        let mut own = check(expect, seen);
+        own.extend(decision_mismatches(case, decision));
+        if !own.is_empty() {
+            let _ = write!(diff, "   in the harness:\n{}", render(&own));
+        }
+        if let Some((seen_e, decision_e)) = in_envoy {
+            let mut m = check(expect, seen_e);
+            m.extend(decision_mismatches(case, decision_e));
+            if !m.is_empty() {
+                let _ = write!(diff, "   in Envoy:\n{}", render(&m));
+            }
+            let mut p = parity(expect, seen, seen_e);
+            if decision.by != decision_e.by {
+                p.push(Mismatch {
+                    what: "deciding resource".into(),
+                    expected: decision.text(),
+                    actual: decision_e.text(),
+                });
+            }
+            if !p.is_empty() {
+                let _ = write!(diff, "   harness ≠ Envoy:\n{}", render(&p));
+            }
+        }
+        if diff.is_empty() {
+            report.passed += 1;
+            if verbose {
+                let _ = writeln!(report.text, "  ok    {} — {}", case.name, decision.account);
+            }
+        } else {
+            report.failed += 1;
+            let _ = writeln!(
+                report.text,
+                "  FAIL  {}\n   decision: {}\n{diff}",
+                case.name, decision.account
+            );
+        }
+    }
+    Ok(())
+}
+
+// TODO(transport merge): Observed::refused.
+fn refused(_seen: &Observed) -> bool {
+    false
+}
+
+fn decision_mismatches(case: &MeshCase, d: &Decision) -> Vec<Mismatch> {
+    let mut out = Vec::new();
+    if let Some(expected) = &case.expect.decided_by {
+        if !d.satisfies(expected) {
+            out.push(Mismatch {
+                what: "decidedBy".into(),
+                expected: expected.clone(),
+                actual: d.text(),
+            });
+        }
+    }
+    match case.custom_authz {
+        None if !d.custom_matched.is_empty() => out.push(Mismatch {
+            what: "customAuthz".into(),
+            expected: format!(
+                "the external authorizer's answer for CUSTOM {} (add customAuthz: allow|deny)",
+                d.custom_matched.join(", ")
+            ),
+            actual: "not given".into(),
+        }),
+        Some(CustomAuthz::Allow) if d.custom_matched.is_empty() => out.push(Mismatch {
+            what: "customAuthz".into(),
+            expected: "a CUSTOM policy whose rules match this request".into(),
+            actual: "none matched: the external authorizer is never asked".into(),
+        }),
+        Some(CustomAuthz::Deny) if !d.by.as_ref().is_some_and(|b| d.custom_matched.contains(b)) => {
+            // With `deny`, CUSTOM policies are DENY policies: one that matched decides.
+            if d.custom_matched.is_empty() {
+                out.push(Mismatch {
+                    what: "customAuthz".into(),
+                    expected: "a CUSTOM policy whose rules match this request".into(),
+                    actual: "none matched: the external authorizer is never asked".into(),
+                });
+            }
+        }
+        _ => {}
+    }
+    out
+}
