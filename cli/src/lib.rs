@@ -6,6 +6,7 @@
 mod bench;
 mod bench_envoy;
 mod check;
+mod explain;
 pub mod image;
 mod run;
 mod test;
@@ -13,6 +14,7 @@ pub mod wasmplugin;
 
 pub use bench_envoy::{run as bench, BenchCli};
 pub use check::{run as check, CheckArgs};
+pub use explain::{run as explain, ExplainArgs};
 pub use run::{run, RunArgs};
 pub use test::{test, TestArgs};
 pub use wasmplugin::{wasmplugin, WasmPluginArgs};

@@ -60,6 +60,9 @@ enum Command {
     /// Run scenario files through the harness (and with --envoy, through real Envoy too).
     #[command(after_long_help = SCENARIO_HELP)]
     Test(cli::TestArgs),
+    /// One request against Istio resources: what the .wasm filters answer, which policy decides,
+    /// and for every applicable policy whether each rule matched or the first condition that failed.
+    Explain(cli::ExplainArgs),
     /// Send one request through a filter chain and print what happened.
     Run(cli::RunArgs),
     /// What Envoy 1.40 would say about a module: unsupported imports, missing exports, and
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: Result<bool> = match cli.command {
         Command::Test(args) => cli::test(args),
+        Command::Explain(args) => cli::explain(args).map(|()| true),
         Command::Run(args) => cli::run(args).map(|()| true),
         Command::Check(args) => cli::check(args),
         Command::Bench(args) => cli::bench(args).map(|()| true),

@@ -799,3 +799,100 @@ fn decision_mismatches(case: &MeshCase, d: &Decision) -> Vec<Mismatch> {
     }
     out
 }
+
+/// `meshward explain`: the first case of `scenario` through the `.wasm` chain in the harness,
+/// then every applicable policy, each rule, and the first condition that failed.
+pub fn explain(scenario: &MeshScenario, wasm_dir: &Path) -> Result<String> {
+    let case = scenario
+        .cases
+        .first()
+        .ok_or_else(|| anyhow!("explain needs one request"))?;
+    let loaded = scenario.resources()?;
+    let plan = plan(scenario, &loaded)?;
+    let (key, (chain, _)) = plan
+        .groups
+        .iter()
+        .next()
+        .ok_or_else(|| anyhow!("no chain"))?;
+    let compiled = plan
+        .compiled
+        .get(&key.custom)
+        .ok_or_else(|| anyhow!("no chain"))?;
+    let seen = HarnessTarget::start(chain, wasm_dir)
+        .and_then(|t| run_cases(&t, chain))?
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let decision = decide(&plan, *key, case, &seen, &BTreeMap::new(), refused(&seen));
+    let mut out = String::new();
+    let w = &scenario.workload;
+    let labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let _ = writeln!(
+        out,
+        "workload {}/{} (labels {}), port {}",
+        w.namespace,
+        w.service_account,
+        if labels.is_empty() {
+            "none".into()
+        } else {
+            labels.join(",")
+        },
+        key.port
+    );
+    let caller = match Caller::parse(&case.request.from, &scenario.mesh.trust_domain)? {
+        Caller::Plaintext => "plaintext (no peer identity)".to_string(),
+        Caller::Peer(uri) => format!("{uri} over mTLS"),
+    };
+    let _ = writeln!(
+        out,
+        "request {} {} from {caller}",
+        case.request.method, case.request.path
+    );
+    let mode = plan.selection.peer.mode(key.port);
+    let _ = writeln!(
+        out,
+        "mTLS on port {}: {} ({})",
+        key.port,
+        mtls_text(mode.mode),
+        mode.decided_by
+            .map(|r| r.id.to_string())
+            .unwrap_or_else(|| "no PeerAuthentication: PERMISSIVE by default".into())
+    );
+    let ras: Vec<String> = compiled
+        .issuers
+        .iter()
+        .map(|(iss, id)| format!("{iss} ({id})"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "JWT issuers: {}",
+        if ras.is_empty() {
+            "none (no RequestAuthentication applies)".into()
+        } else {
+            ras.join(", ")
+        }
+    );
+    let status = if refused(&seen) {
+        "connection refused".to_string()
+    } else {
+        seen.status.to_string()
+    };
+    let _ = writeln!(
+        out,
+        "result (the .wasm filters in the harness): {status} — {}",
+        decision.account
+    );
+    let jwt_refused = decision.account.contains("(jwt-authn");
+    if refused(&seen) || jwt_refused {
+        return Ok(out);
+    }
+    let facts = request_facts(scenario, case, compiled, true)?;
+    let explanation = meshward_mesh::explain_request(compiled, &facts)?;
+    let _ = writeln!(out, "AuthorizationPolicies, in evaluation order:");
+    out.push_str(&meshward_mesh::explain::render(
+        &plan.selection,
+        compiled,
+        &explanation,
+    ));
+    Ok(out)
+}
