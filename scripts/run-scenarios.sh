@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The main job: build the filters, then run every example scenario (tests/scenarios/**.yaml)
-# through the harness and through a real Envoy 1.40, with the same files, and report any
-# difference. Extra arguments go to `meshward test` (e.g. --verbose, or scenario files).
+# The main job: build the filters, then run every example scenario (tests/scenarios/**.yaml and
+# the Istio mesh examples/mesh/*.yaml) through the harness and through a real Envoy 1.40, with
+# the same files, and report any difference. Extra arguments go to `meshward test` (e.g. --verbose, or scenario files).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -10,5 +10,7 @@ cargo build --quiet -p meshward-cli --bin meshward
 files=()
 if [ $# -eq 0 ] || [[ "${1:-}" == -* ]]; then
   while IFS= read -r f; do files+=("$f"); done < <(find tests/scenarios -name '*.yaml' | sort)
+  # Only the scenario files: examples/mesh/resources/ holds the Istio YAML they load.
+  while IFS= read -r f; do files+=("$f"); done < <(find examples/mesh -maxdepth 1 -name '*.yaml' | sort)
 fi
 exec "${CARGO_TARGET_DIR:-target}/debug/meshward" test --envoy "$@" "${files[@]}"
