@@ -1,7 +1,9 @@
 //! What every suite in `tests/*.rs` needs to find: the repository, the filters' release modules
-//! and the fixture tokens. The rig the suites drive is `meshward_rig`.
+//! the fixture tokens and the Istio CRD schemas ([`crd`]). The rig the suites drive is `meshward_rig`.
 
 use std::path::{Path, PathBuf};
+
+pub mod crd;
 
 /// The repository root (the parent of `tests/`).
 pub fn repo() -> PathBuf {

@@ -28,6 +28,7 @@ use serde_yaml_ng::Value as Yaml;
 // `meshward wasmplugin`: its flags (meshward-cli) and its renderer (meshward-oci).
 use meshward_cli::wasmplugin::WasmPluginArgs;
 use meshward_oci::wasmplugin::{self, Filter, Phase};
+use meshward_tests::crd::{crd_schema, validate};
 use meshward_tests::{jwt_token as token, repo};
 
 const BLESS: &str = "MESHWARD_BLESS=1 cargo test -p meshward-tests --test examples";
@@ -77,20 +78,6 @@ fn parse_with_core(filter: &str, json: &str) -> Result<(), String> {
         other => panic!("unknown filter {other}"),
     };
     result.map_err(|e| e.to_string())
-}
-
-/// Err(every violation) if `instance` does not satisfy `schema`.
-fn validate(schema: &Json, instance: &Json) -> Result<(), String> {
-    let validator = jsonschema::validator_for(schema).expect("a valid JSON Schema");
-    let errors: Vec<String> = validator
-        .iter_errors(instance)
-        .map(|e| format!("at `{}`: {e}", e.instance_path()))
-        .collect();
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors.join("\n"))
-    }
 }
 
 fn schema_path(filter: &str) -> PathBuf {
@@ -369,25 +356,7 @@ fn istio_examples_are_what_meshward_wasmplugin_renders() {
 /// silently prunes unknown fields, so a misspelled `failStratgy` would be dropped rather than
 /// refused; here every object without `x-kubernetes-preserve-unknown-fields` refuses them.
 fn wasmplugin_crd_schema() -> Json {
-    let path = repo().join("../shared/reference/istio-crds-subset.yaml");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (the Istio CRD reference must sit beside the repository)",
-            path.display()
-        )
-    });
-    let crd = serde_yaml_ng::Deserializer::from_str(&text)
-        .map(|doc| Yaml::deserialize(doc).unwrap())
-        .find(|doc| doc["metadata"]["name"].as_str() == Some("wasmplugins.extensions.istio.io"))
-        .expect("the WasmPlugin CRD in the reference file");
-    let version = crd["spec"]["versions"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"].as_str() == Some("v1alpha1"))
-        .expect("WasmPlugin v1alpha1");
-    let mut schema: Json = serde_json::to_value(&version["schema"]["openAPIV3Schema"]).unwrap();
-    strict(&mut schema);
+    let mut schema = crd_schema("wasmplugins.extensions.istio.io", "v1alpha1");
     let props = schema["properties"].as_object_mut().unwrap();
     props.insert(
         "apiVersion".into(),
@@ -410,38 +379,6 @@ fn wasmplugin_crd_schema() -> Json {
     );
     schema["required"] = json!(["apiVersion", "kind", "metadata", "spec"]);
     schema
-}
-
-/// OpenAPI v3 (Kubernetes structural schema) → JSON Schema: `nullable`, int32 bounds, and no
-/// unknown fields.
-fn strict(schema: &mut Json) {
-    let Some(object) = schema.as_object_mut() else {
-        return;
-    };
-    if object.remove("nullable") == Some(json!(true)) {
-        if let Some(Json::String(t)) = object.get("type").cloned() {
-            object.insert("type".into(), json!([t, "null"]));
-        }
-    }
-    if object.get("format") == Some(&json!("int32")) {
-        object.insert("minimum".into(), json!(i32::MIN));
-        object.insert("maximum".into(), json!(i32::MAX));
-    }
-    let preserve = object.get("x-kubernetes-preserve-unknown-fields") == Some(&json!(true));
-    if object.contains_key("properties") && !preserve {
-        object.insert("additionalProperties".into(), json!(false));
-    }
-    for (key, value) in object.iter_mut() {
-        match key.as_str() {
-            "properties" => value
-                .as_object_mut()
-                .into_iter()
-                .flat_map(|p| p.values_mut())
-                .for_each(strict),
-            "items" | "additionalProperties" => strict(value),
-            _ => {}
-        }
-    }
 }
 
 /// The CRD's `x-kubernetes-validations` (CEL) rules that apply to what we render, in Rust.
