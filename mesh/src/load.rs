@@ -130,12 +130,9 @@ fn load_document(origin: &Origin, text: &str, loaded: &mut Loaded) -> Result<()>
         }
         return Ok(());
     }
-    match classify(origin, api, kind, loaded)? {
-        Some(kind) => {
-            let de = serde_yaml_ng::Deserializer::from_str(text);
-            loaded.resources.push(typed(origin, kind, de)?);
-        }
-        None => {}
+    if let Some(kind) = classify(origin, api, kind, loaded)? {
+        let de = serde_yaml_ng::Deserializer::from_str(text);
+        loaded.resources.push(typed(origin, kind, de)?);
     }
     Ok(())
 }
