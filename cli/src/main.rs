@@ -42,7 +42,31 @@ A scenario file (YAML) holds one filter chain and the cases to send through it:
 Paths are relative to the scenario file. Filters named by `filter:` are looked up in the wasm
 directory (--wasm-dir, $MESHWARD_WASM_DIR, or target/wasm32-wasip1/release of the enclosing
 workspace). The upstream is an echo server: it answers 200 with a JSON copy of the request.
-See docs/scenarios.md for every field.";
+See docs/scenarios.md for every field.
+
+A mesh scenario tests Istio resources instead of a chain: the AuthorizationPolicy,
+RequestAuthentication and PeerAuthentication YAML that applies to the workload (as istiod
+selects it) becomes the jwt-authn and spiffe-authz chain and the listener's mTLS mode:
+
+  mesh:
+    resources: [policies/]                 # files and directories of Istio YAML
+    rootNamespace: istio-system            # default
+    trustDomain: cluster.local             # default
+    jwks: {'https://idp.example.com/jwks.json': {bodyFile: jwks.json}}   # what each jwksUri answers
+  workload: {namespace: payments, serviceAccount: ledger, labels: {app: ledger}, port: 9080}
+  cases:
+    - name: checkout reads the ledger
+      request:
+        from: {namespace: shop, serviceAccount: checkout}   # or: plaintext, or {spiffe: URI}
+        port: 9080                         # default workload.port
+        method: GET
+        path: /ledger/42
+      customAuthz: allow                   # the external authorizer's answer, when a CUSTOM policy matches
+      expect:
+        status: 200                        # or refused: true (the connection is refused)
+        decidedBy: payments/ledger-read    # or 'payments/ledger-read rules[0]', or none
+
+See docs/istio.md.";
 
 #[derive(Parser)]
 #[command(
@@ -63,6 +87,10 @@ enum Command {
     /// One request against Istio resources: what the .wasm filters answer, which policy decides,
     /// and for every applicable policy whether each rule matched or the first condition that failed.
     Explain(cli::ExplainArgs),
+    /// The traps in Istio security YAML (the permissive-mode trap, request principals nobody
+    /// validates, paths a normalized request never matches, what meshward cannot evaluate), each
+    /// with its resource and field. Exits 1 on errors; with --strict, on warnings too.
+    Lint(cli::LintArgs),
     /// Send one request through a filter chain and print what happened.
     Run(cli::RunArgs),
     /// What Envoy 1.40 would say about a module: unsupported imports, missing exports, and
@@ -86,6 +114,7 @@ fn main() -> ExitCode {
     let result: Result<bool> = match cli.command {
         Command::Test(args) => cli::test(args),
         Command::Explain(args) => cli::explain(args).map(|()| true),
+        Command::Lint(args) => cli::lint(args),
         Command::Run(args) => cli::run(args).map(|()| true),
         Command::Check(args) => cli::check(args),
         Command::Bench(args) => cli::bench(args).map(|()| true),

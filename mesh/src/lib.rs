@@ -7,6 +7,7 @@
 
 pub mod compile;
 pub mod explain;
+pub mod lint;
 pub mod load;
 pub mod resource;
 pub mod select;
@@ -14,6 +15,7 @@ pub mod support;
 
 pub use compile::{compile, Compiled, CompiledPolicy, CustomAnswer, JwksSource};
 pub use explain::{explain_request, RequestFacts};
+pub use lint::{lint, Finding, Severity};
 pub use load::{load, Loaded};
 pub use resource::{Kind, MtlsMode, Resource, ResourceId};
 pub use select::{select, MeshSettings, PortMode, Selection, Workload};

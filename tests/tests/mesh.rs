@@ -250,3 +250,56 @@ fn the_example_resources_validate_against_istios_crds() {
     let typo = serde_json::json!({"rules": [{"to": [{"operation": {"method": ["GET"]}}]}]});
     assert!(validate(&schema["properties"]["spec"], &typo).is_err());
 }
+
+/// `meshward lint`: exit status on errors, warnings and `--strict`, on files written here.
+#[test]
+fn lint_fails_on_errors_and_on_warnings_only_with_strict() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        args: meshward_cli::LintArgs,
+    }
+    let lint = |dir: &Path, strict: bool| {
+        let mut argv = vec!["lint".to_string(), dir.display().to_string()];
+        if strict {
+            argv.push("--strict".into());
+        }
+        meshward_cli::lint(Cmd::parse_from(argv).args).expect("lint runs")
+    };
+    // Warnings only: a principal ALLOW where mTLS is PERMISSIVE by default.
+    let warned = Mesh::new("lint-warn", RESOURCES, HEAD);
+    assert!(lint(&warned.dir.join("res"), false));
+    assert!(!lint(&warned.dir.join("res"), true));
+    // An error: a DENY on request principals with no RequestAuthentication, and a path that
+    // normalization would change.
+    let errors = Mesh::new(
+        "lint-error",
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: istio-system}\nspec: {mtls: {mode: STRICT}}\n---\n\
+         apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-bots, namespace: payments}\nspec:\n  action: DENY\n  rules: [{from: [{source: {requestPrincipals: ['https://bots.example.com/*']}}], to: [{operation: {paths: ['/admin//x']}}]}]\n",
+        HEAD,
+    );
+    assert!(!lint(&errors.dir.join("res"), false));
+    let found = meshward_mesh::lint::lint(
+        &meshward_mesh::load(&[errors.dir.join("res")])
+            .expect("load")
+            .resources,
+        &meshward_mesh::MeshSettings::default(),
+    );
+    let text: Vec<String> = found.iter().map(|f| f.to_string()).collect();
+    assert!(
+        text.iter().any(|t| t.starts_with("error:")
+            && t.contains("AuthorizationPolicy payments/deny-bots: field `spec.rules[0].from[0].source.requestPrincipals`")),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter().any(|t| t.starts_with("error:")
+            && t.contains("field `spec.rules[0].to[0].operation.paths[0]`")),
+        "{text:#?}"
+    );
+    // STRICT everywhere: no permissive-mode warning.
+    assert!(
+        !text.iter().any(|t| t.contains("plaintext callers")),
+        "{text:#?}"
+    );
+}
