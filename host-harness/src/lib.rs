@@ -14,8 +14,8 @@
 //! - `outcome`, `request`: the public vocabulary;
 //! - `runtime`: what Envoy's threads share (clock and timers, shared data, queues, metrics,
 //!   faults, the interleaving gate) and their names ([`Thread`]);
-//! - `envoy_model`: Envoy around the filters (HCM and codec, header maps, router and echo
-//!   upstream, clusters, attributes);
+//! - `envoy_model`: Envoy around the filters (the listener's transport modes, HCM and codec,
+//!   header maps, router and echo upstream, clusters, attributes);
 //! - `stream`: a request in flight and what filters ask of it;
 //! - `vm`: a VM set per thread, module compilation, guest memory, calls into the guest;
 //! - `hostcalls`: the functions a module imports, one file per ABI area, WASI included;
@@ -37,7 +37,9 @@ mod stream;
 mod vm;
 
 pub use check::{check, CheckReport};
-pub use envoy_model::{CalloutRequest, CalloutResponse, Cluster, ListenerSettings};
+pub use envoy_model::{
+    CalloutRequest, CalloutResponse, Cluster, DownstreamTransport, ListenerSettings,
+};
 pub use error::HostError;
 pub use host::{FilterSpec, Host, HostBuilder, Started};
 pub use loader::{supported_imports, ModuleReport};

@@ -55,6 +55,9 @@ pub enum Verdict {
     },
     /// A filter paused the request and nothing is left that could resume it.
     Stalled { filter: String, phase: Phase },
+    /// The listener refused the connection (TLS mode, see [`crate::DownstreamTransport`]): no
+    /// HTTP response at all (status 0), and neither the codec nor any filter saw the request.
+    Refused { reason: String },
 }
 
 /// Callback phase of a request, as the driver records it.

@@ -2,7 +2,7 @@
 //! normalization, no header-name case changes, no validation — so tests can send exactly what a
 //! hostile client would and observe what Envoy's codec, the filters and the upstream make of it.
 
-use std::io::{BufReader, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,6 +77,29 @@ impl Client {
 
     /// Opens a connection (and completes the TLS handshake, if any).
     pub fn connect(&self) -> Result<Connection> {
+        match self.connect_or_refused()? {
+            Ok(connection) => Ok(connection),
+            Err(refused) => Err(anyhow::Error::new(refused).context("TLS handshake with Envoy")),
+        }
+    }
+
+    /// Sends one request on a new connection and reads the response.
+    pub fn send(&self, request: &Request) -> Result<Response> {
+        self.connect()?.send(request)
+    }
+
+    /// [`Client::send`] that tells a listener refusing the connection (TLS handshake failure,
+    /// reset or close before any HTTP response, bytes that are not HTTP) apart from other errors
+    /// (nothing listening, a timeout, a malformed HTTP response), which stay errors.
+    pub fn send_or_refused(&self, request: &Request) -> Result<Result<Response, Refused>> {
+        match self.connect_or_refused()? {
+            Ok(mut connection) => connection.send_or_refused(request),
+            Err(refused) => Ok(Err(refused)),
+        }
+    }
+
+    /// Opens a connection; a failed TLS handshake is a refusal, a failed TCP connect an error.
+    fn connect_or_refused(&self) -> Result<Result<Connection, Refused>> {
         let domain = Domain::for_address(self.addr);
         let socket = Socket::new(domain, Type::STREAM, None).context("creating a socket")?;
         if let Some(ip) = self.source_ip {
@@ -99,21 +122,46 @@ impl Client {
                     .context("creating the TLS session")?;
                 let mut tcp = tcp;
                 while conn.is_handshaking() {
-                    conn.complete_io(&mut tcp)
-                        .context("TLS handshake with Envoy")?;
+                    if let Err(e) = conn.complete_io(&mut tcp) {
+                        if is_timeout(&e) {
+                            return Err(e).context("TLS handshake with Envoy");
+                        }
+                        return Ok(Err(Refused::new(format!("TLS handshake failed: {e}"))));
+                    }
                 }
                 Stream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)))
             }
         };
-        Ok(Connection {
+        Ok(Ok(Connection {
             reader: BufReader::new(stream),
-        })
+        }))
     }
+}
 
-    /// Sends one request on a new connection and reads the response.
-    pub fn send(&self, request: &Request) -> Result<Response> {
-        self.connect()?.send(request)
+/// The listener refused the connection: no HTTP response came back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// What the client saw (the handshake error, the reset, the bytes that were not HTTP).
+    pub reason: String,
+}
+
+impl Refused {
+    fn new(reason: String) -> Self {
+        Self { reason }
     }
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "connection refused by the listener: {}", self.reason)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// A timeout is the client giving up, not the listener refusing.
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock)
 }
 
 /// One open connection; requests on it are sent one after the other (keep-alive).
@@ -125,6 +173,39 @@ impl Connection {
     /// Writes `request` and reads its response.
     pub fn send(&mut self, request: &Request) -> Result<Response> {
         self.send_raw(&request.to_bytes(), request.method == "HEAD")
+    }
+
+    /// [`Connection::send`] that tells a refused connection apart (see [`Client::send_or_refused`]).
+    /// With TLS 1.3 a listener that requires a client certificate refuses only after the client's
+    /// handshake is done, so the refusal comes as the answer to the request.
+    pub fn send_or_refused(&mut self, request: &Request) -> Result<Result<Response, Refused>> {
+        let stream = self.reader.get_mut();
+        let written = stream
+            .write_all(&request.to_bytes())
+            .and_then(|()| stream.flush());
+        if let Err(e) = written {
+            if is_timeout(&e) {
+                return Err(e).context("writing the request");
+            }
+            return Ok(Err(Refused::new(format!("writing the request: {e}"))));
+        }
+        // Look at the first bytes before parsing: an HTTP response starts with `HTTP/`.
+        let first = match self.reader.fill_buf() {
+            Ok(bytes) => bytes,
+            Err(e) if is_timeout(&e) => return Err(e).context("waiting for a response"),
+            Err(e) => return Ok(Err(Refused::new(format!("before any response: {e}")))),
+        };
+        if first.is_empty() {
+            return Ok(Err(Refused::new("closed before any response".to_string())));
+        }
+        let prefix = first.len().min(5);
+        if first.get(..prefix) != b"HTTP/".get(..prefix) {
+            let shown: Vec<u8> = first.iter().take(16).copied().collect();
+            return Ok(Err(Refused::new(format!(
+                "answered with bytes that are not HTTP: {shown:02x?}"
+            ))));
+        }
+        http1::read_response(&mut self.reader, request.method == "HEAD").map(Ok)
     }
 
     /// Writes arbitrary bytes and reads one response (`head_request`: no body expected).

@@ -1,6 +1,7 @@
-//! Envoy bootstrap generation. One [`EnvoyConfig`] describes the listeners (a plaintext one and
-//! optionally a TLS one that asks for, but does not require, a client certificate), the HTTP
-//! connection manager settings shared by both, the HTTP filter chain (wasm filters and raw native
+//! Envoy bootstrap generation. One [`EnvoyConfig`] describes the listeners (a plaintext one,
+//! optionally a TLS one that asks for, but does not require, a client certificate, and optionally
+//! one shaped as an Istio sidecar's for an mTLS mode: [`MtlsMode`]), the HTTP connection manager
+//! settings they all share, the HTTP filter chain (wasm filters and raw native
 //! filters, then the router) and the clusters (`upstream` plus any named extras).
 //!
 //! Listener ports default to 0: Envoy binds an ephemeral port and [`crate::Envoy`] reads the real
@@ -17,6 +18,8 @@ use crate::certs::Certs;
 /// Listener names (and `stat_prefix`es) in every generated bootstrap.
 pub const PLAINTEXT_LISTENER: &str = "plaintext";
 pub const TLS_LISTENER: &str = "tls";
+/// The listener of [`EnvoyConfig::transport`].
+pub const TRANSPORT_LISTENER: &str = "transport";
 /// The cluster every route points at.
 pub const UPSTREAM_CLUSTER: &str = "upstream";
 
@@ -120,6 +123,57 @@ struct TlsListener {
     ca: PathBuf,
 }
 
+impl TlsListener {
+    fn new(certs: &Certs, port: u16) -> Self {
+        Self {
+            port,
+            cert_chain: certs.server_cert_pem().clone(),
+            private_key: certs.server_key_pem().clone(),
+            ca: certs.ca_pem().clone(),
+        }
+    }
+
+    /// The listener's `DownstreamTlsContext` (server certificate, client certificates verified
+    /// against the rig's CA; `require_client_certificate` as given).
+    fn transport_socket(&self, require_client_certificate: bool) -> Value {
+        json!({
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                "require_client_certificate": require_client_certificate,
+                "common_tls_context": {
+                    "tls_certificates": [{
+                        "certificate_chain": {"filename": self.cert_chain},
+                        "private_key": {"filename": self.private_key},
+                    }],
+                    "validation_context": {"trusted_ca": {"filename": self.ca}},
+                }
+            }
+        })
+    }
+}
+
+/// A listener's mTLS mode, as Istio's PeerAuthentication sets it and its sidecar listener carries
+/// it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MtlsMode {
+    /// One filter chain with TLS that requires a client certificate.
+    Strict,
+    /// The `tls_inspector` and two filter chains: TLS (a client certificate required) and
+    /// plaintext (`raw_buffer`), with the same HTTP connection manager.
+    Permissive,
+    /// One plaintext filter chain.
+    Disable,
+}
+
+#[derive(Debug, Clone)]
+struct TransportListener {
+    mode: MtlsMode,
+    /// `None`: an ephemeral port on 127.0.0.1.
+    fixed: Option<SocketAddr>,
+    tls: TlsListener,
+}
+
 /// What to put in a bootstrap. Build with [`EnvoyConfig::new`] and the setters.
 #[derive(Debug, Clone)]
 pub struct EnvoyConfig {
@@ -134,6 +188,7 @@ pub struct EnvoyConfig {
     concurrency: u32,
     component_log_levels: String,
     extra_listeners: Vec<Value>,
+    transport: Option<TransportListener>,
 }
 
 impl EnvoyConfig {
@@ -152,6 +207,7 @@ impl EnvoyConfig {
             concurrency: 1,
             component_log_levels: "wasm:debug".to_string(),
             extra_listeners: Vec::new(),
+            transport: None,
         }
     }
 
@@ -188,11 +244,22 @@ impl EnvoyConfig {
     /// Adds the TLS listener (server cert from `certs`, client certs verified against its CA but
     /// optional, so "TLS without a client certificate" reaches the filters). Port 0 = ephemeral.
     pub fn tls(mut self, certs: &Certs, port: u16) -> Self {
-        self.tls = Some(TlsListener {
-            port,
-            cert_chain: certs.server_cert_pem().clone(),
-            private_key: certs.server_key_pem().clone(),
-            ca: certs.ca_pem().clone(),
+        self.tls = Some(TlsListener::new(certs, port));
+        self
+    }
+
+    /// Adds the listener of an Istio mTLS `mode` ([`crate::Envoy::transport_addr`]), beside the
+    /// plaintext one, with the same HTTP filters. `certs` gives the server certificate and the CA
+    /// client certificates must chain to (unused by [`MtlsMode::Disable`]).
+    ///
+    /// Port 0 = ephemeral on 127.0.0.1. A fixed port (for policies on `destination.port`) is bound
+    /// on a random loopback address 127.x.y.z instead, so that tests running in parallel with the
+    /// same port do not collide; the rig's clients connect there.
+    pub fn transport(mut self, mode: MtlsMode, certs: &Certs, port: u16) -> Self {
+        self.transport = Some(TransportListener {
+            mode,
+            fixed: (port != 0).then(|| SocketAddr::new(random_loopback().into(), port)),
+            tls: TlsListener::new(certs, port),
         });
         self
     }
@@ -235,6 +302,10 @@ impl EnvoyConfig {
         self.tls.is_some()
     }
 
+    pub(crate) fn has_transport(&self) -> bool {
+        self.transport.is_some()
+    }
+
     /// The bootstrap as JSON (admin on 127.0.0.1:0).
     pub fn bootstrap(&self) -> Result<Value> {
         let mut listeners = vec![listener(
@@ -244,26 +315,15 @@ impl EnvoyConfig {
             None,
         )];
         if let Some(tls) = &self.tls {
-            let transport_socket = json!({
-                "name": "envoy.transport_sockets.tls",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-                    "require_client_certificate": false,
-                    "common_tls_context": {
-                        "tls_certificates": [{
-                            "certificate_chain": {"filename": tls.cert_chain},
-                            "private_key": {"filename": tls.private_key},
-                        }],
-                        "validation_context": {"trusted_ca": {"filename": tls.ca}},
-                    }
-                }
-            });
             listeners.push(listener(
                 TLS_LISTENER,
                 tls.port,
                 self.hcm(TLS_LISTENER)?,
-                Some(transport_socket),
+                Some(tls.transport_socket(false)),
             ));
+        }
+        if let Some(transport) = &self.transport {
+            listeners.push(self.transport_listener(transport)?);
         }
         listeners.extend(self.extra_listeners.iter().cloned());
         let mut clusters = vec![cluster(UPSTREAM_CLUSTER, self.upstream)];
@@ -275,6 +335,52 @@ impl EnvoyConfig {
         Ok(json!({
             "admin": {"address": socket_address(0)},
             "static_resources": {"listeners": listeners, "clusters": clusters},
+        }))
+    }
+
+    /// The listener of an mTLS mode, shaped as Istio's sidecar inbound listener for it.
+    fn transport_listener(&self, transport: &TransportListener) -> Result<Value> {
+        let hcm = self.hcm(TRANSPORT_LISTENER)?;
+        let filters =
+            json!([{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]);
+        let mtls_chain = |matched: bool| {
+            let mut chain = json!({
+                "filters": filters.clone(),
+                "transport_socket": transport.tls.transport_socket(true),
+            });
+            if matched {
+                chain["filter_chain_match"] = json!({"transport_protocol": "tls"});
+            }
+            chain
+        };
+        let (listener_filters, chains) = match transport.mode {
+            MtlsMode::Strict => (json!([]), json!([mtls_chain(false)])),
+            // What the tls_inspector sees decides the chain: a ClientHello ⇒ "tls", else
+            // "raw_buffer".
+            MtlsMode::Permissive => (
+                json!([{
+                    "name": "envoy.filters.listener.tls_inspector",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"},
+                }]),
+                json!([
+                    mtls_chain(true),
+                    {"filter_chain_match": {"transport_protocol": "raw_buffer"}, "filters": filters},
+                ]),
+            ),
+            MtlsMode::Disable => (json!([]), json!([{"filters": filters}])),
+        };
+        let address = match transport.fixed {
+            Some(addr) => {
+                json!({"socket_address": {"address": addr.ip().to_string(), "port_value": addr.port()}})
+            }
+            None => socket_address(0),
+        };
+        Ok(json!({
+            "name": TRANSPORT_LISTENER,
+            "stat_prefix": TRANSPORT_LISTENER,
+            "address": address,
+            "listener_filters": listener_filters,
+            "filter_chains": chains,
         }))
     }
 
@@ -338,6 +444,22 @@ fn listener(name: &str, port: u16, hcm: Value, transport_socket: Option<Value>) 
         "address": socket_address(port),
         "filter_chains": [chain],
     })
+}
+
+/// A loopback address 127.x.y.z with random x, y and z (z neither 0 nor 255), so that a fixed
+/// port can be bound by several tests at once. The randomness is std's per-process hash keys
+/// stirred with the time: enough to make a clash unlikely, without a dependency.
+fn random_loopback() -> std::net::Ipv4Addr {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::hash::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    let [x, y, z, ..] = hasher.finish().to_le_bytes();
+    std::net::Ipv4Addr::new(127, x, y, 1 + z % 254)
 }
 
 fn cluster(name: &str, addr: SocketAddr) -> Value {

@@ -7,13 +7,15 @@
 //! - [`EchoUpstream`]: the loopback HTTP/1.1 upstream, answering every request with a JSON echo of
 //!   what it received (the same shape as the harness's modelled upstream; parse it with
 //!   [`RequestHead`]), a handler's response, or one fixed response (benchmarks);
-//! - [`EnvoyConfig`]: a bootstrap generator (plaintext + optional TLS listener, the wasm filters,
-//!   raw native filters, the router, the `upstream` cluster and extra clusters);
+//! - [`EnvoyConfig`]: a bootstrap generator (plaintext + optional TLS listener, an optional
+//!   listener of an Istio mTLS mode ([`MtlsMode`]), the wasm filters, raw native filters, the
+//!   router, the `upstream` cluster and extra clusters);
 //! - [`Envoy`]: starts Envoy in its own process group, waits until it is ready, reads the bound
 //!   ports from the admin endpoint, exposes the log and the stats, and stops it by PID on drop;
 //! - [`Client`]: a raw HTTP/1.1 client (plaintext or rustls, optional client certificate, optional
 //!   source IP) that sends the request-target and headers byte for byte ([`Request`]), and reads
-//!   the [`Response`] with the rig's one HTTP/1 reader (shared with the upstream).
+//!   the [`Response`] with the rig's one HTTP/1 reader (shared with the upstream), or tells a
+//!   listener's refusal ([`Refused`]) apart.
 //!
 //! Envoy is found through `MESHWARD_ENVOY` or the project's `.venv` (see [`envoy_binary`]). When it
 //! is missing every entry point returns an error telling to run `scripts/setup.sh`: tests that need
@@ -32,8 +34,8 @@ mod upstream;
 mod workdir;
 
 pub use certs::{Certs, ClientCert};
-pub use client::{Client, Connection};
-pub use config::{EnvoyConfig, HttpFilter, WasmFilter};
+pub use client::{Client, Connection, Refused};
+pub use config::{EnvoyConfig, HttpFilter, MtlsMode, WasmFilter};
 pub use message::{Request, RequestHead, Response};
 pub use process::{envoy_binary, Envoy, StartupFailure, WASM_METRIC_PREFIX};
 pub use upstream::EchoUpstream;

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::certs::{Certs, ClientCert};
 use crate::client::Client;
-use crate::config::{EnvoyConfig, PLAINTEXT_LISTENER, TLS_LISTENER};
+use crate::config::{EnvoyConfig, PLAINTEXT_LISTENER, TLS_LISTENER, TRANSPORT_LISTENER};
 use crate::message::Request;
 use crate::workdir::{repo_root, WorkDir};
 
@@ -64,6 +64,7 @@ pub struct Envoy {
     admin: SocketAddr,
     plaintext: SocketAddr,
     tls: Option<SocketAddr>,
+    transport: Option<SocketAddr>,
     log_path: PathBuf,
     // Last: removed after the process is gone.
     dir: WorkDir,
@@ -86,11 +87,12 @@ impl Envoy {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         let ready = wait_ready(&mut child, &admin_file, config, deadline);
         match ready {
-            Ok((admin, plaintext, tls)) => Ok(Self {
+            Ok(ready) => Ok(Self {
                 child,
-                admin,
-                plaintext,
-                tls,
+                admin: ready.admin,
+                plaintext: ready.plaintext,
+                tls: ready.tls,
+                transport: ready.transport,
                 log_path,
                 dir,
             }),
@@ -178,6 +180,12 @@ impl Envoy {
     /// The TLS listener's address, if configured.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
         self.tls
+    }
+
+    /// The address of the listener of [`EnvoyConfig::transport`], if configured (for a fixed port,
+    /// a random loopback address).
+    pub fn transport_addr(&self) -> Option<SocketAddr> {
+        self.transport
     }
 
     /// The admin endpoint's address.
@@ -314,7 +322,13 @@ fn spawn(config: &EnvoyConfig, mode: Mode) -> Result<(Child, WorkDir, PathBuf)> 
     Ok((child, dir, log_path))
 }
 
-type Addresses = (SocketAddr, SocketAddr, Option<SocketAddr>);
+/// The admin endpoint and the listeners' bound addresses.
+struct Addresses {
+    admin: SocketAddr,
+    plaintext: SocketAddr,
+    tls: Option<SocketAddr>,
+    transport: Option<SocketAddr>,
+}
 
 fn wait_ready(
     child: &mut Child,
@@ -349,13 +363,25 @@ fn ready_addresses(admin: SocketAddr, config: &EnvoyConfig) -> Result<Option<Add
         return Ok(None);
     }
     let json: Value = serde_json::from_str(&body).context("parsing /listeners?format=json")?;
-    let plaintext = listener_address(&json, PLAINTEXT_LISTENER);
-    let tls = listener_address(&json, TLS_LISTENER);
-    match (plaintext, tls, config.has_tls()) {
-        (Some(p), Some(t), true) => Ok(Some((admin, p, Some(t)))),
-        (Some(p), _, false) => Ok(Some((admin, p, None))),
-        _ => Ok(None),
-    }
+    // Each configured listener must be bound; one that is not asked for is ignored.
+    let bound = |name: &str, wanted: bool| match (wanted, listener_address(&json, name)) {
+        (false, _) => Some(None),
+        (true, Some(addr)) => Some(Some(addr)),
+        (true, None) => None,
+    };
+    let (Some(Some(plaintext)), Some(tls), Some(transport)) = (
+        bound(PLAINTEXT_LISTENER, true),
+        bound(TLS_LISTENER, config.has_tls()),
+        bound(TRANSPORT_LISTENER, config.has_transport()),
+    ) else {
+        return Ok(None);
+    };
+    Ok(Some(Addresses {
+        admin,
+        plaintext,
+        tls,
+        transport,
+    }))
 }
 
 fn listener_address(json: &Value, name: &str) -> Option<SocketAddr> {

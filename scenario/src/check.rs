@@ -9,7 +9,9 @@ use crate::model::{Expect, HeaderExpect};
 /// What one request produced, wherever it ran.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Observed {
-    /// Status the client received.
+    /// The listener refused the connection: no HTTP response (status 0, no headers, no body).
+    pub refused: bool,
+    /// Status the client received (0 when refused).
     pub status: u16,
     /// Whether the echo upstream received the request.
     pub reached_upstream: bool,
@@ -51,12 +53,19 @@ pub fn check(expect: &Expect, seen: &Observed) -> Vec<Mismatch> {
             actual,
         })
     };
-    if expect.status != seen.status {
+    if expect.refused != seen.refused {
         push(
-            "status".into(),
-            expect.status.to_string(),
-            seen.status.to_string(),
+            "connection".into(),
+            connection(expect.refused, expect.status),
+            connection(seen.refused, Some(seen.status)),
         );
+    }
+    // A refusal already differs above; its status 0 would only repeat it.
+    match expect.status {
+        Some(want) if !seen.refused && want != seen.status => {
+            push("status".into(), want.to_string(), seen.status.to_string())
+        }
+        _ => {}
     }
     if expect.upstream() != seen.reached_upstream {
         push(
@@ -149,6 +158,15 @@ fn check_headers(
     }
 }
 
+/// How a connection ended, for a diff: refused, or the HTTP status it got (when known).
+fn connection(refused: bool, status: Option<u16>) -> String {
+    match (refused, status) {
+        (true, _) => "refused (no HTTP response)".to_string(),
+        (false, Some(status)) => format!("an HTTP response ({status})"),
+        (false, None) => "an HTTP response".to_string(),
+    }
+}
+
 fn abbreviate(text: &str) -> String {
     const MAX: usize = 200;
     if text.len() <= MAX {
@@ -162,7 +180,7 @@ fn abbreviate(text: &str) -> String {
 }
 
 /// Differences between a harness run and an Envoy run of the same case, limited to what the case
-/// checks (status, upstream reached, and every header and metric it names). Headers Envoy adds on
+/// checks (refused or not, status, upstream reached, and every header and metric it names). Headers Envoy adds on
 /// its own (`x-request-id` values, `date`, `server`…) are not compared unless a case names them.
 pub fn parity(expect: &Expect, harness: &Observed, envoy: &Observed) -> Vec<Mismatch> {
     let mut out = Vec::new();
@@ -176,10 +194,17 @@ pub fn parity(expect: &Expect, harness: &Observed, envoy: &Observed) -> Vec<Mism
         }
     };
     diff(
-        "status".into(),
-        harness.status.to_string(),
-        envoy.status.to_string(),
+        "connection".into(),
+        connection(harness.refused, Some(harness.status)),
+        connection(envoy.refused, Some(envoy.status)),
     );
+    if !harness.refused && !envoy.refused {
+        diff(
+            "status".into(),
+            harness.status.to_string(),
+            envoy.status.to_string(),
+        );
+    }
     diff(
         "reached upstream".into(),
         harness.reached_upstream.to_string(),
@@ -249,6 +274,7 @@ mod tests {
 
     fn seen() -> Observed {
         Observed {
+            refused: false,
             status: 200,
             reached_upstream: true,
             upstream_headers: vec![
@@ -265,7 +291,7 @@ mod tests {
     #[test]
     fn matching_expectation_has_no_mismatch() {
         let expect = Expect {
-            status: 200,
+            status: Some(200),
             upstream_headers: Some(HeaderExpect {
                 present: vec!["X-A".into()],
                 absent: vec!["x-b".into()],
@@ -284,7 +310,7 @@ mod tests {
     #[test]
     fn every_difference_is_reported() {
         let expect = Expect {
-            status: 403,
+            status: Some(403),
             upstream_headers: Some(HeaderExpect {
                 present: vec!["x-b".into()],
                 absent: vec!["x-a".into()],
@@ -315,10 +341,55 @@ mod tests {
         assert!(render(&m).contains("- expected: 403"));
     }
 
+    fn refused() -> Observed {
+        Observed {
+            refused: true,
+            ..Observed::default()
+        }
+    }
+
+    #[test]
+    fn a_refusal_is_checked_both_ways() {
+        let expect_refused = Expect {
+            refused: true,
+            ..Default::default()
+        };
+        assert_eq!(check(&expect_refused, &refused()), vec![]);
+        let got_response = check(&expect_refused, &seen());
+        let whats: Vec<_> = got_response.iter().map(|m| m.what.as_str()).collect();
+        assert_eq!(whats, ["connection", "reached upstream"]);
+        let text = render(&got_response);
+        assert!(
+            text.contains("expected: refused (no HTTP response)")
+                && text.contains("actual:   an HTTP response (200)"),
+            "{text}"
+        );
+        let expect_200 = Expect {
+            status: Some(200),
+            ..Default::default()
+        };
+        let got_refused = check(&expect_200, &refused());
+        let whats: Vec<_> = got_refused.iter().map(|m| m.what.as_str()).collect();
+        assert_eq!(whats, ["connection", "reached upstream"]);
+        assert!(render(&got_refused).contains("actual:   refused (no HTTP response)"));
+    }
+
+    #[test]
+    fn parity_compares_refusals() {
+        let expect = Expect {
+            refused: true,
+            ..Default::default()
+        };
+        assert!(parity(&expect, &refused(), &refused()).is_empty());
+        let m = parity(&expect, &refused(), &seen());
+        let whats: Vec<_> = m.iter().map(|m| m.what.as_str()).collect();
+        assert_eq!(whats, ["connection", "reached upstream"]);
+    }
+
     #[test]
     fn parity_compares_only_what_the_case_names() {
         let expect = Expect {
-            status: 200,
+            status: Some(200),
             upstream_headers: Some(HeaderExpect {
                 present: vec!["x-a".into()],
                 ..Default::default()

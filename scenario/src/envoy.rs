@@ -7,11 +7,12 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use meshward_rig::{
-    self as envoy, Certs, ClientCert, EchoUpstream, Envoy, EnvoyConfig, WasmFilter,
+    self as envoy, Certs, Client, ClientCert, EchoUpstream, Envoy, EnvoyConfig, MtlsMode as Mode,
+    WasmFilter,
 };
 
 use crate::check::Observed;
-use crate::model::{Case, Scenario};
+use crate::model::{Case, MtlsMode, Scenario};
 use crate::target::Target;
 
 /// A running Envoy for one scenario, with its upstreams and certificates.
@@ -22,6 +23,8 @@ pub struct EnvoyTarget {
     _clusters: Vec<EchoUpstream>,
     certs: Option<Certs>,
     client_certs: HashMap<String, ClientCert>,
+    /// `listener.mtls` is set: every case goes to the listener of that mode.
+    transport: bool,
 }
 
 impl EnvoyTarget {
@@ -80,17 +83,27 @@ impl EnvoyTarget {
                     .fail_open(entry.fail_open),
             );
         }
+        let mtls = scenario.listener.mtls;
         let needs_tls = scenario.cases.iter().any(|c| c.request.tls.is_some());
-        let certs = if needs_tls {
+        let certs = if needs_tls || mtls.is_some() {
             Some(Certs::generate()?)
         } else {
             None
         };
-        // A fixed port goes to the listener the cases use: the TLS one when any case uses TLS.
-        match (&certs, scenario.listener.port) {
-            (Some(certs), port) => config = config.tls(certs, port.unwrap_or(0)),
-            (None, Some(port)) => config = config.plaintext_port(port),
-            (None, None) => {}
+        // A fixed port goes to the listener the cases use: the one of the mTLS mode when set, else
+        // the TLS one when any case uses TLS.
+        let port = scenario.listener.port;
+        match (mtls, &certs) {
+            (Some(mode), Some(certs)) => {
+                config = config.transport(rig_mode(mode), certs, port.unwrap_or(0));
+            }
+            (Some(_), None) => anyhow::bail!("`listener.mtls` needs certificates"),
+            (None, Some(certs)) => config = config.tls(certs, port.unwrap_or(0)),
+            (None, None) => {
+                if let Some(port) = port {
+                    config = config.plaintext_port(port);
+                }
+            }
         }
         let mut client_certs = HashMap::new();
         if let Some(certs) = &certs {
@@ -112,6 +125,7 @@ impl EnvoyTarget {
             _clusters: clusters,
             certs,
             client_certs,
+            transport: mtls.is_some(),
         })
     }
 
@@ -136,17 +150,7 @@ impl Target for EnvoyTarget {
         if let Some(body) = &spec.body {
             request = request.body(body.as_bytes());
         }
-        let mut client = match &spec.tls {
-            None => self.envoy.client(),
-            Some(tls) => {
-                let certs = self
-                    .certs
-                    .as_ref()
-                    .context("TLS case without certificates")?;
-                let cert = tls.peer.as_ref().and_then(|p| self.client_certs.get(p));
-                self.envoy.tls_client(certs, cert)?
-            }
-        };
+        let mut client = self.client(case)?;
         if let Some(ip) = spec.source {
             client = client.source_ip(ip);
         }
@@ -156,12 +160,16 @@ impl Target for EnvoyTarget {
             let before = self.upstream.received().len();
             response = Some(
                 client
-                    .send(&request)
+                    .send_or_refused(&request)
                     .with_context(|| format!("case `{}`", case.name))?,
             );
             reached = self.upstream.received().len() > before;
         }
-        let response = response.context("repeat: 0")?;
+        // A refused connection is an observation (no HTTP response), not an error.
+        let (refused, response) = match response.context("repeat: 0")? {
+            Ok(response) => (false, response),
+            Err(_) => (true, envoy::Response::default()),
+        };
         let upstream_headers = if reached {
             self.upstream
                 .received()
@@ -181,6 +189,7 @@ impl Target for EnvoyTarget {
                 .collect()
         };
         Ok(Observed {
+            refused,
             status: response.status,
             reached_upstream: reached,
             upstream_headers,
@@ -188,6 +197,47 @@ impl Target for EnvoyTarget {
             body: response.body.clone(),
             metrics,
         })
+    }
+}
+
+impl EnvoyTarget {
+    /// The client of a case: plaintext or TLS (with the case's client certificate), to the
+    /// listener of the mTLS mode when the scenario sets one, else to the plaintext or TLS one.
+    fn client(&self, case: &Case) -> Result<Client> {
+        let tls = match &case.request.tls {
+            None => None,
+            Some(tls) => {
+                let certs = self
+                    .certs
+                    .as_ref()
+                    .context("TLS case without certificates")?;
+                let cert = tls.peer.as_ref().and_then(|p| self.client_certs.get(p));
+                Some((certs, cert))
+            }
+        };
+        if self.transport {
+            let addr = self
+                .envoy
+                .transport_addr()
+                .context("Envoy has no listener for `listener.mtls`")?;
+            return match tls {
+                None => Ok(Client::plaintext(addr)),
+                Some((certs, cert)) => Client::tls(addr, certs, cert),
+            };
+        }
+        match tls {
+            None => Ok(self.envoy.client()),
+            Some((certs, cert)) => self.envoy.tls_client(certs, cert),
+        }
+    }
+}
+
+/// The rig's listener for a scenario's `listener.mtls`.
+fn rig_mode(mode: MtlsMode) -> Mode {
+    match mode {
+        MtlsMode::Strict => Mode::Strict,
+        MtlsMode::Permissive => Mode::Permissive,
+        MtlsMode::Disable => Mode::Disable,
     }
 }
 

@@ -7,11 +7,12 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use meshward_harness::{
-    CalloutResponse, ClockMode, Cluster, FilterSpec, Host, ListenerSettings, Outcome, Request, Tls,
+    CalloutResponse, ClockMode, Cluster, DownstreamTransport, FilterSpec, Host, ListenerSettings,
+    Outcome, Request, Tls, Verdict,
 };
 
 use crate::check::Observed;
-use crate::model::{Case, RequestSpec, Scenario};
+use crate::model::{Case, MtlsMode, RequestSpec, Scenario};
 use crate::target::Target;
 
 /// A scenario's chain in the harness: one host for every case, in order.
@@ -53,6 +54,7 @@ pub fn build_host(scenario: &Scenario, wasm_dir: &Path) -> Result<Host> {
         listener.port = port;
     }
     listener.use_remote_address = scenario.listener.use_remote_address;
+    listener.transport = transport(scenario.listener.mtls);
     let mut builder = Host::builder().listener(listener);
     if let Some(n) = scenario.workers {
         builder = builder.workers(n as usize);
@@ -97,6 +99,16 @@ pub fn build_host(scenario: &Scenario, wasm_dir: &Path) -> Result<Host> {
     Ok(builder.build()?)
 }
 
+/// The harness listener's transport for a scenario's `listener.mtls`.
+pub fn transport(mtls: Option<MtlsMode>) -> DownstreamTransport {
+    match mtls {
+        None => DownstreamTransport::Any,
+        Some(MtlsMode::Strict) => DownstreamTransport::MutualTls,
+        Some(MtlsMode::Permissive) => DownstreamTransport::Permissive,
+        Some(MtlsMode::Disable) => DownstreamTransport::Plaintext,
+    }
+}
+
 /// Turn a scenario request into a harness request.
 pub fn to_request(spec: &RequestSpec) -> Result<Request> {
     let mut req = Request::new(&spec.method, &spec.path).authority(&spec.authority);
@@ -122,6 +134,7 @@ pub fn to_request(spec: &RequestSpec) -> Result<Request> {
 /// What the client and the upstream saw, in the scenario checker's terms.
 pub fn observe(outcome: &Outcome, metrics: BTreeMap<String, i64>) -> Observed {
     Observed {
+        refused: matches!(outcome.verdict, Verdict::Refused { .. }),
         status: outcome.response.status,
         reached_upstream: outcome.reached_upstream(),
         upstream_headers: outcome

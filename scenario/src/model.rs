@@ -52,14 +52,32 @@ pub struct ListenerSpec {
     /// `common_http_protocol_options.max_headers_count` (Envoy default 100).
     #[serde(default)]
     pub max_headers_count: Option<u32>,
-    /// A fixed port for the listener the cases use (the TLS one when any case uses TLS), for
-    /// policies that match the destination port. Default: ephemeral in Envoy, 10000 in the harness.
+    /// A fixed port for the listener the cases use (the TLS one when any case uses TLS; the `mtls`
+    /// one when set), for policies that match the destination port. Default: ephemeral in Envoy,
+    /// 10000 in the harness.
     #[serde(default)]
     pub port: Option<u16>,
     /// HCM `use_remote_address` (Envoy default false: `source.address` is then taken from the last
     /// `x-forwarded-for` entry when the request has one).
     #[serde(default)]
     pub use_remote_address: bool,
+    /// The listener's mTLS mode, as Istio's PeerAuthentication sets it. Absent: plaintext, TLS and
+    /// mTLS callers are all taken (in Envoy: a plaintext listener, plus a TLS one when a case uses
+    /// TLS). Set: one listener in that mode takes every case.
+    #[serde(default)]
+    pub mtls: Option<MtlsMode>,
+}
+
+/// `listener.mtls`: Istio PeerAuthentication's modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum MtlsMode {
+    /// mTLS only: a plaintext caller, or TLS without a client certificate, is refused.
+    Strict,
+    /// Plaintext (no peer identity) or mTLS; TLS without a client certificate is refused.
+    Permissive,
+    /// Plaintext only: a caller that insists on TLS is refused.
+    Disable,
 }
 
 /// A named upstream cluster a filter can call with `dispatch_http_call`.
@@ -246,8 +264,12 @@ impl HeaderSpec {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Expect {
-    /// The status the client got (200 = the echo upstream answered).
-    pub status: u16,
+    /// The status the client got (200 = the echo upstream answered). Required unless `refused`.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// The listener refused the connection: no HTTP response at all (then no `status`).
+    #[serde(default)]
+    pub refused: bool,
     /// Whether the request reached the upstream. Default: `status == 200`.
     #[serde(default)]
     pub upstream: Option<bool>,
@@ -264,7 +286,20 @@ pub struct Expect {
 
 impl Expect {
     pub fn upstream(&self) -> bool {
-        self.upstream.unwrap_or(self.status == 200)
+        self.upstream.unwrap_or(self.status == Some(200))
+    }
+
+    /// A case gives exactly one of `status` and `refused: true`.
+    fn validate(&self) -> Result<()> {
+        match (self.status, self.refused) {
+            (Some(_), false) => Ok(()),
+            (None, true) if self.upstream != Some(true) => Ok(()),
+            (None, true) => bail!("`expect.refused: true` cannot go with `upstream: true`"),
+            (Some(_), true) => {
+                bail!("`expect.refused: true` means no HTTP response: remove `expect.status`")
+            }
+            (None, false) => bail!("`expect` needs `status` (or `refused: true`)"),
+        }
     }
 }
 
@@ -294,7 +329,13 @@ impl Scenario {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading scenario {}", path.display()))?;
-        let de = serde_yaml_ng::Deserializer::from_str(&text);
+        Self::from_yaml(&text, path)
+    }
+
+    /// Parse and check a scenario's text; `path` is where it was read from (relative paths in it
+    /// resolve against its directory; errors name it).
+    pub fn from_yaml(text: &str, path: &Path) -> Result<Self> {
+        let de = serde_yaml_ng::Deserializer::from_str(text);
         let mut scenario: Scenario = serde_path_to_error::deserialize(de).map_err(|e| {
             anyhow::anyhow!("{}: field `{}`: {}", path.display(), e.path(), e.inner())
         })?;
@@ -321,6 +362,9 @@ impl Scenario {
             for h in &case.request.headers {
                 h.value().with_context(|| format!("case `{}`", case.name))?;
             }
+            case.expect
+                .validate()
+                .with_context(|| format!("case `{}`", case.name))?;
             case.advance()?;
         }
         for c in &self.clusters {
@@ -407,6 +451,52 @@ mod tests {
                 .unwrap_or_default()
         );
         serde_yaml_ng::from_str(&yaml).unwrap()
+    }
+
+    fn scenario(listener: &str, expect: &str) -> Result<Scenario> {
+        let yaml = format!(
+            "listener: {listener}\nchain: [{{filter: spiffe-authz}}]\n\
+             cases: [{{name: c, request: {{path: /}}, expect: {expect}}}]\n"
+        );
+        Scenario::from_yaml(&yaml, Path::new("t.yaml"))
+    }
+
+    #[test]
+    fn listener_mtls_takes_istio_mode_names() {
+        for (text, mode) in [
+            ("STRICT", MtlsMode::Strict),
+            ("PERMISSIVE", MtlsMode::Permissive),
+            ("DISABLE", MtlsMode::Disable),
+        ] {
+            let s = scenario(&format!("{{mtls: {text}}}"), "{status: 200}").unwrap();
+            assert_eq!(s.listener.mtls, Some(mode));
+        }
+        assert_eq!(scenario("{}", "{status: 200}").unwrap().listener.mtls, None);
+        for bad in ["strict", "UNSET", "true"] {
+            let e = format!(
+                "{:#}",
+                scenario(&format!("{{mtls: {bad}}}"), "{status: 200}").unwrap_err()
+            );
+            assert!(e.contains("listener.mtls"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_case_expects_a_status_or_a_refusal() {
+        let refused = scenario("{}", "{refused: true}").unwrap();
+        let expect = &refused.cases[0].expect;
+        assert!(expect.refused && expect.status.is_none() && !expect.upstream());
+        let ok = scenario("{}", "{status: 200}").unwrap();
+        assert!(!ok.cases[0].expect.refused && ok.cases[0].expect.upstream());
+        for (expect, why) in [
+            ("{}", "needs `status`"),
+            ("{refused: false}", "needs `status`"),
+            ("{refused: true, status: 403}", "remove `expect.status`"),
+            ("{refused: true, upstream: true}", "upstream: true"),
+        ] {
+            let e = format!("{:#}", scenario("{}", expect).unwrap_err());
+            assert!(e.contains("case `c`") && e.contains(why), "{expect}: {e}");
+        }
     }
 
     #[test]

@@ -28,7 +28,7 @@
 //!   `x-envoy-upstream-service-time` to upstream responses; HCM adds `server: envoy` after the
 //!   filters, on every response.
 
-use super::HeaderMap;
+use super::{DownstreamTransport, HeaderMap};
 use crate::request::Request;
 
 /// The listener / HCM settings both the harness and the Envoy rig use.
@@ -45,6 +45,9 @@ pub struct ListenerSettings {
     /// HCM `use_remote_address` (Envoy default false: the remote address comes from
     /// `x-forwarded-for`).
     pub use_remote_address: bool,
+    /// Which downstream connections the listener takes (Istio PeerAuthentication's mode); a
+    /// refused one never reaches the codec. Default [`DownstreamTransport::Any`].
+    pub transport: DownstreamTransport,
 }
 
 impl Default for ListenerSettings {
@@ -55,6 +58,7 @@ impl Default for ListenerSettings {
             port: 10000,
             address: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             use_remote_address: false,
+            transport: DownstreamTransport::Any,
         }
     }
 }

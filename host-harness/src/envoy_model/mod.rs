@@ -1,6 +1,7 @@
-//! The model of Envoy around the filters: the HTTP connection manager and codec (`hcm`), header
-//! maps with Envoy's mutation rules, the router's echo upstream, the clusters `proxy_http_call`
-//! reaches, and the attributes `proxy_get_property` reads. Each piece is calibrated against real
+//! The model of Envoy around the filters: which connections the listener takes (`transport`), the
+//! HTTP connection manager and codec (`hcm`), header maps with Envoy's mutation rules, the
+//! router's echo upstream, the clusters `proxy_http_call` reaches, and the attributes
+//! `proxy_get_property` reads. Each piece is calibrated against real
 //! Envoy 1.40 (see the rig's tests); none knows about VMs or how a stream is driven.
 
 use std::net::SocketAddr;
@@ -9,6 +10,7 @@ mod clusters;
 mod hcm;
 mod header_map;
 mod properties;
+mod transport;
 mod upstream;
 
 pub use clusters::{CalloutRequest, CalloutResponse, Cluster};
@@ -20,6 +22,8 @@ pub(crate) use hcm::{
 };
 pub(crate) use header_map::{deserialize_pairs, text, HeaderMap};
 pub(crate) use properties::{Plugin, PropertyContext, StreamFacts};
+pub(crate) use transport::check_transport;
+pub use transport::DownstreamTransport;
 pub(crate) use upstream::echo;
 
 /// `proxy_get_property` with Envoy's attribute names and encodings.

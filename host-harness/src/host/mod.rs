@@ -16,8 +16,8 @@ pub use filter_spec::FilterSpec;
 use builder::fault_of;
 
 use crate::envoy_model::{
-    check_codec, finalize_response_headers, remote_address, request_headers, CalloutRequest,
-    Cluster, Connection, HeaderMap,
+    check_codec, check_transport, finalize_response_headers, remote_address, request_headers,
+    CalloutRequest, Cluster, Connection, HeaderMap,
 };
 use crate::outcome::{LogLine, Outcome, Phase, Response, Verdict};
 use crate::request::Request;
@@ -31,6 +31,8 @@ use crate::Status;
 pub struct Started {
     key: u64,
     worker: usize,
+    /// The listener refused the connection: this is the whole outcome, no stream was started.
+    refused: Option<Box<Outcome>>,
 }
 
 impl Started {
@@ -100,6 +102,10 @@ impl Host {
     /// lets a caller reuse one request on several workers without copying it.
     pub fn send_to(&self, req: &Request, worker: Option<usize>) -> Outcome {
         let worker = self.pick_worker(worker);
+        // The listener's TLS mode decides before any byte reaches the codec.
+        if let Some(refused) = self.refuse_connection(req, worker) {
+            return refused;
+        }
         if let Err(reject) = check_codec(&self.shared.listener, req) {
             let mut headers = HeaderMap::from_pairs([
                 ("content-length", reject.body.len().to_string()),
@@ -157,25 +163,53 @@ impl Host {
     /// Starts `req` and runs it until it pauses or finishes, without moving the clock: several
     /// requests can then wait on the same callout or tick. Finish it with [`Host::finish`] after
     /// [`Host::advance`] fired what it waits on. (A request the codec refuses is never started:
-    /// use `send`.)
+    /// use `send`. One the listener refuses finishes at once as [`Verdict::Refused`].)
     pub fn start(&self, req: &Request) -> Started {
         let worker = self.pick_worker(req.worker);
         let key = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        if let Some(refused) = self.refuse_connection(req, worker) {
+            return Started {
+                key,
+                worker,
+                refused: Some(Box::new(refused)),
+            };
+        }
         let stream = self.new_stream(req);
         let mut w = self.worker(worker);
         w.insert_stream(key, stream);
         w.drive(key);
-        Started { key, worker }
+        Started {
+            key,
+            worker,
+            refused: None,
+        }
     }
 
     /// The outcome of a started request if it has finished, else the request back.
     pub fn finish(&self, started: Started) -> Result<Outcome, Started> {
+        if let Some(refused) = started.refused {
+            return Ok(*refused);
+        }
         let mut w = self.worker(started.worker);
         if w.stream(started.key).map(|s| s.is_done()).unwrap_or(true) {
             Ok(self.outcome(&mut w, started.key, started.worker, None))
         } else {
             Err(started)
         }
+    }
+
+    /// The outcome of a connection the listener refuses (its TLS mode), or `None` when it takes
+    /// it: no response, no stream, no filter callback, no metric.
+    fn refuse_connection(&self, req: &Request, worker: usize) -> Option<Outcome> {
+        let reason = check_transport(self.shared.listener.transport, req.tls.as_ref()).err()?;
+        Some(Outcome {
+            verdict: Verdict::Refused { reason },
+            upstream_request: None,
+            response: Response::default(),
+            logs: Vec::new(),
+            filter_nanos: self.names.iter().map(|n| (n.clone(), 0)).collect(),
+            worker,
+        })
     }
 
     fn new_stream(&self, req: &Request) -> Stream {
@@ -422,5 +456,99 @@ impl Host {
     /// Every callout made so far.
     pub fn callouts(&self) -> Vec<CalloutRequest> {
         self.shared.clusters.log()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::{DownstreamTransport, ListenerSettings, Tls};
+
+    /// The probe test module (built by scripts/build-wasm.sh) behind a listener in `transport`.
+    fn probe_host(transport: DownstreamTransport) -> Host {
+        let dir = meshward_rig::default_wasm_dir(Path::new(env!("CARGO_MANIFEST_DIR")));
+        let module = dir.join("meshward_test_probe.wasm");
+        let spec = FilterSpec::from_file(&module)
+            .unwrap_or_else(|e| panic!("{}: {e} (run scripts/build-wasm.sh)", module.display()))
+            .name("probe");
+        Host::builder()
+            .listener(ListenerSettings {
+                transport,
+                ..ListenerSettings::default()
+            })
+            .filter(spec)
+            .build()
+            .unwrap()
+    }
+
+    /// Counts a shared-data key in the probe: the value tells how many requests the filter saw.
+    fn counting() -> Request {
+        Request::get("/").header("x-probe-count", "seen")
+    }
+
+    fn assert_refused(out: &Outcome, why: &str) {
+        match &out.verdict {
+            Verdict::Refused { reason } => assert!(reason.contains(why), "{reason}"),
+            other => panic!("expected a refused connection, got {other:?}"),
+        }
+        assert_eq!(out.response, Response::default());
+        assert_eq!(out.status(), 0);
+        assert!(out.upstream_request.is_none());
+        assert!(out.logs.is_empty(), "{:?}", out.logs);
+    }
+
+    #[test]
+    fn a_refused_connection_reaches_neither_the_codec_nor_a_filter() {
+        let host = probe_host(DownstreamTransport::MutualTls);
+        let metrics = host.metrics();
+        host.trace(true);
+        // `#` would be the codec's 400: the listener decides first.
+        let out = host.send(&counting().tls(Tls::server_only()));
+        assert_refused(&out, "without a client certificate");
+        let out = host.send(&Request::get("/a#b"));
+        assert_refused(&out, "plaintext");
+        let started = host.start(&counting());
+        assert_refused(&host.finish(started).unwrap(), "plaintext");
+        assert!(
+            host.hostcall_trace().is_empty(),
+            "{:?}",
+            host.hostcall_trace()
+        );
+        assert_eq!(host.metrics(), metrics);
+        // The mTLS caller gets through, and the probe's counter shows it is the first it saw.
+        let ok = host.send(&counting().tls(Tls::peer("spiffe://cluster.local/ns/a/sa/b")));
+        assert_eq!(ok.status(), 200);
+        let seen = ok.upstream_request.unwrap();
+        assert_eq!(seen.header("x-probe-count-value"), Some("1"));
+        assert!(!host.hostcall_trace().is_empty());
+    }
+
+    #[test]
+    fn each_mode_refuses_exactly_its_callers() {
+        let mtls = Tls::peer("spiffe://cluster.local/ns/a/sa/b");
+        let cases = [
+            (DownstreamTransport::Any, [true, true, true]),
+            (DownstreamTransport::MutualTls, [false, false, true]),
+            (DownstreamTransport::Permissive, [true, false, true]),
+            (DownstreamTransport::Plaintext, [true, false, false]),
+        ];
+        for (mode, expected) in cases {
+            let host = probe_host(mode);
+            let callers = [
+                counting(),
+                counting().tls(Tls::server_only()),
+                counting().tls(mtls.clone()),
+            ];
+            let got = callers.map(|req| {
+                let out = host.send(&req);
+                match out.verdict {
+                    Verdict::Refused { .. } => false,
+                    _ => out.status() == 200,
+                }
+            });
+            assert_eq!(got, expected, "{mode:?}: plaintext, TLS, mTLS");
+        }
     }
 }
