@@ -25,6 +25,9 @@ pub struct EnvoyTarget {
     client_certs: HashMap<String, ClientCert>,
     /// `listener.mtls` is set: every case goes to the listener of that mode.
     transport: bool,
+    /// Read the wasm metrics after every case, not only for cases that check one (mesh files
+    /// read the deciding policy from them).
+    all_metrics: bool,
 }
 
 impl EnvoyTarget {
@@ -126,7 +129,14 @@ impl EnvoyTarget {
             certs,
             client_certs,
             transport: mtls.is_some(),
+            all_metrics: false,
         })
+    }
+
+    /// Observe every wasm metric after every case (an admin request per case).
+    pub fn with_all_metrics(mut self) -> Self {
+        self.all_metrics = true;
+        self
     }
 
     pub fn envoy(&self) -> &Envoy {
@@ -179,7 +189,7 @@ impl Target for EnvoyTarget {
         } else {
             Vec::new()
         };
-        let metrics = if case.expect.metrics.is_empty() {
+        let metrics = if case.expect.metrics.is_empty() && !self.all_metrics {
             BTreeMap::new()
         } else {
             self.envoy

@@ -445,7 +445,7 @@ fn chain_scenario(
     }
     let doc = json!({
         "description": format!("{} (port {port}, {})", mesh.path.display(), mtls_text(mode)),
-        "listener": {"port": port /*MTLS*/},
+        "listener": {"port": port, "mtls": mtls_text(mode)},
         "clusters": clusters,
         "chain": filters,
         "cases": out_cases,
@@ -678,6 +678,7 @@ fn run(
             Targets::Harness => None,
             Targets::HarnessAndEnvoy => Some(
                 EnvoyTarget::start(chain, wasm_dir)
+                    .map(EnvoyTarget::with_all_metrics)
                     .and_then(|t| run_cases(&t, chain))
                     .with_context(|| format!("Envoy, port {}", key.port))?,
             ),
@@ -755,9 +756,8 @@ fn run(
     Ok(())
 }
 
-// TODO(transport merge): Observed::refused.
-fn refused(_seen: &Observed) -> bool {
-    false
+fn refused(seen: &Observed) -> bool {
+    seen.refused
 }
 
 fn decision_mismatches(case: &MeshCase, d: &Decision) -> Vec<Mismatch> {
