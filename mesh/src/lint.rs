@@ -170,7 +170,7 @@ fn unsupported(r: &Resource, push: &mut Push<'_>) {
                 }
             }
             for (k, c) in rule.when.iter().enumerate() {
-                if !when_key_supported(r, c) {
+                if !support::when_key_supported(&c.key) {
                     push(
                         Severity::Error,
                         format!("spec.rules[{i}].when[{k}].key"),
@@ -210,19 +210,6 @@ fn target_refs(one: bool, many: bool, push: &mut Push<'_>) {
             );
         }
     }
-}
-
-/// Whether `support.rs` (the one list of `when` keys the filter evaluates) accepts this
-/// condition: asked with a copy of the policy that holds this condition only.
-fn when_key_supported(r: &Resource, c: &crate::resource::Condition) -> bool {
-    let mut probe = r.clone();
-    if let crate::resource::Spec::Authorization(spec) = &mut probe.spec {
-        spec.rules = vec![Rule {
-            when: vec![c.clone()],
-            ..Rule::default()
-        }];
-    }
-    support::check_authorization(&probe).is_ok()
 }
 
 // ---------------------------------------------------------------------------------------------

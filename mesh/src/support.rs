@@ -19,7 +19,8 @@ const WHEN_KEYS: [&str; 8] = [
     "destination.port",
 ];
 
-fn when_key_supported(key: &str) -> bool {
+/// Whether spiffe-authz evaluates a `when` key (the one list, for compile and lint).
+pub fn when_key_supported(key: &str) -> bool {
     WHEN_KEYS.contains(&key)
         || key == "connection.sni"
         || key.starts_with("request.headers[")
