@@ -465,6 +465,36 @@ mod tests {
         );
     }
 
+    #[test]
+    fn request_authentications_apply_by_namespace_selector_and_never_by_target_refs() {
+        let ra = |ns: &str, name: &str, spec: &str| {
+            format!(
+                "---\napiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {spec}\n"
+            )
+        };
+        let rs = resources(
+            &[
+                ra("istio-system", "mesh-idp", "{jwtRules: [{issuer: a, jwks: '{}'}]}"),
+                ra("payments", "ledger-idp", "{selector: {matchLabels: {app: ledger}}, jwtRules: [{issuer: b, jwks: '{}'}]}"),
+                ra("payments", "web-idp", "{selector: {matchLabels: {app: web}}, jwtRules: [{issuer: c, jwks: '{}'}]}"),
+                ra("payments", "gw-idp", "{targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: gw}], jwtRules: [{issuer: d, jwks: '{}'}]}"),
+                ra("shop", "other-ns", "{jwtRules: [{issuer: e, jwks: '{}'}]}"),
+            ]
+            .concat(),
+        );
+        let sel = select(
+            &rs,
+            &MeshSettings::default(),
+            &workload("payments", &[("app", "ledger")]),
+        );
+        assert_eq!(
+            names(&sel.request_authentication),
+            ["istio-system/mesh-idp", "payments/ledger-idp"]
+        );
+        let skipped: Vec<String> = sel.not_applied.iter().map(|(r, _)| r.id.short()).collect();
+        assert_eq!(skipped, ["payments/web-idp", "payments/gw-idp"]);
+    }
+
     fn mode(rs: &[Resource], w: &Workload, port: u16) -> (MtlsMode, Option<String>) {
         let sel = select(rs, &MeshSettings::default(), w);
         let m = sel.peer.mode(port);

@@ -303,3 +303,37 @@ fn lint_fails_on_errors_and_on_warnings_only_with_strict() {
         "{text:#?}"
     );
 }
+
+/// A CUSTOM policy delegates to an external authorizer meshward does not run: a case whose request
+/// it matches must state the answer, and fails naming the policy when it does not; `deny` makes
+/// the CUSTOM policy decide before any DENY or ALLOW.
+#[test]
+fn custom_needs_the_authorizers_answer() {
+    let custom = format!(
+        "{RESOURCES}---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: opa, namespace: payments}}\nspec: {{action: CUSTOM, provider: {{name: opa}}, rules: [{{to: [{{operation: {{paths: [/ledger/*]}}}}]}}]}}\n"
+    );
+    let mesh = Mesh::new(
+        "custom",
+        &custom,
+        &format!(
+            "{HEAD}cases:\n\
+             - name: no answer given\n  request: {{from: {{namespace: shop, serviceAccount: checkout}}, path: /ledger/1}}\n  expect: {{status: 200}}\n\
+             - name: the authorizer allows\n  customAuthz: allow\n  request: {{from: {{namespace: shop, serviceAccount: checkout}}, path: /ledger/1}}\n  expect: {{status: 200, decidedBy: \"payments/ledger-read rules[0]\"}}\n\
+             - name: the authorizer denies\n  customAuthz: deny\n  request: {{from: {{namespace: shop, serviceAccount: checkout}}, path: /ledger/1}}\n  expect: {{status: 403, decidedBy: payments/opa}}\n\
+             - name: an answer nobody asks for\n  customAuthz: deny\n  request: {{from: {{namespace: ops, serviceAccount: tool}}, path: /other}}\n  expect: {{status: 200}}\n"
+        ),
+    );
+    let report = run(&mesh.scenario(), Targets::HarnessAndEnvoy);
+    assert_eq!((report.passed, report.failed), (2, 2), "{}", report.text);
+    let text = &report.text;
+    assert!(text.contains("FAIL  no answer given"), "{text}");
+    assert!(
+        text.contains("the external authorizer's answer for CUSTOM payments/opa (add customAuthz: allow|deny)"),
+        "{text}"
+    );
+    assert!(text.contains("FAIL  an answer nobody asks for"), "{text}");
+    assert!(
+        text.contains("none matched: the external authorizer is never asked"),
+        "{text}"
+    );
+}
