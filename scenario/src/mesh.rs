@@ -667,6 +667,16 @@ fn run(
     let scenario = MeshScenario::load(file)?;
     let loaded = scenario.resources()?;
     let plan = plan(&scenario, &loaded)?;
+    for note in &loaded.notes {
+        let _ = writeln!(report.text, "  note: {note}");
+    }
+    // Resources in scope that a reader might expect to apply (targetRefs, dry-run, a shadowed
+    // PeerAuthentication); selector misses are many and expected (`explain` lists them).
+    for (r, why) in &plan.selection.not_applied {
+        if !why.starts_with("selector") {
+            let _ = writeln!(report.text, "  not applied: {}: {why}", r.id);
+        }
+    }
     // Per case: (harness observation, harness decision, envoy observation and decision).
     type Row = (Observed, Decision, Option<(Observed, Decision)>);
     let mut rows: BTreeMap<usize, Row> = BTreeMap::new();
