@@ -253,8 +253,8 @@ impl EnvoyConfig {
     /// client certificates must chain to (unused by [`MtlsMode::Disable`]).
     ///
     /// Port 0 = ephemeral on 127.0.0.1. A fixed port (for policies on `destination.port`) is bound
-    /// on a random loopback address 127.x.y.z instead, so that tests running in parallel with the
-    /// same port do not collide; the rig's clients connect there.
+    /// on a random loopback address 127.x.y.z instead (drawn here, once per call), so that tests
+    /// running in parallel with the same port do not collide; the rig's clients connect there.
     pub fn transport(mut self, mode: MtlsMode, certs: &Certs, port: u16) -> Self {
         self.transport = Some(TransportListener {
             mode,

@@ -367,6 +367,8 @@ fn classify(host: &Host, suite: &Suite, o: &Option<Outcome>) -> Seen {
     match &o.verdict {
         Verdict::Upstream { status } => Seen::Allow(*status),
         Verdict::Stalled { .. } => Seen::Held,
+        // The sweep's listener takes every caller; a refused connection is a reset to a client.
+        Verdict::Refused { .. } => Seen::Deny(0),
         Verdict::LocalReply {
             status, details, ..
         } => {

@@ -61,3 +61,10 @@ fn rate_limit_scenarios_agree_in_harness_and_envoy() {
 fn codec_scenarios_agree_in_harness_and_envoy() {
     suite("codec");
 }
+
+/// Istio PeerAuthentication's modes (`listener.mtls`): which callers a listener takes, and that a
+/// refused one gets no HTTP response and reaches no filter.
+#[test]
+fn transport_scenarios_agree_in_harness_and_envoy() {
+    suite("transport");
+}
