@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use meshward_rig::{envoy_binary, Client, Request, Response, WorkDir};
-use serde::Deserialize;
 use serde_json::{json, Value as Json};
 use serde_yaml_ng::Value as Yaml;
 
