@@ -408,3 +408,24 @@ mod tests {
         assert!(err.contains("spec.rules[0].when[0]"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod port_keys {
+    use super::*;
+
+    /// `kubectl get -o yaml` writes map keys as strings (`"9090":`); people write `9090:`.
+    #[test]
+    fn port_level_mtls_takes_numeric_and_quoted_ports() {
+        for key in ["9090", "\"9090\"", "'9090'"] {
+            let mut loaded = Loaded::default();
+            load_text(
+                Path::new("p.yaml"),
+                &format!("apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: p, namespace: ns}}\nspec:\n  selector: {{matchLabels: {{app: a}}}}\n  portLevelMtls:\n    {key}: {{mode: DISABLE}}\n"),
+                &mut loaded,
+            )
+            .unwrap_or_else(|e| panic!("{key}: {e}"));
+            let spec = loaded.resources[0].peer().unwrap();
+            assert!(spec.port_level_mtls.contains_key(&9090), "{key}");
+        }
+    }
+}

@@ -354,8 +354,9 @@ pub struct PeerAuthenticationSpec {
     pub selector: Option<WorkloadSelector>,
     #[serde(default)]
     pub mtls: Option<MutualTls>,
-    /// Keyed by the workload's port (the container port a request arrives on).
-    #[serde(default)]
+    /// Keyed by the workload's port (the container port a request arrives on). Keys may be
+    /// numbers (`9090:`) or strings (`"9090":`, as `kubectl get -o yaml` writes them).
+    #[serde(default, deserialize_with = "port_keyed")]
     pub port_level_mtls: BTreeMap<u32, MutualTls>,
 }
 
@@ -387,4 +388,41 @@ impl fmt::Display for MtlsMode {
             MtlsMode::Strict => "STRICT",
         })
     }
+}
+
+/// A map keyed by port, whether YAML wrote the keys as numbers or as strings.
+fn port_keyed<'de, D: serde::Deserializer<'de>>(
+    de: D,
+) -> Result<BTreeMap<u32, MutualTls>, D::Error> {
+    #[derive(PartialEq, Eq, PartialOrd, Ord)]
+    struct Port(u32);
+    impl<'de> Deserialize<'de> for Port {
+        fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+            struct V;
+            impl serde::de::Visitor<'_> for V {
+                type Value = Port;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a port number")
+                }
+                fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Port, E> {
+                    u32::try_from(v)
+                        .map(Port)
+                        .map_err(|_| E::custom(format!("{v} is not a port")))
+                }
+                fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Port, E> {
+                    u32::try_from(v)
+                        .map(Port)
+                        .map_err(|_| E::custom(format!("{v} is not a port")))
+                }
+                fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Port, E> {
+                    v.parse()
+                        .map(Port)
+                        .map_err(|_| E::custom(format!("`{v}` is not a port")))
+                }
+            }
+            de.deserialize_any(V)
+        }
+    }
+    let map: BTreeMap<Port, MutualTls> = BTreeMap::deserialize(de)?;
+    Ok(map.into_iter().map(|(k, v)| (k.0, v)).collect())
 }

@@ -302,6 +302,8 @@ struct Plan<'a> {
     compiled: BTreeMap<CustomAnswer, Compiled>,
     /// Per group: the chain scenario and the mesh case index of each of its cases.
     groups: BTreeMap<GroupKey, (Scenario, Vec<usize>)>,
+    /// What the reader should know about how the file runs (an unanswered JWKS…).
+    notes: Vec<String>,
 }
 
 fn plan<'a>(scenario: &'a MeshScenario, loaded: &'a Loaded) -> Result<Plan<'a>> {
@@ -324,19 +326,23 @@ fn plan<'a>(scenario: &'a MeshScenario, loaded: &'a Loaded) -> Result<Plan<'a>> 
         }
     }
     let mut out = BTreeMap::new();
+    let mut notes = Vec::new();
     for (key, cases) in groups {
         let chain = compiled
             .get(&key.custom)
             .ok_or_else(|| anyhow!("no chain compiled"))?;
         let mode = selection.peer.mode(key.port).mode;
-        let s = chain_scenario(scenario, chain, key.port, mode, &cases)?;
+        let s = chain_scenario(scenario, chain, key.port, mode, &cases, &mut notes)?;
         out.insert(key, (s, cases));
     }
+    notes.sort();
+    notes.dedup();
     Ok(Plan {
         scenario,
         selection,
         compiled,
         groups: out,
+        notes,
     })
 }
 
@@ -356,6 +362,7 @@ fn chain_scenario(
     port: u16,
     mode: MtlsMode,
     cases: &[usize],
+    notes: &mut Vec<String>,
 ) -> Result<Scenario> {
     let mut filters = Vec::new();
     if let Some(jwt) = &chain.jwt_authn {
@@ -370,13 +377,18 @@ fn chain_scenario(
         {
             continue;
         }
-        let answer = mesh.mesh.jwks.get(&source.uri).ok_or_else(|| {
-            anyhow!(
-                "jwksUri `{}`: the scenario does not say what it answers (add it under mesh.jwks)",
-                source.uri
-            )
-        })?;
         let mut c = json!({"name": source.cluster});
+        let Some(answer) = mesh.mesh.jwks.get(&source.uri) else {
+            // Offline, an unanswered JWKS is a dead one: requests without a token still run,
+            // a token gets jwt-authn's 401 for a failed fetch.
+            notes.push(format!(
+                "jwksUri `{}` has no answer under mesh.jwks: its fetch fails (tokens of that issuer get 401)",
+                source.uri
+            ));
+            c["down"] = json!(true);
+            clusters.push(c);
+            continue;
+        };
         if answer.down {
             c["down"] = json!(true);
         } else {
@@ -667,7 +679,7 @@ fn run(
     let scenario = MeshScenario::load(file)?;
     let loaded = scenario.resources()?;
     let plan = plan(&scenario, &loaded)?;
-    for note in &loaded.notes {
+    for note in loaded.notes.iter().chain(&plan.notes) {
         let _ = writeln!(report.text, "  note: {note}");
     }
     // Resources in scope that a reader might expect to apply (targetRefs, dry-run, a shadowed
