@@ -30,6 +30,8 @@ pub struct BenchReport {
     pub p999: Duration,
     /// Mean time per request spent in each filter's callbacks (chain order).
     pub per_filter_mean: Vec<(String, Duration)>,
+    /// Mean `env.proxy_*` host calls per request made by each filter (chain order).
+    pub per_filter_hostcalls: Vec<(String, f64)>,
     /// Requests whose status differed from the first request's status (a sanity check).
     pub status_changes: u64,
     /// CPU time the sending threads used (their own clocks, summed): on a shared machine,
@@ -63,9 +65,10 @@ fn thread_cpu_time() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-/// Latencies (ns), per-filter totals (ns), status changes and CPU time of one bench thread.
+/// Latencies (ns), per-filter totals (ns), status changes, CPU time and per-filter host calls of
+/// one bench thread.
 #[derive(Default)]
-struct ThreadResult(Vec<u64>, Vec<u64>, u64, Duration);
+struct ThreadResult(Vec<u64>, Vec<u64>, u64, Duration, Vec<u64>);
 
 /// Runs the requests through `host` as fast as possible.
 pub fn bench(host: &Host, opts: &BenchOptions) -> BenchReport {
@@ -85,6 +88,7 @@ pub fn bench(host: &Host, opts: &BenchOptions) -> BenchReport {
                 scope.spawn(move || {
                     let mut lat = Vec::new();
                     let mut filt = vec![0u64; names.len()];
+                    let mut calls = vec![0u64; names.len()];
                     let mut first = None;
                     let mut changes = 0;
                     let mut i = 0usize;
@@ -104,6 +108,9 @@ pub fn bench(host: &Host, opts: &BenchOptions) -> BenchReport {
                         for (slot, (_, ns)) in filt.iter_mut().zip(out.filter_nanos.iter()) {
                             *slot += ns;
                         }
+                        for (slot, (_, c)) in calls.iter_mut().zip(out.filter_hostcalls.iter()) {
+                            *slot += c;
+                        }
                         match first {
                             None => first = Some(out.status()),
                             Some(s) if s != out.status() => changes += 1,
@@ -111,7 +118,7 @@ pub fn bench(host: &Host, opts: &BenchOptions) -> BenchReport {
                         }
                     }
                     let cpu = thread_cpu_time().saturating_sub(cpu_start);
-                    ThreadResult(lat, filt, changes, cpu)
+                    ThreadResult(lat, filt, changes, cpu, calls)
                 })
             })
             .collect();
@@ -145,6 +152,17 @@ pub fn bench(host: &Host, opts: &BenchOptions) -> BenchReport {
             )
         })
         .collect();
+    let per_filter_hostcalls = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let total: u64 = results
+                .iter()
+                .map(|r| r.4.get(i).copied().unwrap_or(0))
+                .sum();
+            (name.clone(), total as f64 / n.max(1) as f64)
+        })
+        .collect();
     BenchReport {
         requests: n,
         elapsed,
@@ -153,6 +171,7 @@ pub fn bench(host: &Host, opts: &BenchOptions) -> BenchReport {
         p99: pct(0.99),
         p999: pct(0.999),
         per_filter_mean,
+        per_filter_hostcalls,
         status_changes: results.iter().map(|r| r.2).sum(),
         cpu: results.iter().map(|r| r.3).sum(),
     }

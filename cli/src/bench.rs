@@ -79,8 +79,12 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
         "latency p50 {:?}  p99 {:?}  p999 {:?}",
         report.p50, report.p99, report.p999
     );
-    for (filter, mean) in &report.per_filter_mean {
-        println!("filter {filter}: mean {:?} per request", mean);
+    for ((filter, mean), (_, calls)) in report
+        .per_filter_mean
+        .iter()
+        .zip(&report.per_filter_hostcalls)
+    {
+        println!("filter {filter}: mean {mean:?} and {calls:.1} host calls per request");
     }
     if report.status_changes > 0 {
         println!(

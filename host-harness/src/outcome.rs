@@ -94,6 +94,9 @@ pub struct Outcome {
     pub logs: Vec<LogLine>,
     /// Per filter (chain order): nanoseconds spent in that filter's callbacks.
     pub filter_nanos: Vec<(String, u64)>,
+    /// Per filter (chain order): `env.proxy_*` host calls its callbacks made for this request
+    /// (WASI calls not counted).
+    pub filter_hostcalls: Vec<(String, u64)>,
     /// The worker that served the request.
     pub worker: usize,
 }

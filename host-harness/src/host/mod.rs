@@ -127,6 +127,7 @@ impl Host {
                 },
                 logs: Vec::new(),
                 filter_nanos: self.names.iter().map(|n| (n.clone(), 0)).collect(),
+                filter_hostcalls: self.names.iter().map(|n| (n.clone(), 0)).collect(),
                 worker,
             };
         }
@@ -208,6 +209,7 @@ impl Host {
             response: Response::default(),
             logs: Vec::new(),
             filter_nanos: self.names.iter().map(|n| (n.clone(), 0)).collect(),
+            filter_hostcalls: self.names.iter().map(|n| (n.clone(), 0)).collect(),
             worker,
         })
     }
@@ -256,6 +258,7 @@ impl Host {
                 response: Response::default(),
                 logs: Vec::new(),
                 filter_nanos: Vec::new(),
+                filter_hostcalls: Vec::new(),
                 worker,
             };
         };
@@ -280,12 +283,19 @@ impl Host {
             .cloned()
             .zip(result.filter_nanos)
             .collect();
+        let filter_hostcalls = self
+            .names
+            .iter()
+            .cloned()
+            .zip(result.filter_hostcalls)
+            .collect();
         Outcome {
             verdict,
             upstream_request: result.upstream_request,
             response: result.response,
             logs: result.logs,
             filter_nanos,
+            filter_hostcalls,
             worker,
         }
     }

@@ -174,6 +174,7 @@ macro_rules! register {
                         "env",
                         stringify!($name),
                         |mut c: C<'_>, $($arg: wasm_ty!($ty)),*| -> R {
+                            c.data_mut().hostcalls += 1;
                             let output = output!($out $(($($o),*))?);
                             if let Some(answer) = faulted(&mut c, stringify!($name), output)? {
                                 return Ok(answer);

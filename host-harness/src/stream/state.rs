@@ -99,6 +99,8 @@ pub(crate) struct Stream {
     verdict: Option<Verdict>,
     logs: Vec<LogLine>,
     filter_nanos: Vec<u64>,
+    /// Per filter: `env.proxy_*` calls its callbacks made for this stream.
+    filter_hostcalls: Vec<u64>,
 }
 
 impl Stream {
@@ -132,6 +134,7 @@ impl Stream {
             verdict: None,
             logs: Vec::new(),
             filter_nanos: vec![0; filters],
+            filter_hostcalls: vec![0; filters],
         }
     }
 
@@ -222,6 +225,12 @@ impl Stream {
     pub fn add_filter_nanos(&mut self, filter: usize, nanos: u64) {
         if let Some(n) = self.filter_nanos.get_mut(filter) {
             *n += nanos;
+        }
+    }
+
+    pub fn add_filter_hostcalls(&mut self, filter: usize, calls: u64) {
+        if let Some(n) = self.filter_hostcalls.get_mut(filter) {
+            *n += calls;
         }
     }
 
@@ -493,6 +502,7 @@ impl Stream {
             },
             logs: std::mem::take(&mut self.logs),
             filter_nanos: std::mem::take(&mut self.filter_nanos),
+            filter_hostcalls: std::mem::take(&mut self.filter_hostcalls),
         }
     }
 }
@@ -506,6 +516,7 @@ pub(crate) struct StreamResult {
     pub response: Response,
     pub logs: Vec<LogLine>,
     pub filter_nanos: Vec<u64>,
+    pub filter_hostcalls: Vec<u64>,
 }
 
 impl StreamFacts for Stream {

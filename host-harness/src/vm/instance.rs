@@ -194,14 +194,17 @@ pub(crate) fn call<R>(
         st.cur_ctx = ctx;
         st.effective_ctx = None;
     }
+    let calls_before = store.data().hostcalls;
     let started = Instant::now();
     let result = f(store);
     let elapsed = started.elapsed().as_nanos() as u64;
     let st = store.data_mut();
     st.effective_ctx = None;
+    let calls = st.hostcalls.wrapping_sub(calls_before);
     if let Some(key) = stream {
         if let Some(s) = st.streams.get_mut(&key) {
             s.add_filter_nanos(vm, elapsed);
+            s.add_filter_hostcalls(vm, calls);
         }
     }
     match result {

@@ -108,6 +108,9 @@ pub(crate) struct VmState {
     pub callout: Option<CalloutResult>,
     /// Whether the current root call is `on_configure` / `on_vm_start` (configuration buffers).
     pub in_config: bool,
+    /// `env.proxy_*` calls made so far by this VM set's guests (a plain counter: the call in
+    /// `vm::instance` charges the difference to the stream the callback ran for).
+    pub hostcalls: u64,
 }
 
 impl VmState {
@@ -122,6 +125,7 @@ impl VmState {
             shared,
             callout: None,
             in_config: false,
+            hostcalls: 0,
         }
     }
 
