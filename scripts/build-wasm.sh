@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --target wasm32-wasip1 --quiet \
   -p header-limits -p spiffe-authz -p jwt-authn -p rate-limit \
-  -p meshward-test-noop -p meshward-test-probe
+  -p meshward-test-noop -p meshward-test-probe -p meshward-test-verify
 dir="${CARGO_TARGET_DIR:-target}/wasm32-wasip1/release"
-for f in header_limits spiffe_authz jwt_authn rate_limit meshward_test_noop meshward_test_probe; do
+for f in header_limits spiffe_authz jwt_authn rate_limit meshward_test_noop meshward_test_probe meshward_test_verify; do
   printf '%-24s %8d bytes\n' "$f.wasm" "$(stat -c %s "$dir/$f.wasm")" >&2
 done

@@ -1,7 +1,8 @@
 //! Contexts and the VM: `proxy_set_effective_context`, `proxy_done`, `proxy_get_status` and
-//! `proxy_call_foreign_function` (no foreign functions are modelled).
+//! `proxy_call_foreign_function` (the functions modelled are in [`super::foreign`]).
 
-use super::{ok, out, put_u32, read, st, C, R};
+use super::{foreign, ok, out, put_u32, read, st, C, R};
+use crate::vm::copy_out;
 use crate::Status;
 
 pub(super) fn proxy_set_effective_context(c: &mut C<'_>, context_id: i32) -> R {
@@ -40,11 +41,41 @@ pub(super) fn proxy_call_foreign_function(
     name_size: i32,
     arguments_data: i32,
     arguments_size: i32,
-    _return_results_data: i32,
-    _return_results_size: i32,
+    return_results_data: i32,
+    return_results_size: i32,
 ) -> R {
-    let _ = read!(c, name_data, name_size);
-    let _ = read!(c, arguments_data, arguments_size);
-    // No foreign functions are modelled.
-    st(Status::NOT_FOUND)
+    let name = read!(c, name_data, name_size);
+    let arguments = read!(c, arguments_data, arguments_size);
+    let Some(function) = foreign::lookup(&name) else {
+        return st(Status::NOT_FOUND);
+    };
+    let (status, result) = function(&arguments);
+    // cpp-host writes the result pointer and size whatever the function returned (0 and 0 when
+    // it allocated nothing), skips an out-param that is 0, and then returns the function's status.
+    let result = result.unwrap_or_default();
+    if return_results_data != 0 && return_results_size != 0 {
+        return match copy_out(c, &result, return_results_data, return_results_size)? {
+            Ok(()) => st(status),
+            Err(s) => st(s),
+        };
+    }
+    if return_results_data != 0 {
+        // No size out-param: the guest still gets the buffer (and cannot know its size).
+        let mut ptr = 0u32;
+        if !result.is_empty() {
+            let alloc = c.data().vm().alloc.clone();
+            ptr = alloc.call(&mut *c, result.len() as i32)? as u32;
+            if ptr == 0 || crate::vm::mem_write(c, ptr as i32, &result).is_err() {
+                return st(Status::INVALID_MEMORY_ACCESS);
+            }
+        }
+        if let Err(s) = put_u32(c, return_results_data, ptr) {
+            return st(s);
+        }
+    } else if return_results_size != 0 {
+        if let Err(s) = put_u32(c, return_results_size, result.len() as u32) {
+            return st(s);
+        }
+    }
+    st(status)
 }

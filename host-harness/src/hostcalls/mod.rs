@@ -18,6 +18,7 @@ use meshward_abi::AbiVersion;
 mod buffers;
 mod callouts;
 mod context;
+mod foreign;
 mod header_maps;
 mod logging;
 mod metrics;
