@@ -110,9 +110,9 @@ pub struct MeshRequest {
     pub from: serde_yaml_ng::Value,
     #[serde(default)]
     pub port: Option<u16>,
-    #[serde(default = "default_method")]
+    #[serde(default = "crate::model::default_method")]
     pub method: String,
-    #[serde(default = "default_path")]
+    #[serde(default = "crate::model::default_path")]
     pub path: String,
     #[serde(default)]
     pub authority: Option<String>,
@@ -122,13 +122,6 @@ pub struct MeshRequest {
     pub body: Option<String>,
     #[serde(default)]
     pub source: Option<IpAddr>,
-}
-
-fn default_method() -> String {
-    "GET".into()
-}
-fn default_path() -> String {
-    "/".into()
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -617,14 +610,6 @@ fn decide(
         };
         decides.then_some(p)
     });
-    let account = match (deciding, seen.status) {
-        (Some(p), 200) => format!("allowed by {} {}", p.action, p.resource),
-        (Some(p), s) => format!("{s}: denied by {} {}", p.action, p.resource),
-        (None, 200) => "allowed: no ALLOW policy applies".to_string(),
-        (None, 400) => "400: meshward refused the request's path or a header spelling".into(),
-        (None, 403) => "403: ALLOW policies apply and none matched".into(),
-        (None, s) => format!("{s}"),
-    };
     // The deciding rule, from spiffe-authz's core on the same config and request; only when the
     // core names the same deciding policy as the filter did.
     let rule = deciding.and_then(|p| {
@@ -635,13 +620,14 @@ fn decide(
         let name = e.policies.get(index).map(|t| t.name.as_str())?;
         (name == p.filter_name).then_some(e.deciding_rule).flatten()
     });
-    let account = match rule {
-        Some(r) => account.replacen(
-            &p_resource(deciding),
-            &format!("{} rules[{r}]", p_resource(deciding)),
-            1,
-        ),
-        None => account,
+    let rule_text = rule.map(|r| format!(" rules[{r}]")).unwrap_or_default();
+    let account = match (deciding, seen.status) {
+        (Some(p), 200) => format!("allowed by {} {}{rule_text}", p.action, p.resource),
+        (Some(p), s) => format!("{s}: denied by {} {}{rule_text}", p.action, p.resource),
+        (None, 200) => "allowed: no ALLOW policy applies".to_string(),
+        (None, 400) => "400: meshward refused the request's path or a header spelling".into(),
+        (None, 403) => "403: ALLOW policies apply and none matched".into(),
+        (None, s) => format!("{s}"),
     };
     Decision {
         by: deciding.map(|p| p.resource.short()),
@@ -649,10 +635,6 @@ fn decide(
         account,
         custom_matched,
     }
-}
-
-fn p_resource(p: Option<&meshward_mesh::CompiledPolicy>) -> String {
-    p.map(|p| p.resource.to_string()).unwrap_or_default()
 }
 
 /// Run a mesh scenario file: every case in the harness (and with `targets`, in Envoy too).
@@ -710,10 +692,10 @@ fn run(
         for (n, &i) in indices.iter().enumerate() {
             let case = scenario.cases.get(i).ok_or_else(|| anyhow!("case {i}"))?;
             let seen = harness.get(n).cloned().unwrap_or_default();
-            let d = decide(&plan, *key, case, &seen, &before_h, refused(&seen));
+            let d = decide(&plan, *key, case, &seen, &before_h, seen.refused);
             before_h = seen.metrics.clone();
             let in_envoy = envoy.as_ref().and_then(|e| e.get(n)).map(|seen_e| {
-                let d = decide(&plan, *key, case, seen_e, &before_e, refused(seen_e));
+                let d = decide(&plan, *key, case, seen_e, &before_e, seen_e.refused);
                 before_e = seen_e.metrics.clone();
                 (seen_e.clone(), d)
             });
@@ -778,10 +760,6 @@ fn run(
     Ok(())
 }
 
-fn refused(seen: &Observed) -> bool {
-    seen.refused
-}
-
 fn decision_mismatches(case: &MeshCase, d: &Decision) -> Vec<Mismatch> {
     let mut out = Vec::new();
     if let Some(expected) = &case.expect.decided_by {
@@ -837,7 +815,7 @@ pub fn explain(scenario: &MeshScenario, wasm_dir: &Path) -> Result<String> {
         .into_iter()
         .next()
         .unwrap_or_default();
-    let decision = decide(&plan, *key, case, &seen, &BTreeMap::new(), refused(&seen));
+    let decision = decide(&plan, *key, case, &seen, &BTreeMap::new(), seen.refused);
     let mut out = String::new();
     let w = &scenario.workload;
     let labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -886,7 +864,7 @@ pub fn explain(scenario: &MeshScenario, wasm_dir: &Path) -> Result<String> {
             ras.join(", ")
         }
     );
-    let status = if refused(&seen) {
+    let status = if seen.refused {
         "connection refused".to_string()
     } else {
         seen.status.to_string()
@@ -897,7 +875,7 @@ pub fn explain(scenario: &MeshScenario, wasm_dir: &Path) -> Result<String> {
         decision.account
     );
     let jwt_refused = decision.account.contains("(jwt-authn");
-    if refused(&seen) || jwt_refused {
+    if seen.refused || jwt_refused {
         return Ok(out);
     }
     let facts = request_facts(scenario, case, compiled, true)?;

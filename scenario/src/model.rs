@@ -214,10 +214,10 @@ pub struct RequestSpec {
     pub source: Option<IpAddr>,
 }
 
-fn default_method() -> String {
+pub(crate) fn default_method() -> String {
     "GET".to_string()
 }
-fn default_path() -> String {
+pub(crate) fn default_path() -> String {
     "/".to_string()
 }
 fn default_authority() -> String {

@@ -70,7 +70,8 @@ impl std::fmt::Display for Failure {
 }
 
 /// Explain how `config` treats the request `facts` describes. Messages quote the configured
-/// patterns when `config` came from [`Config::parse_explainable`] (otherwise they read `[…]`).
+/// patterns when `config` came from [`Config::parse_explainable`] (otherwise the pattern lists
+/// read as empty).
 pub fn explain(config: &Config, facts: &impl RequestFacts) -> Explanation {
     let decision = decide(config, facts);
     let facts: &dyn RequestFacts = facts;
