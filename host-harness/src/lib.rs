@@ -42,6 +42,7 @@ pub use envoy_model::{
 };
 pub use error::HostError;
 pub use host::{FilterSpec, Host, HostBuilder, Started};
+pub use hostcalls::foreign_function;
 pub use loader::{supported_imports, ModuleReport};
 pub use meshward_abi::{AbiVersion, Status};
 pub use outcome::{LogLevel, LogLine, Outcome, Phase, RequestHead, Response, Verdict};

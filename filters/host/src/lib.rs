@@ -53,6 +53,7 @@ mod abi;
 mod buffers;
 mod configure;
 mod context;
+mod foreign;
 mod headers;
 mod host_store;
 mod http;
@@ -67,6 +68,7 @@ pub use buffers::{
 };
 pub use configure::configure;
 pub use context::{current_time_nanos, done, set_effective_context, set_tick_period};
+pub use foreign::call_foreign_function;
 pub use headers::{
     add_map_value, get_map, get_map_raw, get_map_value, remove_map_value, replace_map_value,
     set_map, HeaderPairs,

@@ -19,6 +19,7 @@ use std::rc::Rc;
 
 use jwt_authn_core::config::KeySource;
 use jwt_authn_core::engine::{self, denial, Denial, Stats, Verdict};
+use jwt_authn_core::host_verify::{HostRefusal, HostVerifier, SignatureHost};
 use jwt_authn_core::logtext::{loggable, MAX_LOGGED_CHARS};
 use jwt_authn_core::remote::FetchOutcome;
 use jwt_authn_core::schedule::{Effect, Event, Reply, Scheduler, MAX_BODY};
@@ -63,6 +64,25 @@ fn define_counters() -> Counters {
 fn count(counters: &Counters, index: usize, n: u32) {
     if n > 0 {
         counters.add(index, u64::from(n));
+    }
+}
+
+/// The VM's authenticator: signatures go to Envoy's `verify_signature` foreign function where
+/// the host has it (probed at the first token; see `jwt_authn_core::host_verify`).
+fn authenticator(config: Config) -> Authenticator {
+    Authenticator::new(config).with_host(HostVerifier::new(Box::new(EnvoyVerifySignature)))
+}
+
+/// Envoy's `verify_signature` (BoringSSL), through `proxy_call_foreign_function`.
+struct EnvoyVerifySignature;
+
+impl SignatureHost for EnvoyVerifySignature {
+    fn verify_signature(&self, arguments: &[u8]) -> Result<Vec<u8>, HostRefusal> {
+        match meshward_host::call_foreign_function("verify_signature", arguments) {
+            Ok(Some(result)) => Ok(result),
+            Ok(None) => Err(HostRefusal::NotFound),
+            Err(status) => Err(HostRefusal::Failed(status.0)),
+        }
     }
 }
 
@@ -153,7 +173,7 @@ impl RootContext for Root {
             }
         }
         *self.shared.borrow_mut() = Some(Vm {
-            auth: Authenticator::new(config),
+            auth: authenticator(config),
             sched,
             root_context: self.context_id,
             wake_queue,
@@ -563,6 +583,15 @@ fn count_cache(vm: &Vm, stats: &Stats) {
 /// capped and escaped (a client chooses them).
 fn log_denial(d: &Denial, request: &engine::Request<'_>) {
     let method = request.header(":method").unwrap_or_default();
+    if d.error == AuthError::HostVerifyFailed {
+        error!(
+            "jwt-authn: the host's verify_signature failed; denied {} {} {}",
+            d.status,
+            loggable(method, 16),
+            loggable(request.path, MAX_LOGGED_CHARS)
+        );
+        return;
+    }
     info!(
         "jwt-authn: denied {} ({:?}) {} {}",
         d.status,

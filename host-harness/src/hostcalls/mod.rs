@@ -41,6 +41,14 @@ use time::*;
 
 pub(crate) use wasi::{WASI_FUNCTION_NAMES, WASI_MODULES};
 
+/// Call the foreign function the harness registers as `name` directly, without a guest: the status
+/// and the result bytes it would hand a module, or `None` when no such function is modelled (a
+/// guest would get `NotFound`). For suites that compare a filter's two signature paths on the
+/// exact bytes it would send the host.
+pub fn foreign_function(name: &str, arguments: &[u8]) -> Option<(Status, Option<Vec<u8>>)> {
+    foreign::lookup(name.as_bytes()).map(|function| function(arguments))
+}
+
 /// A host call's caller: the VM set's store data, with the calling filter and context.
 type C<'a> = Caller<'a, VmState>;
 /// What a host function returns to the guest: a `proxy_status_t`, or a trap (only the guest's

@@ -7,10 +7,11 @@ use serde_json::Value;
 use crate::cache::{token_hash, Entry, TokenCache, DEFAULT_CAPACITY};
 use crate::config::{Config, KeySource, LocationKind};
 use crate::extract::extract;
+use crate::host_verify::HostVerifier;
 use crate::jwk::KeySet;
 use crate::status::AuthError;
 use crate::token::{check_audience, check_time, parse_claims, parse_jws, Claims};
-use crate::verify::{verify_signature, Signature};
+use crate::verify::{verify_signature_with, Signature};
 
 /// What the filter sees of a request.
 #[derive(Debug, Clone, Copy)]
@@ -114,6 +115,8 @@ pub struct Stats {
 pub struct Authenticator {
     pub config: Config,
     cache: TokenCache,
+    /// Where signatures are checked: the host's `verify_signature` when it has one, else Rust.
+    host: HostVerifier,
 }
 
 /// The verified token.
@@ -129,18 +132,30 @@ enum Checked {
 }
 
 impl Authenticator {
+    /// Signatures checked in pure Rust (see [`Authenticator::with_host`]).
     pub fn new(config: Config) -> Self {
         Self {
             config,
             cache: TokenCache::new(DEFAULT_CAPACITY),
+            host: HostVerifier::none(),
         }
     }
 
     pub fn with_cache_capacity(config: Config, capacity: usize) -> Self {
         Self {
-            config,
             cache: TokenCache::new(capacity),
+            ..Self::new(config)
         }
+    }
+
+    /// Check signatures through `host` where it can (`crate::host_verify`).
+    pub fn with_host(self, host: HostVerifier) -> Self {
+        Self { host, ..self }
+    }
+
+    /// The host path's state (for logs and tests).
+    pub fn host(&self) -> &HostVerifier {
+        &self.host
     }
 
     /// Decide on a request at `now_secs` (host clock). `expired_wait` is true when the request
@@ -268,7 +283,7 @@ impl Authenticator {
                 Keys::Pending | Keys::Failed => return Err(AuthError::FetchFailed),
             },
         };
-        match verify_signature(&jws, set) {
+        match verify_signature_with(&jws, set, &mut self.host) {
             Ok(Signature::Verified) => {}
             Ok(Signature::VerifiedPayloadNotClaims) => return Err(AuthError::VerificationFail),
             Err(AuthError::KidAlgMismatch)

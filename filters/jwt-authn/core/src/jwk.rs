@@ -57,6 +57,9 @@ pub struct Jwk {
     /// The JWK's own `alg`, when present: then only that algorithm may use the key.
     pub alg: Option<Alg>,
     pub material: KeyMaterial,
+    /// DER SubjectPublicKeyInfo of an RSA, P-256 or P-384 key, for the host's `verify_signature`
+    /// (`crate::host_verify`). Prepared here, once per key set, not per token.
+    pub spki: Option<Vec<u8>>,
 }
 
 impl Jwk {
@@ -240,7 +243,24 @@ pub fn parse_jwk(obj: &Map<String, Value>, allow_oct: bool) -> Result<Jwk, JwkEr
             ));
         }
     }
-    Ok(Jwk { kid, alg, material })
+    let spki = spki(&material);
+    Ok(Jwk {
+        kid,
+        alg,
+        material,
+        spki,
+    })
+}
+
+/// The key as DER SubjectPublicKeyInfo, for the key types the host verifies. `None` for the others
+/// (and, defensively, if the encoding fails: such a key is then checked in pure Rust).
+fn spki(material: &KeyMaterial) -> Option<Vec<u8>> {
+    match material {
+        KeyMaterial::Rsa { n, e } => RS256PublicKey::from_components(n, e).ok()?.to_der().ok(),
+        KeyMaterial::P256(pk) => pk.to_der().ok(),
+        KeyMaterial::P384(pk) => pk.to_der().ok(),
+        KeyMaterial::Ed25519(_) | KeyMaterial::Oct(_) => None,
+    }
 }
 
 fn rsa_material(obj: &Map<String, Value>) -> Result<KeyMaterial, JwkError> {

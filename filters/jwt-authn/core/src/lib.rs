@@ -20,6 +20,7 @@ pub mod config;
 pub mod duration;
 pub mod engine;
 pub mod extract;
+pub mod host_verify;
 pub mod jwk;
 /// Shared with the other filters (`meshward_common::logtext`).
 pub use meshward_common::logtext;

@@ -27,6 +27,9 @@ pub enum AuthError {
     KidAlgMismatch,
     /// Tokens that differ were found (in several locations): one request carries one identity.
     MultipleTokens,
+    /// The host's `verify_signature` failed (not "the signature is invalid": the call itself):
+    /// the token is refused rather than re-checked on the other path (`host_verify`).
+    HostVerifyFailed,
     /// Remote JWKS: no usable keys (never fetched successfully, or the wait for the first fetch ran out).
     FetchFailed,
 }
@@ -49,6 +52,8 @@ impl AuthError {
             AuthError::FetchFailed => "Jwks remote fetch is failed",
             // Envoy has no text for this (it verifies each and leaves the principal undefined).
             AuthError::MultipleTokens => "Jwt verification fails",
+            // Not the client's fault, but nothing verified the token: Envoy's failure text.
+            AuthError::HostVerifyFailed => "Jwt verification fails",
         }
     }
 

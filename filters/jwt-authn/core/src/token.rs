@@ -46,7 +46,6 @@ struct RawHeader {
     #[allow(dead_code)]
     x5t_s256: Option<String>,
     #[serde(default)]
-    #[allow(dead_code)]
     salt: Option<String>,
 }
 
@@ -58,6 +57,10 @@ pub struct Jws<'a> {
     pub kid: Option<String>,
     pub payload_b64: &'a str,
     pub payload: Vec<u8>,
+    /// `header.payload`, the bytes the signature covers.
+    pub signing_input: &'a str,
+    /// The decoded signature.
+    pub signature: Vec<u8>,
 }
 
 /// Split and decode a compact JWS; checks header and signature encoding, not the payload's JSON.
@@ -91,14 +94,24 @@ pub fn parse_jws(token: &str) -> Result<Jws<'_>, AuthError> {
             return Err(AuthError::HeaderParse);
         }
     }
+    // jwt-simple decodes a `salt` member for every algorithm and refuses the token when it is not
+    // base64url; refuse it here so that both signature paths (`verify`) agree.
+    if let Some(salt) = &header.salt {
+        decode_segment(salt).ok_or(AuthError::HeaderParse)?;
+    }
     let payload = decode_segment(payload_b64).ok_or(AuthError::PayloadParse)?;
-    decode_segment(sig_b64).ok_or(AuthError::SignatureParse)?;
+    let signature = decode_segment(sig_b64).ok_or(AuthError::SignatureParse)?;
+    let signing_input = token
+        .get(..header_b64.len() + 1 + payload_b64.len())
+        .ok_or(AuthError::BadFormat)?;
     Ok(Jws {
         raw: token,
         alg,
         kid: header.kid,
         payload_b64,
         payload,
+        signing_input,
+        signature,
     })
 }
 

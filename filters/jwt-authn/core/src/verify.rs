@@ -1,10 +1,14 @@
-//! The signature layer: pick candidate keys by `kid`/`alg`/`kty`, check the signature with
-//! jwt-simple. Claims are checked elsewhere (`token`), so jwt-simple's own time checks are
-//! neutralised here (fixed clock at 0, no tolerance, future tokens accepted).
+//! The signature layer: pick candidate keys by `kid`/`alg`/`kty`, check the signature — with the
+//! host's `verify_signature` where it has one and the algorithm is one it verifies
+//! ([`crate::host_verify`]), with jwt-simple otherwise. Claims are checked elsewhere (`token`), so
+//! jwt-simple's own time checks are neutralised here (fixed clock at 0, no tolerance, future
+//! tokens accepted). Both paths give the same verdict for every token (the Wycheproof two-path
+//! test in tests/tests/jwt_signature_paths.rs).
 
 use jwt_simple::prelude::*;
 
 use crate::alg::Alg;
+use crate::host_verify::{HostCheck, HostVerifier};
 use crate::jwk::{Jwk, KeyMaterial, KeySet};
 use crate::status::AuthError;
 use crate::token::{Jws, MAX_TOKEN_BYTES};
@@ -29,12 +33,22 @@ fn options() -> VerificationOptions {
     }
 }
 
-/// Check `jws` against the keys of `keys` that may verify it.
+/// Check `jws` against the keys of `keys` that may verify it, in pure Rust.
 ///
 /// Candidates: a key is skipped when both it and the token have a `kid` and they differ, when its
 /// `alg` (if any) differs from the token's, or when its type/curve does not fit the `alg`.
 /// No candidate ⇒ [`AuthError::KidAlgMismatch`]; no candidate verifies ⇒ [`AuthError::VerificationFail`].
 pub fn verify_signature(jws: &Jws<'_>, keys: &KeySet) -> Result<Signature, AuthError> {
+    verify_signature_with(jws, keys, &mut HostVerifier::none())
+}
+
+/// [`verify_signature`], asking `host` first for the algorithms it verifies. A host error refuses
+/// the token ([`AuthError::HostVerifyFailed`], a 401) rather than trying the other path.
+pub fn verify_signature_with(
+    jws: &Jws<'_>,
+    keys: &KeySet,
+    host: &mut HostVerifier,
+) -> Result<Signature, AuthError> {
     let mut tried = false;
     for key in keys
         .keys
@@ -42,6 +56,15 @@ pub fn verify_signature(jws: &Jws<'_>, keys: &KeySet) -> Result<Signature, AuthE
         .filter(|k| kid_matches(k, jws.kid.as_deref()) && k.accepts(jws.alg))
     {
         tried = true;
+        if let (true, Some(spki)) = (host.handles(jws.alg), key.spki.as_deref()) {
+            match host.check(jws.alg, spki, &jws.signature, jws.signing_input.as_bytes()) {
+                HostCheck::Valid => return Ok(payload_kind(jws)),
+                HostCheck::Invalid(_) => continue,
+                HostCheck::Error(_) => return Err(AuthError::HostVerifyFailed),
+                // The probe found no `verify_signature`: this key, and every later one, in Rust.
+                HostCheck::Unavailable => {}
+            }
+        }
         if let Some(outcome) = check_one(jws, key) {
             return Ok(outcome);
         }
@@ -51,6 +74,14 @@ pub fn verify_signature(jws: &Jws<'_>, keys: &KeySet) -> Result<Signature, AuthE
     } else {
         AuthError::KidAlgMismatch
     })
+}
+
+/// What jwt-simple would say of a payload whose signature verified: a JWT claims set or not.
+fn payload_kind(jws: &Jws<'_>) -> Signature {
+    match serde_json::from_slice::<JWTClaims<NoCustomClaims>>(&jws.payload) {
+        Ok(_) => Signature::Verified,
+        Err(_) => Signature::VerifiedPayloadNotClaims,
+    }
 }
 
 fn kid_matches(key: &Jwk, token_kid: Option<&str>) -> bool {
