@@ -1,81 +1,78 @@
-//! Verified-token cache: a repeated token costs a SHA-256 instead of a signature check. Only
-//! tokens that fully verified are stored; the time and audience checks still run on every hit
-//! (like Envoy). Entries are tied to the key-set generation that verified them, so a JWKS change
-//! (rotation) invalidates them. Bounded; oldest entries leave first; expired entries are dropped.
+//! Verified-token cache: a repeated token costs a hash-map lookup instead of a signature check,
+//! a claims parse and the identity's serialization. Only tokens that fully verified are stored;
+//! the time and audience checks still run on every hit (like Envoy). Entries are tied to the
+//! key-set generation that verified them, so a JWKS change (rotation) invalidates them.
+//!
+//! Keyed by the token itself, compared in full: a forged token can never hit another token's
+//! entry, whatever its hash. The map's hasher is std's keyed SipHash with a per-VM random key, so
+//! an attacker cannot aim tokens at one bucket either. Bounded (least recently used leaves first;
+//! the `lru` crate) and expired entries are dropped when met.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::hash_map::RandomState;
+use std::num::NonZeroUsize;
+use std::rc::Rc;
 
-use sha2::{Digest, Sha256};
+use lru::LruCache;
 
 use crate::token::Claims;
+use meshward_common::identity::RequestIdentity;
 
 pub const DEFAULT_CAPACITY: usize = 256;
 
-#[derive(Debug, Clone)]
-pub struct Entry {
+/// What a verified token yields, computed once when it is verified and shared by every hit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verified {
+    /// The `jwtRules` index whose issuer it names.
     pub rule: usize,
+    /// The key-set generation that verified it (0 for inline keys).
     pub generation: u64,
     pub claims: Claims,
-    pub payload_b64: String,
+    /// The base64url payload, as forwarded by `forwardPayloadHeader`.
+    pub payload_b64: Box<str>,
+    /// The request identity and its checked serialization, or why it cannot be published.
+    pub published: Result<(RequestIdentity, Vec<u8>), crate::status::AuthError>,
 }
 
 #[derive(Debug)]
 pub struct TokenCache {
-    capacity: usize,
-    entries: HashMap<[u8; 32], Entry>,
-    order: VecDeque<[u8; 32]>,
-}
-
-pub fn token_hash(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
+    /// `None` when the capacity is 0 (caching off).
+    entries: Option<LruCache<Box<str>, Rc<Verified>, RandomState>>,
 }
 
 impl TokenCache {
     pub fn new(capacity: usize) -> Self {
         Self {
-            capacity,
-            entries: HashMap::new(),
-            order: VecDeque::new(),
+            entries: NonZeroUsize::new(capacity)
+                .map(|cap| LruCache::with_hasher(cap, RandomState::new())),
         }
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.as_ref().map_or(0, LruCache::len)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 
-    /// The entry for `hash` if it is still usable at `now` (not past `exp + skew`).
-    pub fn get(&mut self, hash: &[u8; 32], now_secs: u64, skew_secs: u64) -> Option<&Entry> {
-        let expired = self.entries.get(hash).map(|e| {
-            e.claims
-                .exp
-                .is_some_and(|exp| now_secs > exp.saturating_add(skew_secs))
-        })?;
-        if expired {
-            self.entries.remove(hash);
-            self.order.retain(|h| h != hash);
+    /// The entry for exactly `token` if it is still usable at `now` (not past `exp + skew`).
+    pub fn get(&mut self, token: &str, now_secs: u64, skew_secs: u64) -> Option<Rc<Verified>> {
+        let entries = self.entries.as_mut()?;
+        let hit = entries.get(token)?;
+        if hit
+            .claims
+            .exp
+            .is_some_and(|exp| now_secs > exp.saturating_add(skew_secs))
+        {
+            entries.pop(token);
             return None;
         }
-        self.entries.get(hash)
+        Some(Rc::clone(hit))
     }
 
-    pub fn insert(&mut self, hash: [u8; 32], entry: Entry) {
-        if self.capacity == 0 {
-            return;
-        }
-        if self.entries.insert(hash, entry).is_none() {
-            self.order.push_back(hash);
-        }
-        while self.entries.len() > self.capacity {
-            match self.order.pop_front() {
-                Some(oldest) => {
-                    self.entries.remove(&oldest);
-                }
-                None => break,
-            }
+    pub fn insert(&mut self, token: &str, entry: Rc<Verified>) {
+        if let Some(entries) = self.entries.as_mut() {
+            entries.put(token.into(), entry);
         }
     }
 }
@@ -85,32 +82,58 @@ mod tests {
     use super::*;
     use crate::token::parse_claims;
 
-    fn entry(exp: u64) -> Entry {
-        Entry {
+    fn entry(exp: u64) -> Rc<Verified> {
+        Rc::new(Verified {
             rule: 0,
             generation: 1,
             claims: parse_claims(format!(r#"{{"exp":{exp}}}"#).as_bytes()).unwrap(),
-            payload_b64: String::new(),
-        }
+            payload_b64: "".into(),
+            published: Err(crate::status::AuthError::UnknownIssuer),
+        })
     }
 
     #[test]
-    fn bounded_fifo() {
+    fn bounded_least_recently_used_leaves_first() {
         let mut c = TokenCache::new(2);
-        c.insert(token_hash("a"), entry(100));
-        c.insert(token_hash("b"), entry(100));
-        c.insert(token_hash("c"), entry(100));
+        c.insert("a", entry(100));
+        c.insert("b", entry(100));
+        assert!(c.get("a", 0, 0).is_some()); // `a` is now the most recently used
+        c.insert("c", entry(100));
         assert_eq!(c.len(), 2);
-        assert!(c.get(&token_hash("a"), 0, 0).is_none());
-        assert!(c.get(&token_hash("c"), 0, 0).is_some());
+        assert!(c.get("b", 0, 0).is_none(), "b was least recently used");
+        assert!(c.get("a", 0, 0).is_some());
+        assert!(c.get("c", 0, 0).is_some());
+    }
+
+    #[test]
+    fn only_the_exact_token_hits() {
+        let mut c = TokenCache::new(4);
+        c.insert("header.payload.sig", entry(100));
+        for other in [
+            "header.payload.sih",
+            "header.payload.si",
+            "header.payload.sig ",
+            "",
+        ] {
+            assert!(c.get(other, 0, 0).is_none(), "{other:?}");
+        }
+        assert!(c.get("header.payload.sig", 0, 0).is_some());
     }
 
     #[test]
     fn honours_exp() {
         let mut c = TokenCache::new(4);
-        c.insert(token_hash("a"), entry(100));
-        assert!(c.get(&token_hash("a"), 160, 60).is_some());
-        assert!(c.get(&token_hash("a"), 161, 60).is_none());
+        c.insert("a", entry(100));
+        assert!(c.get("a", 160, 60).is_some());
+        assert!(c.get("a", 161, 60).is_none());
         assert!(c.is_empty(), "expired entry dropped");
+    }
+
+    #[test]
+    fn capacity_zero_caches_nothing() {
+        let mut c = TokenCache::new(0);
+        c.insert("a", entry(100));
+        assert!(c.get("a", 0, 0).is_none());
+        assert!(c.is_empty());
     }
 }

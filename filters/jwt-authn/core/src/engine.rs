@@ -4,7 +4,9 @@
 use meshward_common::identity::RequestIdentity;
 use serde_json::Value;
 
-use crate::cache::{token_hash, Entry, TokenCache, DEFAULT_CAPACITY};
+use std::rc::Rc;
+
+use crate::cache::{TokenCache, Verified, DEFAULT_CAPACITY};
 use crate::config::{Config, KeySource, LocationKind};
 use crate::extract::extract;
 use crate::host_verify::HostVerifier;
@@ -119,15 +121,8 @@ pub struct Authenticator {
     host: HostVerifier,
 }
 
-/// The verified token.
-struct Verified {
-    rule: usize,
-    claims: Claims,
-    payload_b64: String,
-}
-
 enum Checked {
-    Ok(Verified),
+    Ok(Rc<Verified>),
     Wait { rule: usize, refetch: bool },
 }
 
@@ -201,7 +196,7 @@ impl Authenticator {
         let token = token.to_string();
         match self.check(&token, &at, now_secs, keys, expired_wait, stats) {
             Err(error) => Verdict::Deny(denial(error, req)),
-            Ok(Checked::Ok(v)) => self.allow(v, &at, req),
+            Ok(Checked::Ok(v)) => self.allow(&v, &at, req),
             Ok(Checked::Wait { rule, refetch }) => Verdict::Wait {
                 rules: vec![rule],
                 refetch: if refetch { vec![rule] } else { Vec::new() },
@@ -219,8 +214,7 @@ impl Authenticator {
         stats: &mut Stats,
     ) -> Result<Checked, AuthError> {
         let skew = self.config.clock_skew_secs;
-        let hash = token_hash(token);
-        if let Some(hit) = self.cache.get(&hash, now, skew) {
+        if let Some(hit) = self.cache.get(token, now, skew) {
             let generation = match self.config.rules.get(hit.rule).map(|r| &r.keys) {
                 Some(KeySource::Inline(_)) => Some(0),
                 Some(KeySource::Remote(_)) => match keys.remote_keys(hit.rule) {
@@ -238,11 +232,7 @@ impl Authenticator {
                     .ok_or(AuthError::VerificationFail)?;
                 check_time(&hit.claims, now, skew)?;
                 check_audience(&hit.claims, &rule.audiences)?;
-                return Ok(Checked::Ok(Verified {
-                    rule: hit.rule,
-                    claims: hit.claims.clone(),
-                    payload_b64: hit.payload_b64.clone(),
-                }));
+                return Ok(Checked::Ok(hit));
             }
         }
         stats.cache_misses = stats.cache_misses.saturating_add(1);
@@ -299,27 +289,30 @@ impl Authenticator {
             }
             Err(e) => return Err(e),
         }
-        let payload_b64 = jws.payload_b64.to_string();
-        self.cache.insert(
-            hash,
-            Entry {
-                rule: rule_index,
-                generation,
-                claims: claims.clone(),
-                payload_b64: payload_b64.clone(),
-            },
-        );
-        Ok(Checked::Ok(Verified {
+        // What the token yields is computed once, here, and shared by every later hit.
+        let published = RequestIdentity::from_claims(claims.all.clone())
+            .ok_or(AuthError::UnknownIssuer)
+            .and_then(|identity| {
+                let bytes = identity
+                    .to_published_bytes()
+                    .ok_or(AuthError::PayloadParse)?;
+                Ok((identity, bytes))
+            });
+        let verified = Rc::new(Verified {
             rule: rule_index,
+            generation,
             claims,
-            payload_b64,
-        }))
+            payload_b64: jws.payload_b64.into(),
+            published,
+        });
+        self.cache.insert(token, Rc::clone(&verified));
+        Ok(Checked::Ok(verified))
     }
 
     /// Outputs of the one verified token found at the locations `at`. The identity is published
     /// only in a form every reader parses back to the same value; otherwise the request is
     /// refused (401): an identity a reader cannot read must never look like "no identity".
-    fn allow(&self, v: Verified, at: &[usize], req: &Request<'_>) -> Verdict {
+    fn allow(&self, v: &Verified, at: &[usize], req: &Request<'_>) -> Verdict {
         let mut remove_headers = Vec::new();
         let mut set_headers: Vec<(String, String)> = Vec::new();
         let Some(rule) = self.config.rules.get(v.rule) else {
@@ -337,18 +330,16 @@ impl Authenticator {
             }
         }
         if let Some(header) = &rule.payload_header {
-            set_headers.push((header.clone(), v.payload_b64.clone()));
+            set_headers.push((header.clone(), v.payload_b64.to_string()));
         }
         for (header, path) in &rule.claim_headers {
             if let Some(value) = claim_text(&v.claims, path) {
                 set_headers.push((header.clone(), value));
             }
         }
-        let Some(identity) = RequestIdentity::from_claims(v.claims.all) else {
-            return Verdict::Deny(denial(AuthError::UnknownIssuer, req));
-        };
-        let Some(identity_bytes) = identity.to_published_bytes() else {
-            return Verdict::Deny(denial(AuthError::PayloadParse, req));
+        let (identity, identity_bytes) = match &v.published {
+            Ok(published) => published.clone(),
+            Err(error) => return Verdict::Deny(denial(*error, req)),
         };
         Verdict::Allow {
             identity: Some(identity),

@@ -571,6 +571,45 @@ fn cache_hits_skip_verification_but_recheck_time() {
     assert_eq!(denied(&v).1, "Jwt is expired");
 }
 
+/// Once a token is cached, any other string — the same header and payload with another
+/// signature, a truncated or extended signature, a changed payload — is checked in full and
+/// refused: the cache answers for exactly the token it verified.
+#[test]
+fn a_forged_token_never_hits_a_cached_one() {
+    let mut auth = Authenticator::new(config(json!({})));
+    let t = good(json!({"exp": NOW + 10}));
+    let allowed = |auth: &mut Authenticator, token: &str| {
+        let h = vec![("authorization".to_string(), bearer(token))];
+        let req = Request::from_headers(&h);
+        let mut stats = Stats::default();
+        let v = auth.decide(&req, NOW, &NoRemote, false, &mut stats);
+        (matches!(v, Verdict::Allow { .. }), stats)
+    };
+    assert!(allowed(&mut auth, &t).0);
+    let (head, sig) = t.rsplit_once('.').unwrap();
+    let mut flipped: Vec<char> = sig.chars().collect();
+    flipped[5] = if flipped[5] == 'A' { 'B' } else { 'A' };
+    let payload_swapped = {
+        let other = good(json!({"exp": NOW + 10, "sub": "mallory"}));
+        let mut parts: Vec<&str> = t.split('.').collect();
+        parts[1] = other.split('.').nth(1).unwrap();
+        parts.join(".")
+    };
+    for forged in [
+        format!("{head}.{}", flipped.iter().collect::<String>()),
+        format!("{head}.{}", &sig[..sig.len() - 4]),
+        format!("{t}AAAA"),
+        payload_swapped,
+    ] {
+        let (ok, stats) = allowed(&mut auth, &forged);
+        assert!(!ok, "{forged} allowed");
+        assert_eq!(stats.cache_hits, 0, "{forged} hit the cache");
+    }
+    let (ok, stats) = allowed(&mut auth, &t);
+    assert!(ok);
+    assert_eq!(stats.cache_hits, 1, "the real token still hits");
+}
+
 #[test]
 fn realm_is_escaped_and_truncated() {
     assert_eq!(
