@@ -49,6 +49,9 @@ pub struct RunArgs {
     /// Directory holding the filters' release .wasm files.
     #[arg(long)]
     wasm_dir: Option<PathBuf>,
+    /// Also print every host call (`env.proxy_*`) each filter made for this request, in order.
+    #[arg(long)]
+    trace: bool,
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
@@ -81,8 +84,20 @@ pub fn run(args: RunArgs) -> Result<()> {
         source: None,
     };
     let host = harness::build_host(&scenario, &wasm_dir)?;
+    host.trace(args.trace);
     let outcome = host.send(&harness::to_request(&request)?);
     println!("verdict: {:?}", outcome.verdict);
+    if args.trace {
+        // Only the request's own calls: configure-time calls happened before `send`.
+        for r in host.hostcall_trace().iter().filter(|r| r.in_stream) {
+            let detail = if r.detail.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", r.detail)
+            };
+            println!("hostcall [{}] {}{detail}", r.filter, r.hostcall);
+        }
+    }
     if let Some(up) = &outcome.upstream_request {
         println!("upstream request headers:");
         for (n, v) in &up.headers {
