@@ -75,6 +75,38 @@ fn bench_envoy_measures_every_configuration_after_checking_its_filters() {
         assert!(row.median.p50 > Duration::ZERO, "{}", row.name);
         assert!(row.median.p99 >= row.median.p50, "{}", row.name);
     }
+    for row in &report.rows {
+        // Every wasm configuration has its host calls counted in the harness, filter by filter.
+        let wasm = row.side == "meshward" || row.listener == "noop";
+        assert_eq!(!row.hostcalls.is_empty(), wasm, "{}", row.name);
+        if row.side == "meshward" {
+            assert!(
+                row.hostcalls.iter().all(|(_, n)| *n > 0),
+                "{}: {:?}",
+                row.name,
+                row.hostcalls
+            );
+        }
+    }
+    let chain = report.row(CONFIGURATIONS[14].0).unwrap();
+    let names: Vec<&str> = chain.hostcalls.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(
+        names,
+        ["header-limits", "jwt-authn", "spiffe-authz", "rate-limit"]
+    );
+    // The cold rows pay a signature check through Envoy's verify_signature: one call more than warm.
+    let calls = |name: &str| report.row(name).unwrap().hostcalls[0].1;
+    assert_eq!(
+        calls("jwt-authn cold RS256 (300 tokens)"),
+        calls("jwt-authn warm (one RS256 token)") + 1
+    );
+    let memory: Vec<&str> = report.memory.iter().map(|m| m.listener.as_str()).collect();
+    assert_eq!(memory, ["router", "meshward-chain", "native-chain"]);
+    assert!(report.memory.iter().all(|m| m.rss_kib > 0));
+    assert!(report
+        .modules
+        .iter()
+        .any(|(f, size)| f == "jwt_authn.wasm" && *size > 0));
     let cpu: Duration = report.rows.iter().map(|r| r.median.cpu_per_request).sum();
     assert!(cpu > Duration::ZERO, "Envoy's CPU time was not measured");
     assert!(report.upstream_direct.requests > 0);

@@ -45,6 +45,22 @@ fn cpu_range(rounds: &[Figures]) -> String {
     }
 }
 
+/// `7`, or `header-limits 1 · jwt-authn 7 = 8` for a chain; `–` without wasm filters.
+fn hostcalls(calls: &[(String, u64)]) -> String {
+    match calls {
+        [] => "–".into(),
+        [(_, n)] => n.to_string(),
+        many => format!(
+            "{} = {}",
+            many.iter()
+                .map(|(f, n)| format!("{f} {n}"))
+                .collect::<Vec<_>>()
+                .join(" · "),
+            many.iter().map(|(_, n)| n).sum::<u64>()
+        ),
+    }
+}
+
 /// The generated section, markers included.
 pub fn render(report: &BenchReport) -> String {
     let o = &report.options;
@@ -90,14 +106,17 @@ pub fn render(report: &BenchReport) -> String {
     let noop = report.rows.get(1).map(|r| r.median).unwrap_or_default();
     let _ = writeln!(
         s,
-        "| configuration | side | req/s | req/s ÷ router | p50 | p99 | Envoy CPU / req | (rounds: min–max) | ÷ router | ÷ no-op | − router |"
+        "| configuration | side | req/s | req/s ÷ router | p50 | p99 | Envoy CPU / req | (rounds: min–max) | ÷ router | ÷ no-op | − router | host calls / req |"
     );
-    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        s,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    );
     for row in &report.rows {
         let m = &row.median;
         let _ = writeln!(
             s,
-            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {:+.1} µs |",
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {:+.1} µs | {} |",
             row.name,
             row.side,
             m.requests_per_second,
@@ -109,6 +128,51 @@ pub fn render(report: &BenchReport) -> String {
             ratio(cpu_us(m), cpu_us(&floor)),
             ratio(cpu_us(m), cpu_us(&noop)),
             cpu_us(m) - cpu_us(&floor),
+            hostcalls(&row.hostcalls),
+        );
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "Host calls per request: the `env.proxy_*` calls each wasm filter makes for the measured request \
+         (for the cold rows: a second cold token), counted by running the same modules, configurations and \
+         request in the harness (Envoy has no such counter)."
+    );
+    if !report.memory.is_empty() {
+        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "Envoy RSS, one Envoy per chain holding only its listener, `--concurrency {}`, after {} \
+             keep-alive connections of traffic (so a VM per wasm filter on the main thread and on \
+             each worker):",
+            crate::envoy::MEMORY_CONCURRENCY,
+            o.connections.max(4),
+        );
+        let _ = writeln!(s);
+        let _ = writeln!(s, "| chain | Envoy RSS | − router only |");
+        let _ = writeln!(s, "|---|---:|---:|");
+        let base = report.memory.first().map_or(0, |m| m.rss_kib);
+        for m in &report.memory {
+            let _ = writeln!(
+                s,
+                "| {} | {:.1} MiB | {:+.1} MiB |",
+                m.name,
+                m.rss_kib as f64 / 1024.0,
+                (m.rss_kib as f64 - base as f64) / 1024.0
+            );
+        }
+    }
+    if !report.modules.is_empty() {
+        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "Modules: {}.",
+            report
+                .modules
+                .iter()
+                .map(|(f, size)| format!("`{f}` {:.0} KiB", *size as f64 / 1024.0))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     let _ = writeln!(s);

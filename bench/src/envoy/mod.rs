@@ -11,8 +11,10 @@
 //! report gives the median over rounds. Before anything is measured every listener must show that
 //! it applies its filters (a violating request gets the expected status, the measured one 200).
 
+mod hostcalls;
 mod load;
 mod markdown;
+mod memory;
 mod native;
 mod setups;
 mod tokens;
@@ -26,6 +28,7 @@ use serde_json::Value;
 
 pub use load::{Load, LoadResult};
 pub use markdown::{render, update_file, BEGIN_MARKER, END_MARKER};
+pub use memory::{Memory, CONCURRENCY as MEMORY_CONCURRENCY};
 pub use setups::{CLIENT_SPIFFE_ID, PATH};
 pub use tokens::Alg;
 
@@ -95,6 +98,8 @@ pub struct Row {
     pub rounds: Vec<Figures>,
     /// Each figure's median over the rounds (requests: the total).
     pub median: Figures,
+    /// Host calls per request of each wasm filter (counted in the harness; empty for native).
+    pub hostcalls: Vec<(String, u64)>,
 }
 
 /// A sanity check that passed before the measurement.
@@ -117,6 +122,10 @@ pub struct BenchReport {
     pub envoy_version: String,
     /// Envoy's VmRSS after the warm-up, KiB.
     pub envoy_rss_kib: u64,
+    /// Envoy's VmRSS per chain, one Envoy each, at `--concurrency 2` ([`memory`]).
+    pub memory: Vec<Memory>,
+    /// The wasm modules measured and their sizes in bytes.
+    pub modules: Vec<(String, u64)>,
     /// UTC date, `YYYY-MM-DD`.
     pub date: String,
     pub nproc: usize,
@@ -160,6 +169,33 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         repo: options.repo.clone(),
     };
     let plan = setups::plan(&inputs, options.jwt_pool)?;
+    let mut modules: Vec<(String, u64)> = Vec::new();
+    for w in plan.listeners.iter().flat_map(|l| &l.wasm) {
+        let file = w
+            .module
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !modules.iter().any(|(f, _)| *f == file) {
+            let size = std::fs::metadata(&w.module)
+                .with_context(|| format!("{}", w.module.display()))?
+                .len();
+            modules.push((file, size));
+        }
+    }
+    let mut hostcalls = Vec::new();
+    for setup in &plan.setups {
+        let chain = plan
+            .listeners
+            .iter()
+            .find(|l| l.name == setup.listener)
+            .map(|l| l.wasm.as_slice())
+            .unwrap_or_default();
+        hostcalls.push(
+            hostcalls::count(chain, &setup.sample)
+                .with_context(|| format!("host calls of {}", setup.name))?,
+        );
+    }
 
     let mut config = EnvoyConfig::new(upstream.addr())
         .concurrency(options.concurrency)
@@ -286,15 +322,31 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         .setups
         .iter()
         .zip(rounds)
-        .map(|(setup, rounds)| Row {
+        .zip(hostcalls)
+        .map(|((setup, rounds), hostcalls)| Row {
             name: setup.name.clone(),
             listener: setup.listener.to_string(),
             side: setup.side.to_string(),
             median: median(&rounds),
             rounds,
+            hostcalls,
         })
         .collect();
     drop(envoy);
+
+    // 5. Memory: one Envoy per chain, at `--concurrency 2`.
+    let memory = memory::measure(
+        &plan,
+        &[
+            ("router only", "router"),
+            ("meshward chain (four modules)", "meshward-chain"),
+            ("native chain", "native-chain"),
+        ],
+        upstream.addr(),
+        &certs,
+        &client_cert,
+        options,
+    )?;
     Ok(BenchReport {
         options: options.clone(),
         rows,
@@ -302,6 +354,8 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         upstream_direct,
         envoy_version,
         envoy_rss_kib,
+        memory,
+        modules,
         date: today(),
         nproc: std::thread::available_parallelism().map_or(0, usize::from),
         cpu_model: cpu_model(),
@@ -309,7 +363,7 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
     })
 }
 
-fn nothing() -> Result<()> {
+pub(crate) fn nothing() -> Result<()> {
     Ok(())
 }
 
@@ -338,7 +392,7 @@ fn median(rounds: &[Figures]) -> Figures {
 }
 
 /// `bench-*` listener names and their bound addresses, from the admin endpoint.
-fn listener_addresses(
+pub(crate) fn listener_addresses(
     envoy: &Envoy,
     expected: usize,
 ) -> Result<Vec<(String, std::net::SocketAddr)>> {
@@ -405,7 +459,7 @@ fn clock_ticks_per_second() -> f64 {
     }
 }
 
-fn rss_kib(pid: u32) -> Result<u64> {
+pub(crate) fn rss_kib(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
     status

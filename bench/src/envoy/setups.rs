@@ -35,6 +35,16 @@ pub struct ListenerSpec {
     pub name: &'static str,
     pub filters: Vec<Value>,
     pub hcm: Map<String, Value>,
+    /// Its wasm filters, in order (to count their host calls in the harness).
+    pub wasm: Vec<WasmEntry>,
+}
+
+/// A wasm filter of a listener: plugin name, module and configuration.
+#[derive(Debug, Clone)]
+pub struct WasmEntry {
+    pub filter: String,
+    pub module: PathBuf,
+    pub config: String,
 }
 
 /// What a configuration sends and expects during the sanity checks.
@@ -54,6 +64,9 @@ pub struct Setup {
     pub side: &'static str,
     /// Serialized keep-alive requests, cycled.
     pub requests: Vec<Vec<u8>>,
+    /// The first two of them, unserialized (to count host calls in the harness: the first warms
+    /// the caches, the second is counted — a cold pool's second token is still a miss).
+    pub sample: Vec<Request>,
     pub checks: Vec<Check>,
 }
 
@@ -116,22 +129,60 @@ fn read_policy(inputs: &Inputs, rel: &str) -> Result<String> {
     std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
 }
 
-fn wasm(inputs: &Inputs, listener: &str, filter: &str, file: &str, config: &str) -> Result<Value> {
-    let path = inputs.wasm_dir.join(file);
-    if !path.is_file() {
+fn wasm(inputs: &Inputs, filter: &str, file: &str, config: &str) -> Result<WasmEntry> {
+    let module = inputs.wasm_dir.join(file);
+    if !module.is_file() {
         return Err(anyhow!(
             "{} is missing: run scripts/build-wasm.sh (or pass --wasm-dir)",
-            path.display()
+            module.display()
         ));
     }
-    // One VM per listener and filter: rate-limit's shared data and token caches stay separate.
-    WasmFilter::new(filter, &path, config)
-        .vm_id(&format!("{listener}.{filter}"))
-        .to_json()
-        .map(|mut v| {
-            v["name"] = json!(format!("{listener}.{filter}"));
-            v
+    Ok(WasmEntry {
+        filter: filter.to_string(),
+        module,
+        config: config.to_string(),
+    })
+}
+
+/// A listener whose HTTP filters are exactly `wasm`.
+fn wasm_listener(
+    name: &'static str,
+    wasm: Vec<WasmEntry>,
+    hcm: Map<String, Value>,
+) -> Result<ListenerSpec> {
+    let filters = wasm
+        .iter()
+        .map(|w| {
+            // One VM per listener and filter: rate-limit's shared data and token caches stay
+            // separate.
+            WasmFilter::new(&w.filter, &w.module, &w.config)
+                .vm_id(&format!("{name}.{}", w.filter))
+                .to_json()
+                .map(|mut v| {
+                    v["name"] = json!(format!("{name}.{}", w.filter));
+                    v
+                })
         })
+        .collect::<Result<_>>()?;
+    Ok(ListenerSpec {
+        name,
+        filters,
+        hcm,
+        wasm,
+    })
+}
+
+fn native_listener(
+    name: &'static str,
+    filters: Vec<Value>,
+    hcm: Map<String, Value>,
+) -> ListenerSpec {
+    ListenerSpec {
+        name,
+        filters,
+        hcm,
+        wasm: Vec::new(),
+    }
 }
 
 /// The listeners and the configurations.
@@ -155,26 +206,15 @@ pub fn plan(inputs: &Inputs, jwt_pool: usize) -> Result<Plan> {
     let cold_rs = tokens::sign_pool(&keys, Alg::Rs256, jwt_pool)?;
     let cold_es = tokens::sign_pool(&keys, Alg::Es256, jwt_pool)?;
 
-    let hl = |l| {
-        wasm(
-            inputs,
-            l,
-            "header-limits",
-            "header_limits.wasm",
-            &header_limits,
-        )
-    };
-    let sa = |l| wasm(inputs, l, "spiffe-authz", "spiffe_authz.wasm", &mesh10);
-    let jwt = |l| wasm(inputs, l, "jwt-authn", "jwt_authn.wasm", &jwt_policy_text);
-    let rl = |l| {
-        wasm(
-            inputs,
-            l,
-            "rate-limit",
-            "rate_limit.wasm",
-            RATE_LIMIT_POLICY,
-        )
-    };
+    let hl = wasm(
+        inputs,
+        "header-limits",
+        "header_limits.wasm",
+        &header_limits,
+    )?;
+    let sa = wasm(inputs, "spiffe-authz", "spiffe_authz.wasm", &mesh10)?;
+    let jwt = wasm(inputs, "jwt-authn", "jwt_authn.wasm", &jwt_policy_text)?;
+    let rl = wasm(inputs, "rate-limit", "rate_limit.wasm", RATE_LIMIT_POLICY)?;
     let native_jwt = jwt_authn(&jwt_policy)?;
     let native_rl = yaml(LOCAL_RATELIMIT)?;
 
@@ -183,80 +223,32 @@ pub fn plan(inputs: &Inputs, jwt_pool: usize) -> Result<Plan> {
     full_native.push(native_rl.clone());
 
     let listeners = vec![
-        ListenerSpec {
-            name: "router",
-            filters: vec![],
-            hcm: Map::new(),
-        },
-        ListenerSpec {
-            name: "noop",
-            filters: vec![wasm(inputs, "noop", "noop", "meshward_test_noop.wasm", "")?],
-            hcm: Map::new(),
-        },
-        ListenerSpec {
-            name: "header-limits",
-            filters: vec![hl("header-limits")?],
-            hcm: codec_above_policy(),
-        },
-        ListenerSpec {
-            name: "hcm-limits",
-            filters: vec![],
-            hcm: native_limits(),
-        },
-        ListenerSpec {
-            name: "spiffe-authz",
-            filters: vec![sa("spiffe-authz")?],
-            hcm: Map::new(),
-        },
-        ListenerSpec {
-            name: "rbac",
-            filters: rbac_filters()?,
-            hcm: Map::new(),
-        },
-        ListenerSpec {
-            name: "jwt-authn",
-            filters: vec![jwt("jwt-authn")?],
-            hcm: Map::new(),
-        },
-        ListenerSpec {
-            name: "native-jwt-authn",
-            filters: vec![native_jwt],
-            hcm: Map::new(),
-        },
-        ListenerSpec {
-            name: "rate-limit",
-            filters: vec![rl("rate-limit")?],
-            hcm: Map::new(),
-        },
-        ListenerSpec {
-            name: "local-ratelimit",
-            filters: vec![native_rl],
-            hcm: Map::new(),
-        },
-        ListenerSpec {
-            name: "meshward-chain",
-            filters: vec![
-                hl("meshward-chain")?,
-                jwt("meshward-chain")?,
-                sa("meshward-chain")?,
-                rl("meshward-chain")?,
-            ],
-            hcm: codec_above_policy(),
-        },
-        ListenerSpec {
-            name: "native-chain",
-            filters: full_native,
-            hcm: native_limits(),
-        },
+        native_listener("router", vec![], Map::new()),
+        wasm_listener(
+            "noop",
+            vec![wasm(inputs, "noop", "meshward_test_noop.wasm", "")?],
+            Map::new(),
+        )?,
+        wasm_listener("header-limits", vec![hl.clone()], codec_above_policy())?,
+        native_listener("hcm-limits", vec![], native_limits()),
+        wasm_listener("spiffe-authz", vec![sa.clone()], Map::new())?,
+        native_listener("rbac", rbac_filters()?, Map::new()),
+        wasm_listener("jwt-authn", vec![jwt.clone()], Map::new())?,
+        native_listener("native-jwt-authn", vec![native_jwt], Map::new()),
+        wasm_listener("rate-limit", vec![rl.clone()], Map::new())?,
+        native_listener("local-ratelimit", vec![native_rl], Map::new()),
+        wasm_listener(
+            "meshward-chain",
+            vec![hl, jwt, sa, rl],
+            codec_above_policy(),
+        )?,
+        native_listener("native-chain", full_native, native_limits()),
     ];
 
     let base = base_request(&warm);
-    let one = |r: &Request| vec![r.to_bytes()];
-    let pool = |tokens: &[String]| -> Vec<Vec<u8>> {
-        tokens
-            .iter()
-            .map(|t| with_token(&base, t).to_bytes())
-            .collect()
+    let one = |r: &Request| vec![r.clone()];
+    let pool = |tokens: &[String]| -> Vec<Request> {
+        tokens.iter().map(|t| with_token(&base, t)).collect()
     };
     let ok = || Check {
         what: "the measured request passes (200)".into(),
@@ -335,11 +327,13 @@ pub fn plan(inputs: &Inputs, jwt_pool: usize) -> Result<Plan> {
             debug_denied(),
         ]
     };
-    let setup = |name: &str, listener, side, requests, checks| Setup {
+    let setup = |name: &str, listener, side, requests: Vec<Request>, checks| Setup {
         name: name.to_string(),
         listener,
         side,
-        requests,
+        // One request: it is sent twice (the count is of the warm second one).
+        sample: requests.iter().cycle().take(2).cloned().collect(),
+        requests: requests.iter().map(Request::to_bytes).collect(),
         checks,
     };
     let n = jwt_pool;
