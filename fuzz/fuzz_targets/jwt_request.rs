@@ -189,7 +189,7 @@ fuzz_target!(|data: &[u8]| {
             );
             let bytes = identity_bytes.expect("an identity is published");
             let back = RequestIdentity::read(Some(&bytes));
-            assert!(matches!(&back, Ok(Some(b)) if *b == id), "{back:?}");
+            assert!(matches!(&back, Ok(Some(b)) if *b == *id), "{back:?}");
             for (name, value) in &set_headers {
                 if name == "x-jwt-sub" {
                     assert_eq!(Some(value.as_str()), id.sub.as_deref(), "{set_headers:?}");

@@ -29,8 +29,9 @@ pub struct Verified {
     pub claims: Claims,
     /// The base64url payload, as forwarded by `forwardPayloadHeader`.
     pub payload_b64: Box<str>,
-    /// The request identity and its checked serialization, or why it cannot be published.
-    pub published: Result<(RequestIdentity, Vec<u8>), crate::status::AuthError>,
+    /// The request identity and its checked serialization, or why it cannot be published
+    /// (shared with every verdict that hands them out: a hit copies no claim).
+    pub published: Result<(Rc<RequestIdentity>, Rc<[u8]>), crate::status::AuthError>,
 }
 
 #[derive(Debug)]

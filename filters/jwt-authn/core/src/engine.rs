@@ -93,8 +93,8 @@ pub enum Verdict {
     /// (stripped token headers), sets `set_headers` and publishes `identity_bytes` (the checked
     /// serialization of `identity`).
     Allow {
-        identity: Option<RequestIdentity>,
-        identity_bytes: Option<Vec<u8>>,
+        identity: Option<Rc<RequestIdentity>>,
+        identity_bytes: Option<Rc<[u8]>>,
         remove_headers: Vec<String>,
         set_headers: Vec<(String, String)>,
     },
@@ -296,7 +296,7 @@ impl Authenticator {
                 let bytes = identity
                     .to_published_bytes()
                     .ok_or(AuthError::PayloadParse)?;
-                Ok((identity, bytes))
+                Ok((Rc::new(identity), Rc::from(bytes)))
             });
         let verified = Rc::new(Verified {
             rule: rule_index,
