@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds every filter and test module for wasm32-wasip1 (release profile: lto, one codegen unit,
-# panic=abort, stripped, opt-level z). Output: target/wasm32-wasip1/release/*.wasm
+# panic=abort, stripped, opt-level 3). Output: target/wasm32-wasip1/release/*.wasm
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --target wasm32-wasip1 --quiet \

@@ -15,8 +15,10 @@ use crate::Status;
 /// filter calls end up in its module), a stub elsewhere.
 macro_rules! imports {
     ($(fn $name:ident ($($arg:ident : $ty:ident),* $(,)?) => $out:ident $(($($o:ident),*))? $since:ident;)*) => {
+        // Not every filter calls every import (an unused one never reaches its module).
         #[cfg(target_arch = "wasm32")]
         #[link(wasm_import_module = "env")]
+        #[allow(dead_code)]
         extern "C" {
             $( pub fn $name( $( $arg: meshward_abi::types::$ty ),* ) -> u32; )*
         }
