@@ -36,8 +36,14 @@ pub struct RequestView {
     /// as each filter did before it had a view.
     whole_map: bool,
     headers: Headers,
-    properties: Vec<(&'static [&'static str], Result<Option<Vec<u8>>, Status>)>,
+    properties: Vec<(PropertyPath, PropertyRead)>,
 }
+
+/// A property's path, e.g. `&["connection", "mtls"]`.
+type PropertyPath = &'static [&'static str];
+
+/// What reading a property gave: its bytes, none, or the host's error.
+type PropertyRead = Result<Option<Vec<u8>>, Status>;
 
 /// The request header map as far as it was read.
 #[derive(Debug)]
@@ -166,7 +172,7 @@ impl RequestView {
     /// Every request header pair, in the host's order, duplicates kept (one host call, the first
     /// time). A map the host would not hand over, or handed over malformed, is its error
     /// ([`Status::SERIALIZATION_FAILURE`] for a malformed one), every time.
-    pub fn headers(&mut self) -> Result<Vec<(&[u8], &[u8])>, Status> {
+    pub fn headers(&mut self) -> Result<wire::Pairs<'_>, Status> {
         Ok(self.load()?.pairs().collect())
     }
 
@@ -209,9 +215,9 @@ impl RequestView {
     }
 
     /// The property at `path` (one host call the first time; later reads, and reads after
-    /// [`set_property`](Self::set_property), answer from the view). A failed read is kept and
-    /// answered again: the request fails closed on it in every stage that needs it.
-    pub fn property(&mut self, path: &'static [&'static str]) -> Result<Option<&[u8]>, Status> {
+    /// [`publish_property`](Self::publish_property), answer from the view). A failed read is kept
+    /// and answered again: the request fails closed on it in every stage that needs it.
+    pub fn property(&mut self, path: PropertyPath) -> Result<Option<&[u8]>, Status> {
         let index = match self.properties.iter().position(|(p, _)| *p == path) {
             Some(index) => index,
             None => {
@@ -226,9 +232,9 @@ impl RequestView {
         }
     }
 
-    /// Set the property at `path` (for other filters too); later [`property`](Self::property)
-    /// reads of it answer `value` without asking the host.
-    pub fn set_property(
+    /// Set the property at `path` (`proxy_set_property`: for other filters too); later
+    /// [`property`](Self::property) reads of it answer `value` without asking the host.
+    pub fn publish_property(
         &mut self,
         path: &'static [&'static str],
         value: &[u8],
@@ -336,7 +342,7 @@ mod tests {
         assert_eq!(view.property(P), Err(Status::UNIMPLEMENTED));
         assert_eq!(view.properties.len(), 1);
         // Natively set_property fails, so nothing becomes known.
-        assert_eq!(view.set_property(Q, b"{}"), Err(Status::UNIMPLEMENTED));
+        assert_eq!(view.publish_property(Q, b"{}"), Err(Status::UNIMPLEMENTED));
         assert_eq!(view.properties.len(), 1);
         view.properties.push((Q, Ok(Some(b"{}".to_vec()))));
         assert_eq!(view.property(Q), Ok(Some(&b"{}"[..])));

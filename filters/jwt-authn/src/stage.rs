@@ -344,7 +344,7 @@ impl Stage {
                     }
                     if let Some(bytes) = identity_bytes {
                         // Through the view: later stages of the bundle read it from there.
-                        if let Err(status) = req.set_property(PROPERTY_PATH, &bytes) {
+                        if let Err(status) = req.publish_property(PROPERTY_PATH, &bytes) {
                             refused.get_or_insert(("the request identity", status));
                         }
                     }
