@@ -8,12 +8,12 @@ use meshward_oci::registry::{self, ImageRef, RegistryOptions};
 use meshward_oci::report::{judge, render_report};
 use meshward_oci::{image, Format, Image};
 
-/// OCI images of filters for Istio `WasmPlugin` (`url: oci://…`).
+/// OCI images of filters (the bundle too) for Istio `WasmPlugin` (`url: oci://…`).
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
     /// Build an OCI image layout directory (oci-layout, index.json, blobs/sha256/…).
     Build {
-        /// The filter module (.wasm).
+        /// The filter module (.wasm; the bundle of all four is meshward.wasm).
         wasm: PathBuf,
         /// Directory to write the layout into (created if missing).
         #[arg(long)]
@@ -27,7 +27,7 @@ pub enum ImageCommand {
     },
     /// Build and push to a registry: oci://HOST/REPO:TAG.
     Push {
-        /// The filter module (.wasm).
+        /// The filter module (.wasm; the bundle of all four is meshward.wasm).
         wasm: PathBuf,
         /// Target, e.g. oci://registry.example/meshward/header-limits:0.1.0
         target: String,

@@ -41,7 +41,9 @@ A scenario file (YAML) holds one filter chain and the cases to send through it:
 
 Paths are relative to the scenario file. Filters named by `filter:` are looked up in the wasm
 directory (--wasm-dir, $MESHWARD_WASM_DIR, or target/wasm32-wasip1/release of the enclosing
-workspace). The upstream is an echo server: it answers 200 with a JSON copy of the request.
+workspace). `filter: meshward` is the bundle (meshward.wasm): the four checks in one module, its
+config one section per check ({headerLimits: {…}, jwtAuthn: {…}, spiffeAuthz: {…},
+rateLimit: {…}}, each optional; see docs/bundle.md). The upstream is an echo server: it answers 200 with a JSON copy of the request.
 See docs/scenarios.md for every field.
 
 A mesh scenario tests Istio resources instead of a chain: the AuthorizationPolicy,

@@ -15,10 +15,11 @@ use serde_json::Value as Json;
 
 #[derive(Args, Debug, Clone)]
 pub struct WasmPluginArgs {
-    /// The meshward filter.
+    /// The meshward filter, or `meshward`: the bundle of all four in one module (meshward.wasm).
     #[arg(long, value_enum)]
     pub filter: FilterArg,
-    /// Its pluginConfig: a JSON policy file (e.g. policies/header-limits/strict.json).
+    /// Its pluginConfig: a JSON policy file (e.g. policies/header-limits/strict.json; for the
+    /// bundle, one section per check, e.g. policies/meshward/all-four.json).
     #[arg(long)]
     pub policy: PathBuf,
     /// The module: oci://HOST/REPO:TAG (or @sha256:…), or an http(s):// or file:// URL.
@@ -28,7 +29,7 @@ pub struct WasmPluginArgs {
     /// `meshward image push` prints as "WasmPlugin sha256", not the module's hash.
     #[arg(long)]
     pub sha256: Option<String>,
-    /// metadata.name [default: meshward-<filter>].
+    /// metadata.name [default: meshward-<filter>; meshward for the bundle].
     #[arg(long)]
     pub name: Option<String>,
     /// metadata.namespace [default: none, i.e. kubectl's current namespace].
@@ -38,12 +39,12 @@ pub struct WasmPluginArgs {
     /// the namespace (the whole mesh in Istio's root namespace).
     #[arg(long = "selector", value_name = "KEY=VALUE")]
     pub selectors: Vec<String>,
-    /// Where Istio inserts the filter [default: header-limits and jwt-authn AUTHN, spiffe-authz
-    /// AUTHZ, rate-limit STATS].
+    /// Where Istio inserts the filter [default: header-limits, jwt-authn and the bundle AUTHN,
+    /// spiffe-authz AUTHZ, rate-limit STATS].
     #[arg(long, value_enum, ignore_case = true)]
     pub phase: Option<PhaseArg>,
-    /// Order within the phase, higher first [default: header-limits 1000, jwt-authn 900,
-    /// spiffe-authz 500, rate-limit 100].
+    /// Order within the phase, higher first [default: header-limits and the bundle 1000,
+    /// jwt-authn 900, spiffe-authz 500, rate-limit 100].
     #[arg(long, allow_negative_numbers = true)]
     pub priority: Option<i32>,
     /// Write the YAML here instead of stdout.
@@ -77,11 +78,12 @@ pub struct FilterArg(pub Filter);
 
 impl ValueEnum for FilterArg {
     fn value_variants<'a>() -> &'a [Self] {
-        const ALL: [FilterArg; 4] = [
+        const ALL: [FilterArg; 5] = [
             FilterArg(Filter::HeaderLimits),
             FilterArg(Filter::JwtAuthn),
             FilterArg(Filter::SpiffeAuthz),
             FilterArg(Filter::RateLimit),
+            FilterArg(Filter::Bundle),
         ];
         &ALL
     }

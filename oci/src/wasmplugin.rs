@@ -4,7 +4,9 @@
 //! The defaults put the four filters in the order their contracts need (see docs/deploy.md):
 //! header-limits → jwt-authn (both AUTHN, header-limits with the higher priority) → spiffe-authz
 //! (AUTHZ, reads jwt-authn's identity) → rate-limit (STATS: after authorization, so that denied
-//! requests spend no tokens). Within a phase Istio runs the higher `priority` first.
+//! requests spend no tokens). Within a phase Istio runs the higher `priority` first. The bundle
+//! (`meshward`, one module running the four checks in that order, docs/bundle.md) goes where
+//! header-limits goes: AUTHN, first.
 //!
 //! Errors name the `meshward wasmplugin` flag a value came from: that is where users give them.
 
@@ -36,17 +38,20 @@ pub struct PluginOptions {
     pub priority: Option<i32>,
 }
 
-/// The four meshward filters.
+/// The four meshward filters, and the bundle of all four.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Filter {
     HeaderLimits,
     JwtAuthn,
     SpiffeAuthz,
     RateLimit,
+    /// `meshward.wasm`: the four checks in one module; its pluginConfig has one section per
+    /// check (`headerLimits`, `jwtAuthn`, `spiffeAuthz`, `rateLimit`).
+    Bundle,
 }
 
 impl Filter {
-    /// Every filter, in chain order.
+    /// Every separate filter, in chain order.
     pub const ALL: [Filter; 4] = [
         Self::HeaderLimits,
         Self::JwtAuthn,
@@ -61,6 +66,7 @@ impl Filter {
             Self::JwtAuthn => "jwt-authn",
             Self::SpiffeAuthz => "spiffe-authz",
             Self::RateLimit => "rate-limit",
+            Self::Bundle => "meshward",
         }
     }
 
@@ -73,6 +79,9 @@ impl Filter {
             Self::SpiffeAuthz => (Phase::Authz, 500),
             // STATS = after Istio's (and our) authorization filters.
             Self::RateLimit => (Phase::Stats, 100),
+            // Its first check is header-limits; its own rate-limit runs after its own
+            // authorization (Istio's AuthorizationPolicy enforcement, if also on, comes later).
+            Self::Bundle => (Phase::Authn, 1000),
         }
     }
 }
@@ -137,10 +146,10 @@ pub fn read_policy(path: &Path) -> Result<Json> {
 pub fn render(args: &PluginOptions, policy: &Json) -> Result<String> {
     let (default_phase, default_priority) = args.filter.default_placement();
     let mut metadata = Mapping::new();
-    let name = args
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("meshward-{}", args.filter.name()));
+    let name = args.name.clone().unwrap_or_else(|| match args.filter {
+        Filter::Bundle => "meshward".to_string(),
+        other => format!("meshward-{}", other.name()),
+    });
     check_dns_label("--name", &name)?;
     metadata.insert("name".into(), name.into());
     if let Some(ns) = &args.namespace {

@@ -1,6 +1,7 @@
 //! Scenario files: a filter chain and cases, run on a [`Target`] — the harness
 //! ([`HarnessTarget`]) or a real Envoy 1.40 ([`EnvoyTarget`]) — and checked the same way.
 
+pub mod bundle;
 pub mod check;
 pub mod envoy;
 pub mod harness;

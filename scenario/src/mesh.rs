@@ -638,6 +638,16 @@ fn decide(
 }
 
 /// Run a mesh scenario file: every case in the harness (and with `targets`, in Envoy too).
+/// The chain scenarios a mesh file runs (one per port and CUSTOM answer, as [`run_file`] runs
+/// them), for suites that run the same chains another way (tests/bundle_parity.rs: through the
+/// bundle, `meshward.wasm`).
+pub fn chain_scenarios(file: &Path) -> Result<Vec<Scenario>> {
+    let scenario = MeshScenario::load(file)?;
+    let loaded = scenario.resources()?;
+    let plan = plan(&scenario, &loaded)?;
+    Ok(plan.groups.into_values().map(|(chain, _)| chain).collect())
+}
+
 pub fn run_file(file: &Path, wasm_dir: &Path, targets: Targets, verbose: bool) -> FileReport {
     let mut report = FileReport::default();
     let _ = writeln!(report.text, "{}", file.display());

@@ -258,6 +258,113 @@ fn schema_and_parser_agree_on_typical_documents() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The bundle's policies (meshward.wasm, docs/bundle.md): one section per filter
+
+/// `policies/meshward/schema.json`: the four filters' schemas as the sections' schemas, their
+/// definitions moved under `<section>.<name>` (so that equal names cannot collide) with every
+/// `$ref` rewritten to match; no other key, and at least one section.
+fn bundle_schema() -> Json {
+    fn rewrite_refs(node: &mut Json, section: &str) {
+        match node {
+            Json::Object(map) => {
+                for (key, value) in map.iter_mut() {
+                    match (key.as_str(), value) {
+                        ("$ref", Json::String(target)) => {
+                            if let Some(name) = target.strip_prefix("#/$defs/") {
+                                *target = format!("#/$defs/{section}.{name}");
+                            }
+                        }
+                        (_, value) => rewrite_refs(value, section),
+                    }
+                }
+            }
+            Json::Array(items) => items.iter_mut().for_each(|i| rewrite_refs(i, section)),
+            _ => {}
+        }
+    }
+    let mut defs = serde_json::Map::new();
+    let mut properties = serde_json::Map::new();
+    let mut dialect = Json::Null;
+    for (filter, section) in meshward_scenario::bundle::ORDER {
+        let mut schema = schema_of(filter);
+        rewrite_refs(&mut schema, section);
+        let map = schema.as_object_mut().unwrap();
+        if let Some(Json::Object(own)) = map.remove("$defs") {
+            for (name, def) in own {
+                defs.insert(format!("{section}.{name}"), def);
+            }
+        }
+        dialect = map.remove("$schema").unwrap_or(Json::Null);
+        properties.insert(section.to_string(), schema);
+    }
+    json!({
+        "$schema": dialect,
+        "title": "meshward bundle",
+        "description": "pluginConfig of meshward.wasm: one section per check, each the separate filter's configuration (docs/bundle.md)",
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": false,
+        "minProperties": 1,
+        "$defs": defs,
+    })
+}
+
+#[test]
+fn bundle_schema_is_composed_from_the_filters_schemas() {
+    let text = serde_json::to_string_pretty(&bundle_schema()).unwrap() + "\n";
+    check_generated(&schema_path("meshward"), &text);
+}
+
+/// The bundle's own parser (what its on_configure runs).
+fn parse_bundle(json: &str) -> Result<(), String> {
+    meshward::BundleConfig::parse(json.as_bytes())
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn bundle_policies_satisfy_the_schema_and_the_parser() {
+    let schema = bundle_schema();
+    let policies = example_policies("meshward");
+    assert!(policies.len() >= 2, "{policies:?}");
+    for path in policies {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let doc: Json = serde_json::from_str(&text).unwrap();
+        if let Err(e) = validate(&schema, &doc) {
+            panic!("{} violates its schema:\n{e}", path.display());
+        }
+        parse_bundle(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+    let cases: &[(bool, &str)] = &[
+        (true, r#"{"headerLimits":{}}"#),
+        (
+            true,
+            r#"{"spiffeAuthz":{"dryRun":true},"rateLimit":{"tokenBucket":{"maxTokens":1,"fillInterval":"1s"}}}"#,
+        ),
+        (false, "{}"),
+        (false, r#"{"jwtAuthN":{}}"#),
+        (false, r#"{"headerLimits":null}"#),
+        (false, r#"{"headerLimits":{"maxRequestHeadersKb":0}}"#),
+        (false, r#"{"rateLimit":{}}"#),
+        (
+            false,
+            r#"{"spiffeAuthz":{"policies":[{"name":"p","action":"deny"}]}}"#,
+        ),
+        (
+            false,
+            r#"{"jwtAuthn":{"jwtRules":[{"issuer":"a","jwks":42}]}}"#,
+        ),
+    ];
+    for (valid, text) in cases {
+        let doc: Json = serde_json::from_str(text).unwrap();
+        let by_schema = validate(&schema, &doc);
+        let by_parser = parse_bundle(text);
+        assert_eq!(by_schema.is_ok(), *valid, "schema on {text}: {by_schema:?}");
+        assert_eq!(by_parser.is_ok(), *valid, "parser on {text}: {by_parser:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Istio WasmPlugin examples
 
 #[derive(Parser)]
@@ -487,6 +594,39 @@ fn istio_phases_and_priorities_order_the_filters() {
     defaults.sort_by_key(|(phase, priority, _)| (rank(&phase.to_string()), -priority));
     let names: Vec<&str> = defaults.iter().map(|(_, _, n)| *n).collect();
     assert_eq!(names, FILTERS);
+}
+
+/// `meshward wasmplugin --filter meshward`: the bundle's WasmPlugin goes where header-limits goes
+/// (AUTHN, priority 1000, its checks in their own order inside), named `meshward`, with the
+/// sectioned policy as its pluginConfig; the CRD takes it.
+#[test]
+fn the_bundle_renders_as_one_wasmplugin() {
+    let policy = repo().join("policies/meshward/all-four.json");
+    let argv = [
+        "wasmplugin",
+        "--filter",
+        "meshward",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--image",
+        "oci://r.example/meshward/meshward:0.1.0",
+    ];
+    let args = WasmPluginCommand::try_parse_from(argv).unwrap().args;
+    assert_eq!(args.filter.0, Filter::Bundle);
+    let json = wasmplugin::read_policy(&args.policy).unwrap();
+    let rendered = wasmplugin::render(&args.plugin(), &json).unwrap();
+    let doc: Json =
+        serde_json::to_value(serde_yaml_ng::from_str::<Yaml>(&rendered).unwrap()).unwrap();
+    validate(&wasmplugin_crd_schema(), &doc).unwrap();
+    check_cel_rules(&doc["spec"]).unwrap();
+    assert_eq!(doc["metadata"]["name"], "meshward");
+    assert_eq!(doc["spec"]["pluginName"], "meshward");
+    assert_eq!(doc["spec"]["phase"], "AUTHN");
+    assert_eq!(doc["spec"]["priority"], 1000);
+    assert_eq!(doc["spec"]["failStrategy"], "FAIL_CLOSE");
+    assert_eq!(doc["spec"]["pluginConfig"], json);
+    validate(&bundle_schema(), &doc["spec"]["pluginConfig"]).unwrap();
+    parse_bundle(&doc["spec"]["pluginConfig"].to_string()).unwrap();
 }
 
 fn render_args(extra: &[&str]) -> Result<String, String> {

@@ -43,6 +43,10 @@
 //!   `meshward_host::configure("<filter>", size, Config::parse)`, which returns `Option<Config>`.
 //! - [`Counters`]: a filter's counters, defined at configure time, counted best effort.
 //! - [`HostStore`]: `meshward_common::shared_store::SharedStore` over the host's shared data.
+//! - [`RequestView`] and [`StageResult`]: every adapter is a stage (`<filter>::stage`) that decides
+//!   on a view of the request (headers read once, each property at most once, header edits and
+//!   set properties applied to the view as the host applies them), so that the standalone filter
+//!   and the bundle (`meshward.wasm`, all four stages in one context) run the same code.
 //!
 //! # Native builds
 //!
@@ -61,6 +65,7 @@ mod logger;
 mod metrics;
 pub mod property;
 mod shared;
+mod view;
 
 pub use buffers::{
     get_buffer, plugin_configuration, request_body, response_body, set_buffer, set_request_body,
@@ -88,3 +93,4 @@ pub use shared::{
     dequeue_shared_queue, enqueue_shared_queue, get_shared_data, register_shared_queue,
     resolve_shared_queue, set_shared_data,
 };
+pub use view::{RequestView, StageResult};

@@ -1,0 +1,540 @@
+//! The spiffe-authz stage: per request, read only what the compiled policies need
+//! ([`spiffe_authz_core::Needs`]) from a [`RequestView`] — the peer identity only from connection
+//! properties, never from a header such as `x-forwarded-client-cert` — ask the core for a
+//! decision, count it, log refusals naming the policy, and either answer locally (403
+//! `RBAC: access denied`, or 400 for a refused path or a header-name spelling of a policy header)
+//! or let the request go on, with `:path` replaced by the normalized path when it differs.
+//! A host call that fails where the decision needs it denies the request (fail closed).
+//! The standalone filter (`lib.rs`) and the bundle (`meshward.wasm`) both run it.
+
+use std::net::{IpAddr, SocketAddr};
+
+use meshward_common::header_name;
+use meshward_common::identity::{RequestIdentity, PROPERTY_PATH};
+use meshward_common::logtext;
+use meshward_common::spiffe::SpiffeId;
+use meshward_host::{Counters, RequestView, StageResult, Status};
+use spiffe_authz_core::{
+    decide, Config, Decision, DenyReason, Needs, RequestFacts, BAD_REQUEST_BODY, DENY_BODY,
+};
+
+/// The filter's name: its log prefix and its counters' owner.
+pub const NAME: &str = "spiffe-authz";
+
+/// One configured spiffe-authz: the compiled policies and their counters (per VM).
+pub struct Stage {
+    config: Config,
+    /// The fixed counters (indices below), then one per policy in config order.
+    counters: Counters,
+}
+
+const ALLOWED: usize = 0;
+const DENIED: usize = 1;
+const BAD_PATH: usize = 2;
+const BAD_HEADER: usize = 3;
+const DRY_RUN_WOULD_DENY: usize = 4;
+/// Counter of policy `i`: `spiffe_authz.policy.<name>.matched` at `POLICY_MATCHED + i`.
+const POLICY_MATCHED: usize = 5;
+
+/// Define every counter (at configure time, so they exist, at 0, before the first request).
+fn define_counters(config: &Config) -> Counters {
+    let fixed = [
+        "spiffe_authz.allowed",
+        "spiffe_authz.denied",
+        "spiffe_authz.bad_path",
+        "spiffe_authz.bad_header",
+        "spiffe_authz.dry_run.would_deny",
+    ]
+    .map(String::from);
+    let per_policy = (0..config.policy_count())
+        .map(|i| format!("spiffe_authz.policy.{}.matched", config.policy_name(i)));
+    Counters::define("spiffe-authz", fixed.into_iter().chain(per_policy))
+}
+
+impl Stage {
+    /// The stage for a parsed config: defines the counters, logs what was configured.
+    pub fn new(config: Config) -> Self {
+        let counters = define_counters(&config);
+        log::info!(
+            "spiffe-authz: configured {} policies{}",
+            config.policy_count(),
+            if config.dry_run() { " (dry run)" } else { "" }
+        );
+        Self { config, counters }
+    }
+
+    /// Decide on the request: `Continue` (possibly after rewriting `:path`) or `Replied`.
+    pub fn on_request_headers(&self, req: &mut RequestView) -> StageResult {
+        match read_and_decide(&self.config, req) {
+            Ok(decision) => act(self, &decision, req),
+            Err(failure) if self.config.dry_run() => {
+                log::info!("spiffe-authz: dry run: would deny: {failure}");
+                self.counters.increment(DRY_RUN_WOULD_DENY);
+                self.counters.increment(ALLOWED);
+                StageResult::Continue
+            }
+            Err(failure) => {
+                log::warn!("spiffe-authz: denied: {failure}");
+                self.counters.increment(DENIED);
+                deny(403, "spiffe_authz_host_failure", DENY_BODY)
+            }
+        }
+    }
+}
+
+/// A request that arrives without a configuration (Envoy does not create one then): denied.
+pub fn unconfigured() -> StageResult {
+    log::error!("spiffe-authz: denied: the filter has no configuration");
+    deny(403, "spiffe_authz_unconfigured", DENY_BODY)
+}
+
+/// Read what the policies need and decide.
+fn read_and_decide(config: &Config, req: &mut RequestView) -> Result<Decision, HostFailure> {
+    let facts = HostFacts::read(config.needs(), req)?;
+    let decision = decide(config, &facts);
+    if decision.deny.is_some() {
+        log_refusal(config, &decision, &facts);
+    }
+    Ok(decision)
+}
+
+fn log_refusal(config: &Config, decision: &Decision, facts: &HostFacts) {
+    let peer = facts
+        .peer
+        .as_ref()
+        .filter(|_| facts.mtls)
+        .map_or("none", |p| p.as_str());
+    let prefix = if decision.dry_run_would_deny {
+        "dry run: would have "
+    } else {
+        ""
+    };
+    log::info!(
+        "spiffe-authz: {prefix}{}; peer={} method={} path={}",
+        config.describe(decision),
+        bounded(peer),
+        bounded(facts.method.as_deref().unwrap_or("-")),
+        bounded(facts.path.as_deref().unwrap_or("-")),
+    );
+}
+
+/// The most of one request value a log line carries, in bytes.
+const LOG_VALUE_MAX: usize = logtext::MAX_LOGGED_CHARS;
+
+/// A request value for a log line: quoted, escaped and bounded by [`logtext::loggable`] (a path
+/// or header is attacker-controlled and must not forge log lines), with the original length noted
+/// when it was cut.
+fn bounded(value: &str) -> String {
+    let (text, cut) = logtext::loggable_cut(value, LOG_VALUE_MAX);
+    if cut {
+        format!("\"{text}\"({} bytes)", value.len())
+    } else {
+        format!("\"{text}\"")
+    }
+}
+
+/// Count, rewrite or answer.
+fn act(stage: &Stage, decision: &Decision, req: &mut RequestView) -> StageResult {
+    let (config, counters) = (&stage.config, &stage.counters);
+    let count_policy = |i: usize| counters.increment(POLICY_MATCHED.saturating_add(i));
+    if let Some(i) = decision.matched_policy {
+        count_policy(i);
+    }
+    for &i in &decision.audit_matched {
+        count_policy(i);
+        log::info!(
+            "spiffe-authz: AUDIT policy `{}` matched",
+            config.policy_name(i)
+        );
+    }
+    if decision.dry_run_would_deny {
+        counters.increment(DRY_RUN_WOULD_DENY);
+    }
+    if !decision.allowed {
+        let status = decision.status();
+        counters.increment(match decision.deny {
+            Some(DenyReason::BadPath(_)) => BAD_PATH,
+            Some(DenyReason::AmbiguousHeader) => BAD_HEADER,
+            _ => DENIED,
+        });
+        let (details, body) = match decision.deny {
+            Some(DenyReason::BadPath(_)) => {
+                ("spiffe_authz_invalid_path".to_string(), BAD_REQUEST_BODY)
+            }
+            Some(DenyReason::AmbiguousHeader) => (
+                "spiffe_authz_ambiguous_header".to_string(),
+                BAD_REQUEST_BODY,
+            ),
+            Some(DenyReason::DenyPolicy(i)) => (details_for(config.policy_name(i)), DENY_BODY),
+            _ => (
+                "spiffe_authz_access_denied_matched_policy[none]".to_string(),
+                DENY_BODY,
+            ),
+        };
+        return deny(status, &details, body);
+    }
+    if let Some(target) = &decision.rewrite_path {
+        if let Err(status) = req.replace_header(b":path", target.as_bytes()) {
+            log::warn!(
+                "spiffe-authz: denied: cannot forward the normalized path (host status {status})"
+            );
+            counters.increment(DENIED);
+            return deny(403, "spiffe_authz_path_rewrite_failed", DENY_BODY);
+        }
+    }
+    counters.increment(ALLOWED);
+    StageResult::Continue
+}
+
+/// Envoy's RBAC detail, `rbac_access_denied_matched_policy[<name>]`, under our own prefix.
+fn details_for(policy: &str) -> String {
+    format!("spiffe_authz_access_denied_matched_policy[{policy}]")
+}
+
+pub fn deny(status: u16, details: &str, body: &str) -> StageResult {
+    let headers = [("content-type", "text/plain")];
+    if let Err(s) = meshward_host::send_local_response(
+        u32::from(status),
+        details,
+        body.as_bytes(),
+        &headers,
+        None,
+    ) {
+        // Nothing else can answer; keep the request paused (it times out) rather than continue.
+        log::error!(
+            "spiffe-authz: cannot send the {status} reply (host status {s}); request stays paused"
+        );
+    }
+    StageResult::Replied
+}
+
+/// A host call that failed, for the log.
+struct HostFailure {
+    what: &'static str,
+    status: Status,
+}
+
+impl std::fmt::Display for HostFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "reading {} failed (host status {})",
+            self.what, self.status
+        )
+    }
+}
+
+fn fail(what: &'static str) -> impl Fn(Status) -> HostFailure {
+    move |status| HostFailure { what, status }
+}
+
+/// The request as the host tells it: exactly what [`Needs`] lists, read before deciding.
+///
+/// Read up front rather than on demand: any needed fact the host will not hand over fails the
+/// request closed (403, or counted in a dry run) whether or not the policies would have got to
+/// it, and the first failure in this fixed order is the one logged.
+#[derive(Debug, Default)]
+struct HostFacts {
+    mtls: bool,
+    peer: Option<SpiffeId>,
+    method: Option<String>,
+    path: Option<String>,
+    host: Option<String>,
+    destination_port: Option<u16>,
+    source_ip: Option<IpAddr>,
+    headers: Vec<(String, Vec<u8>)>,
+    identity: Option<RequestIdentity>,
+    identity_unreadable: bool,
+    sni: Option<String>,
+}
+
+impl HostFacts {
+    fn read(needs: &Needs, req: &mut RequestView) -> Result<Self, HostFailure> {
+        let text = |v: Option<Vec<u8>>| v.and_then(|b| String::from_utf8(b).ok());
+        let mut property = |path: &'static [&'static str],
+                            what: &'static str,
+                            needed: bool|
+         -> Result<Option<Vec<u8>>, HostFailure> {
+            if needed {
+                req.property(path)
+                    .map(|v| v.map(<[u8]>::to_vec))
+                    .map_err(fail(what))
+            } else {
+                Ok(None)
+            }
+        };
+
+        let mtls = property(&["connection", "mtls"], "connection.mtls", needs.peer)?
+            .is_some_and(|b| b.first() == Some(&1));
+        // Only the first URI SAN is visible to wasm; it must be a strictly valid SPIFFE ID.
+        let peer = if mtls {
+            let san = property(
+                &["connection", "uri_san_peer_certificate"],
+                "connection.uri_san_peer_certificate",
+                true,
+            )?;
+            text(san).and_then(|s| match SpiffeId::parse(&s) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    log::info!(
+                        "spiffe-authz: peer URI SAN is not a valid SPIFFE ID ({e}); no peer \
+                         identity"
+                    );
+                    None
+                }
+            })
+        } else {
+            None
+        };
+        // When the policies need header lines, the whole map is read (once, by the view), and
+        // `:method`, `:path` and `:authority` come from it too instead of one host read each (a
+        // read that returns a value is two crossings in Envoy: the call, then the guest
+        // allocation for the value).
+        let headers = if needs.headers.is_empty() {
+            Vec::new()
+        } else {
+            let pairs = req.headers().map_err(fail("request headers"))?;
+            select_headers(&pairs, &needs.headers).ok_or(HostFailure {
+                what: "request headers",
+                status: Status::SERIALIZATION_FAILURE,
+            })?
+        };
+        let mut header =
+            |name: &'static str, needed: bool| -> Result<Option<String>, HostFailure> {
+                if !needed {
+                    return Ok(None);
+                }
+                // The first value, as `proxy_get_header_map_value` returns.
+                Ok(text(req.header(name).map_err(fail(name))?))
+            };
+        let method = header(":method", needs.method)?;
+        let path = header(":path", needs.path)?;
+        let host = header(":authority", needs.host)?;
+        let mut property = |path: &'static [&'static str],
+                            what: &'static str,
+                            needed: bool|
+         -> Result<Option<Vec<u8>>, HostFailure> {
+            if needed {
+                req.property(path)
+                    .map(|v| v.map(<[u8]>::to_vec))
+                    .map_err(fail(what))
+            } else {
+                Ok(None)
+            }
+        };
+        let destination_port = property(
+            &["destination", "port"],
+            "destination.port",
+            needs.destination_port,
+        )?
+        .and_then(|b| meshward_host::property::decode_u64(&b))
+        .and_then(|p| u16::try_from(p).ok());
+        let source_ip = text(property(
+            &["source", "address"],
+            "source.address",
+            needs.source_ip,
+        )?)
+        .and_then(|a| parse_address(&a));
+        // Published bytes that do not parse are not "no identity": the core denies when a policy
+        // needs the identity and it is unreadable (a DENY on request principals must not fail
+        // open). In the bundle, jwt-authn's identity is known to the view without a host read.
+        let published = property(PROPERTY_PATH, "meshward_request_auth", needs.identity)?;
+        let (identity, identity_unreadable) = match RequestIdentity::read(published.as_deref()) {
+            Ok(identity) => (identity, false),
+            Err(_) => (None, true),
+        };
+        let sni = text(property(
+            &["connection", "requested_server_name"],
+            "connection.requested_server_name",
+            needs.sni,
+        )?)
+        .filter(|s| !s.is_empty());
+        Ok(Self {
+            mtls,
+            peer,
+            method,
+            path,
+            host,
+            destination_port,
+            source_ip,
+            headers,
+            identity,
+            identity_unreadable,
+            sni,
+        })
+    }
+}
+
+impl RequestFacts for HostFacts {
+    fn mtls(&self) -> bool {
+        self.mtls
+    }
+    fn peer(&self) -> Option<&SpiffeId> {
+        self.peer.as_ref()
+    }
+    fn method(&self) -> Option<&str> {
+        self.method.as_deref()
+    }
+    fn path(&self) -> Option<&str> {
+        self.path.as_deref()
+    }
+    fn host(&self) -> Option<&str> {
+        self.host.as_deref()
+    }
+    fn destination_port(&self) -> Option<u16> {
+        self.destination_port
+    }
+    fn source_ip(&self) -> Option<IpAddr> {
+        self.source_ip
+    }
+    fn headers(&self) -> &[(String, Vec<u8>)] {
+        &self.headers
+    }
+    fn identity(&self) -> Option<&RequestIdentity> {
+        self.identity.as_ref()
+    }
+    fn identity_unreadable(&self) -> bool {
+        self.identity_unreadable
+    }
+    fn sni(&self) -> Option<&str> {
+        self.sni.as_deref()
+    }
+}
+
+/// The pairs whose names are in `wanted` after folding case and `_`/`-`
+/// ([`header_name::same`], so the core sees, and refuses, `x_role` when a policy reads `x-role`),
+/// as text names; `None` if any name is not UTF-8 (the caller fails closed).
+fn select_headers(pairs: &[(&[u8], &[u8])], wanted: &[String]) -> Option<Vec<(String, Vec<u8>)>> {
+    let mut selected = Vec::new();
+    for &(name, value) in pairs {
+        let text = std::str::from_utf8(name).ok()?;
+        if wanted.iter().any(|w| header_name::same(w.as_bytes(), name)) {
+            selected.push((text.to_owned(), value.to_vec()));
+        }
+    }
+    Some(selected)
+}
+
+/// `source.address` is `ip:port` (`[v6]:port`); a bare address is accepted too.
+fn parse_address(text: &str) -> Option<IpAddr> {
+    text.parse::<SocketAddr>()
+        .map(|s| s.ip())
+        .ok()
+        .or_else(|| text.parse::<IpAddr>().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_values_are_escaped_and_bounded() {
+        assert_eq!(bounded("/a"), "\"/a\"");
+        assert_eq!(
+            bounded("/a\r\nINFO forged\t\"x\"\\\u{1b}[31m"),
+            "\"/a\\r\\nINFO forged\\t\\\"x\\\"\\\\\\x1b[31m\""
+        );
+        let long = format!("/{}", "é".repeat(10_000));
+        let out = bounded(&long);
+        assert!(out.len() <= LOG_VALUE_MAX + 32, "{}", out.len());
+        assert!(out.ends_with("…\"(20001 bytes)"), "{out}");
+        assert!(out.starts_with("\"/éé"));
+        let escapes = bounded(&"\u{7}".repeat(1000));
+        assert!(escapes.len() <= LOG_VALUE_MAX + 32);
+        assert!(!escapes.contains('\u{7}'));
+    }
+
+    #[test]
+    fn addresses_and_ports() {
+        assert_eq!(
+            parse_address("10.0.0.1:5555"),
+            Some("10.0.0.1".parse().unwrap())
+        );
+        assert_eq!(parse_address("[::1]:80"), Some("::1".parse().unwrap()));
+        assert_eq!(
+            parse_address("127.0.0.2"),
+            Some("127.0.0.2".parse().unwrap())
+        );
+        assert_eq!(parse_address("pipe:/x"), None);
+        assert_eq!(
+            details_for("deny-admin"),
+            "spiffe_authz_access_denied_matched_policy[deny-admin]"
+        );
+    }
+
+    #[test]
+    fn native_builds_have_no_host_and_fail_closed() {
+        let config = Config::parse(b"{}").unwrap();
+        let Err(failure) = read_and_decide(&config, &mut RequestView::standalone()) else {
+            panic!("without a host the read must fail");
+        };
+        assert_eq!(failure.status, Status::UNIMPLEMENTED);
+    }
+
+    fn stage(config: &str) -> Stage {
+        Stage::new(Config::parse(config.as_bytes()).unwrap())
+    }
+
+    #[test]
+    fn fixed_counters_then_one_per_policy() {
+        let config = Config::parse(br#"{"policies":[{"name":"a"},{"name":"b"}]}"#).unwrap();
+        let counters = define_counters(&config);
+        assert_eq!(counters.len(), POLICY_MATCHED + 2);
+        assert_eq!(counters.name(ALLOWED), Some("spiffe_authz.allowed"));
+        assert_eq!(
+            counters.name(DRY_RUN_WOULD_DENY),
+            Some("spiffe_authz.dry_run.would_deny")
+        );
+        assert_eq!(
+            counters.name(POLICY_MATCHED + 1),
+            Some("spiffe_authz.policy.b.matched")
+        );
+    }
+
+    #[test]
+    fn a_failed_host_read_is_answered_unless_dry_run() {
+        let mut view = RequestView::standalone();
+        assert_eq!(
+            stage("{}").on_request_headers(&mut view),
+            StageResult::Replied
+        );
+        assert_eq!(unconfigured(), StageResult::Replied);
+        // A dry run never denies, not even on a host failure (it is counted as would-deny).
+        let mut view = RequestView::standalone();
+        assert_eq!(
+            stage(r#"{"dryRun":true}"#).on_request_headers(&mut view),
+            StageResult::Continue
+        );
+    }
+
+    #[test]
+    fn only_wanted_headers_are_kept_and_non_utf8_names_fail() {
+        let wanted = vec!["x-team".to_string(), "X-Env".to_string()];
+        let pairs: Vec<(&[u8], &[u8])> = vec![
+            (b"X-Team", b"a"),
+            (b"other", b"b"),
+            (b"x-env", b"\xff"),
+            (b"x-team", b"c"),
+        ];
+        assert_eq!(
+            select_headers(&pairs, &wanted),
+            Some(vec![
+                ("X-Team".to_string(), b"a".to_vec()),
+                ("x-env".to_string(), b"\xff".to_vec()),
+                ("x-team".to_string(), b"c".to_vec()),
+            ])
+        );
+        // Another spelling of a wanted name is selected too, for the core to refuse.
+        let spelled: Vec<(&[u8], &[u8])> = vec![(b"x_team", b"a"), (b"X_ENV", b"b"), (b"x", b"c")];
+        assert_eq!(
+            select_headers(&spelled, &wanted),
+            Some(vec![
+                ("x_team".to_string(), b"a".to_vec()),
+                ("X_ENV".to_string(), b"b".to_vec()),
+            ])
+        );
+        let bad: Vec<(&[u8], &[u8])> = vec![(b"x-team", b"a"), (b"\xff", b"b")];
+        assert_eq!(select_headers(&bad, &wanted), None);
+        assert_eq!(select_headers(&[], &wanted), Some(Vec::new()));
+    }
+}
