@@ -117,6 +117,14 @@ fn suites() -> Vec<Suite> {
                                  "to": [{"operation": {"paths": ["/orders/*"]}}]}]}]
     })
     .to_string();
+    // The four checks in one module (meshward.wasm): the same sweep must hold through the bundle.
+    let bundle = serde_json::json!({
+        "headerLimits": {"maxHeadersCount": 50},
+        "jwtAuthn": serde_json::from_str::<serde_json::Value>(&chain_jwt).unwrap(),
+        "spiffeAuthz": serde_json::from_str::<serde_json::Value>(&chain_spiffe).unwrap(),
+        "rateLimit": serde_json::from_str::<serde_json::Value>(&rl).unwrap(),
+    })
+    .to_string();
     let roomy = ListenerSettings {
         max_request_headers_kb: 96,
         max_headers_count: 200,
@@ -259,6 +267,38 @@ fn suites() -> Vec<Suite> {
                 ("default", Request::get("/")),
                 ("api key", Request::get("/").header("x-api-key", "k1")),
                 ("principal", mtls("/", FRONTEND)),
+            ],
+        },
+        Suite {
+            name: "bundle (meshward.wasm)",
+            chain: vec![("meshward", "meshward", bundle)],
+            clusters: vec![],
+            listener: roomy.clone(),
+            target: "meshward",
+            // Alice passes every check once: the rate limiter's buckets (one token each) are empty.
+            warmup: vec![
+                mtls("/orders/1", FRONTEND).header("authorization", &bearer("rs256_alice"))
+            ],
+            probes: vec![
+                (
+                    "rate-limited alice",
+                    mtls("/orders/1", FRONTEND).header("authorization", &bearer("rs256_alice")),
+                ),
+                (
+                    "bob",
+                    mtls("/orders/1", FRONTEND).header("authorization", &bearer("rs256_bob")),
+                ),
+                (
+                    "bad sig",
+                    mtls("/orders/1", FRONTEND).header("authorization", &bearer("bad_signature")),
+                ),
+                ("anonymous", mtls("/orders/1", FRONTEND)),
+                (
+                    "60 headers",
+                    (0..60).fold(mtls("/orders/1", FRONTEND), |r, i| {
+                        r.header(&format!("x-h{i}"), "v")
+                    }),
+                ),
             ],
         },
         Suite {

@@ -340,6 +340,7 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         &[
             ("router only", "router"),
             ("meshward chain (four modules)", "meshward-chain"),
+            ("meshward bundle (meshward.wasm)", "meshward-bundle"),
             ("native chain", "native-chain"),
         ],
         upstream.addr(),

@@ -215,6 +215,18 @@ pub fn plan(inputs: &Inputs, jwt_pool: usize) -> Result<Plan> {
     let sa = wasm(inputs, "spiffe-authz", "spiffe_authz.wasm", &mesh10)?;
     let jwt = wasm(inputs, "jwt-authn", "jwt_authn.wasm", &jwt_policy_text)?;
     let rl = wasm(inputs, "rate-limit", "rate_limit.wasm", RATE_LIMIT_POLICY)?;
+    // The same four policies as one module's sections (filters/bundle, docs/bundle.md).
+    let section = |text: &str, what: &str| -> Result<Value> {
+        serde_json::from_str(text).with_context(|| format!("parsing the {what} policy"))
+    };
+    let bundle_config = json!({
+        "headerLimits": section(&header_limits, "header-limits")?,
+        "jwtAuthn": section(&jwt_policy_text, "jwt-authn")?,
+        "spiffeAuthz": section(&mesh10, "spiffe-authz")?,
+        "rateLimit": section(RATE_LIMIT_POLICY, "rate-limit")?,
+    })
+    .to_string();
+    let bundle = wasm(inputs, "meshward", "meshward.wasm", &bundle_config)?;
     let native_jwt = jwt_authn(&jwt_policy)?;
     let native_rl = yaml(LOCAL_RATELIMIT)?;
 
@@ -242,6 +254,7 @@ pub fn plan(inputs: &Inputs, jwt_pool: usize) -> Result<Plan> {
             vec![hl, jwt, sa, rl],
             codec_above_policy(),
         )?,
+        wasm_listener("meshward-bundle", vec![bundle], codec_above_policy())?,
         native_listener("native-chain", full_native, native_limits()),
     ];
 
@@ -432,11 +445,32 @@ pub fn plan(inputs: &Inputs, jwt_pool: usize) -> Result<Plan> {
             chain_checks(),
         ),
         setup(
+            "meshward bundle (the four checks in meshward.wasm)",
+            "meshward-bundle",
+            "meshward",
+            one(&base),
+            chain_checks(),
+        ),
+        setup(
+            &format!("meshward bundle cold RS256 ({n} tokens)"),
+            "meshward-bundle",
+            "meshward",
+            pool(&cold_rs),
+            vec![],
+        ),
+        setup(
             "native chain (HCM limits → jwt_authn → RBAC → local_ratelimit)",
             "native-chain",
             "native",
             one(&base),
             chain_checks(),
+        ),
+        setup(
+            &format!("native chain cold RS256 ({n} tokens)"),
+            "native-chain",
+            "native",
+            pool(&cold_rs),
+            vec![],
         ),
     ];
     Ok(Plan { listeners, setups })
