@@ -15,7 +15,6 @@
 #![no_main]
 
 use std::collections::HashSet;
-use std::sync::Mutex;
 
 use jwt_authn_core::{Authenticator, Config, KeyLookup, Keys, Request, Stats, Verdict};
 use libfuzzer_sys::fuzz_target;
@@ -53,9 +52,14 @@ fn b64_payload(token: &str) -> Option<serde_json::Value> {
     serde_json::from_slice(&bytes).ok()
 }
 
-fn state() -> &'static Mutex<State> {
-    static S: std::sync::OnceLock<Mutex<State>> = std::sync::OnceLock::new();
-    S.get_or_init(|| {
+// Per thread (libFuzzer runs the target on one): the authenticator is not `Send` (its cache
+// shares entries with `Rc`, its host is a `Box<dyn SignatureHost>`), like the filter's VM.
+thread_local! {
+    static STATE: std::cell::RefCell<State> = std::cell::RefCell::new(new_state());
+}
+
+fn new_state() -> State {
+    {
         let doc: serde_json::Value = serde_json::from_str(TOKENS).expect("tokens.json");
         let config = serde_json::json!({
             "jwtRules": [{
@@ -76,13 +80,13 @@ fn state() -> &'static Mutex<State> {
             }
             tokens.push(token);
         }
-        Mutex::new(State {
+        State {
             auth: Authenticator::with_cache_capacity(config, 8),
             tokens,
             signed,
             now: doc["virtualNow"].as_u64().expect("virtualNow"),
-        })
-    })
+        }
+    }
 }
 
 const NAMES: [&str; 8] = [
@@ -139,9 +143,9 @@ fn location_present(headers: &[(String, String)], path: &str) -> bool {
     header || query
 }
 
-fuzz_target!(|data: &[u8]| {
-    let mut guard = state().lock().unwrap_or_else(|e| e.into_inner());
-    let st = &mut *guard;
+fuzz_target!(|data: &[u8]| STATE.with_borrow_mut(|st| run(st, data)));
+
+fn run(st: &mut State, data: &[u8]) {
     let mut r = Reader::new(data);
     let mut headers: Vec<(String, String)> = vec![
         (":authority".into(), "example.com".into()),
@@ -197,4 +201,4 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-});
+}
