@@ -22,9 +22,10 @@ pub struct BenchCli {
 
 #[derive(Subcommand)]
 enum BenchCommand {
-    /// meshward's filters in a real Envoy 1.40 against Envoy's native filters (RBAC, jwt_authn,
-    /// local_ratelimit, HCM limits), side by side in interleaved rounds; writes a Markdown table
-    /// into BENCHMARKS.md.
+    /// meshward's filters, their chain and the bundle in a real Envoy 1.40 against Envoy's native
+    /// filters (RBAC, jwt_authn, local_ratelimit, HCM limits), side by side in interleaved rounds:
+    /// Envoy CPU per request, host calls per request per filter (counted in the harness), Envoy
+    /// RSS per chain at --concurrency 2, module sizes; writes a Markdown table into BENCHMARKS.md.
     Envoy(BenchEnvoyArgs),
 }
 
