@@ -248,27 +248,32 @@ struct HostFacts {
     sni: Option<String>,
 }
 
+/// The property at `path` when the policies need it (`what` names it in a failure).
+fn property(
+    req: &mut RequestView,
+    path: &'static [&'static str],
+    what: &'static str,
+    needed: bool,
+) -> Result<Option<Vec<u8>>, HostFailure> {
+    if needed {
+        req.property(path)
+            .map(|v| v.map(<[u8]>::to_vec))
+            .map_err(fail(what))
+    } else {
+        Ok(None)
+    }
+}
+
 impl HostFacts {
     fn read(needs: &Needs, req: &mut RequestView) -> Result<Self, HostFailure> {
         let text = |v: Option<Vec<u8>>| v.and_then(|b| String::from_utf8(b).ok());
-        let mut property = |path: &'static [&'static str],
-                            what: &'static str,
-                            needed: bool|
-         -> Result<Option<Vec<u8>>, HostFailure> {
-            if needed {
-                req.property(path)
-                    .map(|v| v.map(<[u8]>::to_vec))
-                    .map_err(fail(what))
-            } else {
-                Ok(None)
-            }
-        };
 
-        let mtls = property(&["connection", "mtls"], "connection.mtls", needs.peer)?
+        let mtls = property(req, &["connection", "mtls"], "connection.mtls", needs.peer)?
             .is_some_and(|b| b.first() == Some(&1));
         // Only the first URI SAN is visible to wasm; it must be a strictly valid SPIFFE ID.
         let peer = if mtls {
             let san = property(
+                req,
                 &["connection", "uri_san_peer_certificate"],
                 "connection.uri_san_peer_certificate",
                 true,
@@ -310,19 +315,8 @@ impl HostFacts {
         let method = header(":method", needs.method)?;
         let path = header(":path", needs.path)?;
         let host = header(":authority", needs.host)?;
-        let mut property = |path: &'static [&'static str],
-                            what: &'static str,
-                            needed: bool|
-         -> Result<Option<Vec<u8>>, HostFailure> {
-            if needed {
-                req.property(path)
-                    .map(|v| v.map(<[u8]>::to_vec))
-                    .map_err(fail(what))
-            } else {
-                Ok(None)
-            }
-        };
         let destination_port = property(
+            req,
             &["destination", "port"],
             "destination.port",
             needs.destination_port,
@@ -330,6 +324,7 @@ impl HostFacts {
         .and_then(|b| meshward_host::property::decode_u64(&b))
         .and_then(|p| u16::try_from(p).ok());
         let source_ip = text(property(
+            req,
             &["source", "address"],
             "source.address",
             needs.source_ip,
@@ -338,12 +333,13 @@ impl HostFacts {
         // Published bytes that do not parse are not "no identity": the core denies when a policy
         // needs the identity and it is unreadable (a DENY on request principals must not fail
         // open). In the bundle, jwt-authn's identity is known to the view without a host read.
-        let published = property(PROPERTY_PATH, "meshward_request_auth", needs.identity)?;
+        let published = property(req, PROPERTY_PATH, "meshward_request_auth", needs.identity)?;
         let (identity, identity_unreadable) = match RequestIdentity::read(published.as_deref()) {
             Ok(identity) => (identity, false),
             Err(_) => (None, true),
         };
         let sni = text(property(
+            req,
             &["connection", "requested_server_name"],
             "connection.requested_server_name",
             needs.sni,
