@@ -42,3 +42,25 @@ pub fn jwt_token(name: &str) -> String {
         .unwrap_or_else(|| panic!("no token {name} in {}", path.display()))
         .to_string()
 }
+
+/// One refused configuration of `tests/config-rejections/<filter>.yaml`: the config, and the field
+/// the filter's error must name.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rejection {
+    pub name: String,
+    pub field: String,
+    pub config: serde_json::Value,
+}
+
+/// The rejection list of `filter` (never empty: an empty list would test nothing).
+pub fn config_rejections(filter: &str) -> Vec<Rejection> {
+    let path = repo()
+        .join("tests/config-rejections")
+        .join(format!("{filter}.yaml"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let cases: Vec<Rejection> =
+        serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(!cases.is_empty(), "{}: no case", path.display());
+    cases
+}

@@ -24,7 +24,6 @@ use meshward_scenario::{
     check, parity, render, run_cases, EnvoyTarget, HarnessTarget, Observed, Scenario,
 };
 use meshward_tests::{jwt_fixture, jwt_token, repo, wasm};
-use serde::Deserialize;
 use serde_json::json;
 
 // ---------------------------------------------------------------------------------------------
@@ -370,21 +369,8 @@ fn rejections() -> Vec<(String, String, String)> {
             "field `spiffeAuthz`".to_string(),
         ),
     ];
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Rejection {
-        name: String,
-        field: String,
-        config: serde_json::Value,
-    }
     for (filter, section) in meshward_scenario::bundle::ORDER {
-        let path = repo()
-            .join("tests/config-rejections")
-            .join(format!("{filter}.yaml"));
-        let text = std::fs::read_to_string(&path).unwrap();
-        let cases: Vec<Rejection> = serde_yaml_ng::from_str(&text).unwrap();
-        assert!(!cases.is_empty(), "{}", path.display());
-        for case in cases {
+        for case in meshward_tests::config_rejections(filter) {
             out.push((
                 format!("{filter}: {}", case.name),
                 json!({ section: case.config }).to_string(),

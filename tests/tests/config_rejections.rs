@@ -4,26 +4,9 @@
 
 use meshward_harness::{FilterSpec, Host, HostError};
 use meshward_rig::{EchoUpstream, Envoy, EnvoyConfig, WasmFilter};
-use meshward_tests::{repo, wasm};
-use serde::Deserialize;
+use meshward_tests::wasm;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Rejection {
-    name: String,
-    field: String,
-    config: serde_json::Value,
-}
-
-fn cases(filter: &str) -> Vec<Rejection> {
-    let path = repo()
-        .join("tests/config-rejections")
-        .join(format!("{filter}.yaml"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let cases: Vec<Rejection> = serde_yaml_ng::from_str(&text).expect("rejection list");
-    assert!(!cases.is_empty());
-    cases
-}
+use meshward_tests::config_rejections as cases;
 
 /// The error line every filter logs: ConfigError's Display.
 fn needle(field: &str) -> String {
