@@ -15,11 +15,31 @@ pub struct CheckArgs {
     /// pluginConfig file to run `proxy_on_configure` with.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Plugin name (Envoy `name`). Default: the module's file stem.
+    #[arg(long)]
+    name: Option<String>,
+    /// Root id (Envoy `root_id`): the id the module registers its root context under, e.g.
+    /// `add_header` for an AssemblyScript module that calls `registerRootContext(…,
+    /// "add_header")`. Default: the plugin name.
+    #[arg(long)]
+    root_id: Option<String>,
+    /// VM id (Envoy `vm_config.vm_id`). Default: empty, as in Envoy.
+    #[arg(long)]
+    vm_id: Option<String>,
 }
 
 /// Ok(true) when Envoy would load and configure the module.
 pub fn run(args: CheckArgs) -> Result<bool> {
     let mut spec = FilterSpec::from_file(&args.module)?;
+    if let Some(name) = &args.name {
+        spec = spec.name(name);
+    }
+    if let Some(root_id) = &args.root_id {
+        spec = spec.root_id(root_id);
+    }
+    if let Some(vm_id) = &args.vm_id {
+        spec = spec.vm_id(vm_id);
+    }
     let mut config = None;
     if let Some(file) = &args.config {
         let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
@@ -29,6 +49,11 @@ pub fn run(args: CheckArgs) -> Result<bool> {
     let report = check(&spec);
     let m = &report.module;
     println!("module: {}", args.module.display());
+    println!(
+        "plugin: {} (root id {})",
+        spec.plugin_name(),
+        args.root_id.as_deref().unwrap_or(&spec.plugin_name())
+    );
     println!(
         "abi: {}",
         m.abi

@@ -143,6 +143,8 @@ fn chain_of(args: &RunArgs) -> Result<(Scenario, PathBuf)> {
         filter: args.filter.clone(),
         module: args.module.as_ref().map(|m| here.join(m)),
         name: None,
+        root_id: None,
+        vm_id: None,
         config,
         config_file: args.config_file.as_ref().map(|f| here.join(f)),
         fail_open: false,
@@ -154,6 +156,7 @@ fn chain_of(args: &RunArgs) -> Result<(Scenario, PathBuf)> {
         clusters: Vec::new(),
         clock: None,
         chain: vec![entry],
+        start_fails: false,
         cases: Vec::new(),
         path: here.join("cli"),
     };

@@ -54,6 +54,8 @@ pub fn bundled(scenario: &Scenario) -> Result<Scenario, String> {
         filter: Some(BUNDLE.to_string()),
         module: None,
         name: None,
+        root_id: None,
+        vm_id: None,
         config: Some(Value::Object(sections)),
         config_file: None,
         fail_open: false,

@@ -30,109 +30,144 @@ pub struct EnvoyTarget {
     all_metrics: bool,
 }
 
+/// What Envoy runs for a scenario, before it starts: its configuration and the peers it needs.
+struct Prepared {
+    config: EnvoyConfig,
+    upstream: EchoUpstream,
+    clusters: Vec<EchoUpstream>,
+    certs: Option<Certs>,
+    client_certs: HashMap<String, ClientCert>,
+    transport: bool,
+}
+
 impl EnvoyTarget {
     /// Start Envoy with the scenario's chain, listener settings and clusters.
     pub fn start(scenario: &Scenario, wasm_dir: &Path) -> Result<Self> {
-        let base = scenario.base_dir();
-        let upstream = EchoUpstream::start()?;
-        let mut config = EnvoyConfig::new(upstream.addr());
-        if let Some(kb) = scenario.listener.max_request_headers_kb {
-            config = config.max_request_headers_kb(kb);
-        }
-        if let Some(n) = scenario.listener.max_headers_count {
-            config = config.max_headers_count(n);
-        }
-        if scenario.listener.use_remote_address {
-            config = config.hcm_field("use_remote_address", serde_json::Value::Bool(true));
-        }
-        if let Some(workers) = scenario.workers {
-            config = config.concurrency(workers);
-        }
-        let mut clusters = Vec::new();
-        for cluster in &scenario.clusters {
-            let addr = match &cluster.response {
-                Some(resp) => {
-                    let status = resp.status;
-                    let body = resp.body_bytes(&base)?;
-                    let mut headers = Vec::new();
-                    for h in &resp.headers {
-                        headers.push((h.name.clone(), h.value()?));
-                    }
-                    let latency = cluster.latency()?;
-                    let server = EchoUpstream::start_with(move |_| {
-                        if let Some(d) = latency {
-                            std::thread::sleep(d);
-                        }
-                        envoy::Response {
-                            status,
-                            headers: headers.clone(),
-                            body: body.clone(),
-                        }
-                    })?;
-                    let addr = server.addr();
-                    clusters.push(server);
-                    addr
-                }
-                None => dead_address()?,
-            };
-            config = config.cluster(&cluster.name, addr);
-        }
-        for entry in &scenario.chain {
-            let module = entry.module_path(&base, wasm_dir);
-            let configuration = String::from_utf8(entry.config_bytes(&base)?)
-                .context("pluginConfig must be UTF-8 for Envoy's StringValue")?;
-            config = config.filter(
-                WasmFilter::new(&entry.plugin_name(), &module, &configuration)
-                    .fail_open(entry.fail_open),
-            );
-        }
-        let mtls = scenario.listener.mtls;
-        let needs_tls = scenario.cases.iter().any(|c| c.request.tls.is_some());
-        let certs = if needs_tls || mtls.is_some() {
-            Some(Certs::generate()?)
-        } else {
-            None
-        };
-        // A fixed port goes to the listener the cases use: the one of the mTLS mode when set, else
-        // the TLS one when any case uses TLS.
-        let port = scenario.listener.port;
-        match (mtls, &certs) {
-            (Some(mode), Some(certs)) => {
-                config = config.transport(rig_mode(mode), certs, port.unwrap_or(0));
-            }
-            (Some(_), None) => anyhow::bail!("`listener.mtls` needs certificates"),
-            (None, Some(certs)) => config = config.tls(certs, port.unwrap_or(0)),
-            (None, None) => {
-                if let Some(port) = port {
-                    config = config.plaintext_port(port);
-                }
-            }
-        }
-        let mut client_certs = HashMap::new();
-        if let Some(certs) = &certs {
-            for case in &scenario.cases {
-                if let Some(peer) = case.request.tls.as_ref().and_then(|t| t.peer.as_ref()) {
-                    if !client_certs.contains_key(peer) {
-                        client_certs.insert(
-                            peer.clone(),
-                            certs.client_cert(&[peer.as_str()], "meshward-client")?,
-                        );
-                    }
-                }
-            }
-        }
-        let envoy = Envoy::start(&config)?;
+        let p = prepare(scenario, wasm_dir)?;
+        let envoy = Envoy::start(&p.config)?;
         Ok(Self {
             envoy,
-            upstream,
-            _clusters: clusters,
-            certs,
-            client_certs,
-            transport: mtls.is_some(),
+            upstream: p.upstream,
+            _clusters: p.clusters,
+            certs: p.certs,
+            client_certs: p.client_certs,
+            transport: p.transport,
             all_metrics: false,
         })
     }
 
+    /// For a scenario whose chain must not start (`startFails`): Ok with Envoy's log when Envoy
+    /// refused the configuration; an error when it started, or when Envoy itself is missing.
+    pub fn expect_start_failure(scenario: &Scenario, wasm_dir: &Path) -> Result<String> {
+        meshward_rig::envoy_binary()?;
+        let p = prepare(scenario, wasm_dir)?;
+        Ok(Envoy::validate_or_start_expect_failure(&p.config)?.log)
+    }
+}
+
+/// The Envoy configuration and peers for a scenario's chain, listener settings and clusters.
+fn prepare(scenario: &Scenario, wasm_dir: &Path) -> Result<Prepared> {
+    let base = scenario.base_dir();
+    let upstream = EchoUpstream::start()?;
+    let mut config = EnvoyConfig::new(upstream.addr());
+    if let Some(kb) = scenario.listener.max_request_headers_kb {
+        config = config.max_request_headers_kb(kb);
+    }
+    if let Some(n) = scenario.listener.max_headers_count {
+        config = config.max_headers_count(n);
+    }
+    if scenario.listener.use_remote_address {
+        config = config.hcm_field("use_remote_address", serde_json::Value::Bool(true));
+    }
+    if let Some(workers) = scenario.workers {
+        config = config.concurrency(workers);
+    }
+    let mut clusters = Vec::new();
+    for cluster in &scenario.clusters {
+        let addr = match &cluster.response {
+            Some(resp) => {
+                let status = resp.status;
+                let body = resp.body_bytes(&base)?;
+                let mut headers = Vec::new();
+                for h in &resp.headers {
+                    headers.push((h.name.clone(), h.value()?));
+                }
+                let latency = cluster.latency()?;
+                let server = EchoUpstream::start_with(move |_| {
+                    if let Some(d) = latency {
+                        std::thread::sleep(d);
+                    }
+                    envoy::Response {
+                        status,
+                        headers: headers.clone(),
+                        body: body.clone(),
+                    }
+                })?;
+                let addr = server.addr();
+                clusters.push(server);
+                addr
+            }
+            None => dead_address()?,
+        };
+        config = config.cluster(&cluster.name, addr);
+    }
+    for entry in &scenario.chain {
+        let module = entry.module_path(&base, wasm_dir);
+        let configuration = String::from_utf8(entry.config_bytes(&base)?)
+            .context("pluginConfig must be UTF-8 for Envoy's StringValue")?;
+        config = config.filter(
+            WasmFilter::new(&entry.plugin_name(), &module, &configuration)
+                .root_id(&entry.root_id())
+                .vm_id(&entry.vm_id())
+                .fail_open(entry.fail_open),
+        );
+    }
+    let mtls = scenario.listener.mtls;
+    let needs_tls = scenario.cases.iter().any(|c| c.request.tls.is_some());
+    let certs = if needs_tls || mtls.is_some() {
+        Some(Certs::generate()?)
+    } else {
+        None
+    };
+    // A fixed port goes to the listener the cases use: the one of the mTLS mode when set, else
+    // the TLS one when any case uses TLS.
+    let port = scenario.listener.port;
+    match (mtls, &certs) {
+        (Some(mode), Some(certs)) => {
+            config = config.transport(rig_mode(mode), certs, port.unwrap_or(0));
+        }
+        (Some(_), None) => anyhow::bail!("`listener.mtls` needs certificates"),
+        (None, Some(certs)) => config = config.tls(certs, port.unwrap_or(0)),
+        (None, None) => {
+            if let Some(port) = port {
+                config = config.plaintext_port(port);
+            }
+        }
+    }
+    let mut client_certs = HashMap::new();
+    if let Some(certs) = &certs {
+        for case in &scenario.cases {
+            if let Some(peer) = case.request.tls.as_ref().and_then(|t| t.peer.as_ref()) {
+                if !client_certs.contains_key(peer) {
+                    client_certs.insert(
+                        peer.clone(),
+                        certs.client_cert(&[peer.as_str()], "meshward-client")?,
+                    );
+                }
+            }
+        }
+    }
+    Ok(Prepared {
+        config,
+        upstream,
+        clusters,
+        certs,
+        client_certs,
+        transport: mtls.is_some(),
+    })
+}
+
+impl EnvoyTarget {
     /// Observe every wasm metric after every case (an admin request per case).
     pub fn with_all_metrics(mut self) -> Self {
         self.all_metrics = true;

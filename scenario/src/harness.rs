@@ -92,6 +92,8 @@ pub fn build_host(scenario: &Scenario, wasm_dir: &Path) -> Result<Host> {
                 )
             })?
             .name(&entry.plugin_name())
+            .root_id(&entry.root_id())
+            .vm_id(&entry.vm_id())
             .config(entry.config_bytes(&base)?)
             .fail_open(entry.fail_open);
         builder = builder.filter(spec);

@@ -30,6 +30,12 @@ pub struct Scenario {
     pub clock: Option<ClockSpec>,
     /// Filters in request order.
     pub chain: Vec<ChainEntry>,
+    /// The chain must fail to start — a configuration the module rejects, a trap while it
+    /// starts — in the harness and, with `--envoy`, in Envoy (which then refuses the whole
+    /// configuration). Such a file has no cases and counts as one.
+    #[serde(default)]
+    pub start_fails: bool,
+    #[serde(default)]
     pub cases: Vec<Case>,
     /// Where the file was read from: relative paths in it resolve against its directory.
     #[serde(skip)]
@@ -138,6 +144,14 @@ pub struct ChainEntry {
     /// Plugin name and root id. Default: the filter name or the module's file stem.
     #[serde(default)]
     pub name: Option<String>,
+    /// Root id, when it differs from the plugin name (modules that register their root context
+    /// under a fixed id, as the AssemblyScript SDK's `registerRootContext(…, "add_header")`).
+    #[serde(default)]
+    pub root_id: Option<String>,
+    /// VM id (scopes shared data and queues). Default: the plugin name — what the Envoy run
+    /// configures, so both worlds scope shared data alike.
+    #[serde(default)]
+    pub vm_id: Option<String>,
     /// pluginConfig, inline (any YAML value; sent to the filter as JSON).
     #[serde(default)]
     pub config: Option<serde_json::Value>,
@@ -350,6 +364,12 @@ impl Scenario {
         if self.chain.is_empty() {
             bail!("`chain` needs at least one filter");
         }
+        if self.start_fails && !self.cases.is_empty() {
+            bail!("`startFails: true` takes no `cases`: no request can run when the chain does not start");
+        }
+        if !self.start_fails && self.cases.is_empty() {
+            bail!("`cases` needs at least one case (or `startFails: true`)");
+        }
         for (i, entry) in self.chain.iter().enumerate() {
             if entry.filter.is_some() == entry.module.is_some() {
                 bail!("chain[{i}]: give exactly one of `filter` and `module`");
@@ -405,6 +425,16 @@ impl ChainEntry {
             .and_then(|m| m.file_stem())
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "filter".to_string())
+    }
+
+    /// Root id of this entry: `rootId`, else the plugin name.
+    pub fn root_id(&self) -> String {
+        self.root_id.clone().unwrap_or_else(|| self.plugin_name())
+    }
+
+    /// VM id of this entry: `vmId`, else the plugin name.
+    pub fn vm_id(&self) -> String {
+        self.vm_id.clone().unwrap_or_else(|| self.plugin_name())
     }
 
     /// The module file for this entry.

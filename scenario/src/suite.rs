@@ -39,6 +39,10 @@ pub fn run_file(file: &Path, wasm_dir: &Path, targets: Targets, verbose: bool) -
         }
     };
     let _ = writeln!(report.text, "{}", file.display());
+    if scenario.start_fails {
+        start_must_fail(&scenario, wasm_dir, targets, verbose, &mut report);
+        return report;
+    }
     let every_case_fails = |report: &mut FileReport, where_: &str, e: anyhow::Error| {
         report.failed += scenario.cases.len().max(1);
         let _ = writeln!(report.text, "  FAIL  (every case, {where_}) {e:#}");
@@ -101,4 +105,36 @@ pub fn run_file(file: &Path, wasm_dir: &Path, targets: Targets, verbose: bool) -
         }
     }
     report
+}
+
+/// A `startFails` file: the chain must fail to start in each target (one case in the report).
+fn start_must_fail(
+    scenario: &Scenario,
+    wasm_dir: &Path,
+    targets: Targets,
+    verbose: bool,
+    report: &mut FileReport,
+) {
+    let mut diff = String::new();
+    match HarnessTarget::start(scenario, wasm_dir) {
+        Ok(_) => diff.push_str("   in the harness: the chain started (expected it to fail)\n"),
+        Err(e) if verbose => {
+            let _ = writeln!(report.text, "  harness refused: {e:#}");
+        }
+        Err(_) => {}
+    }
+    if targets == Targets::HarnessAndEnvoy {
+        if let Err(e) = EnvoyTarget::expect_start_failure(scenario, wasm_dir) {
+            let _ = writeln!(diff, "   in Envoy: {e:#}");
+        }
+    }
+    if diff.is_empty() {
+        report.passed += 1;
+        if verbose {
+            let _ = writeln!(report.text, "  ok    the chain does not start");
+        }
+    } else {
+        report.failed += 1;
+        let _ = writeln!(report.text, "  FAIL  the chain does not start\n{diff}");
+    }
 }
