@@ -4,6 +4,9 @@
 use std::path::{Path, PathBuf};
 
 pub mod crd;
+mod parity;
+
+pub use parity::parity_suite;
 
 /// The repository root (the parent of `tests/`).
 pub fn repo() -> PathBuf {
