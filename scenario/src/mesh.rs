@@ -654,8 +654,7 @@ pub fn run_file(file: &Path, wasm_dir: &Path, targets: Targets, verbose: bool) -
     match run(file, wasm_dir, targets, verbose, &mut report) {
         Ok(()) => {}
         Err(e) => {
-            report.failed += 1;
-            let _ = writeln!(report.text, "  FAIL  {e:#}");
+            report.fail(crate::suite::FILE_LEVEL, &format!("  FAIL  {e:#}"), "");
         }
     }
     report
@@ -754,16 +753,14 @@ fn run(
             }
         }
         if diff.is_empty() {
-            report.passed += 1;
-            if verbose {
-                let _ = writeln!(report.text, "  ok    {} — {}", case.name, decision.account);
-            }
+            report.pass(&case.name, verbose, || {
+                format!("  ok    {} — {}", case.name, decision.account)
+            });
         } else {
-            report.failed += 1;
-            let _ = writeln!(
-                report.text,
-                "  FAIL  {}\n   decision: {}\n{diff}",
-                case.name, decision.account
+            report.fail(
+                &case.name,
+                &format!("  FAIL  {}\n   decision: {}", case.name, decision.account),
+                &diff,
             );
         }
     }

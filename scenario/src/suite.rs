@@ -14,6 +14,53 @@ pub struct FileReport {
     /// Human-readable lines: the file name, then each failing case with its diff (and every
     /// passing case when `verbose`).
     pub text: String,
+    /// Every case in file order with its verdict (for machine-readable reports: `--junit`).
+    pub cases: Vec<CaseReport>,
+}
+
+/// One case's verdict.
+#[derive(Debug, Clone)]
+pub struct CaseReport {
+    pub name: String,
+    /// `None`: passed. `Some(diff)`: what differed (expectation or harness ≠ Envoy), as printed
+    /// under the case's name; or why no case could run.
+    pub failure: Option<String>,
+}
+
+/// The name a failure that is not one case's (the file does not load, the chain does not
+/// start) is reported under.
+pub const FILE_LEVEL: &str = "(the whole file)";
+
+impl FileReport {
+    /// Records a passing case; `line` (already formatted) goes to the text when `verbose`.
+    pub fn pass(&mut self, name: &str, verbose: bool, line: impl FnOnce() -> String) {
+        self.passed += 1;
+        if verbose {
+            let _ = writeln!(self.text, "{}", line());
+        }
+        self.cases.push(CaseReport {
+            name: name.to_string(),
+            failure: None,
+        });
+    }
+
+    /// Records a failing case: `header` is its first text line, `diff` what follows.
+    pub fn fail(&mut self, name: &str, header: &str, diff: &str) {
+        self.failed += 1;
+        if diff.is_empty() {
+            let _ = writeln!(self.text, "{header}");
+        } else {
+            let _ = writeln!(self.text, "{header}\n{diff}");
+        }
+        self.cases.push(CaseReport {
+            name: name.to_string(),
+            failure: Some(if diff.trim().is_empty() {
+                header.trim().to_string()
+            } else {
+                diff.trim_end().to_string()
+            }),
+        });
+    }
 }
 
 /// Where the cases run.
@@ -35,6 +82,10 @@ pub fn run_file(file: &Path, wasm_dir: &Path, targets: Targets, verbose: bool) -
         Err(e) => {
             report.failed = 1;
             let _ = writeln!(report.text, "FAIL  {e:#}");
+            report.cases.push(CaseReport {
+                name: FILE_LEVEL.to_string(),
+                failure: Some(format!("{e:#}")),
+            });
             return report;
         }
     };
@@ -46,6 +97,18 @@ pub fn run_file(file: &Path, wasm_dir: &Path, targets: Targets, verbose: bool) -
     let every_case_fails = |report: &mut FileReport, where_: &str, e: anyhow::Error| {
         report.failed += scenario.cases.len().max(1);
         let _ = writeln!(report.text, "  FAIL  (every case, {where_}) {e:#}");
+        let why = format!("every case fails ({where_}): {e:#}");
+        let names: Vec<String> = if scenario.cases.is_empty() {
+            vec![FILE_LEVEL.to_string()]
+        } else {
+            scenario.cases.iter().map(|c| c.name.clone()).collect()
+        };
+        for name in names {
+            report.cases.push(CaseReport {
+                name,
+                failure: Some(why.clone()),
+            });
+        }
     };
     let harness = match HarnessTarget::start(&scenario, wasm_dir)
         .and_then(|target| run_cases(&target, &scenario))
@@ -95,13 +158,9 @@ pub fn run_file(file: &Path, wasm_dir: &Path, targets: Targets, verbose: bool) -
             }
         }
         if diff.is_empty() {
-            report.passed += 1;
-            if verbose {
-                let _ = writeln!(report.text, "  ok    {}", case.name);
-            }
+            report.pass(&case.name, verbose, || format!("  ok    {}", case.name));
         } else {
-            report.failed += 1;
-            let _ = writeln!(report.text, "  FAIL  {}\n{diff}", case.name);
+            report.fail(&case.name, &format!("  FAIL  {}", case.name), &diff);
         }
     }
     report
@@ -128,13 +187,10 @@ fn start_must_fail(
             let _ = writeln!(diff, "   in Envoy: {e:#}");
         }
     }
+    let name = "the chain does not start";
     if diff.is_empty() {
-        report.passed += 1;
-        if verbose {
-            let _ = writeln!(report.text, "  ok    the chain does not start");
-        }
+        report.pass(name, verbose, || format!("  ok    {name}"));
     } else {
-        report.failed += 1;
-        let _ = writeln!(report.text, "  FAIL  the chain does not start\n{diff}");
+        report.fail(name, &format!("  FAIL  {name}"), &diff);
     }
 }
