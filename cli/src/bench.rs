@@ -32,6 +32,7 @@ pub struct BenchArgs {
 
 pub fn run_bench(args: BenchArgs) -> Result<()> {
     let mut scenario = Scenario::load(&args.scenario)?;
+    meshward_scenario::oci::pull_modules(&mut scenario)?;
     if let Some(name) = &args.case {
         scenario.cases.retain(|c| &c.name == name);
     }

@@ -120,7 +120,8 @@ pub fn run(args: RunArgs) -> Result<()> {
 
 fn chain_of(args: &RunArgs) -> Result<(Scenario, PathBuf)> {
     if let Some(file) = &args.chain {
-        let s = Scenario::load(file)?;
+        let mut s = Scenario::load(file)?;
+        meshward_scenario::oci::pull_modules(&mut s)?;
         let dir = args
             .wasm_dir
             .clone()
@@ -142,6 +143,8 @@ fn chain_of(args: &RunArgs) -> Result<(Scenario, PathBuf)> {
     let entry = ChainEntry {
         filter: args.filter.clone(),
         module: args.module.as_ref().map(|m| here.join(m)),
+        sha256: None,
+        insecure_registry: false,
         name: None,
         root_id: None,
         vm_id: None,

@@ -53,6 +53,8 @@ pub fn bundled(scenario: &Scenario) -> Result<Scenario, String> {
     out.chain = vec![ChainEntry {
         filter: Some(BUNDLE.to_string()),
         module: None,
+        sha256: None,
+        insecure_registry: false,
         name: None,
         root_id: None,
         vm_id: None,

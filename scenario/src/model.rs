@@ -138,9 +138,19 @@ pub struct ChainEntry {
     /// A meshward filter by name (`header-limits` ⇒ `<wasm dir>/header_limits.wasm`).
     #[serde(default)]
     pub filter: Option<String>,
-    /// Or a module path (relative to the scenario file).
+    /// Or a module path (relative to the scenario file), or an image `oci://registry/repo:tag`
+    /// (or `@sha256:…`): pulled and checked as Istio's WasmPlugin fetcher would, and the very
+    /// bytes Istio would load are run.
     #[serde(default)]
     pub module: Option<PathBuf>,
+    /// With an `oci://` module: the WasmPlugin `sha256` (the image manifest digest, 64 hex); a
+    /// mismatch fails the file as Istio fails the plugin.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// With an `oci://` module: fetch over plain HTTP, as Istio does for registries listed in
+    /// `WASM_INSECURE_REGISTRIES` (a registry on loopback).
+    #[serde(default)]
+    pub insecure_registry: bool,
     /// Plugin name and root id. Default: the filter name or the module's file stem.
     #[serde(default)]
     pub name: Option<String>,
@@ -377,6 +387,11 @@ impl Scenario {
             if entry.config.is_some() && entry.config_file.is_some() {
                 bail!("chain[{i}]: give at most one of `config` and `configFile`");
             }
+            if entry.oci_reference().is_none()
+                && (entry.sha256.is_some() || entry.insecure_registry)
+            {
+                bail!("chain[{i}]: `sha256` and `insecureRegistry` go with an `oci://` module");
+            }
         }
         for case in &self.cases {
             for h in &case.request.headers {
@@ -437,7 +452,16 @@ impl ChainEntry {
         self.vm_id.clone().unwrap_or_else(|| self.plugin_name())
     }
 
-    /// The module file for this entry.
+    /// The image reference when the module is `oci://…`.
+    pub fn oci_reference(&self) -> Option<&str> {
+        self.module
+            .as_ref()
+            .and_then(|m| m.to_str())
+            .filter(|m| m.starts_with("oci://"))
+    }
+
+    /// The module file for this entry (an `oci://` module must have been pulled first:
+    /// [`crate::oci::pull_modules`]).
     pub fn module_path(&self, base: &Path, wasm_dir: &Path) -> PathBuf {
         match (&self.filter, &self.module) {
             (Some(f), _) => wasm_dir.join(format!("{}.wasm", f.replace('-', "_"))),

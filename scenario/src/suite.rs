@@ -77,7 +77,10 @@ pub fn run_file(file: &Path, wasm_dir: &Path, targets: Targets, verbose: bool) -
         return crate::mesh::run_file(file, wasm_dir, targets, verbose);
     }
     let mut report = FileReport::default();
-    let scenario = match Scenario::load(file) {
+    let scenario = match Scenario::load(file).and_then(|mut s| {
+        let pulled = crate::oci::pull_modules(&mut s)?;
+        Ok((s, pulled))
+    }) {
         Ok(s) => s,
         Err(e) => {
             report.failed = 1;
@@ -89,7 +92,15 @@ pub fn run_file(file: &Path, wasm_dir: &Path, targets: Targets, verbose: bool) -
             return report;
         }
     };
+    let (scenario, pulled) = scenario;
     let _ = writeln!(report.text, "{}", file.display());
+    for p in &pulled {
+        let _ = writeln!(
+            report.text,
+            "  module {} ⇒ {} ({}; {} bytes)",
+            p.reference, p.manifest_digest, p.how, p.bytes
+        );
+    }
     if scenario.start_fails {
         start_must_fail(&scenario, wasm_dir, targets, verbose, &mut report);
         return report;

@@ -501,3 +501,65 @@ fn a_built_layout_is_a_valid_oci_layout_with_the_same_digest() {
         );
     }
 }
+
+/// A scenario naming `oci://…` runs exactly the module `meshward image push` put in the
+/// registry, in the harness and in Envoy; a WasmPlugin `sha256` that does not match the image
+/// fails the file with Istio's reason, and so does an image Istio would not load.
+#[test]
+fn a_scenario_runs_the_pushed_image_and_refuses_a_sha256_mismatch() {
+    use meshward_scenario::suite::{run_file, Targets};
+
+    let registry = Registry::start();
+    let wasm_file = filter_wasm("header_limits");
+    let wasm = std::fs::read(&wasm_file).unwrap();
+    let url = registry.url("meshward/header-limits:scenario");
+    run(ImageCommand::Push {
+        wasm: wasm_file.clone(),
+        target: url.clone(),
+        format: meshward_cli::image::FormatArg::Compat,
+        registry: RegistryArgs {
+            insecure: true,
+            ..RegistryArgs::default()
+        },
+    })
+    .unwrap();
+    let digest = build(&wasm, Format::Compat).unwrap().wasmplugin_sha256();
+    let work = tempfile::tempdir().unwrap();
+    let scenario = |sha256: &str| {
+        format!(
+            "chain:\n  - module: {url}\n    insecureRegistry: true\n    sha256: \"{sha256}\"\n    \
+             config: {{headersWithUnderscoresAction: REJECT_REQUEST}}\n\
+             cases:\n  - name: a clean request passes\n    request: {{path: /}}\n    expect: {{status: 200}}\n\
+             \x20 - name: an underscore header is refused by the pulled filter\n    request:\n      \
+             headers: [{{name: x_user, value: a}}]\n    expect: {{status: 400, upstream: false}}\n"
+        )
+    };
+    let good = work.path().join("good.yaml");
+    std::fs::write(&good, scenario(&digest)).unwrap();
+    let wasm_dir = work.path().join("no-local-modules");
+    let report = run_file(&good, &wasm_dir, Targets::HarnessAndEnvoy, true);
+    assert_eq!((report.passed, report.failed), (2, 0), "{}", report.text);
+    assert!(
+        report
+            .text
+            .contains(&format!("module {url} ⇒ sha256:{digest}")),
+        "{}",
+        report.text
+    );
+    // The bytes run are the pushed module's, byte for byte.
+    let mut loaded = meshward_scenario::model::Scenario::load(&good).unwrap();
+    let pulled = meshward_scenario::oci::pull_modules(&mut loaded).unwrap();
+    assert_eq!(std::fs::read(&pulled[0].file).unwrap(), wasm);
+
+    let wrong = work.path().join("wrong.yaml");
+    std::fs::write(&wrong, scenario(&"0".repeat(64))).unwrap();
+    let report = run_file(&wrong, &wasm_dir, Targets::Harness, false);
+    assert_eq!(report.passed, 0, "{}", report.text);
+    assert!(report.failed >= 1, "{}", report.text);
+    assert!(report.text.contains("does not match"), "{}", report.text);
+    assert!(
+        report.text.contains("Istio would not load"),
+        "{}",
+        report.text
+    );
+}
