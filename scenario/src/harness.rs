@@ -92,6 +92,9 @@ pub fn build_host(scenario: &Scenario, wasm_dir: &Path) -> Result<Host> {
                 )
             })?
             .name(&entry.plugin_name())
+            // The Envoy run's vm_id (meshward-rig's default): `plugin_vm_id` and queue lookups
+            // by vm_id agree.
+            .vm_id(&entry.plugin_name())
             .config(entry.config_bytes(&base)?)
             .fail_open(entry.fail_open);
         builder = builder.filter(spec);
