@@ -135,7 +135,6 @@ impl VmSet {
             })
             .map_err(|m| trap("proxy_on_context_create", m))?;
         }
-        store.data_mut().in_config = true;
         let plugin_logs = |store: &Store<VmState>| -> Vec<LogLine> {
             lock(&store.data().shared.logs)
                 .get(logs_before..)
@@ -152,13 +151,15 @@ impl VmSet {
             })
             .map_err(|m| trap("proxy_on_vm_start", m))?;
             if ok == 0 {
-                store.data_mut().in_config = false;
                 return Err(HostError::VmStartFailed {
                     plugin: info.name.clone(),
                     logs: plugin_logs(store),
                 });
             }
         }
+        // The plugin configuration is readable from here on only: Envoy hands it over with
+        // `on_configure`, and inside `on_vm_start` the buffer is NotFound.
+        store.data_mut().in_config = true;
         if let Some(f) = store.data().vms[i].cb.configure.clone() {
             let len = info.plugin_config.len() as i32;
             let ok = call(store, i, root, None, "proxy_on_configure", |s| {
