@@ -123,7 +123,11 @@ pub fn to_request(spec: &RequestSpec) -> Result<Request> {
     }
     if let Some(tls) = &spec.tls {
         req = req.tls(match &tls.peer {
-            Some(uri) => Tls::peer(uri),
+            // The Envoy run's client certificate has this subject (scenario/src/envoy.rs).
+            Some(uri) => Tls {
+                peer_subject: Some("CN=meshward-client".to_string()),
+                ..Tls::peer(uri)
+            },
             None => Tls::server_only(),
         });
     }

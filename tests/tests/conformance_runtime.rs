@@ -55,6 +55,11 @@ fn response_phase_properties_agree_in_harness_and_envoy() {
 }
 
 #[test]
+fn tls_connection_properties_agree_in_harness_and_envoy() {
+    scenario("properties-tls");
+}
+
+#[test]
 fn foreign_functions_agree_in_harness_and_envoy() {
     scenario("foreign");
 }

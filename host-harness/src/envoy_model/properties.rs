@@ -78,6 +78,25 @@ const UPSTREAM_ADDRESS: &str = "127.0.0.1:10001";
 const UPSTREAM_PORT: i64 = 10001;
 const UPSTREAM_LOCAL_ADDRESS: &str = "127.0.0.1:40001";
 
+/// The listener's own certificate, as the rig's Envoy serves it (meshward-rig `Certs`): subject
+/// `CN=localhost`, SANs DNS `localhost` and IP 127.0.0.1, no URI SAN.
+const LOCAL_SUBJECT: &str = "CN=localhost";
+const LOCAL_DNS_SAN: &str = "localhost";
+
+/// A stand-in for the SHA-256 digest of the client certificate (lowercase hex, as Envoy): the
+/// harness has no certificate bytes, so it digests what it knows of the certificate; cases check
+/// the format only (the rig mints a new certificate per run).
+fn peer_digest(t: &crate::Tls) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for part in t.peer_uri_sans.iter().chain(&t.peer_dns_sans) {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    h.update(t.peer_subject.as_deref().unwrap_or_default().as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A property the harness refuses to answer rather than answer differently from Envoy: the
 /// error names it (the host call traps with it).
 pub(crate) fn unmodelled_property(path: &[u8]) -> Option<String> {
@@ -205,10 +224,19 @@ pub(crate) fn get(path: &[u8], cx: &PropertyContext<'_>) -> Result<Vec<u8>, Stat
                 },
                 "uri_san_peer_certificate" => first_of(tls.map(|t| &t.peer_uri_sans))?,
                 "dns_san_peer_certificate" => first_of(tls.map(|t| &t.peer_dns_sans))?,
+                // TLS without a client certificate: an empty subject, not NotFound.
                 "subject_peer_certificate" => tls
-                    .and_then(|t| t.peer_subject.clone())
                     .ok_or(Status::NOT_FOUND)?
+                    .peer_subject
+                    .clone()
+                    .unwrap_or_default()
                     .into_bytes(),
+                "sha256_peer_certificate_digest" => match tls {
+                    Some(t) if t.is_mtls() => peer_digest(t).into_bytes(),
+                    _ => return Err(Status::NOT_FOUND),
+                },
+                "subject_local_certificate" if tls.is_some() => LOCAL_SUBJECT.as_bytes().to_vec(),
+                "dns_san_local_certificate" if tls.is_some() => LOCAL_DNS_SAN.as_bytes().to_vec(),
                 _ => return Err(Status::NOT_FOUND),
             };
             one(v)
@@ -389,5 +417,21 @@ fn upstream(s: &dyn StreamFacts, rest: &[&str]) -> Result<Vec<u8>, Status> {
         ["local_address"] if answered => Ok(UPSTREAM_LOCAL_ADDRESS.as_bytes().to_vec()),
         ["transport_failure_reason"] if answered => Ok(Vec::new()),
         _ => Err(Status::NOT_FOUND),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::segments;
+
+    #[test]
+    fn a_trailing_nul_ends_the_last_segment_and_adds_none() {
+        let s = segments;
+        assert_eq!(s(b"request\0path\0"), vec![&b"request"[..], b"path"]);
+        assert_eq!(s(b"request\0path"), vec![&b"request"[..], b"path"]);
+        assert_eq!(s(b"request\0path\0\0"), vec![&b"request"[..], b"path", b""]);
+        assert_eq!(s(b"request\0\0path"), vec![&b"request"[..], b"", b"path"]);
+        assert_eq!(s(b"\0"), vec![&b""[..]]);
+        assert!(s(b"").is_empty());
     }
 }

@@ -36,8 +36,8 @@ fn get(path: &[u8]) -> Result<Option<Vec<u8>>, u32> {
 }
 
 fn report(spec: &str) -> String {
-    let (path, shape) = parse_spec(spec);
-    render(get(&path), shape)
+    let (path, form) = parse_spec(spec);
+    render(get(&path), form)
 }
 
 struct PropsRoot;
