@@ -132,3 +132,55 @@ fn the_harness_refuses_unmodelled_foreign_functions_loudly() {
         );
     }
 }
+
+/// `vm_config.environment_variables` reach the module's WASI `environ_get` (the Rust SDK user's
+/// `std::env::var`), in both worlds; a variable not configured is unset.
+#[test]
+fn vm_environment_variables_reach_environ_get_in_both() {
+    use meshward_rig::{self as envoy, EchoUpstream, Envoy, EnvoyConfig, WasmFilter};
+    let wasm = module("meshward_test_sdk_runtime");
+    let names = ["MESHWARD_A", "MESHWARD_B", "MESHWARD_UNSET"];
+    // Harness.
+    let host = Host::builder()
+        .filter(
+            FilterSpec::from_file(&wasm)
+                .unwrap()
+                .name("rt")
+                .env("MESHWARD_A", "one")
+                .env("MESHWARD_B", "two=2"),
+        )
+        .build()
+        .unwrap();
+    let harness: Vec<Option<String>> = names
+        .iter()
+        .map(|n| {
+            let out = host.send(&Request::get("/").header("x-rt-env", n));
+            let head = out.upstream_request.as_ref().expect("reached upstream");
+            head.header("x-rt-env-value").map(str::to_string)
+        })
+        .collect();
+    // Envoy.
+    let upstream = EchoUpstream::start().unwrap();
+    let config = EnvoyConfig::new(upstream.addr()).filter(
+        WasmFilter::new("rt", &wasm, "")
+            .env("MESHWARD_A", "one")
+            .env("MESHWARD_B", "two=2"),
+    );
+    let envoy = Envoy::start(&config).unwrap();
+    let in_envoy: Vec<Option<String>> = names
+        .iter()
+        .map(|n| {
+            let r = envoy
+                .client()
+                .send(&envoy::Request::get("/").header("x-rt-env", *n))
+                .unwrap();
+            r.echo()
+                .unwrap()
+                .header("x-rt-env-value")
+                .map(str::to_string)
+        })
+        .collect();
+    let expected = ["one", "two=2", "<unset>"].map(|v| Some(v.to_string()));
+    assert_eq!(in_envoy, expected, "Envoy");
+    assert_eq!(harness, in_envoy, "harness vs Envoy");
+}

@@ -128,6 +128,10 @@ impl HttpContext for Runtime {
             let seen = VM_START.with(|v| v.borrow().clone());
             self.add_http_request_header("x-rt-vm-start-plugin-config", &seen);
         }
+        if let Some(name) = self.get_http_request_header("x-rt-env") {
+            let value = std::env::var(&name).unwrap_or_else(|_| "<unset>".to_string());
+            self.add_http_request_header("x-rt-env-value", &value);
+        }
         if let Some(spec) = self.get_http_request_header("x-rt-queue") {
             let (vm_id, name) = spec.split_once('/').unwrap_or(("", &spec));
             let found = match self.resolve_shared_queue(vm_id, name) {
