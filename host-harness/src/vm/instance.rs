@@ -75,6 +75,15 @@ impl VmSet {
                 Some(f) => Some(f),
                 None => typed(&mut store, &inst, "_start")?,
             };
+            // cpp-host's `startVm`: a reactor (`_initialize`) that also exports `main` gets
+            // `main(0, 0)` right after, for early set-up (C and TinyGo modules); a command
+            // (`_start`) calls its own `main`.
+            let main: Option<TypedFunc<(i32, i32), i32>> =
+                if typed::<(), ()>(&mut store, &inst, "_initialize")?.is_some() {
+                    typed(&mut store, &inst, "main")?
+                } else {
+                    None
+                };
             store.data_mut().vms.push(Vm {
                 info: info.clone(),
                 memory,
@@ -100,6 +109,15 @@ impl VmSet {
                     |message| HostError::Trap {
                         plugin: info.name.clone(),
                         function: name.to_string(),
+                        message,
+                    },
+                )?;
+            }
+            if let Some(main) = main {
+                call(&mut store, index, 0, None, "main", |s| main.call(s, (0, 0))).map_err(
+                    |message| HostError::Trap {
+                        plugin: info.name.clone(),
+                        function: "main".to_string(),
                         message,
                     },
                 )?;

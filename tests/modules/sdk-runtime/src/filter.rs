@@ -28,6 +28,17 @@ extern "C" {
     ) -> u32;
 }
 
+/// How many times the host called the exported `main` (cpp-host calls it once, after
+/// `_initialize`, in every VM it starts).
+static MAIN_CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// A WASI reactor's `main`, as a C or TinyGo module exports it.
+#[no_mangle]
+pub extern "C" fn main(_argc: i32, _argv: i32) -> i32 {
+    MAIN_CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    0
+}
+
 thread_local! {
     /// What `on_vm_start` saw when it asked for the plugin configuration.
     static VM_START: RefCell<String> = const { RefCell::new(String::new()) };
@@ -127,6 +138,10 @@ impl HttpContext for Runtime {
         if self.get_http_request_header("x-rt-vm-start").is_some() {
             let seen = VM_START.with(|v| v.borrow().clone());
             self.add_http_request_header("x-rt-vm-start-plugin-config", &seen);
+        }
+        if self.get_http_request_header("x-rt-main").is_some() {
+            let calls = MAIN_CALLS.load(std::sync::atomic::Ordering::SeqCst);
+            self.add_http_request_header("x-rt-main-calls", &calls.to_string());
         }
         if let Some(name) = self.get_http_request_header("x-rt-env") {
             let value = std::env::var(&name).unwrap_or_else(|_| "<unset>".to_string());

@@ -13,6 +13,8 @@
 //!   `x-rt-dispatch: ok|error:<status>` (cpp-host refuses more than 1024 pairs or 1 MiB);
 //! - `x-rt-continue: <stream type>` → `x-rt-continue-status: <status>` of
 //!   `proxy_continue_stream(type)` (0 request, 1 response, 2 downstream, 3 upstream);
+//! - `x-rt-main: 1` → `x-rt-main-calls: <n>`, how often the host called the module's exported
+//!   `main(argc, argv)` (cpp-host: once, right after `_initialize`);
 //! - `x-rt-env: <name>` → `x-rt-env-value: <value>` (`std::env::var`, i.e. WASI `environ_get`),
 //!   or `<unset>`;
 //! - `x-rt-vm-start: 1` → `x-rt-vm-start-plugin-config: <status>[:<size>]`, what
