@@ -60,6 +60,11 @@ fn tls_connection_properties_agree_in_harness_and_envoy() {
 }
 
 #[test]
+fn filter_state_properties_agree_in_harness_and_envoy() {
+    scenario("filter-state");
+}
+
+#[test]
 fn foreign_functions_agree_in_harness_and_envoy() {
     scenario("foreign");
 }
