@@ -35,6 +35,8 @@ pub struct WasmFilter {
     /// The plugin configuration, passed as a `google.protobuf.StringValue` (usually JSON).
     pub configuration: String,
     pub fail_open: bool,
+    /// `vm_config.environment_variables.key_values`: what the module's WASI `environ_get` sees.
+    pub env: Vec<(String, String)>,
 }
 
 impl WasmFilter {
@@ -46,7 +48,14 @@ impl WasmFilter {
             wasm: wasm.as_ref().to_path_buf(),
             configuration: configuration.to_string(),
             fail_open: false,
+            env: Vec::new(),
         }
+    }
+
+    /// Adds an environment variable to the VM (`vm_config.environment_variables.key_values`).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
     }
 
     pub fn root_id(mut self, root_id: &str) -> Self {
@@ -70,6 +79,19 @@ impl WasmFilter {
         // Envoy resolves a relative code path against its own working directory: pin it.
         let wasm = std::path::absolute(&self.wasm)
             .with_context(|| format!("resolving {}", self.wasm.display()))?;
+        let mut vm_config = json!({
+            "vm_id": self.vm_id.as_deref().unwrap_or(&self.name),
+            "runtime": "envoy.wasm.runtime.v8",
+            "code": {"local": {"filename": wasm}},
+        });
+        if !self.env.is_empty() {
+            let key_values: serde_json::Map<String, Value> = self
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect();
+            vm_config["environment_variables"] = json!({"key_values": key_values});
+        }
         Ok(json!({
             "name": format!("wasm.{}", self.name),
             "typed_config": {
@@ -77,11 +99,7 @@ impl WasmFilter {
                 "config": {
                     "name": self.name,
                     "root_id": self.root_id.as_deref().unwrap_or(&self.name),
-                    "vm_config": {
-                        "vm_id": self.vm_id.as_deref().unwrap_or(&self.name),
-                        "runtime": "envoy.wasm.runtime.v8",
-                        "code": {"local": {"filename": wasm}},
-                    },
+                    "vm_config": vm_config,
                     "configuration": {
                         "@type": "type.googleapis.com/google.protobuf.StringValue",
                         "value": self.configuration,

@@ -93,6 +93,8 @@ pub fn build_host(scenario: &Scenario, wasm_dir: &Path) -> Result<Host> {
             })?
             .name(&entry.plugin_name())
             .root_id(&entry.root_id())
+            // The Envoy run's vm_id (`vmId`, else the plugin name, as meshward-rig configures
+            // it): `plugin_vm_id`, shared data and queue lookups by vm_id agree.
             .vm_id(&entry.vm_id())
             .config(entry.config_bytes(&base)?)
             .fail_open(entry.fail_open);
@@ -122,7 +124,11 @@ pub fn to_request(spec: &RequestSpec) -> Result<Request> {
     }
     if let Some(tls) = &spec.tls {
         req = req.tls(match &tls.peer {
-            Some(uri) => Tls::peer(uri),
+            // The Envoy run's client certificate has this subject (scenario/src/envoy.rs).
+            Some(uri) => Tls {
+                peer_subject: Some("CN=meshward-client".to_string()),
+                ..Tls::peer(uri)
+            },
             None => Tls::server_only(),
         });
     }

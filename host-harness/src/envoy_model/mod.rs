@@ -21,7 +21,7 @@ pub(crate) use hcm::{
     router_response_headers, router_upstream_headers,
 };
 pub(crate) use header_map::{deserialize_pairs, text, HeaderMap};
-pub(crate) use properties::{Plugin, PropertyContext, StreamFacts};
+pub(crate) use properties::{unmodelled_property, Plugin, PropertyContext, StreamFacts};
 pub(crate) use transport::check_transport;
 pub use transport::DownstreamTransport;
 pub(crate) use upstream::echo;

@@ -107,6 +107,7 @@ impl HostBuilder {
                 name,
                 vm_id: spec.vm_id.clone(),
                 vm_config: spec.vm_config.clone(),
+                env: spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
                 plugin_config: spec.config.clone(),
                 fail: spec.fail,
                 module,

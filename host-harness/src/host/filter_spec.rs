@@ -17,6 +17,7 @@ pub struct FilterSpec {
     pub(super) vm_id: String,
     pub(super) config: Vec<u8>,
     pub(super) vm_config: Vec<u8>,
+    pub(super) env: Vec<(String, String)>,
     pub(super) fail: FailStrategy,
     pub(super) log_level: LogLevel,
 }
@@ -46,6 +47,7 @@ impl FilterSpec {
             vm_id: String::new(),
             config: Vec::new(),
             vm_config: Vec::new(),
+            env: Vec::new(),
             fail: FailStrategy::FailClosed,
             log_level: LogLevel::Info,
         }
@@ -84,6 +86,13 @@ impl FilterSpec {
         self
     }
     /// Envoy's `fail_open` as a bool (`true` = `FailStrategy::FailOpen`).
+    /// An environment variable of the VM (Envoy's `vm_config.environment_variables.key_values`):
+    /// what the module's WASI `environ_get` hands it, in the order given.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
     pub fn fail_open(self, fail_open: bool) -> Self {
         self.fail_strategy(if fail_open {
             FailStrategy::FailOpen

@@ -9,6 +9,22 @@ use crate::envoy_model::{deserialize_pairs, text, CalloutRequest};
 use crate::runtime::Event;
 use crate::Status;
 
+/// cpp-host's limits on a serialized pairs map it takes from a module.
+const MAX_PAIRS: usize = 1024;
+const MAX_PAIRS_BYTES: usize = 1 << 20;
+
+/// The pairs of a map a module hands over; cpp-host reads a map over its limits as no pairs at
+/// all (so a callout with one is missing `:method` and refused).
+fn limited_pairs(data: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let count = data
+        .get(..4)
+        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    if data.len() > MAX_PAIRS_BYTES || count > MAX_PAIRS {
+        return Vec::new();
+    }
+    deserialize_pairs(data)
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) fn proxy_http_call(
     c: &mut C<'_>,
@@ -33,7 +49,7 @@ pub(super) fn proxy_http_call(
         return st(s);
     }
     let cluster = text(&upstream).into_owned();
-    let headers = deserialize_pairs(&headers);
+    let headers = limited_pairs(&headers);
     let has = |n: &[u8]| headers.iter().any(|(k, _)| k.as_slice() == n);
     if !c.data().shared.clusters.exists(&cluster)
         || !has(b":method")
@@ -52,15 +68,17 @@ pub(super) fn proxy_http_call(
         cluster,
         headers: to_strings(headers),
         body,
-        trailers: to_strings(deserialize_pairs(&trailers)),
+        trailers: to_strings(limited_pairs(&trailers)),
         timeout: Duration::from_millis(u64::from(timeout_milliseconds as u32)),
     };
     let shared = c.data().shared.clone();
     let (result, delay) = shared.clusters.call(request);
     let (thread, filter) = (c.data().thread, c.data().cur_vm);
+    // Envoy numbers a VM's HTTP callouts 4, 8, 12, … (the low two bits tell its callout kinds
+    // apart), one counter per VM.
     let token = {
         let vm = c.data_mut().vm_mut();
-        vm.next_callout = vm.next_callout.wrapping_add(1).max(1);
+        vm.next_callout = vm.next_callout.wrapping_add(4).max(4);
         vm.callouts.insert(vm.next_callout, result);
         vm.next_callout
     };

@@ -46,6 +46,9 @@ pub(super) fn proxy_call_foreign_function(
 ) -> R {
     let name = read!(c, name_data, name_size);
     let arguments = read!(c, arguments_data, arguments_size);
+    if let Some(refusal) = foreign::refusal(&name, &arguments) {
+        return Err(wasmtime::Error::msg(refusal));
+    }
     let Some(function) = foreign::lookup(&name) else {
         return st(Status::NOT_FOUND);
     };

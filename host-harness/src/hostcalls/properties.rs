@@ -1,7 +1,7 @@
 //! Properties: Envoy's attributes (read through `envoy_model`) and filter state.
 
 use super::{note, ok, out, read, st, C, R};
-use crate::envoy_model::get_property;
+use crate::envoy_model::{get_property, unmodelled_property};
 use crate::Status;
 
 pub(super) fn proxy_get_property(
@@ -13,6 +13,9 @@ pub(super) fn proxy_get_property(
 ) -> R {
     let path = read!(c, path_data, path_size);
     note(c, &path);
+    if let Some(refusal) = unmodelled_property(&path) {
+        return Err(wasmtime::Error::msg(refusal));
+    }
     match get_property(&path, &c.data().property_context()) {
         Ok(v) => out(c, &v, return_value_data, return_value_size),
         Err(s) => st(s),

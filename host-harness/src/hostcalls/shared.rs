@@ -89,8 +89,12 @@ pub(super) fn proxy_resolve_shared_queue(
     name_size: i32,
     return_id: i32,
 ) -> R {
-    let vm_id = read!(c, vm_id_data, vm_id_size);
+    let mut vm_id = read!(c, vm_id_data, vm_id_size);
     let name = read!(c, name_data, name_size);
+    // Envoy reads an empty vm_id as the caller's own.
+    if vm_id.is_empty() {
+        vm_id = c.data().vm().info.vm_id.as_bytes().to_vec();
+    }
     match c.data().shared.queues.resolve(&vm_id, &name) {
         Some(t) => res(put_u32(c, return_id, t)),
         None => st(Status::NOT_FOUND),

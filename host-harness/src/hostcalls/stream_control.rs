@@ -12,6 +12,11 @@ pub(super) fn proxy_continue_stream(c: &mut C<'_>, stream_type: i32) -> R {
     let Ok(kind) = StreamType::try_from(stream_type as u32) else {
         return st(Status::BAD_ARGUMENT);
     };
+    // Envoy's HTTP context continues only the request and the response; the network streams
+    // are Unimplemented there (Downstream is Ok, as Envoy answers it, and does nothing).
+    if kind == StreamType::Upstream {
+        return st(Status::UNIMPLEMENTED);
+    }
     if let Some(s) = c.data_mut().stream_mut() {
         s.continue_stream(kind);
     }

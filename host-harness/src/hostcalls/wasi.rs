@@ -2,7 +2,7 @@
 //! implemented directly instead of through wasmtime-wasi, for two reasons:
 //! - faithfulness: Envoy offers exactly this set, under both `wasi_snapshot_preview1` and
 //!   `wasi_unstable`, with these results (stdout/stderr become log lines, no files, no args,
-//!   no environment, `proc_exit` only logs). A module that needs more WASI than Envoy gives fails
+//!   the environment is `vm_config.environment_variables`, `proc_exit` only logs). A module that needs more WASI than Envoy gives fails
 //!   to load here as it does there. Even the arities follow cpp-host (its `path_link` takes 6
 //!   parameters and `path_symlink` 4, so a module importing the standard 7/5-parameter versions
 //!   fails to link, as in Envoy).
@@ -66,12 +66,8 @@ const WASI: &[(&str, &[P], Answer)] = &[
     ("fd_fdstat_get", &[I32, I32], Call(fd_fdstat_get)),
     ("fd_fdstat_set_flags", &[I32, I32], Errno(ENOSYS)),
     ("fd_fdstat_set_rights", &[I32, I64, I64], StdFd),
-    ("environ_get", &[I32, I32], Errno(ESUCCESS)),
-    (
-        "environ_sizes_get",
-        &[I32, I32],
-        Zeros(&[(0, 4), (1, 4)], ESUCCESS),
-    ),
+    ("environ_get", &[I32, I32], Call(environ_get)),
+    ("environ_sizes_get", &[I32, I32], Call(environ_sizes_get)),
     ("args_get", &[I32, I32], Errno(ESUCCESS)),
     (
         "args_sizes_get",
@@ -317,6 +313,38 @@ fn fd_tell(c: &mut C<'_>, a: &[Val]) -> i32 {
     } else {
         EFAULT
     }
+}
+
+/// The VM's `vm_config.environment_variables` (cpp-host hands them to every WASI environ call).
+fn environ_sizes_get(c: &mut C<'_>, a: &[Val]) -> i32 {
+    let (count, bytes) = {
+        let env = &c.data().vm().info.env;
+        (
+            env.len() as u32,
+            env.iter().map(|e| e.len() as u32 + 1).sum::<u32>(),
+        )
+    };
+    if put(c, arg(a, 0), &count.to_le_bytes()) && put(c, arg(a, 1), &bytes.to_le_bytes()) {
+        ESUCCESS
+    } else {
+        EFAULT
+    }
+}
+
+/// Writes each `KEY=VALUE\0` into the buffer at `a[1]` and its address into the array at `a[0]`.
+fn environ_get(c: &mut C<'_>, a: &[Val]) -> i32 {
+    let env = c.data().vm().info.env.clone();
+    let (mut pointers, mut buf) = (arg(a, 0), arg(a, 1));
+    for entry in &env {
+        let mut bytes = entry.as_bytes().to_vec();
+        bytes.push(0);
+        if !put(c, pointers, &buf.to_le_bytes()) || !put(c, buf, &bytes) {
+            return EFAULT;
+        }
+        pointers = pointers.wrapping_add(4);
+        buf = buf.wrapping_add(bytes.len() as i32);
+    }
+    ESUCCESS
 }
 
 /// Clocks read the host clock: 0 = realtime, 1 = monotonic.

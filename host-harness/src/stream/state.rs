@@ -538,6 +538,15 @@ impl StreamFacts for Stream {
     fn response_body_len(&self) -> usize {
         self.resp_body.len()
     }
+    fn response_body_received(&self) -> usize {
+        // The whole body is here already, but Envoy has received none of it while it decodes
+        // the response headers.
+        if self.stage == Stage::RespHeaders {
+            0
+        } else {
+            self.resp_body.len()
+        }
+    }
     fn code_details(&self) -> Option<&str> {
         match &self.verdict {
             Some(Verdict::LocalReply { details, .. }) => Some(details),

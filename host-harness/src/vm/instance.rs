@@ -75,6 +75,15 @@ impl VmSet {
                 Some(f) => Some(f),
                 None => typed(&mut store, &inst, "_start")?,
             };
+            // cpp-host's `startVm`: a reactor (`_initialize`) that also exports `main` gets
+            // `main(0, 0)` right after, for early set-up (C and TinyGo modules); a command
+            // (`_start`) calls its own `main`.
+            let main: Option<TypedFunc<(i32, i32), i32>> =
+                if typed::<(), ()>(&mut store, &inst, "_initialize")?.is_some() {
+                    typed(&mut store, &inst, "main")?
+                } else {
+                    None
+                };
             store.data_mut().vms.push(Vm {
                 info: info.clone(),
                 memory,
@@ -100,6 +109,15 @@ impl VmSet {
                     |message| HostError::Trap {
                         plugin: info.name.clone(),
                         function: name.to_string(),
+                        message,
+                    },
+                )?;
+            }
+            if let Some(main) = main {
+                call(&mut store, index, 0, None, "main", |s| main.call(s, (0, 0))).map_err(
+                    |message| HostError::Trap {
+                        plugin: info.name.clone(),
+                        function: "main".to_string(),
                         message,
                     },
                 )?;
@@ -135,7 +153,6 @@ impl VmSet {
             })
             .map_err(|m| trap("proxy_on_context_create", m))?;
         }
-        store.data_mut().in_config = true;
         let plugin_logs = |store: &Store<VmState>| -> Vec<LogLine> {
             lock(&store.data().shared.logs)
                 .get(logs_before..)
@@ -152,13 +169,15 @@ impl VmSet {
             })
             .map_err(|m| trap("proxy_on_vm_start", m))?;
             if ok == 0 {
-                store.data_mut().in_config = false;
                 return Err(HostError::VmStartFailed {
                     plugin: info.name.clone(),
                     logs: plugin_logs(store),
                 });
             }
         }
+        // The plugin configuration is readable from here on only: Envoy hands it over with
+        // `on_configure`, and inside `on_vm_start` the buffer is NotFound.
+        store.data_mut().in_config = true;
         if let Some(f) = store.data().vms[i].cb.configure.clone() {
             let len = info.plugin_config.len() as i32;
             let ok = call(store, i, root, None, "proxy_on_configure", |s| {

@@ -39,6 +39,8 @@ pub(crate) struct FilterInfo {
     pub root_id: String,
     pub vm_id: String,
     pub vm_config: Vec<u8>,
+    /// `vm_config.environment_variables`: the WASI environment, as `KEY=VALUE` strings.
+    pub env: Vec<String>,
     pub plugin_config: Vec<u8>,
     pub fail: FailStrategy,
     pub module: Module,

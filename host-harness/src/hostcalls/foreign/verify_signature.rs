@@ -110,13 +110,13 @@ fn read_varint(buf: &mut &[u8]) -> Option<u64> {
 }
 
 /// A tag: field number (never 0, at most 2^29 - 1) and wire type.
-fn read_tag(buf: &mut &[u8]) -> Option<(u32, u8)> {
+pub(super) fn read_tag(buf: &mut &[u8]) -> Option<(u32, u8)> {
     let tag = u32::try_from(read_varint(buf)?).ok()?;
     let field = tag >> 3;
     (field != 0).then_some((field, (tag & 7) as u8))
 }
 
-fn read_len<'a>(buf: &mut &'a [u8]) -> Option<&'a [u8]> {
+pub(super) fn read_len<'a>(buf: &mut &'a [u8]) -> Option<&'a [u8]> {
     let len = usize::try_from(read_varint(buf)?).ok()?;
     // C++ lengths are `int`: anything above i32::MAX is malformed whatever follows.
     if len > i32::MAX as usize || len > buf.len() {
@@ -133,7 +133,7 @@ fn take(buf: &mut &[u8], n: usize) -> Option<()> {
 }
 
 /// Skips an unknown field; a group runs to the end-group tag of the same field number.
-fn skip_field(buf: &mut &[u8], field: u32, wire: u8, depth: u32) -> Option<()> {
+pub(super) fn skip_field(buf: &mut &[u8], field: u32, wire: u8, depth: u32) -> Option<()> {
     match wire {
         0 => read_varint(buf).map(drop),
         1 => take(buf, 8),

@@ -1,0 +1,24 @@
+//! Conformance module `sdk-runtime`, written as a Rust SDK user would (proxy-wasm 0.2): host
+//! behaviour around the stream, reported in request headers (seen upstream) so one scenario file
+//! checks it in the harness and in Envoy alike.
+//!
+//! Request headers:
+//! - `x-rt-queue: <vm_id>/<name>` → `x-rt-queue-found: yes|no` (`resolve_shared_queue`; the root
+//!   context registered the queue `q` in `on_configure`);
+//! - `x-rt-callout: <cluster>;<timeout ms>;<calls>` → dispatches `<calls>` GET callouts and
+//!   pauses; `x-rt-token-<i>` is each token (or `error:<status>`), and when the last answer came
+//!   `x-rt-callout-status-<i>` its `:status` (`none` for a failed call) and `x-rt-get-status-<i>`
+//!   what `proxy_get_status` said in the callback (`<code>:<message>`);
+//! - `x-rt-callout-headers: <cluster>;<n>` → a callout with `n` extra headers (`x-h-<i>: v`):
+//!   `x-rt-dispatch: ok|error:<status>` (cpp-host refuses more than 1024 pairs or 1 MiB);
+//! - `x-rt-continue: <stream type>` → `x-rt-continue-status: <status>` of
+//!   `proxy_continue_stream(type)` (0 request, 1 response, 2 downstream, 3 upstream);
+//! - `x-rt-main: 1` → `x-rt-main-calls: <n>`, how often the host called the module's exported
+//!   `main(argc, argv)` (cpp-host: once, right after `_initialize`);
+//! - `x-rt-env: <name>` → `x-rt-env-value: <value>` (`std::env::var`, i.e. WASI `environ_get`),
+//!   or `<unset>`;
+//! - `x-rt-vm-start: 1` → `x-rt-vm-start-plugin-config: <status>[:<size>]`, what
+//!   `proxy_get_buffer_bytes(PluginConfiguration)` answered inside `on_vm_start`.
+
+#[cfg(target_arch = "wasm32")]
+mod filter;

@@ -1,0 +1,191 @@
+//! Conformance of the harness's runtime surface (properties, foreign functions, callouts, queues,
+//! VM start-up) with Envoy 1.40: the scenario files under tests/scenarios/conformance/runtime/,
+//! each run through the harness AND a real Envoy with the Rust SDK test modules `sdk-properties`,
+//! `sdk-runtime` and `verify`. A case fails if either run misses its expectation or the two differ
+//! in anything it checks. Envoy missing ⇒ failure, never a skip.
+
+use std::path::PathBuf;
+
+use meshward_harness::{FilterSpec, Host, Request};
+use meshward_rig::default_wasm_dir;
+use meshward_scenario::suite::{run_file, Targets};
+use meshward_tests::repo;
+
+fn scenario(name: &str) {
+    let root = repo();
+    let file = root
+        .join("tests/scenarios/conformance/runtime")
+        .join(format!("{name}.yaml"));
+    let report = run_file(
+        &file,
+        &default_wasm_dir(&root),
+        Targets::HarnessAndEnvoy,
+        true,
+    );
+    println!(
+        "{}\n{name}: {} passed, {} failed",
+        report.text, report.passed, report.failed
+    );
+    assert_eq!(
+        report.failed, 0,
+        "{name}: {} case(s) failed:\n{}",
+        report.failed, report.text
+    );
+    assert!(report.passed > 0, "{name}: no case ran");
+}
+
+#[test]
+fn property_paths_agree_in_harness_and_envoy() {
+    scenario("properties-paths");
+}
+
+#[test]
+fn xds_and_top_level_properties_agree_in_harness_and_envoy() {
+    scenario("properties-xds");
+}
+
+#[test]
+fn request_phase_properties_agree_in_harness_and_envoy() {
+    scenario("properties-request");
+}
+
+#[test]
+fn response_phase_properties_agree_in_harness_and_envoy() {
+    scenario("properties-response");
+}
+
+#[test]
+fn tls_connection_properties_agree_in_harness_and_envoy() {
+    scenario("properties-tls");
+}
+
+#[test]
+fn filter_state_properties_agree_in_harness_and_envoy() {
+    scenario("filter-state");
+}
+
+#[test]
+fn foreign_functions_agree_in_harness_and_envoy() {
+    scenario("foreign");
+}
+
+#[test]
+fn queues_callouts_and_stream_control_agree_in_harness_and_envoy() {
+    scenario("runtime");
+}
+
+fn module(name: &str) -> PathBuf {
+    let p = default_wasm_dir(&repo()).join(format!("{name}.wasm"));
+    assert!(
+        p.is_file(),
+        "{} missing: run scripts/build-wasm.sh",
+        p.display()
+    );
+    p
+}
+
+/// What the harness refuses rather than answer differently from Envoy: the call traps with an
+/// error naming the behaviour (Envoy answers these; a scenario could not agree on them).
+fn refused(module_name: &str, headers: &[(&str, &str)]) -> String {
+    let host = Host::builder()
+        .filter(
+            FilterSpec::from_file(module(module_name))
+                .unwrap()
+                .name("m"),
+        )
+        .build()
+        .unwrap();
+    let mut request = Request::get("/");
+    for (n, v) in headers {
+        request = request.header(n, v);
+    }
+    let out = host.send(&request);
+    format!("{out:?}")
+}
+
+#[test]
+fn the_harness_refuses_xds_node_loudly() {
+    let out = refused("meshward_test_sdk_properties", &[("x-prop-a", "xds.node")]);
+    assert!(
+        out.contains("harness: property xds.node (Envoy's serialized Node proto) is not modelled"),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_harness_refuses_unmodelled_foreign_functions_loudly() {
+    for (function, args, what) in [
+        ("expr_create", "31", "expr_create (CEL expressions)"),
+        ("declare_property", "", "declare_property"),
+        // SetEnvoyFilterStateArguments { path: "envoy.string", value: "hi" }
+        (
+            "set_envoy_filter_state",
+            "0a0c656e766f792e737472696e6712026869",
+            "set_envoy_filter_state of the registered object `envoy.string`",
+        ),
+        // SignArguments { private_key_pem: "k" }
+        ("sign", "22016b", "sign with a private key"),
+    ] {
+        let out = refused(
+            "meshward_test_verify",
+            &[("x-verify-function", function), ("x-verify-args", args)],
+        );
+        assert!(
+            out.contains(&format!("harness: foreign function {what}"))
+                && out.contains("is not modelled"),
+            "{function}: {out}"
+        );
+    }
+}
+
+/// `vm_config.environment_variables` reach the module's WASI `environ_get` (the Rust SDK user's
+/// `std::env::var`), in both worlds; a variable not configured is unset.
+#[test]
+fn vm_environment_variables_reach_environ_get_in_both() {
+    use meshward_rig::{self as envoy, EchoUpstream, Envoy, EnvoyConfig, WasmFilter};
+    let wasm = module("meshward_test_sdk_runtime");
+    let names = ["MESHWARD_A", "MESHWARD_B", "MESHWARD_UNSET"];
+    // Harness.
+    let host = Host::builder()
+        .filter(
+            FilterSpec::from_file(&wasm)
+                .unwrap()
+                .name("rt")
+                .env("MESHWARD_A", "one")
+                .env("MESHWARD_B", "two=2"),
+        )
+        .build()
+        .unwrap();
+    let harness: Vec<Option<String>> = names
+        .iter()
+        .map(|n| {
+            let out = host.send(&Request::get("/").header("x-rt-env", n));
+            let head = out.upstream_request.as_ref().expect("reached upstream");
+            head.header("x-rt-env-value").map(str::to_string)
+        })
+        .collect();
+    // Envoy.
+    let upstream = EchoUpstream::start().unwrap();
+    let config = EnvoyConfig::new(upstream.addr()).filter(
+        WasmFilter::new("rt", &wasm, "")
+            .env("MESHWARD_A", "one")
+            .env("MESHWARD_B", "two=2"),
+    );
+    let envoy = Envoy::start(&config).unwrap();
+    let in_envoy: Vec<Option<String>> = names
+        .iter()
+        .map(|n| {
+            let r = envoy
+                .client()
+                .send(&envoy::Request::get("/").header("x-rt-env", *n))
+                .unwrap();
+            r.echo()
+                .unwrap()
+                .header("x-rt-env-value")
+                .map(str::to_string)
+        })
+        .collect();
+    let expected = ["one", "two=2", "<unset>"].map(|v| Some(v.to_string()));
+    assert_eq!(in_envoy, expected, "Envoy");
+    assert_eq!(harness, in_envoy, "harness vs Envoy");
+}
