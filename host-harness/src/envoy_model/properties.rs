@@ -45,7 +45,9 @@ pub(crate) struct Plugin<'a> {
 /// so this model of Envoy's attributes does not depend on how the harness keeps a stream.
 pub(crate) trait StreamFacts {
     fn connection(&self) -> &Connection;
-    fn request_headers(&self) -> &HeaderMap;
+    /// `None` when the calling filter no longer holds them (its `request.*` header attributes
+    /// are then NotFound, as in Envoy).
+    fn request_headers(&self) -> Option<&HeaderMap>;
     fn request_body_len(&self) -> usize;
     /// Wall time the request started (ns since the epoch).
     fn start_ns(&self) -> u64;
@@ -163,7 +165,7 @@ fn first_of(list: Option<&Vec<String>>) -> Result<Vec<u8>, Status> {
 
 fn header(s: &dyn StreamFacts, name: &str) -> Result<Vec<u8>, Status> {
     s.request_headers()
-        .get(name.as_bytes())
+        .and_then(|h| h.get(name.as_bytes()))
         .map(|v| v.to_vec())
         .ok_or(Status::NOT_FOUND)
 }
@@ -172,11 +174,15 @@ fn request(s: &dyn StreamFacts, rest: &[&str]) -> Result<Vec<u8>, Status> {
     let key = rest.first().copied().unwrap_or("");
     if key == "headers" {
         return match rest.get(1) {
-            None => Ok(s.request_headers().serialize()),
+            None => Ok(s
+                .request_headers()
+                .map(HeaderMap::serialize)
+                .unwrap_or_else(|| HeaderMap::default().serialize())),
             Some(name) if rest.len() == 2 => {
                 let lower = name.to_ascii_lowercase();
                 let values: Vec<&[u8]> = s
                     .request_headers()
+                    .ok_or(Status::NOT_FOUND)?
                     .entries()
                     .iter()
                     .filter(|(n, _)| n.as_slice() == lower.as_bytes())
@@ -194,19 +200,22 @@ fn request(s: &dyn StreamFacts, rest: &[&str]) -> Result<Vec<u8>, Status> {
     if rest.len() != 1 {
         return Err(Status::NOT_FOUND);
     }
-    let path = header(s, ":path").unwrap_or_default();
+    let path = || header(s, ":path");
     match key {
-        "path" => Ok(path),
-        "url_path" => Ok(path
+        "path" => path(),
+        "url_path" => Ok(path()?
             .split(|b| *b == b'?')
             .next()
             .unwrap_or_default()
             .to_vec()),
-        "query" => Ok(path
-            .iter()
-            .position(|b| *b == b'?')
-            .map(|i| path[i + 1..].to_vec())
-            .unwrap_or_default()),
+        "query" => {
+            let path = path()?;
+            Ok(path
+                .iter()
+                .position(|b| *b == b'?')
+                .map(|i| path[i + 1..].to_vec())
+                .unwrap_or_default())
+        }
         "host" => header(s, ":authority"),
         "scheme" => header(s, ":scheme"),
         "method" => header(s, ":method"),
