@@ -36,3 +36,12 @@ fn codec_scenarios_agree_in_harness_and_envoy() {
 fn transport_scenarios_agree_in_harness_and_envoy() {
     suite("transport");
 }
+
+/// The HTTP stream's phase rules as a Rust SDK module sees them (tests/modules/sdk-http): which
+/// maps and bodies a filter holds in each phase, bodies in chunks, local replies (gRPC, details,
+/// the filters behind), inline headers, on_log (issue #16, docs/harness-fidelity.md
+/// "HTTP stream").
+#[test]
+fn conformance_http_scenarios_agree_in_harness_and_envoy() {
+    suite("conformance/http");
+}

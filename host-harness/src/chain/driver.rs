@@ -94,7 +94,7 @@ impl VmSet {
                 return;
             };
             match step {
-                Step::Continue => s.advance(),
+                Step::Continue => s.advance(filter),
                 Step::Pause => {
                     if !s.settle_pause() {
                         return;
@@ -107,6 +107,11 @@ impl VmSet {
 
     /// Runs filter `filter`'s callback for `stage` (creating its context on the request headers).
     fn step(&mut self, key: u64, filter: usize, stage: Stage) -> Step {
+        // The filter's turn: it takes the stage's map or body chunk, whether its callback runs
+        // or not (a skipped filter passes the chunk on).
+        if let Some(s) = self.stream_mut(key) {
+            s.begin_call(filter);
+        }
         let (failed, fail) = {
             let vm = &self.store.data().vms[filter];
             (vm.failed, vm.info.fail)
@@ -207,13 +212,23 @@ impl VmSet {
         Some(ctx)
     }
 
-    /// on_log for every filter that saw the request, then on_done, then on_delete (Envoy logs
-    /// before it destroys the filters).
+    /// on_log for every filter, then on_done, then on_delete (Envoy logs before it destroys the
+    /// filters). Every filter of the chain is an access logger in Envoy: one that never saw the
+    /// request (behind a local reply or a reset) gets its context created now, then logs and
+    /// is destroyed like the others (`Context::log` calls `onCreate` first).
     fn finish(&mut self, key: u64) {
-        let Some(ctxs) = self.stream_mut(key).map(Stream::begin_access_log) else {
+        let Some(filters) = self.stream_mut(key).map(Stream::begin_access_log) else {
             return;
         };
-        for &(i, c) in &ctxs {
+        let mut ctxs = Vec::with_capacity(filters.len());
+        for (i, ctx) in filters {
+            let ctx = match ctx {
+                Some(c) => Some(c),
+                None if self.live(i).is_some() => self.create_context(key, i),
+                None => None,
+            };
+            let Some(c) = ctx else { continue };
+            ctxs.push((i, c));
             if let Some(f) = self.live(i).and_then(|cb| cb.log.clone()) {
                 let _ = call(&mut self.store, i, c, Some(key), "proxy_on_log", |st| {
                     f.call(st, c as i32)

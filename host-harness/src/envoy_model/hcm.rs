@@ -187,10 +187,44 @@ fn too_large(details: &'static str) -> CodecReject {
     }
 }
 
+/// The request body as the codec hands it on. A `transfer-encoding: chunked` body (the scenario
+/// gives it as the client writes it) is decoded: the chunks' data, with its trailers dropped, as
+/// Envoy's HTTP/1 codec drops them while `enable_trailers` is off (the default). A chunked body
+/// that does not parse is passed on as written: the codec's 400 for it is not modelled.
+pub(crate) fn request_body(req: &Request) -> Vec<u8> {
+    let chunked = req.headers.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case("transfer-encoding") && v.trim().eq_ignore_ascii_case("chunked")
+    });
+    let body = req.body.as_slice();
+    if !chunked {
+        return body.to_vec();
+    }
+    decode_chunked(body).unwrap_or_else(|| body.to_vec())
+}
+
+/// The data of a chunked body (RFC 9112 §7.1), `None` if it does not parse.
+fn decode_chunked(mut rest: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
+        let size_field = std::str::from_utf8(&rest[..line_end]).ok()?;
+        let size_hex = size_field.split(';').next()?.trim();
+        let size = usize::from_str_radix(size_hex, 16).ok()?;
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            // Trailer section, then the final CRLF: all dropped.
+            return Some(out);
+        }
+        out.extend_from_slice(rest.get(..size)?);
+        rest = rest.get(size..)?.strip_prefix(b"\r\n")?;
+    }
+}
+
 /// The request headers the first filter sees.
 pub(crate) fn request_headers(req: &Request, tls: bool) -> HeaderMap {
     let scheme = if tls { "https" } else { "http" };
-    let mut map = HeaderMap::default();
+    // A request map: the codec adds a client's repeated lines of an inline header to one entry.
+    let mut map = HeaderMap::request();
     map.add(b":authority", req.authority.as_bytes());
     map.add(b":path", req.path.as_bytes());
     map.add(b":method", req.method.as_bytes());
@@ -221,21 +255,28 @@ pub(crate) fn router_response_headers(map: &mut HeaderMap) {
     map.add(b"x-envoy-upstream-service-time", b"0");
 }
 
-/// HCM additions after the encoder filters.
-pub(crate) fn finalize_response_headers(map: &mut HeaderMap) {
+/// HCM additions after the encoder filters; the HTTP/1 codec writes `content-length: 0` for a
+/// response whose headers end the stream and that has no length of its own (seen by the client
+/// of a gRPC local reply in Envoy 1.40).
+pub(crate) fn finalize_response_headers(map: &mut HeaderMap, body_len: usize) {
     map.replace(b"server", b"envoy");
+    let status = map.get_str(":status").unwrap_or_default();
+    let bodyless = matches!(status.as_str(), "204" | "304") || status.starts_with('1');
+    if body_len == 0
+        && !bodyless
+        && map.get(b"content-length").is_none()
+        && map.get(b"transfer-encoding").is_none()
+    {
+        map.add(b"content-length", b"0");
+    }
 }
 
 /// Headers of a local reply as the encoder filters see them.
-pub(crate) fn local_reply_headers(
-    status: u16,
-    body: &[u8],
-    extra: &[(Vec<u8>, Vec<u8>)],
-) -> HeaderMap {
+fn local_reply_headers(status: u16, body: &[u8], extra: &[(Vec<u8>, Vec<u8>)]) -> HeaderMap {
     // Envoy's `sendLocalReply`: `:status`, then the filter's headers, then `content-length`
     // (set, replacing any) and `content-type: text/plain` only if the filter sent none
     // (observed in Envoy 1.40: tests/scenarios/spiffe-authz/no-allow.yaml).
-    let mut map = HeaderMap::default();
+    let mut map = HeaderMap::response();
     map.add(b":status", status.to_string().as_bytes());
     for (n, v) in extra {
         map.add(n, v);
@@ -247,6 +288,64 @@ pub(crate) fn local_reply_headers(
         }
     }
     map
+}
+
+/// Whether Envoy answers this request the gRPC way (`Grpc::Common::isGrpcRequestHeaders`:
+/// `content-type` is `application/grpc` or `application/grpc+…`; gRPC-Web is not).
+pub(crate) fn is_grpc_request(request: &HeaderMap) -> bool {
+    request.get(b"content-type").is_some_and(|ct| {
+        let ct = ct.to_ascii_lowercase();
+        ct == b"application/grpc" || ct.starts_with(b"application/grpc+")
+    })
+}
+
+/// A local reply's headers and body. To a gRPC request Envoy answers a trailers-only response:
+/// `:status 200`, `content-type: application/grpc`, `grpc-status` (the filter's, else the HTTP
+/// status mapped as `Grpc::Utility::httpToGrpcStatus` maps it), the body text as
+/// `grpc-message`, then the filter's headers, and no body (observed in Envoy 1.40:
+/// tests/scenarios/conformance/http/local-replies.yaml).
+pub(crate) fn local_reply(
+    status: u16,
+    body: Vec<u8>,
+    extra: &[(Vec<u8>, Vec<u8>)],
+    grpc_request: bool,
+    grpc_status: Option<u32>,
+) -> (HeaderMap, Vec<u8>) {
+    if !grpc_request {
+        return (local_reply_headers(status, &body, extra), body);
+    }
+    let grpc = grpc_status.unwrap_or(match status {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502 | 503 | 504 => 14,
+        _ => 2,
+    });
+    let mut map = HeaderMap::response();
+    map.add(b":status", b"200");
+    map.add(b"content-type", b"application/grpc");
+    map.add(b"grpc-status", grpc.to_string().as_bytes());
+    if !body.is_empty() {
+        map.add(b"grpc-message", &grpc_message(&body));
+    }
+    for (n, v) in extra {
+        map.add(n, v);
+    }
+    (map, Vec::new())
+}
+
+/// `grpc-message` as Envoy percent-encodes it: bytes outside printable ASCII, and `%`.
+fn grpc_message(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    for &b in text {
+        if (b' '..=b'~').contains(&b) && b != b'%' {
+            out.push(b);
+        } else {
+            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+        }
+    }
+    out
 }
 
 fn uuid_v4() -> String {
@@ -283,6 +382,16 @@ mod tests {
         assert!(check_codec(&s, &at_limit).is_ok());
         let over = Request::get("/").header("x", &"a".repeat(1025 - fixed - line(0)));
         assert_eq!(check_codec(&s, &over).unwrap_err().status, 431);
+    }
+
+    #[test]
+    fn chunked_bodies_are_decoded_and_their_trailers_dropped() {
+        let req = Request::post("/")
+            .header("transfer-encoding", "chunked")
+            .body("5\r\nhello\r\n3;x=y\r\nabc\r\n0\r\nx-t: 1\r\n\r\n");
+        assert_eq!(request_body(&req), b"helloabc");
+        let plain = Request::post("/").body("5\r\nhello");
+        assert_eq!(request_body(&plain), b"5\r\nhello");
     }
 
     #[test]

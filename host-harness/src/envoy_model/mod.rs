@@ -17,8 +17,8 @@ pub use clusters::{CalloutRequest, CalloutResponse, Cluster};
 pub(crate) use clusters::{CalloutResult, Clusters};
 pub use hcm::ListenerSettings;
 pub(crate) use hcm::{
-    check_codec, finalize_response_headers, local_reply_headers, remote_address, request_headers,
-    router_response_headers, router_upstream_headers,
+    check_codec, finalize_response_headers, is_grpc_request, local_reply, remote_address,
+    request_body, request_headers, router_response_headers, router_upstream_headers,
 };
 pub(crate) use header_map::{deserialize_pairs, text, HeaderMap};
 pub(crate) use properties::{unmodelled_property, Plugin, PropertyContext, StreamFacts};

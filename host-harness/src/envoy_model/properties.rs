@@ -50,7 +50,9 @@ pub(crate) struct Plugin<'a> {
 /// so this model of Envoy's attributes does not depend on how the harness keeps a stream.
 pub(crate) trait StreamFacts {
     fn connection(&self) -> &Connection;
-    fn request_headers(&self) -> &HeaderMap;
+    /// `None` when the calling filter no longer holds them (its `request.*` header attributes
+    /// are then NotFound, as in Envoy).
+    fn request_headers(&self) -> Option<&HeaderMap>;
     fn request_body_len(&self) -> usize;
     /// Wall time the request started (ns since the epoch).
     fn start_ns(&self) -> u64;
@@ -270,7 +272,7 @@ fn first_of(list: Option<&Vec<String>>) -> Result<Vec<u8>, Status> {
 
 fn header(s: &dyn StreamFacts, name: &str) -> Result<Vec<u8>, Status> {
     s.request_headers()
-        .get(name.as_bytes())
+        .and_then(|h| h.get(name.as_bytes()))
         .map(|v| v.to_vec())
         .ok_or(Status::NOT_FOUND)
 }
@@ -279,27 +281,33 @@ fn request(s: &dyn StreamFacts, rest: &[&str]) -> Result<Vec<u8>, Status> {
     let key = rest.first().copied().unwrap_or("");
     if key == "headers" {
         return match rest.get(1) {
-            None => Ok(s.request_headers().serialize()),
-            Some(name) if rest.len() == 2 => joined(s.request_headers(), name),
+            None => Ok(s
+                .request_headers()
+                .map(HeaderMap::serialize)
+                .unwrap_or_else(|| HeaderMap::default().serialize())),
+            Some(name) if rest.len() == 2 => joined(s.request_headers().ok_or(Status::NOT_FOUND)?, name),
             _ => Err(Status::NOT_FOUND),
         };
     }
     if rest.len() != 1 {
         return Err(Status::NOT_FOUND);
     }
-    let path = header(s, ":path").unwrap_or_default();
+    let path = || header(s, ":path");
     match key {
-        "path" => Ok(path),
-        "url_path" => Ok(path
+        "path" => path(),
+        "url_path" => Ok(path()?
             .split(|b| *b == b'?')
             .next()
             .unwrap_or_default()
             .to_vec()),
-        "query" => Ok(path
-            .iter()
-            .position(|b| *b == b'?')
-            .map(|i| path[i + 1..].to_vec())
-            .unwrap_or_default()),
+        "query" => {
+            let path = path()?;
+            Ok(path
+                .iter()
+                .position(|b| *b == b'?')
+                .map(|i| path[i + 1..].to_vec())
+                .unwrap_or_default())
+        }
         "host" => header(s, ":authority"),
         "scheme" => header(s, ":scheme"),
         "method" => header(s, ":method"),
@@ -309,10 +317,14 @@ fn request(s: &dyn StreamFacts, rest: &[&str]) -> Result<Vec<u8>, Status> {
         "protocol" => Ok(b"HTTP/1.1".to_vec()),
         "time" => Ok(int(s.start_ns() as i64)),
         "size" => Ok(int(s.request_body_len() as i64)),
-        "headers_bytes" => Ok(int(s.request_headers().byte_size() as i64)),
-        "total_size" => Ok(int(
-            (s.request_headers().byte_size() + s.request_body_len()) as i64,
-        )),
+        // Envoy reads these from the header map the asking filter still holds: gone after its
+        // request phase (headers_bytes NotFound; total_size the body bytes alone).
+        "headers_bytes" => s
+            .request_headers()
+            .map(|h| int(h.byte_size() as i64))
+            .ok_or(Status::NOT_FOUND),
+        "total_size" => Ok(int((s.request_headers().map_or(0, HeaderMap::byte_size)
+            + s.request_body_len()) as i64)),
         _ => Err(Status::NOT_FOUND),
     }
 }

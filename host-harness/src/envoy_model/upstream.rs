@@ -45,7 +45,7 @@ pub(crate) fn echo(request_headers: &HeaderMap, body: &[u8]) -> (HeaderMap, Vec<
     // Serializing borrowed strings into a Vec cannot fail; an empty body would be the only
     // outcome of an impossible error.
     let out = serde_json::to_vec(&echo).unwrap_or_default();
-    let mut map = HeaderMap::default();
+    let mut map = HeaderMap::response();
     map.add(b":status", b"200");
     map.add(b"content-type", b"application/json");
     map.add(b"content-length", out.len().to_string().as_bytes());

@@ -16,8 +16,8 @@ pub use filter_spec::FilterSpec;
 use builder::fault_of;
 
 use crate::envoy_model::{
-    check_codec, check_transport, finalize_response_headers, remote_address, request_headers,
-    CalloutRequest, Cluster, Connection, HeaderMap,
+    check_codec, check_transport, finalize_response_headers, remote_address, request_body,
+    request_headers, CalloutRequest, Cluster, Connection, HeaderMap,
 };
 use crate::outcome::{LogLine, Outcome, Phase, Response, Verdict};
 use crate::request::Request;
@@ -111,7 +111,7 @@ impl Host {
                 ("content-length", reject.body.len().to_string()),
                 ("content-type", "text/plain".to_string()),
             ]);
-            finalize_response_headers(&mut headers);
+            finalize_response_headers(&mut headers, reject.body.len());
             headers.add(b"connection", b"close");
             return Outcome {
                 verdict: Verdict::LocalReply {
@@ -241,7 +241,7 @@ impl Host {
             self.names.len(),
             conn,
             headers,
-            req.body.clone(),
+            request_body(req),
             trailers,
             self.shared.clock.realtime_ns(),
         )

@@ -18,11 +18,11 @@ fn get_buffer(c: &C<'_>, kind: BufferType) -> Result<Vec<u8>, Status> {
             .as_ref()
             .map(|r| r.body.clone())
             .ok_or(Status::NOT_FOUND),
-        BufferType::HttpRequestBody | BufferType::HttpResponseBody => data
+        BufferType::HttpRequestBody | BufferType::HttpResponseBody => Ok(data
             .stream()
             .ok_or(Status::NOT_FOUND)?
-            .body(kind)
-            .map(<[u8]>::to_vec),
+            .body(kind, data.cur_vm)
+            .to_vec()),
         _ => Err(Status::NOT_FOUND),
     }
 }
@@ -78,39 +78,47 @@ pub(super) fn proxy_set_buffer_bytes(
         Ok(kind) => kind,
         Err(s) => return st(s),
     };
-    if let Err(s) = get_buffer(c, kind) {
-        return st(s);
+    let is_body = matches!(
+        kind,
+        BufferType::HttpRequestBody | BufferType::HttpResponseBody
+    );
+    if !is_body {
+        if let Err(s) = get_buffer(c, kind) {
+            return st(s);
+        }
     }
     let data = read!(c, value_data, value_size);
     let (start, len) = (start as u32 as usize, size as u32 as usize);
+    let filter = c.data().cur_vm;
     let state = c.data_mut();
     let target = match kind {
-        BufferType::HttpRequestBody | BufferType::HttpResponseBody => {
-            state.stream_mut().and_then(|s| s.body_mut(kind))
-        }
-        BufferType::HttpCallResponseBody => state.callout.as_mut().map(|r| &mut r.body),
+        // A body the filter does not hold now is immutable to it (Envoy's `Buffer::copyFrom`
+        // without a buffer instance): BadArgument.
+        BufferType::HttpRequestBody | BufferType::HttpResponseBody => match state.stream_mut() {
+            Some(s) => s.body_mut(kind, filter).ok_or(Status::BAD_ARGUMENT),
+            None => Err(Status::NOT_FOUND),
+        },
+        BufferType::HttpCallResponseBody => state
+            .callout
+            .as_mut()
+            .map(|r| &mut r.body)
+            .ok_or(Status::NOT_FOUND),
         _ => return st(Status::BAD_ARGUMENT),
     };
     match target {
-        Some(buf) => res(splice(buf, start, len, &data)),
-        None => st(Status::NOT_FOUND),
+        Ok(buf) => res(splice(buf, start, len, &data)),
+        Err(s) => st(s),
     }
 }
 
-/// Envoy `Buffer::copyFrom`: prepend (0,0), replace (0, ≥len), append (≥len, _), else BadArgument.
+/// Envoy `Buffer::copyFrom` (since 1.20): at 0, drain `length` bytes (all there are, at most)
+/// and prepend — a prefix replaced, the whole body when `length` covers it, a plain prepend for
+/// 0; at or past the end, append; anywhere else BadArgument.
 fn splice(buf: &mut Vec<u8>, start: usize, length: usize, data: &[u8]) -> Result<(), Status> {
     if start == 0 {
-        if length == 0 {
-            let mut v = data.to_vec();
-            v.extend_from_slice(buf);
-            *buf = v;
-            Ok(())
-        } else if length >= buf.len() {
-            *buf = data.to_vec();
-            Ok(())
-        } else {
-            Err(Status::BAD_ARGUMENT)
-        }
+        let drained = length.min(buf.len());
+        buf.splice(..drained, data.iter().copied());
+        Ok(())
     } else if start >= buf.len() {
         buf.extend_from_slice(data);
         Ok(())
@@ -133,6 +141,8 @@ mod tests {
         assert_eq!(b, b">body<");
         splice(&mut b, 0, 6, b"new").unwrap();
         assert_eq!(b, b"new");
+        splice(&mut b, 0, 2, b"XYZ").unwrap();
+        assert_eq!(b, b"XYZw");
         assert_eq!(splice(&mut b, 1, 1, b"x"), Err(Status::BAD_ARGUMENT));
     }
 }

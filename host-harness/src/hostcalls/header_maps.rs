@@ -17,10 +17,24 @@ macro_rules! valid_map_type {
     };
 }
 
+/// How a host call uses a map: Envoy reads through `getConstMap` and changes (and sizes)
+/// through `getMap`, which see different maps in some phases.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
+}
+
 /// Runs `f` on header map `kind` of the current context: `Err` is the status Envoy returns when
-/// the map is not available (BadArgument; NotFound in the access-log phase).
-fn with_map<T>(c: &mut C<'_>, kind: i32, f: impl FnOnce(&mut HeaderMap) -> T) -> Result<T, Status> {
+/// the map is not there for this filter now (see `Stream::read_map` / `write_map`).
+fn with_map<T>(
+    c: &mut C<'_>,
+    kind: i32,
+    access: Access,
+    f: impl FnOnce(&mut HeaderMap) -> T,
+) -> Result<T, Status> {
     let kind = MapType::try_from(kind as u32).map_err(|_| Status::BAD_ARGUMENT)?;
+    let filter = c.data().cur_vm;
     let data = c.data_mut();
     if matches!(
         kind,
@@ -48,7 +62,20 @@ fn with_map<T>(c: &mut C<'_>, kind: i32, f: impl FnOnce(&mut HeaderMap) -> T) ->
         return Ok(result);
     }
     let stream = data.stream_mut().ok_or(Status::BAD_ARGUMENT)?;
-    stream.header_map(kind).map(f)
+    match access {
+        Access::Read => {
+            let missing = stream.missing_map_status();
+            match stream.read_map(kind, filter) {
+                // Reads do not change the map: a copy keeps one signature for both uses.
+                Some(m) => Ok(f(&mut m.clone())),
+                None => Err(missing),
+            }
+        }
+        Access::Write => stream
+            .write_map(kind, filter)
+            .map(f)
+            .ok_or(Status::BAD_ARGUMENT),
+    }
 }
 
 pub(super) fn proxy_get_header_map_pairs(
@@ -57,10 +84,10 @@ pub(super) fn proxy_get_header_map_pairs(
     return_data: i32,
     return_size: i32,
 ) -> R {
-    let bytes = match with_map(c, map_type, |m| m.serialize()) {
-        Ok(b) => b,
-        Err(s) => return st(s),
-    };
+    valid_map_type!(map_type);
+    // Envoy serializes whatever `getConstMap` gives, and a map that is not there as no pairs:
+    // Ok with an empty buffer, never an error.
+    let bytes = with_map(c, map_type, Access::Read, |m| m.serialize()).unwrap_or_default();
     // cpp-host: an empty map is returned as an empty buffer (pointer 0, size 0).
     let bytes = if bytes.len() <= 4 { Vec::new() } else { bytes };
     out(c, &bytes, return_data, return_size)
@@ -75,7 +102,7 @@ pub(super) fn proxy_set_header_map_pairs(
     valid_map_type!(map_type);
     let data = read!(c, map_data, map_size);
     let pairs = deserialize_pairs(&data);
-    res(with_map(c, map_type, |m| {
+    res(with_map(c, map_type, Access::Write, |m| {
         m.clear();
         for (n, v) in &pairs {
             m.add(n, v);
@@ -94,7 +121,9 @@ pub(super) fn proxy_get_header_map_value(
     valid_map_type!(map_type);
     let key = read!(c, key_data, key_size);
     note(c, &key);
-    let value = match with_map(c, map_type, |m| m.get(&key).map(|v| v.to_vec())) {
+    let value = match with_map(c, map_type, Access::Read, |m| {
+        m.get(&key).map(|v| v.to_vec())
+    }) {
         Ok(Some(v)) => v,
         Ok(None) => return st(Status::NOT_FOUND),
         Err(s) => return st(s),
@@ -137,7 +166,9 @@ fn set_value(
     valid_map_type!(map_type);
     let key = read!(c, key.0, key.1);
     let value = read!(c, value.0, value.1);
-    res(with_map(c, map_type, |m| op(m, &key, &value)))
+    res(with_map(c, map_type, Access::Write, |m| {
+        op(m, &key, &value)
+    }))
 }
 
 pub(super) fn proxy_remove_header_map_value(
@@ -148,12 +179,13 @@ pub(super) fn proxy_remove_header_map_value(
 ) -> R {
     valid_map_type!(map_type);
     let key = read!(c, key_data, key_size);
-    res(with_map(c, map_type, |m| m.remove(&key)))
+    res(with_map(c, map_type, Access::Write, |m| m.remove(&key)))
 }
 
 pub(super) fn proxy_get_header_map_size(c: &mut C<'_>, map_type: i32, return_size: i32) -> R {
     // Envoy answers the map's byteSize() (Σ name + value), not the number of entries.
-    match with_map(c, map_type, |m| m.byte_size() as u32) {
+    // Envoy sizes through `getMap`, the map the filter could change.
+    match with_map(c, map_type, Access::Write, |m| m.byte_size() as u32) {
         Ok(n) => res(put_u32(c, return_size, n)),
         Err(s) => st(s),
     }

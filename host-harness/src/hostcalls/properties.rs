@@ -16,6 +16,12 @@ pub(super) fn proxy_get_property(
     if let Some(refusal) = unmodelled_property(&path) {
         return Err(wasmtime::Error::msg(refusal));
     }
+    // The request attributes read from headers depend on which filter asks (the maps its
+    // context holds): the stream reads them for this filter.
+    let filter = c.data().cur_vm;
+    if let Some(s) = c.data_mut().stream_mut() {
+        s.set_viewer(filter);
+    }
     match get_property(&path, &c.data().property_context()) {
         Ok(v) => out(c, &v, return_value_data, return_value_size),
         Err(s) => st(s),

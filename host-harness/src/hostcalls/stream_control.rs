@@ -17,8 +17,9 @@ pub(super) fn proxy_continue_stream(c: &mut C<'_>, stream_type: i32) -> R {
     if kind == StreamType::Upstream {
         return st(Status::UNIMPLEMENTED);
     }
+    let filter = c.data().cur_vm;
     if let Some(s) = c.data_mut().stream_mut() {
-        s.continue_stream(kind);
+        s.continue_stream(kind, filter);
     }
     ok()
 }
@@ -46,7 +47,7 @@ pub(super) fn proxy_send_local_response(
     body_size: i32,
     headers_data: i32,
     headers_size: i32,
-    _grpc_status: i32,
+    grpc_status: i32,
 ) -> R {
     let details = read!(c, details_data, details_size);
     let body = read!(c, body_data, body_size);
@@ -55,11 +56,38 @@ pub(super) fn proxy_send_local_response(
     if let Some(s) = c.data_mut().stream_mut() {
         s.send_local_reply(LocalReply {
             status: status_code as u32 as u16,
-            details: String::from_utf8_lossy(&details).into_owned(),
+            details: sanitize_details(&details),
             body,
             headers: deserialize_pairs(&headers),
             by: Some(filter),
+            // Envoy takes 0..=16 (`WellKnownGrpcStatus`); the SDKs send -1 for none.
+            grpc_status: (0..=16)
+                .contains(&grpc_status)
+                .then_some(grpc_status as u32),
         });
     }
     ok()
+}
+
+/// Response code details as Envoy stores them (`StringUtil::replaceAllEmptySpace`: every space,
+/// tab, newline, carriage return, form feed and vertical tab becomes `_`).
+fn sanitize_details(details: &[u8]) -> String {
+    String::from_utf8_lossy(details)
+        .chars()
+        .map(|c| match c {
+            ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c' => '_',
+            c => c,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn details_whitespace_becomes_underscores() {
+        assert_eq!(
+            super::sanitize_details(b"a b\tc\nd\re\x0bf\x0cg"),
+            "a_b_c_d_e_f_g"
+        );
+    }
 }

@@ -3,12 +3,12 @@
 //! only through the methods here; the driver (`crate::chain`) reads the requests back with
 //! [`Stream::take_reset`], [`Stream::take_local_reply`] and [`Stream::take_continue`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use meshward_abi::{BufferType, MapType, StreamType};
 
 use crate::envoy_model::{
-    echo, finalize_response_headers, local_reply_headers, router_response_headers,
+    echo, finalize_response_headers, is_grpc_request, local_reply, router_response_headers,
     router_upstream_headers, Connection, HeaderMap, StreamFacts,
 };
 use crate::outcome::{LogLine, Phase, RequestHead, Response, Verdict};
@@ -24,6 +24,23 @@ pub(crate) struct LocalReply {
     pub headers: Vec<(Vec<u8>, Vec<u8>)>,
     /// Index of the filter that asked; `None` for the host.
     pub by: Option<usize>,
+    /// The gRPC status the filter gave (0..=16; the SDKs' -1 "none" is `None`).
+    pub grpc_status: Option<u32>,
+}
+
+/// What one filter's context may touch now. Envoy's wasm `Context` keeps a pointer to each
+/// header map and body only while it stops iteration on it: it takes the pointer when the
+/// phase's callback starts and drops it when the callback returns Continue, and
+/// `proxy_continue_stream` (either direction) drops the request's three. A dropped map is
+/// BadArgument to read or change (NotFound to read while access logging, when the access-log
+/// copies are read instead); a dropped body reads as empty and is BadArgument to change.
+#[derive(Debug, Clone, Copy, Default)]
+struct Held {
+    req_headers: bool,
+    req_body: bool,
+    req_trailers: bool,
+    resp_headers: bool,
+    resp_body: bool,
 }
 
 /// Where a stream is: which callbacks the chain runs next.
@@ -94,6 +111,26 @@ pub(crate) struct Stream {
     requests: Requests,
     /// Filters that already failed this stream with 503 (Envoy fails a stream once).
     stream_failed: Vec<bool>,
+    /// Per filter: the maps and bodies its context holds now.
+    held: Vec<Held>,
+    /// The filter whose host call reads the stream's attributes (`proxy_get_property`).
+    viewer: Option<usize>,
+    /// Body chunks still to reach the filter at `pos` in a body stage (each its own callback,
+    /// the last one with `end_of_stream`), and the chunks it passed on.
+    chunks_in: VecDeque<Vec<u8>>,
+    chunks_out: Vec<Vec<u8>>,
+    /// The filter at `pos` stopped with StopIterationAndBuffer: the next chunk is added to the
+    /// buffer it sees instead of replacing it.
+    buffering: bool,
+    /// `end_of_stream` of the body callback running now.
+    chunk_eos: bool,
+    /// The first filter that stopped iteration on the request headers: the request body
+    /// arrives while it is stopped, so Envoy hands it and every filter behind it the whole body
+    /// as one chunk with end_of_stream when it continues.
+    headers_stopped_at: Option<usize>,
+    /// The response body came from the upstream's HTTP/1 codec (data, then an empty
+    /// end-of-stream chunk), not from a local reply (one chunk with end_of_stream).
+    resp_from_codec: bool,
     in_access_log: bool,
     upstream_request: Option<RequestHead>,
     verdict: Option<Verdict>,
@@ -104,19 +141,22 @@ pub(crate) struct Stream {
 }
 
 impl Stream {
-    /// A request for a chain of `filters` filters, before any callback ran.
+    /// A request for a chain of `filters` filters, before any callback ran. `_trailers` are
+    /// dropped: Envoy's HTTP/1 codec discards a chunked request's trailers unless
+    /// `http_protocol_options.enable_trailers` is set, which it is not by default (the
+    /// trailers stage stays for a listener that keeps them).
     pub fn new(
         filters: usize,
         conn: Connection,
         req_headers: HeaderMap,
         body: Vec<u8>,
-        trailers: Option<HeaderMap>,
+        _trailers: Option<HeaderMap>,
         start_ns: u64,
     ) -> Self {
         Stream {
             req_headers,
             req_body: body,
-            req_trailers: trailers,
+            req_trailers: None,
             resp_headers: None,
             resp_body: Vec::new(),
             resp_trailers: None,
@@ -129,6 +169,14 @@ impl Stream {
             paused: false,
             requests: Requests::default(),
             stream_failed: vec![false; filters],
+            held: vec![Held::default(); filters],
+            viewer: None,
+            chunks_in: VecDeque::new(),
+            chunks_out: Vec::new(),
+            buffering: false,
+            chunk_eos: false,
+            resp_from_codec: false,
+            headers_stopped_at: None,
             in_access_log: false,
             upstream_request: None,
             verdict: None,
@@ -144,9 +192,18 @@ impl Stream {
 
     // What host calls ask of the stream.
 
-    /// `proxy_continue_stream`: resumes the direction the stream is paused in (a request
-    /// `kind` while decoding, a response `kind` while encoding); otherwise nothing.
-    pub fn continue_stream(&mut self, kind: StreamType) {
+    /// `proxy_continue_stream` by filter `by`: resumes the direction the stream is paused in (a
+    /// request `kind` while decoding, a response `kind` while encoding); otherwise nothing. In
+    /// either direction the filter lets go of the request's headers, body and trailers (Envoy's
+    /// `Context::continueStream`; it keeps the response's).
+    pub fn continue_stream(&mut self, kind: StreamType, by: usize) {
+        if matches!(kind, StreamType::HttpRequest | StreamType::HttpResponse) {
+            if let Some(h) = self.held.get_mut(by) {
+                h.req_headers = false;
+                h.req_body = false;
+                h.req_trailers = false;
+            }
+        }
         let applies = match kind {
             StreamType::HttpRequest => self.stage.is_request(),
             StreamType::HttpResponse => {
@@ -176,45 +233,67 @@ impl Stream {
         self.filter_state.insert(key, value);
     }
 
-    /// The header map `kind` of this stream; the status Envoy answers when it has none
-    /// (NotFound during access logging, BadArgument otherwise).
-    pub fn header_map(&mut self, kind: MapType) -> Result<&mut HeaderMap, Status> {
-        let missing = if self.in_access_log {
+    /// The status Envoy answers for reading a map it has no pointer to: NotFound during
+    /// access logging, BadArgument otherwise.
+    pub fn missing_map_status(&self) -> Status {
+        if self.in_access_log {
             Status::NOT_FOUND
         } else {
             Status::BAD_ARGUMENT
-        };
-        let map = match kind {
-            MapType::HttpRequestHeaders => Some(&mut self.req_headers),
-            MapType::HttpRequestTrailers => self.req_trailers.as_mut(),
-            MapType::HttpResponseHeaders => self.resp_headers.as_mut(),
-            MapType::HttpResponseTrailers => self.resp_trailers.as_mut(),
-            _ => None,
-        };
-        map.ok_or(missing)
-    }
-
-    /// The body `kind` as Envoy lets a filter read it now: the request body once its headers
-    /// were seen, the response body once it is being encoded. NotFound otherwise.
-    pub fn body(&self, kind: BufferType) -> Result<&[u8], Status> {
-        match kind {
-            BufferType::HttpRequestBody if self.stage != Stage::ReqHeaders => Ok(&self.req_body),
-            BufferType::HttpResponseBody
-                if matches!(self.stage, Stage::RespBody | Stage::Finish | Stage::Done) =>
-            {
-                Ok(&self.resp_body)
-            }
-            _ => Err(Status::NOT_FOUND),
         }
     }
 
-    /// The body `kind` to change (`proxy_set_buffer_bytes`, after [`Stream::body`] allowed it).
-    pub fn body_mut(&mut self, kind: BufferType) -> Option<&mut Vec<u8>> {
+    /// The header map `kind` as filter `filter` may read it now (Envoy `getConstMap`): while
+    /// access logging the access-log copies (request headers, response headers and trailers;
+    /// never the request trailers), otherwise the maps it holds.
+    pub fn read_map(&self, kind: MapType, filter: usize) -> Option<&HeaderMap> {
+        let held = self.held.get(filter).copied().unwrap_or_default();
+        let log = self.in_access_log;
         match kind {
-            BufferType::HttpRequestBody => Some(&mut self.req_body),
-            BufferType::HttpResponseBody => Some(&mut self.resp_body),
+            MapType::HttpRequestHeaders if log || held.req_headers => Some(&self.req_headers),
+            MapType::HttpRequestTrailers if !log && held.req_trailers => self.req_trailers.as_ref(),
+            MapType::HttpResponseHeaders if log || held.resp_headers => self.resp_headers.as_ref(),
+            MapType::HttpResponseTrailers if log => self.resp_trailers.as_ref(),
             _ => None,
         }
+    }
+
+    /// The header map `kind` as filter `filter` may change it now (Envoy `getMap`: only the maps
+    /// it holds, also while access logging).
+    pub fn write_map(&mut self, kind: MapType, filter: usize) -> Option<&mut HeaderMap> {
+        let held = self.held.get(filter).copied().unwrap_or_default();
+        match kind {
+            MapType::HttpRequestHeaders if held.req_headers => Some(&mut self.req_headers),
+            MapType::HttpRequestTrailers if held.req_trailers => self.req_trailers.as_mut(),
+            MapType::HttpResponseHeaders if held.resp_headers => self.resp_headers.as_mut(),
+            _ => None,
+        }
+    }
+
+    /// The body `kind` as filter `filter` may read it now: the chunk (or the buffered chunks) of
+    /// its body callback while it holds it, else empty (Envoy answers Ok with no bytes).
+    pub fn body(&self, kind: BufferType, filter: usize) -> &[u8] {
+        let held = self.held.get(filter).copied().unwrap_or_default();
+        match kind {
+            BufferType::HttpRequestBody if held.req_body => &self.req_body,
+            BufferType::HttpResponseBody if held.resp_body => &self.resp_body,
+            _ => &[],
+        }
+    }
+
+    /// The body `kind` to change (`proxy_set_buffer_bytes`): only one filter `filter` holds.
+    pub fn body_mut(&mut self, kind: BufferType, filter: usize) -> Option<&mut Vec<u8>> {
+        let held = self.held.get(filter).copied().unwrap_or_default();
+        match kind {
+            BufferType::HttpRequestBody if held.req_body => Some(&mut self.req_body),
+            BufferType::HttpResponseBody if held.resp_body => Some(&mut self.resp_body),
+            _ => None,
+        }
+    }
+
+    /// The filter whose property reads follow (set by `proxy_get_property` before it reads).
+    pub fn set_viewer(&mut self, filter: usize) {
+        self.viewer = Some(filter);
     }
 
     pub fn log(&mut self, line: LogLine) {
@@ -294,14 +373,103 @@ impl Stream {
         }
     }
 
-    /// On to the next filter of the stage.
-    pub fn advance(&mut self) {
+    /// Filter `filter`'s callback for the stage is about to run: its context takes hold of the
+    /// stage's map or body; in a body stage the next chunk arrives (added to what the filter
+    /// buffered, or replacing what it passed on).
+    pub fn begin_call(&mut self, filter: usize) {
+        let is_body = matches!(self.stage, Stage::ReqBody | Stage::RespBody);
+        if is_body {
+            let chunk = self.chunks_in.pop_front().unwrap_or_default();
+            self.chunk_eos = self.chunks_in.is_empty();
+            let buffering = self.buffering;
+            let buf = self.stage_body();
+            if buffering {
+                buf.extend_from_slice(&chunk);
+            } else {
+                *buf = chunk;
+            }
+        }
+        let Some(h) = self.held.get_mut(filter) else {
+            return;
+        };
+        match self.stage {
+            Stage::ReqHeaders => h.req_headers = true,
+            Stage::ReqBody => h.req_body = true,
+            Stage::ReqTrailers => h.req_trailers = true,
+            Stage::RespHeaders => h.resp_headers = true,
+            Stage::RespBody => h.resp_body = true,
+            Stage::Upstream | Stage::Finish | Stage::Done => {}
+        }
+    }
+
+    /// The body a body stage works on.
+    fn stage_body(&mut self) -> &mut Vec<u8> {
+        if self.stage == Stage::RespBody {
+            &mut self.resp_body
+        } else {
+            &mut self.req_body
+        }
+    }
+
+    /// Filter `filter`'s callback returned Continue: it lets go of the stage's map or body, and
+    /// the stream moves on.
+    pub fn advance(&mut self, filter: usize) {
+        if let Some(h) = self.held.get_mut(filter) {
+            match self.stage {
+                Stage::ReqHeaders => h.req_headers = false,
+                Stage::ReqBody => h.req_body = false,
+                Stage::ReqTrailers => h.req_trailers = false,
+                Stage::RespHeaders => h.resp_headers = false,
+                Stage::RespBody => h.resp_body = false,
+                Stage::Upstream | Stage::Finish | Stage::Done => {}
+            }
+        }
+        self.pass_on();
+    }
+
+    /// The filter at `pos` is through with what it had: in a body stage its buffer goes on to
+    /// the next filter as one chunk, and it gets its next chunk if one is left; otherwise the
+    /// next filter's turn.
+    fn pass_on(&mut self) {
+        if matches!(self.stage, Stage::ReqBody | Stage::RespBody) {
+            self.buffering = false;
+            let out = std::mem::take(self.stage_body());
+            self.chunks_out.push(out);
+            if !self.chunks_in.is_empty() {
+                return;
+            }
+            // Envoy hands each chunk on as it was passed; the next filter gets them one by one.
+            self.chunks_in = std::mem::take(&mut self.chunks_out).into();
+        }
         self.pos += 1;
+        self.coalesce_if_stopped();
+    }
+
+    /// From the filter that stopped on the request headers on, the request body is one chunk.
+    fn coalesce_if_stopped(&mut self) {
+        let stopped = self.headers_stopped_at.is_some_and(|at| self.pos >= at);
+        if self.stage == Stage::ReqBody && stopped && self.chunks_in.len() > 1 {
+            let body: Vec<u8> = std::mem::take(&mut self.chunks_in)
+                .into_iter()
+                .flatten()
+                .collect();
+            self.chunks_in = [body].into();
+        }
     }
 
     /// On to the next stage with something to do (a body only when there is one, trailers only
-    /// when there are some).
+    /// when there are some). A body stage ends with the chunks the last filter passed on put
+    /// together: what the upstream (or the client) receives.
     pub fn enter_next_stage(&mut self) {
+        if matches!(self.stage, Stage::ReqBody | Stage::RespBody) {
+            let body = std::mem::take(&mut self.chunks_in)
+                .into_iter()
+                .flatten()
+                .collect();
+            *self.stage_body() = body;
+            self.chunks_out.clear();
+            self.buffering = false;
+        }
         self.stage = match self.stage {
             Stage::ReqHeaders if !self.req_body.is_empty() => Stage::ReqBody,
             Stage::ReqHeaders | Stage::ReqBody if self.req_trailers.is_some() => Stage::ReqTrailers,
@@ -310,6 +478,23 @@ impl Stream {
             _ => Stage::Finish,
         };
         self.pos = 0;
+        match self.stage {
+            // Envoy's HTTP/1 codec dispatches the body it read, then an empty chunk with
+            // end_of_stream when the message is complete (observed in Envoy 1.40:
+            // tests/scenarios/conformance/http/bodies.yaml).
+            Stage::ReqBody => {
+                self.chunks_in = [std::mem::take(&mut self.req_body), Vec::new()].into();
+                self.coalesce_if_stopped();
+            }
+            Stage::RespBody if self.resp_from_codec => {
+                self.chunks_in = [std::mem::take(&mut self.resp_body), Vec::new()].into();
+            }
+            // A local reply's body is encoded in one call with end_of_stream.
+            Stage::RespBody => {
+                self.chunks_in = [std::mem::take(&mut self.resp_body)].into();
+            }
+            _ => {}
+        }
     }
 
     /// The two numbers a stage's callback gets after the context id: headers or trailers count
@@ -323,17 +508,16 @@ impl Stream {
             ),
             Stage::ReqBody => (
                 self.req_body.len() as i32,
-                self.req_trailers.is_none() as i32,
+                (self.chunk_eos && self.req_trailers.is_none()) as i32,
             ),
             Stage::ReqTrailers => (count(&self.req_trailers), 0),
             Stage::RespHeaders => (count(&self.resp_headers), self.resp_body.is_empty() as i32),
-            Stage::RespBody => (self.resp_body.len() as i32, 1),
+            Stage::RespBody => (self.resp_body.len() as i32, self.chunk_eos as i32),
             Stage::Upstream | Stage::Finish | Stage::Done => (0, 0),
         }
     }
 
-    /// A paused stream that a filter continued goes on with the next filter; `false` while it
-    /// stays paused.
+    /// A paused stream that a filter continued goes on; `false` while it stays paused.
     pub fn resume(&mut self) -> bool {
         if !self.paused {
             return true;
@@ -342,12 +526,13 @@ impl Stream {
             return false;
         }
         self.paused = false;
-        self.pos += 1;
+        self.pass_on();
         true
     }
 
     /// After a callback paused (or answered): `false` when the driver must stop here until a
-    /// host call resumes the stream.
+    /// host call resumes the stream. A body callback that stops before the last chunk buffers
+    /// (StopIterationAndBuffer): it is called again with the next chunk added.
     pub fn settle_pause(&mut self) -> bool {
         if self.is_answered() {
             self.paused = true;
@@ -355,8 +540,15 @@ impl Stream {
         }
         if self.take_continue() {
             // continue_stream during the very callback that paused.
-            self.pos += 1;
+            self.pass_on();
             return true;
+        }
+        if matches!(self.stage, Stage::ReqBody | Stage::RespBody) && !self.chunk_eos {
+            self.buffering = true;
+            return true;
+        }
+        if self.stage == Stage::ReqHeaders && self.headers_stopped_at.is_none() {
+            self.headers_stopped_at = Some(self.pos);
         }
         self.paused = true;
         false
@@ -380,12 +572,19 @@ impl Stream {
     pub fn answer_locally(&mut self, reply: LocalReply, by: Option<String>) {
         self.paused = false;
         let in_response = self.stage.is_response();
-        self.resp_headers = Some(local_reply_headers(
+        self.chunks_in.clear();
+        self.chunks_out.clear();
+        self.buffering = false;
+        self.resp_from_codec = false;
+        let (headers, body) = local_reply(
             reply.status,
-            &reply.body,
+            reply.body,
             &reply.headers,
-        ));
-        self.resp_body = reply.body;
+            is_grpc_request(&self.req_headers),
+            reply.grpc_status,
+        );
+        self.resp_headers = Some(headers);
+        self.resp_body = body;
         self.verdict = Some(Verdict::LocalReply {
             status: reply.status,
             details: reply.details,
@@ -410,6 +609,7 @@ impl Stream {
         router_response_headers(&mut headers);
         self.resp_headers = Some(headers);
         self.resp_body = body;
+        self.resp_from_codec = true;
         self.verdict = Some(Verdict::Upstream { status: 200 });
         self.stage = Stage::RespHeaders;
         self.pos = 0;
@@ -434,18 +634,14 @@ impl Stream {
             body: Vec::new(),
             headers: Vec::new(),
             by: Some(filter),
+            grpc_status: Some(14),
         })
     }
 
-    /// Access logging begins: the (filter, context) pairs whose on_log / on_done / on_delete
-    /// run now.
-    pub fn begin_access_log(&mut self) -> Vec<(usize, u32)> {
+    /// Access logging begins: every filter in chain order, with its context if it has one.
+    pub fn begin_access_log(&mut self) -> Vec<(usize, Option<u32>)> {
         self.in_access_log = true;
-        self.ctx
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| c.map(|c| (i, c)))
-            .collect()
+        self.ctx.iter().copied().enumerate().collect()
     }
 
     /// The stream is over: HCM's last touches to the response headers.
@@ -453,7 +649,7 @@ impl Stream {
         self.stage = Stage::Done;
         self.paused = false;
         if let Some(h) = self.resp_headers.as_mut() {
-            finalize_response_headers(h);
+            finalize_response_headers(h, self.resp_body.len());
         }
     }
 
@@ -523,8 +719,11 @@ impl StreamFacts for Stream {
     fn connection(&self) -> &Connection {
         &self.conn
     }
-    fn request_headers(&self) -> &HeaderMap {
-        &self.req_headers
+    /// The request headers as the filter reading properties holds them (Envoy reads the
+    /// `request.*` header attributes from the context's own pointer, or the access-log copy).
+    fn request_headers(&self) -> Option<&HeaderMap> {
+        let viewer = self.viewer?;
+        self.read_map(MapType::HttpRequestHeaders, viewer)
     }
     fn request_body_len(&self) -> usize {
         self.req_body.len()
