@@ -17,65 +17,74 @@ macro_rules! valid_map_type {
     };
 }
 
-/// How a host call uses a map: Envoy reads through `getConstMap` and changes (and sizes)
-/// through `getMap`, which see different maps in some phases.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Access {
-    Read,
-    Write,
+/// Whether `kind` names a callout response's map.
+fn is_callout_map(kind: MapType) -> bool {
+    matches!(
+        kind,
+        MapType::HttpCallResponseHeaders | MapType::HttpCallResponseTrailers
+    )
 }
 
-/// Runs `f` on header map `kind` of the current context: `Err` is the status Envoy returns when
-/// the map is not there for this filter now (see `Stream::read_map` / `write_map`).
-fn with_map<T>(
+/// Runs `f` on header map `kind` as Envoy's `getConstMap` gives it to the current filter (reads):
+/// `Err` is the status Envoy answers when the map is not there for it now (`Stream::read_map`).
+fn read_map<T>(c: &mut C<'_>, kind: i32, f: impl FnOnce(&HeaderMap) -> T) -> Result<T, Status> {
+    let kind = MapType::try_from(kind as u32).map_err(|_| Status::BAD_ARGUMENT)?;
+    if is_callout_map(kind) {
+        return with_callout_map(c, kind, |m| f(m));
+    }
+    let filter = c.data().cur_vm;
+    let stream = c.data().stream().ok_or(Status::BAD_ARGUMENT)?;
+    stream
+        .read_map(kind, filter)
+        .map(f)
+        .ok_or_else(|| stream.missing_map_status())
+}
+
+/// Runs `f` on header map `kind` as Envoy's `getMap` gives it to the current filter (changes and
+/// sizes): BadArgument when the filter does not hold it now (`Stream::write_map`).
+fn write_map<T>(
     c: &mut C<'_>,
     kind: i32,
-    access: Access,
     f: impl FnOnce(&mut HeaderMap) -> T,
 ) -> Result<T, Status> {
     let kind = MapType::try_from(kind as u32).map_err(|_| Status::BAD_ARGUMENT)?;
+    if is_callout_map(kind) {
+        return with_callout_map(c, kind, f);
+    }
     let filter = c.data().cur_vm;
-    let data = c.data_mut();
-    if matches!(
-        kind,
-        MapType::HttpCallResponseHeaders | MapType::HttpCallResponseTrailers
-    ) {
-        let Some(callout) = data.callout.as_mut() else {
-            return Err(Status::BAD_ARGUMENT);
-        };
-        let headers = kind == MapType::HttpCallResponseHeaders;
-        let pairs = if headers {
-            callout.headers.clone().unwrap_or_default()
-        } else {
-            callout.trailers.clone()
-        };
-        let mut m = HeaderMap::from_pairs(pairs);
-        let result = f(&mut m);
-        let entries = m.entries().to_vec();
-        if headers {
-            if callout.headers.is_some() || !entries.is_empty() {
-                callout.headers = Some(entries);
-            }
-        } else {
-            callout.trailers = entries;
+    let stream = c.data_mut().stream_mut().ok_or(Status::BAD_ARGUMENT)?;
+    stream
+        .write_map(kind, filter)
+        .map(f)
+        .ok_or(Status::BAD_ARGUMENT)
+}
+
+/// Runs `f` on the callout response's map `kind` while a response is delivered.
+fn with_callout_map<T>(
+    c: &mut C<'_>,
+    kind: MapType,
+    f: impl FnOnce(&mut HeaderMap) -> T,
+) -> Result<T, Status> {
+    let Some(callout) = c.data_mut().callout.as_mut() else {
+        return Err(Status::BAD_ARGUMENT);
+    };
+    let headers = kind == MapType::HttpCallResponseHeaders;
+    let pairs = if headers {
+        callout.headers.clone().unwrap_or_default()
+    } else {
+        callout.trailers.clone()
+    };
+    let mut m = HeaderMap::from_pairs(pairs);
+    let result = f(&mut m);
+    let entries = m.entries().to_vec();
+    if headers {
+        if callout.headers.is_some() || !entries.is_empty() {
+            callout.headers = Some(entries);
         }
-        return Ok(result);
+    } else {
+        callout.trailers = entries;
     }
-    let stream = data.stream_mut().ok_or(Status::BAD_ARGUMENT)?;
-    match access {
-        Access::Read => {
-            let missing = stream.missing_map_status();
-            match stream.read_map(kind, filter) {
-                // Reads do not change the map: a copy keeps one signature for both uses.
-                Some(m) => Ok(f(&mut m.clone())),
-                None => Err(missing),
-            }
-        }
-        Access::Write => stream
-            .write_map(kind, filter)
-            .map(f)
-            .ok_or(Status::BAD_ARGUMENT),
-    }
+    Ok(result)
 }
 
 pub(super) fn proxy_get_header_map_pairs(
@@ -87,7 +96,7 @@ pub(super) fn proxy_get_header_map_pairs(
     valid_map_type!(map_type);
     // Envoy serializes whatever `getConstMap` gives, and a map that is not there as no pairs:
     // Ok with an empty buffer, never an error.
-    let bytes = with_map(c, map_type, Access::Read, |m| m.serialize()).unwrap_or_default();
+    let bytes = read_map(c, map_type, HeaderMap::serialize).unwrap_or_default();
     // cpp-host: an empty map is returned as an empty buffer (pointer 0, size 0).
     let bytes = if bytes.len() <= 4 { Vec::new() } else { bytes };
     out(c, &bytes, return_data, return_size)
@@ -102,7 +111,7 @@ pub(super) fn proxy_set_header_map_pairs(
     valid_map_type!(map_type);
     let data = read!(c, map_data, map_size);
     let pairs = deserialize_pairs(&data);
-    res(with_map(c, map_type, Access::Write, |m| {
+    res(write_map(c, map_type, |m| {
         m.clear();
         for (n, v) in &pairs {
             m.add(n, v);
@@ -121,9 +130,7 @@ pub(super) fn proxy_get_header_map_value(
     valid_map_type!(map_type);
     let key = read!(c, key_data, key_size);
     note(c, &key);
-    let value = match with_map(c, map_type, Access::Read, |m| {
-        m.get(&key).map(|v| v.to_vec())
-    }) {
+    let value = match read_map(c, map_type, |m| m.get(&key).map(|v| v.to_vec())) {
         Ok(Some(v)) => v,
         Ok(None) => return st(Status::NOT_FOUND),
         Err(s) => return st(s),
@@ -166,9 +173,7 @@ fn set_value(
     valid_map_type!(map_type);
     let key = read!(c, key.0, key.1);
     let value = read!(c, value.0, value.1);
-    res(with_map(c, map_type, Access::Write, |m| {
-        op(m, &key, &value)
-    }))
+    res(write_map(c, map_type, |m| op(m, &key, &value)))
 }
 
 pub(super) fn proxy_remove_header_map_value(
@@ -179,13 +184,13 @@ pub(super) fn proxy_remove_header_map_value(
 ) -> R {
     valid_map_type!(map_type);
     let key = read!(c, key_data, key_size);
-    res(with_map(c, map_type, Access::Write, |m| m.remove(&key)))
+    res(write_map(c, map_type, |m| m.remove(&key)))
 }
 
 pub(super) fn proxy_get_header_map_size(c: &mut C<'_>, map_type: i32, return_size: i32) -> R {
     // Envoy answers the map's byteSize() (Σ name + value), not the number of entries.
     // Envoy sizes through `getMap`, the map the filter could change.
-    match with_map(c, map_type, Access::Write, |m| m.byte_size() as u32) {
+    match write_map(c, map_type, |m| m.byte_size() as u32) {
         Ok(n) => res(put_u32(c, return_size, n)),
         Err(s) => st(s),
     }
