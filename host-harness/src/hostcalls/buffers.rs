@@ -23,6 +23,7 @@ fn get_buffer(c: &C<'_>, kind: BufferType) -> Result<Vec<u8>, Status> {
             .ok_or(Status::NOT_FOUND)?
             .body(kind)
             .map(<[u8]>::to_vec),
+        BufferType::DownstreamData | BufferType::UpstreamData => super::network::buffer(data, kind),
         _ => Err(Status::NOT_FOUND),
     }
 }
@@ -89,6 +90,9 @@ pub(super) fn proxy_set_buffer_bytes(
             state.stream_mut().and_then(|s| s.body_mut(kind))
         }
         BufferType::HttpCallResponseBody => state.callout.as_mut().map(|r| &mut r.body),
+        BufferType::DownstreamData | BufferType::UpstreamData => {
+            super::network::buffer_mut(state, kind)
+        }
         _ => return st(Status::BAD_ARGUMENT),
     };
     match target {
