@@ -30,6 +30,7 @@ mod config;
 mod http1;
 mod message;
 mod process;
+mod tcp;
 mod upstream;
 mod workdir;
 
@@ -38,5 +39,9 @@ pub use client::{Client, Connection, Refused};
 pub use config::{EnvoyConfig, HttpFilter, MtlsMode, WasmFilter};
 pub use message::{Request, RequestHead, Response};
 pub use process::{envoy_binary, Envoy, StartupFailure, WASM_METRIC_PREFIX};
+pub use tcp::{
+    tcp_listener, TcpClient, TcpEchoUpstream, TcpExchange, TcpTransport, UpstreamConnection,
+    UPSTREAM_QUIT,
+};
 pub use upstream::EchoUpstream;
 pub use workdir::{default_wasm_dir, repo_root, WorkDir};

@@ -9,6 +9,7 @@ pub mod mesh;
 pub mod model;
 pub mod suite;
 pub mod target;
+pub mod tcp;
 
 pub use check::{check, parity, render, Mismatch, Observed};
 pub use envoy::EnvoyTarget;
