@@ -6,7 +6,7 @@
 //!   with [`crate::Envoy::listener_addr`];
 //! - [`TcpEchoUpstream`]: a loopback TCP server that echoes every read back at once, records what
 //!   it received per connection, half-closes when its peer does, and closes the connection itself
-//!   after echoing a read that contains [`UPSTREAM_QUIT`];
+//!   50 ms after echoing a read that contains [`UPSTREAM_QUIT`];
 //! - [`TcpClient`]: a client (plaintext or rustls, optional client certificate and source IP) that
 //!   writes chunks with a pause after each, collects what comes back, and tells whether the proxy
 //!   closed the connection before the client did.
@@ -170,6 +170,9 @@ fn serve(mut stream: TcpStream, index: usize, conns: &Mutex<Vec<UpstreamConnecti
                 update(&mut |c| c.received.extend_from_slice(&data));
                 let _ = stream.write_all(&data);
                 if String::from_utf8_lossy(&data).contains(UPSTREAM_QUIT) {
+                    // A pause between the echo and the close, so that Envoy always reads them
+                    // apart (data, then end of stream), whatever the load.
+                    std::thread::sleep(Duration::from_millis(50));
                     update(&mut |c| c.closed_by_upstream = true);
                     let _ = stream.shutdown(Shutdown::Both);
                     return;

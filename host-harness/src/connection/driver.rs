@@ -23,8 +23,8 @@ use super::{ClosedBy, Flow};
 use crate::error::HostError;
 use crate::vm::{call, FailStrategy, VmSet};
 
-/// The echo upstream (the rig's `TcpEchoUpstream`) closes its connection after echoing a read
-/// that contains this word.
+/// The echo upstream (the rig's `TcpEchoUpstream`) closes its connection 50 ms after echoing a
+/// read that contains this word.
 const UPSTREAM_QUIT: &[u8] = b"QUIT";
 
 /// proxy-wasm `CloseType` (the SDK's `PeerType`).
@@ -182,17 +182,19 @@ impl VmSet {
         if data.is_empty() {
             return Ok(());
         }
-        // The rig's upstream closes after echoing QUIT: the echo and its end of stream arrive as
-        // one read (one `proxy_on_upstream_data(len, true)` in Envoy).
+        // The rig's upstream closes 50 ms after echoing QUIT: Envoy reads the echo, then the end
+        // of stream (`proxy_on_upstream_data(0, true)`).
         let quit = data
             .windows(UPSTREAM_QUIT.len())
             .any(|w| w == UPSTREAM_QUIT);
+        self.write_pass(key, data, false)?;
         if quit {
             if let Some(fl) = self.flow(key) {
                 fl.upstream_closed = true;
             }
+            self.write_pass(key, Vec::new(), true)?;
         }
-        self.write_pass(key, data, quit)
+        Ok(())
     }
 
     /// Upstream bytes through the write filters (reverse chain order) to the client; with

@@ -21,7 +21,7 @@ pub struct TcpConnection<'h> {
 impl Host {
     /// Opens a connection: each filter's context is created and `proxy_on_new_connection` runs,
     /// in chain order, then `tcp_proxy` connects the echo upstream. The upstream echoes every
-    /// byte it gets, and closes its side after echoing bytes containing `QUIT` (as the rig's
+    /// byte it gets, and closes its side 50 ms after echoing bytes containing `QUIT` (as the rig's
     /// `TcpEchoUpstream`). The listener's TLS mode is not applied to connections.
     pub fn connect(&self, spec: &ConnectionSpec) -> Result<TcpConnection<'_>, HostError> {
         let worker = self.pick_worker(spec.worker);
