@@ -28,6 +28,10 @@ pub enum HostError {
     /// `proxy_on_configure` returned false (Envoy: "Unable to create Wasm plugin <name>").
     #[error("plugin {plugin}: configuration rejected (proxy_on_configure returned false){}", render_logs(.logs))]
     ConfigRejected { plugin: String, logs: Vec<LogLine> },
+    /// A behaviour of Envoy the harness does not reproduce: it refuses rather than answer
+    /// differently.
+    #[error("harness: {0} is not modelled")]
+    NotModelled(String),
     #[error("invalid host setup: {0}")]
     Setup(String),
 }

@@ -21,10 +21,12 @@
 //! - `hostcalls`: the functions a module imports, one file per ABI area, WASI included;
 //! - `loader`: Envoy's load-time checks (imports, exports, ABI version);
 //! - `chain`: the request driver and root-context events;
+//! - `connection`: a TCP connection through network filters and its driver;
 //! - `host`: the public [`Host`] and its builder; `check` on top.
 
 mod chain;
 mod check;
+mod connection;
 mod envoy_model;
 mod error;
 mod host;
@@ -37,11 +39,12 @@ mod stream;
 mod vm;
 
 pub use check::{check, CheckReport};
+pub use connection::{ClosedBy, ConnectionOutcome, ConnectionSpec};
 pub use envoy_model::{
     CalloutRequest, CalloutResponse, Cluster, DownstreamTransport, ListenerSettings,
 };
 pub use error::HostError;
-pub use host::{FilterSpec, Host, HostBuilder, Started};
+pub use host::{FilterSpec, Host, HostBuilder, Started, TcpConnection};
 pub use hostcalls::foreign_function;
 pub use loader::{supported_imports, ModuleReport};
 pub use meshward_abi::{AbiVersion, Status};

@@ -73,6 +73,14 @@ impl WasmFilter {
         self
     }
 
+    /// The filter as a network filter (`envoy.filters.network.wasm`) of a listener's chain.
+    pub fn to_network_json(&self) -> Result<Value> {
+        let mut v = self.to_json()?;
+        v["typed_config"]["@type"] =
+            json!("type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm");
+        Ok(v)
+    }
+
     /// The filter as an entry of the HCM's `http_filters` (also for listeners a caller writes
     /// itself, as `meshward bench envoy` does).
     pub fn to_json(&self) -> Result<Value> {
@@ -134,7 +142,7 @@ impl From<WasmFilter> for HttpFilter {
 }
 
 #[derive(Debug, Clone)]
-struct TlsListener {
+pub(crate) struct TlsListener {
     port: u16,
     cert_chain: PathBuf,
     private_key: PathBuf,
@@ -142,7 +150,7 @@ struct TlsListener {
 }
 
 impl TlsListener {
-    fn new(certs: &Certs, port: u16) -> Self {
+    pub(crate) fn new(certs: &Certs, port: u16) -> Self {
         Self {
             port,
             cert_chain: certs.server_cert_pem().clone(),
@@ -153,7 +161,7 @@ impl TlsListener {
 
     /// The listener's `DownstreamTlsContext` (server certificate, client certificates verified
     /// against the rig's CA; `require_client_certificate` as given).
-    fn transport_socket(&self, require_client_certificate: bool) -> Value {
+    pub(crate) fn transport_socket(&self, require_client_certificate: bool) -> Value {
         json!({
             "name": "envoy.transport_sockets.tls",
             "typed_config": {

@@ -15,7 +15,10 @@
 //! - [`Client`]: a raw HTTP/1.1 client (plaintext or rustls, optional client certificate, optional
 //!   source IP) that sends the request-target and headers byte for byte ([`Request`]), and reads
 //!   the [`Response`] with the rig's one HTTP/1 reader (shared with the upstream), or tells a
-//!   listener's refusal ([`Refused`]) apart.
+//!   listener's refusal ([`Refused`]) apart;
+//! - TCP ([`tcp_listener`], [`TcpEchoUpstream`], [`TcpClient`]): wasm network filters in front of
+//!   `tcp_proxy` on a raw listener (plaintext, TLS or mTLS), a TCP echo upstream that records what
+//!   it received, and a client that writes chunks and tells whether the proxy closed first.
 //!
 //! Envoy is found through `MESHWARD_ENVOY` or the project's `.venv` (see [`envoy_binary`]). When it
 //! is missing every entry point returns an error telling to run `scripts/setup.sh`: tests that need
@@ -30,6 +33,7 @@ mod config;
 mod http1;
 mod message;
 mod process;
+mod tcp;
 mod upstream;
 mod workdir;
 
@@ -38,5 +42,9 @@ pub use client::{Client, Connection, Refused};
 pub use config::{EnvoyConfig, HttpFilter, MtlsMode, WasmFilter};
 pub use message::{Request, RequestHead, Response};
 pub use process::{envoy_binary, Envoy, StartupFailure, WASM_METRIC_PREFIX};
+pub use tcp::{
+    tcp_listener, TcpClient, TcpEchoUpstream, TcpExchange, TcpTransport, UpstreamConnection,
+    UPSTREAM_QUIT,
+};
 pub use upstream::EchoUpstream;
 pub use workdir::{default_wasm_dir, repo_root, WorkDir};

@@ -440,3 +440,24 @@ fn log_tail(path: &Path, lines: usize) -> String {
     let all: Vec<&str> = log.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
+
+impl Envoy {
+    /// The bound address of listener `name` (e.g. a [`crate::tcp_listener`] added with
+    /// [`crate::EnvoyConfig::raw_listener`]), waiting up to 5 s for it to be bound.
+    pub fn listener_addr(&self, name: &str) -> Result<SocketAddr> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (status, body) = self.admin_get("/listeners?format=json")?;
+            if status == 200 {
+                let json: Value = serde_json::from_str(&body).context("parsing /listeners")?;
+                if let Some(addr) = listener_address(&json, name) {
+                    return Ok(addr);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("listener {name} not bound after 5 s");
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+}

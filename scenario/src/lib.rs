@@ -10,6 +10,7 @@ pub mod model;
 pub mod oci;
 pub mod suite;
 pub mod target;
+pub mod tcp;
 
 pub use check::{check, parity, render, Mismatch, Observed};
 pub use envoy::EnvoyTarget;

@@ -76,6 +76,9 @@ pub fn run_file(file: &Path, wasm_dir: &Path, targets: Targets, verbose: bool) -
     if std::fs::read_to_string(file).is_ok_and(|t| crate::mesh::is_mesh_file(&t)) {
         return crate::mesh::run_file(file, wasm_dir, targets, verbose);
     }
+    if std::fs::read_to_string(file).is_ok_and(|t| crate::tcp::is_tcp_file(&t)) {
+        return crate::tcp::run_file(file, wasm_dir, targets, verbose);
+    }
     let mut report = FileReport::default();
     let scenario = match Scenario::load(file).and_then(|mut s| {
         let pulled = crate::oci::pull_modules(&mut s)?;

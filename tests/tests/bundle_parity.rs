@@ -20,6 +20,7 @@ use meshward_harness::{FilterSpec, Host, HostError, Request, Tls};
 use meshward_rig::{default_wasm_dir, EchoUpstream, Envoy, EnvoyConfig, WasmFilter};
 use meshward_scenario::bundle::bundled;
 use meshward_scenario::mesh::{chain_scenarios, is_mesh_file};
+use meshward_scenario::tcp::is_tcp_file;
 use meshward_scenario::{
     check, parity, render, run_cases, EnvoyTarget, HarnessTarget, Observed, Scenario,
 };
@@ -48,8 +49,9 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Every chain scenario of the repository, labelled: the scenario files under tests/scenarios/
-/// (each must load), and the chains of every mesh file there and under examples/ (the other YAML
-/// under examples/ is Istio resources, WasmPlugins and an Envoy bootstrap, not scenarios).
+/// (each must load; TCP scenarios are left out), and the chains of every mesh file there and under
+/// examples/ (the other YAML under examples/ is Istio resources, WasmPlugins and an Envoy
+/// bootstrap, not scenarios).
 fn chain_scenarios_of_the_repo() -> Vec<(String, Scenario)> {
     let root = repo();
     let mut out = Vec::new();
@@ -69,6 +71,8 @@ fn chain_scenarios_of_the_repo() -> Vec<(String, Scenario)> {
             for (i, chain) in chains.into_iter().enumerate() {
                 out.push((format!("{label} (chain {i})"), chain));
             }
+        } else if is_tcp_file(&text) {
+            // A TCP scenario (network filters before tcp_proxy): no HTTP chain to bundle.
         } else if must_be_scenario {
             let scenario = Scenario::load(&file).unwrap_or_else(|e| panic!("{label}: {e:#}"));
             out.push((label, scenario));

@@ -8,9 +8,11 @@ use std::time::Duration;
 
 mod builder;
 mod concurrency;
+mod connection;
 mod filter_spec;
 
 pub use builder::HostBuilder;
+pub use connection::TcpConnection;
 pub use filter_spec::FilterSpec;
 
 use builder::fault_of;

@@ -23,6 +23,7 @@ fn get_buffer(c: &C<'_>, kind: BufferType) -> Result<Vec<u8>, Status> {
             .ok_or(Status::NOT_FOUND)?
             .body(kind, data.cur_vm)
             .to_vec()),
+        BufferType::DownstreamData | BufferType::UpstreamData => super::network::buffer(data, kind),
         _ => Err(Status::NOT_FOUND),
     }
 }
@@ -103,6 +104,9 @@ pub(super) fn proxy_set_buffer_bytes(
             .as_mut()
             .map(|r| &mut r.body)
             .ok_or(Status::NOT_FOUND),
+        BufferType::DownstreamData | BufferType::UpstreamData => {
+            super::network::buffer_mut(state, kind).ok_or(Status::NOT_FOUND)
+        }
         _ => return st(Status::BAD_ARGUMENT),
     };
     match target {

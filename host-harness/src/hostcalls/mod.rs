@@ -22,6 +22,7 @@ mod foreign;
 mod header_maps;
 mod logging;
 mod metrics;
+mod network;
 mod properties;
 mod shared;
 mod stream_control;

@@ -12,6 +12,10 @@ pub(super) fn proxy_continue_stream(c: &mut C<'_>, stream_type: i32) -> R {
     let Ok(kind) = StreamType::try_from(stream_type as u32) else {
         return st(Status::BAD_ARGUMENT);
     };
+    // On a connection, Downstream and Upstream are the connection's streams.
+    if super::network::stream_control(c.data_mut(), kind, false) {
+        return ok();
+    }
     // Envoy's HTTP context continues only the request and the response; the network streams
     // are Unimplemented there (Downstream is Ok, as Envoy answers it, and does nothing).
     if kind == StreamType::Upstream {
@@ -28,6 +32,9 @@ pub(super) fn proxy_close_stream(c: &mut C<'_>, stream_type: i32) -> R {
     let Ok(kind) = StreamType::try_from(stream_type as u32) else {
         return st(Status::BAD_ARGUMENT);
     };
+    if super::network::stream_control(c.data_mut(), kind, true) {
+        return ok();
+    }
     let filter = c.data().cur_vm;
     if matches!(kind, StreamType::HttpRequest | StreamType::HttpResponse) {
         if let Some(s) = c.data_mut().stream_mut() {

@@ -70,6 +70,7 @@ impl VmSet {
                 log: typed(&mut store, &inst, "proxy_on_log")?,
                 done: typed(&mut store, &inst, "proxy_on_done")?,
                 delete: typed(&mut store, &inst, "proxy_on_delete")?,
+                network: crate::connection::NetworkCallbacks::lookup(&mut store, &inst)?,
             };
             let init: Option<TypedFunc<(), ()>> = match typed(&mut store, &inst, "_initialize")? {
                 Some(f) => Some(f),

@@ -67,6 +67,8 @@ pub(crate) struct Callbacks {
     pub log: Option<TypedFunc<i32, ()>>,
     pub done: Option<TypedFunc<i32, i32>>,
     pub delete: Option<TypedFunc<i32, ()>>,
+    /// The network (L4) callbacks (`crate::connection`).
+    pub network: crate::connection::NetworkCallbacks,
 }
 
 /// One filter's instance in this VM set.
@@ -105,6 +107,9 @@ pub(crate) struct VmState {
     /// `proxy_set_effective_context`'s choice, until the callback returns.
     pub effective_ctx: Option<u32>,
     pub streams: HashMap<u64, Stream>,
+    /// The TCP connections in flight on this thread (`crate::connection`; keys shared with
+    /// `streams`' numbering, so a context maps to one or the other).
+    pub flows: HashMap<u64, crate::connection::Flow>,
     pub shared: Arc<HostShared>,
     /// The callout response being delivered (`HttpCallResponse*` maps and body).
     pub callout: Option<CalloutResult>,
@@ -124,6 +129,7 @@ impl VmState {
             cur_ctx: 0,
             effective_ctx: None,
             streams: HashMap::new(),
+            flows: HashMap::new(),
             shared,
             callout: None,
             in_config: false,
@@ -169,7 +175,10 @@ impl VmState {
                 root_id: &info.root_id,
                 vm_id: &info.vm_id,
             },
-            stream: self.stream().map(|s| s as _),
+            stream: self
+                .stream()
+                .map(|s| s as _)
+                .or_else(|| self.flow().map(|f| f as _)),
         }
     }
 
