@@ -34,18 +34,20 @@ pub(super) fn buffer_mut(state: &mut VmState, kind: BufferType) -> Option<&mut V
 }
 
 /// `proxy_continue_stream` / `proxy_close_stream` on a connection context: `true` when `kind`
-/// is a network stream type (handled here), `false` for the HTTP ones.
+/// is a network stream type on a connection (handled here), `false` otherwise.
 pub(super) fn stream_control(state: &mut VmState, kind: StreamType, close: bool) -> bool {
     if !matches!(kind, StreamType::Downstream | StreamType::Upstream) {
         return false;
     }
-    if let Some(f) = state.flow_mut() {
-        if close {
-            // Envoy closes the client's connection for either side (`close(FlushWrite)`).
-            f.close_requested = true;
-        } else {
-            f.continue_requested = true;
-        }
+    // Not on a connection: an HTTP filter's Downstream/Upstream, which the HTTP rules answer.
+    let Some(f) = state.flow_mut() else {
+        return false;
+    };
+    if close {
+        // Envoy closes the client's connection for either side (`close(FlushWrite)`).
+        f.close_requested = true;
+    } else {
+        f.continue_requested = true;
     }
     true
 }
