@@ -236,6 +236,11 @@ pub(crate) fn request_headers(req: &Request, tls: bool) -> HeaderMap {
         }
         map.add(n.as_bytes(), trim_ows(v).as_bytes());
     }
+    // The line the client writes after its headers (see `sends_content_length`): an ordinary
+    // header in Envoy's map, seen by the filters and forwarded upstream.
+    if sends_content_length(req) {
+        map.add(b"content-length", req.body.len().to_string().as_bytes());
+    }
     if map.get(b"x-forwarded-proto").is_none() {
         map.add(b"x-forwarded-proto", scheme.as_bytes());
     }
