@@ -285,7 +285,9 @@ fn request(s: &dyn StreamFacts, rest: &[&str]) -> Result<Vec<u8>, Status> {
                 .request_headers()
                 .map(HeaderMap::serialize)
                 .unwrap_or_else(|| HeaderMap::default().serialize())),
-            Some(name) if rest.len() == 2 => joined(s.request_headers().ok_or(Status::NOT_FOUND)?, name),
+            Some(name) if rest.len() == 2 => {
+                joined(s.request_headers().ok_or(Status::NOT_FOUND)?, name)
+            }
             _ => Err(Status::NOT_FOUND),
         };
     }
@@ -323,8 +325,9 @@ fn request(s: &dyn StreamFacts, rest: &[&str]) -> Result<Vec<u8>, Status> {
             .request_headers()
             .map(|h| int(h.byte_size() as i64))
             .ok_or(Status::NOT_FOUND),
-        "total_size" => Ok(int((s.request_headers().map_or(0, HeaderMap::byte_size)
-            + s.request_body_len()) as i64)),
+        "total_size" => Ok(int(
+            (s.request_headers().map_or(0, HeaderMap::byte_size) + s.request_body_len()) as i64
+        )),
         _ => Err(Status::NOT_FOUND),
     }
 }
