@@ -65,6 +65,11 @@ fn filter_state_properties_agree_in_harness_and_envoy() {
 }
 
 #[test]
+fn local_reply_properties_agree_in_harness_and_envoy() {
+    scenario("properties-local-reply");
+}
+
+#[test]
 fn foreign_functions_agree_in_harness_and_envoy() {
     scenario("foreign");
 }
