@@ -161,12 +161,24 @@ impl HttpContext for Runtime {
             let s = unsafe { proxy_continue_stream(t) };
             self.add_http_request_header("x-rt-continue-status", &s.to_string());
         }
-        if let Some(spec) = self.get_http_request_header("x-rt-callout-headers") {
+        let big = self.get_http_request_header("x-rt-callout-big");
+        if let Some(spec) = self
+            .get_http_request_header("x-rt-callout-headers")
+            .or(big.clone())
+        {
             let (cluster, n) = spec.split_once(';').unwrap();
             let n: usize = n.parse().unwrap();
-            let names: Vec<String> = (0..n).map(|i| format!("x-h-{i}")).collect();
+            // `x-rt-callout-headers`: n extra headers; `x-rt-callout-big`: one of n KiB.
+            let (names, value) = if big.is_some() {
+                (vec!["x-big".to_string()], "v".repeat(n * 1024))
+            } else {
+                (
+                    (0..n).map(|i| format!("x-h-{i}")).collect(),
+                    "v".to_string(),
+                )
+            };
             let mut headers = vec![(":method", "GET"), (":path", "/"), (":authority", cluster)];
-            headers.extend(names.iter().map(|h| (h.as_str(), "v")));
+            headers.extend(names.iter().map(|h| (h.as_str(), value.as_str())));
             match self.dispatch_http_call(cluster, headers, None, vec![], Duration::from_secs(5)) {
                 Ok(token) => {
                     self.tokens.push(token);

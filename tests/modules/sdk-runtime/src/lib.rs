@@ -11,6 +11,7 @@
 //!   what `proxy_get_status` said in the callback (`<code>:<message>`);
 //! - `x-rt-callout-headers: <cluster>;<n>` → a callout with `n` extra headers (`x-h-<i>: v`):
 //!   `x-rt-dispatch: ok|error:<status>` (cpp-host refuses more than 1024 pairs or 1 MiB);
+//!   `x-rt-callout-big: <cluster>;<n>` the same with one extra header of `n` KiB;
 //! - `x-rt-continue: <stream type>` → `x-rt-continue-status: <status>` of
 //!   `proxy_continue_stream(type)` (0 request, 1 response, 2 downstream, 3 upstream);
 //! - `x-rt-main: 1` → `x-rt-main-calls: <n>`, how often the host called the module's exported
