@@ -36,6 +36,16 @@ static MAIN_CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::
 #[no_mangle]
 pub extern "C" fn main(_argc: i32, _argv: i32) -> i32 {
     MAIN_CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    // Host calls from start-up code, chosen by the VM's environment (readable at start-up).
+    match std::env::var("MESHWARD_RT_START").as_deref() {
+        Ok("log") => {
+            proxy_wasm::hostcalls::log(proxy_wasm::types::LogLevel::Info, "rt: main").unwrap()
+        }
+        Ok("time") => {
+            proxy_wasm::hostcalls::get_current_time().unwrap();
+        }
+        _ => {}
+    }
     0
 }
 

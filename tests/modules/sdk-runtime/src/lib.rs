@@ -14,6 +14,8 @@
 //!   `x-rt-callout-big: <cluster>;<n>` the same with one extra header of `n` KiB;
 //! - `x-rt-continue: <stream type>` → `x-rt-continue-status: <status>` of
 //!   `proxy_continue_stream(type)` (0 request, 1 response, 2 downstream, 3 upstream);
+//! - the VM environment variable `MESHWARD_RT_START` makes `main` call a host function:
+//!   `log` (allowed at start-up) or `time` (`proxy_get_current_time_nanoseconds`, which is not);
 //! - `x-rt-main: 1` → `x-rt-main-calls: <n>`, how often the host called the module's exported
 //!   `main(argc, argv)` (cpp-host: once, right after `_initialize`);
 //! - `x-rt-env: <name>` → `x-rt-env-value: <value>` (`std::env::var`, i.e. WASI `environ_get`),
