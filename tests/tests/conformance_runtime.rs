@@ -65,6 +65,11 @@ fn filter_state_properties_agree_in_harness_and_envoy() {
 }
 
 #[test]
+fn local_reply_properties_agree_in_harness_and_envoy() {
+    scenario("properties-local-reply");
+}
+
+#[test]
 fn foreign_functions_agree_in_harness_and_envoy() {
     scenario("foreign");
 }
@@ -188,4 +193,64 @@ fn vm_environment_variables_reach_environ_get_in_both() {
     let expected = ["one", "two=2", "<unset>"].map(|v| Some(v.to_string()));
     assert_eq!(in_envoy, expected, "Envoy");
     assert_eq!(harness, in_envoy, "harness vs Envoy");
+}
+
+/// Start-up code (`_initialize`, `main`) may call only what cpp-host allows there: a log line
+/// loads in both worlds; the clock (`proxy_get_current_time_nanoseconds`) traps
+/// `restricted_callback`, so the plugin fails to load in both.
+#[test]
+fn start_up_code_may_log_but_not_read_the_clock_in_both() {
+    use meshward_rig::{self as envoy, EchoUpstream, Envoy, EnvoyConfig, WasmFilter};
+    let wasm = module("meshward_test_sdk_runtime");
+    let harness = |what: &str| {
+        Host::builder()
+            .filter(
+                FilterSpec::from_file(&wasm)
+                    .unwrap()
+                    .name("rt")
+                    .env("MESHWARD_RT_START", what),
+            )
+            .build()
+    };
+    let upstream = EchoUpstream::start().unwrap();
+    let in_envoy = |what: &str| {
+        let config = EnvoyConfig::new(upstream.addr())
+            .filter(WasmFilter::new("rt", &wasm, "").env("MESHWARD_RT_START", what));
+        Envoy::start(&config)
+    };
+    // Allowed: both load and answer.
+    let host = harness("log").expect("harness: main may log");
+    let out = host.send(&Request::get("/").header("x-rt-main", "1"));
+    let calls = out
+        .upstream_request
+        .as_ref()
+        .unwrap()
+        .header("x-rt-main-calls");
+    assert_eq!(calls, Some("1"), "harness");
+    let started = in_envoy("log").expect("Envoy: main may log");
+    let r = started
+        .client()
+        .send(&envoy::Request::get("/").header("x-rt-main", "1"))
+        .unwrap();
+    assert_eq!(
+        r.echo().unwrap().header("x-rt-main-calls"),
+        Some("1"),
+        "Envoy"
+    );
+    drop(started);
+    // Restricted: neither loads.
+    let err = harness("time")
+        .err()
+        .expect("harness: the clock is restricted at start-up");
+    assert!(
+        format!("{err}").contains("restricted_callback"),
+        "harness error: {err}"
+    );
+    let err = in_envoy("time")
+        .err()
+        .expect("Envoy started a plugin whose main read the clock");
+    assert!(
+        format!("{err:#}").contains("restricted_callback"),
+        "Envoy: {err:#}"
+    );
 }

@@ -50,6 +50,34 @@ pub fn foreign_function(name: &str, arguments: &[u8]) -> Option<(Status, Option<
     foreign::lookup(name.as_bytes()).map(|function| function(arguments))
 }
 
+/// What cpp-host lets start-up code (`_initialize`, `_start`, `main`) call: logging, args,
+/// environment, preopens, clocks and randomness. Anything else traps with `restricted_callback`.
+fn allowed_at_start(name: &str) -> bool {
+    matches!(
+        name,
+        "proxy_log"
+            | "fd_write"
+            | "args_sizes_get"
+            | "args_get"
+            | "environ_sizes_get"
+            | "environ_get"
+            | "fd_prestat_get"
+            | "fd_prestat_dir_name"
+            | "clock_time_get"
+            | "random_get"
+    )
+}
+
+/// The trap of a host call start-up code may not make (cpp-host's message).
+fn restricted(c: &C<'_>, name: &str) -> wasmtime::Result<()> {
+    if c.data().starting && !allowed_at_start(name) {
+        return Err(wasmtime::Error::msg(format!(
+            "restricted_callback: {name} may not be called from a module's start-up code"
+        )));
+    }
+    Ok(())
+}
+
 /// A host call's caller: the VM set's store data, with the calling filter and context.
 type C<'a> = Caller<'a, VmState>;
 /// What a host function returns to the guest: a `proxy_status_t`, or a trap (only the guest's
@@ -184,6 +212,7 @@ macro_rules! register {
                         "env",
                         stringify!($name),
                         |mut c: C<'_>, $($arg: wasm_ty!($ty)),*| -> R {
+                            restricted(&c, stringify!($name))?;
                             c.data_mut().hostcalls += 1;
                             let output = output!($out $(($($o),*))?);
                             if let Some(answer) = faulted(&mut c, stringify!($name), output)? {
@@ -209,7 +238,10 @@ macro_rules! env_helpers {
         fn register_env_helpers(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
             $(
                 fn $name($($arg: $ty),*) $(-> $ret)? $body
-                l.func_wrap("env", stringify!($name), |_c: C<'_>, $($arg: $ty),*| $name($($arg),*))?;
+                l.func_wrap("env", stringify!($name), |c: C<'_>, $($arg: $ty),*| -> wasmtime::Result<_> {
+                    restricted(&c, stringify!($name))?;
+                    Ok($name($($arg),*))
+                })?;
             )*
             Ok(())
         }

@@ -172,6 +172,7 @@ pub(crate) fn add_to_linker(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
         let ty = FuncType::new(l.engine(), params, results.iter().cloned());
         for module in WASI_MODULES {
             l.func_new(module, name, ty.clone(), move |mut c, args, results| {
+                super::restricted(&c, name)?;
                 let errno = match answer {
                     Errno(errno) => *errno,
                     StdFd => std_fd(arg(args, 0)),

@@ -100,6 +100,8 @@ impl VmSet {
                 callouts: HashMap::new(),
             });
             let index = store.data().vms.len() - 1;
+            // cpp-host's `startVm` restricts the host calls start-up code may make.
+            store.data_mut().starting = true;
             if let Some(init) = init {
                 let name = if typed::<(), ()>(&mut store, &inst, "_initialize")?.is_some() {
                     "_initialize"
@@ -123,6 +125,7 @@ impl VmSet {
                     },
                 )?;
             }
+            store.data_mut().starting = false;
         }
         let names = filters.iter().map(|f| f.name.clone()).collect();
         let mut set = VmSet { store, names };

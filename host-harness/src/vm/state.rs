@@ -115,6 +115,9 @@ pub(crate) struct VmState {
     pub callout: Option<CalloutResult>,
     /// Whether the current root call is `on_configure` / `on_vm_start` (configuration buffers).
     pub in_config: bool,
+    /// Inside `_initialize` / `_start` / `main`: cpp-host lets start-up code call only a few
+    /// host functions (`hostcalls::allowed_at_start`); any other traps `restricted_callback`.
+    pub starting: bool,
     /// `env.proxy_*` calls made so far by this VM set's guests (a plain counter: the call in
     /// `vm::instance` charges the difference to the stream the callback ran for).
     pub hostcalls: u64,
@@ -133,6 +136,7 @@ impl VmState {
             shared,
             callout: None,
             in_config: false,
+            starting: false,
             hostcalls: 0,
         }
     }

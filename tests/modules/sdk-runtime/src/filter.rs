@@ -36,6 +36,16 @@ static MAIN_CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::
 #[no_mangle]
 pub extern "C" fn main(_argc: i32, _argv: i32) -> i32 {
     MAIN_CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    // Host calls from start-up code, chosen by the VM's environment (readable at start-up).
+    match std::env::var("MESHWARD_RT_START").as_deref() {
+        Ok("log") => {
+            proxy_wasm::hostcalls::log(proxy_wasm::types::LogLevel::Info, "rt: main").unwrap()
+        }
+        Ok("time") => {
+            proxy_wasm::hostcalls::get_current_time().unwrap();
+        }
+        _ => {}
+    }
     0
 }
 
@@ -161,12 +171,24 @@ impl HttpContext for Runtime {
             let s = unsafe { proxy_continue_stream(t) };
             self.add_http_request_header("x-rt-continue-status", &s.to_string());
         }
-        if let Some(spec) = self.get_http_request_header("x-rt-callout-headers") {
+        let big = self.get_http_request_header("x-rt-callout-big");
+        if let Some(spec) = self
+            .get_http_request_header("x-rt-callout-headers")
+            .or(big.clone())
+        {
             let (cluster, n) = spec.split_once(';').unwrap();
             let n: usize = n.parse().unwrap();
-            let names: Vec<String> = (0..n).map(|i| format!("x-h-{i}")).collect();
+            // `x-rt-callout-headers`: n extra headers; `x-rt-callout-big`: one of n KiB.
+            let (names, value) = if big.is_some() {
+                (vec!["x-big".to_string()], "v".repeat(n * 1024))
+            } else {
+                (
+                    (0..n).map(|i| format!("x-h-{i}")).collect(),
+                    "v".to_string(),
+                )
+            };
             let mut headers = vec![(":method", "GET"), (":path", "/"), (":authority", cluster)];
-            headers.extend(names.iter().map(|h| (h.as_str(), "v")));
+            headers.extend(names.iter().map(|h| (h.as_str(), value.as_str())));
             match self.dispatch_http_call(cluster, headers, None, vec![], Duration::from_secs(5)) {
                 Ok(token) => {
                     self.tokens.push(token);

@@ -11,8 +11,11 @@
 //!   what `proxy_get_status` said in the callback (`<code>:<message>`);
 //! - `x-rt-callout-headers: <cluster>;<n>` → a callout with `n` extra headers (`x-h-<i>: v`):
 //!   `x-rt-dispatch: ok|error:<status>` (cpp-host refuses more than 1024 pairs or 1 MiB);
+//!   `x-rt-callout-big: <cluster>;<n>` the same with one extra header of `n` KiB;
 //! - `x-rt-continue: <stream type>` → `x-rt-continue-status: <status>` of
 //!   `proxy_continue_stream(type)` (0 request, 1 response, 2 downstream, 3 upstream);
+//! - the VM environment variable `MESHWARD_RT_START` makes `main` call a host function:
+//!   `log` (allowed at start-up) or `time` (`proxy_get_current_time_nanoseconds`, which is not);
 //! - `x-rt-main: 1` → `x-rt-main-calls: <n>`, how often the host called the module's exported
 //!   `main(argc, argv)` (cpp-host: once, right after `_initialize`);
 //! - `x-rt-env: <name>` → `x-rt-env-value: <value>` (`std::env::var`, i.e. WASI `environ_get`),
