@@ -109,6 +109,21 @@ fn refused(module_name: &str, headers: &[(&str, &str)]) -> String {
 }
 
 #[test]
+fn the_harness_refuses_grpc_calls_and_streams_loudly() {
+    for (kind, what) in [
+        ("call", "gRPC calls (proxy_grpc_call) are not modelled"),
+        (
+            "stream",
+            "gRPC streams (proxy_grpc_stream) are not modelled",
+        ),
+    ] {
+        let out = refused("meshward_test_sdk_runtime", &[("x-rt-grpc", kind)]);
+        assert!(out.contains(&format!("harness: {what}")), "{kind}: {out}");
+        assert!(out.contains("status: 503"), "{kind}: {out}");
+    }
+}
+
+#[test]
 fn the_harness_refuses_xds_node_loudly() {
     let out = refused("meshward_test_sdk_properties", &[("x-prop-a", "xds.node")]);
     assert!(

@@ -165,6 +165,29 @@ impl HttpContext for Runtime {
             };
             self.add_http_request_header("x-rt-queue-found", found);
         }
+        // `x-rt-grpc: call|stream`: a gRPC call or stream to the cluster `grpc` (the harness
+        // refuses both by name; see conformance_runtime.rs).
+        if let Some(kind) = self.get_http_request_header("x-rt-grpc") {
+            let status = if kind == "stream" {
+                self.open_grpc_stream("grpc", "svc.Echo", "Talk", vec![])
+                    .map(|_| ())
+            } else {
+                self.dispatch_grpc_call(
+                    "grpc",
+                    "svc.Echo",
+                    "Say",
+                    vec![],
+                    Some(b"hi"),
+                    Duration::from_secs(1),
+                )
+                .map(|_| ())
+            };
+            let text = match status {
+                Ok(()) => "ok".to_string(),
+                Err(s) => format!("error:{s:?}"),
+            };
+            self.add_http_request_header("x-rt-grpc-status", &text);
+        }
         if let Some(t) = self.get_http_request_header("x-rt-continue") {
             let t: u32 = t.trim().parse().unwrap();
             // SAFETY: a plain host call with an integer argument.
