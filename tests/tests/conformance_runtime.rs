@@ -40,6 +40,28 @@ fn property_paths_agree_in_harness_and_envoy() {
 }
 
 #[test]
+fn callout_responses_are_read_only_in_harness_and_envoy() {
+    scenario("callout-maps");
+}
+
+/// Every scenario file of the folder is run by one of the tests above.
+#[test]
+fn every_runtime_scenario_file_has_its_test() {
+    let source = include_str!("conformance_runtime.rs");
+    let dir = meshward_tests::repo().join("tests/scenarios/conformance/runtime");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let call = format!("scenario(\"{stem}\")");
+        assert!(
+            source.contains(&call),
+            "{} has no test: add one calling {call}",
+            path.display()
+        );
+    }
+}
+
+#[test]
 fn xds_and_top_level_properties_agree_in_harness_and_envoy() {
     scenario("properties-xds");
 }

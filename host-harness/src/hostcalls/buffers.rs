@@ -99,11 +99,8 @@ pub(super) fn proxy_set_buffer_bytes(
             Some(s) => s.body_mut(kind, filter).ok_or(Status::BAD_ARGUMENT),
             None => Err(Status::NOT_FOUND),
         },
-        BufferType::HttpCallResponseBody => state
-            .callout
-            .as_mut()
-            .map(|r| &mut r.body)
-            .ok_or(Status::NOT_FOUND),
+        // Envoy hands a callout's response body to the callback read-only: BadArgument.
+        BufferType::HttpCallResponseBody => Err(Status::BAD_ARGUMENT),
         BufferType::DownstreamData | BufferType::UpstreamData => {
             super::network::buffer_mut(state, kind).ok_or(Status::NOT_FOUND)
         }

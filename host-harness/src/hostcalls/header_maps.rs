@@ -59,6 +59,19 @@ fn write_map<T>(
         .ok_or(Status::BAD_ARGUMENT)
 }
 
+/// Like [`write_map`] for a change to the map: a callout response's maps are read-only in Envoy
+/// (its `getMap` has no mutable callout maps): BadArgument, the response unchanged.
+fn change_map<T>(
+    c: &mut C<'_>,
+    kind: i32,
+    f: impl FnOnce(&mut HeaderMap) -> T,
+) -> Result<T, Status> {
+    if MapType::try_from(kind as u32).is_ok_and(is_callout_map) {
+        return Err(Status::BAD_ARGUMENT);
+    }
+    write_map(c, kind, f)
+}
+
 /// Runs `f` on the callout response's map `kind` while a response is delivered.
 fn with_callout_map<T>(
     c: &mut C<'_>,
@@ -111,7 +124,7 @@ pub(super) fn proxy_set_header_map_pairs(
     valid_map_type!(map_type);
     let data = read!(c, map_data, map_size);
     let pairs = deserialize_pairs(&data);
-    res(write_map(c, map_type, |m| {
+    res(change_map(c, map_type, |m| {
         m.clear();
         for (n, v) in &pairs {
             m.add(n, v);
@@ -173,7 +186,7 @@ fn set_value(
     valid_map_type!(map_type);
     let key = read!(c, key.0, key.1);
     let value = read!(c, value.0, value.1);
-    res(write_map(c, map_type, |m| op(m, &key, &value)))
+    res(change_map(c, map_type, |m| op(m, &key, &value)))
 }
 
 pub(super) fn proxy_remove_header_map_value(
@@ -184,7 +197,7 @@ pub(super) fn proxy_remove_header_map_value(
 ) -> R {
     valid_map_type!(map_type);
     let key = read!(c, key_data, key_size);
-    res(write_map(c, map_type, |m| m.remove(&key)))
+    res(change_map(c, map_type, |m| m.remove(&key)))
 }
 
 pub(super) fn proxy_get_header_map_size(c: &mut C<'_>, map_type: i32, return_size: i32) -> R {

@@ -19,6 +19,28 @@ extern "C" {
         message_size: *mut usize,
     ) -> u32;
     fn proxy_continue_stream(stream_type: u32) -> u32;
+    fn proxy_add_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_replace_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
+    fn proxy_set_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        size: usize,
+        buffer_data: *const u8,
+        buffer_size: usize,
+    ) -> u32;
     fn proxy_get_buffer_bytes(
         buffer_type: u32,
         start: usize,
@@ -123,6 +145,9 @@ struct Runtime {
     /// Tokens of the callouts still to answer, in dispatch order.
     tokens: Vec<u32>,
     answered: usize,
+    /// `x-rt-callout-mutate: add|replace|remove|body`: try to change the callout's response in
+    /// its callback.
+    mutate: Option<String>,
 }
 
 impl Context for Runtime {
@@ -136,10 +161,67 @@ impl Context for Runtime {
         };
         self.add_http_request_header(&format!("x-rt-callout-status-{i}"), &status);
         self.add_http_request_header(&format!("x-rt-get-status-{i}"), &get_status());
+        if let Some(op) = self.mutate.clone() {
+            self.try_to_change_the_callout_response(i, &op);
+        }
         self.answered += 1;
         if self.answered == self.tokens.len() {
             self.resume_http_request();
         }
+    }
+}
+
+impl Runtime {
+    /// Adds, replaces and removes a callout response header, sets its body, and reports each
+    /// status and what the headers and body read back as afterwards.
+    fn try_to_change_the_callout_response(&self, i: usize, op: &str) {
+        use proxy_wasm::hostcalls;
+        use proxy_wasm::types::{BufferType, MapType};
+        // Raw calls: the SDK's wrappers panic on any status but Ok, and the status is the point.
+        let map = MapType::HttpCallResponseHeaders;
+        let kv = |k: &str, v: &str| (k.as_ptr(), k.len(), v.as_ptr(), v.len());
+        // SAFETY: pointers and lengths of live strings, as the ABI takes them.
+        let status = unsafe {
+            match op {
+                "add" => {
+                    let (k, kl, v, vl) = kv("x-added", "1");
+                    proxy_add_header_map_value(map as u32, k, kl, v, vl)
+                }
+                "replace" => {
+                    let (k, kl, v, vl) = kv("x-from", "changed");
+                    proxy_replace_header_map_value(map as u32, k, kl, v, vl)
+                }
+                "remove" => proxy_remove_header_map_value(map as u32, "content-type".as_ptr(), 12),
+                _ => proxy_set_buffer_bytes(
+                    BufferType::HttpCallResponseBody as u32,
+                    0,
+                    5,
+                    "changed".as_ptr(),
+                    7,
+                ),
+            }
+        };
+        let seen = |name: &str| {
+            hostcalls::get_map_value(map, name)
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| "<none>".to_string())
+        };
+        let read_body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, usize::MAX)
+            .ok()
+            .flatten()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_else(|| "<none>".to_string());
+        self.add_http_request_header(&format!("x-rt-mutate-{i}"), &format!("{op}={status}"));
+        self.add_http_request_header(
+            &format!("x-rt-after-{i}"),
+            &format!(
+                "x-added={} x-from={} content-type={} body={read_body}",
+                seen("x-added"),
+                seen("x-from"),
+                seen("content-type")
+            ),
+        );
     }
 }
 
@@ -221,6 +303,7 @@ impl HttpContext for Runtime {
                 Err(s) => self.add_http_request_header("x-rt-dispatch", &format!("error:{s:?}")),
             }
         }
+        self.mutate = self.get_http_request_header("x-rt-callout-mutate");
         if let Some(spec) = self.get_http_request_header("x-rt-callout") {
             let parts: Vec<&str> = spec.split(';').collect();
             let cluster = parts[0];
