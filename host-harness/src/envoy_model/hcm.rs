@@ -319,14 +319,7 @@ pub(crate) fn local_reply(
     if !grpc_request {
         return (local_reply_headers(status, &body, extra), body);
     }
-    let grpc = grpc_status.unwrap_or(match status {
-        400 => 13,
-        401 => 16,
-        403 => 7,
-        404 => 12,
-        429 | 502 | 503 | 504 => 14,
-        _ => 2,
-    });
+    let grpc = grpc_status.unwrap_or_else(|| http_to_grpc_status(i64::from(status)) as u32);
     let mut map = HeaderMap::response();
     map.add(b":status", b"200");
     map.add(b"content-type", b"application/grpc");
@@ -341,6 +334,19 @@ pub(crate) fn local_reply(
 }
 
 /// `grpc-message` as Envoy percent-encodes it: bytes outside printable ASCII, and `%`.
+/// Envoy's `Grpc::Utility::httpToGrpcStatus`: the gRPC status of an HTTP status, for a local
+/// reply to a gRPC request and for `response.grpc_status` of a response without `grpc-status`.
+pub(super) fn http_to_grpc_status(http: i64) -> i64 {
+    match http {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502 | 503 | 504 => 14,
+        _ => 2,
+    }
+}
+
 fn grpc_message(text: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.len());
     for &b in text {

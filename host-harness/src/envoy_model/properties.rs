@@ -9,6 +9,7 @@
 //! `get_property` looks an unknown first segment up in that filter state (so a later filter in
 //! the same request reads `get_property([name])` of what an earlier one set with `[name]`).
 
+use super::hcm::http_to_grpc_status;
 use super::{Connection, HeaderMap};
 use crate::Status;
 
@@ -345,18 +346,6 @@ fn joined(h: &HeaderMap, name: &str) -> Result<Vec<u8>, Status> {
         Err(Status::NOT_FOUND)
     } else {
         Ok(values.join(&b","[..]))
-    }
-}
-
-/// Envoy's `Grpc::Utility::httpToGrpcStatus`, for a response without `grpc-status`.
-fn http_to_grpc_status(code: i64) -> i64 {
-    match code {
-        400 => 13,
-        401 => 16,
-        403 => 7,
-        404 => 12,
-        429 | 502 | 503 | 504 => 14,
-        _ => 2,
     }
 }
 
