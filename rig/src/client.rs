@@ -38,27 +38,8 @@ impl Client {
 
     /// A TLS client of `addr` that trusts `certs`' CA and presents `client_cert` if given.
     pub fn tls(addr: SocketAddr, certs: &Certs, client_cert: Option<&ClientCert>) -> Result<Self> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from(certs.ca_der().to_vec()))
-            .context("adding the rig CA to the client's roots")?;
-        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .with_root_certificates(roots);
-        let config = match client_cert {
-            Some(cert) => builder
-                .with_client_auth_cert(
-                    vec![CertificateDer::from(cert.cert_der.clone())],
-                    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_der.clone())),
-                )
-                .context("loading the client certificate")?,
-            None => builder.with_no_client_auth(),
-        };
         Ok(Self {
-            tls: Some(Arc::new(config)),
+            tls: Some(client_tls_config(certs, client_cert)?),
             ..Self::plaintext(addr)
         })
     }
@@ -246,4 +227,32 @@ impl Write for Stream {
             Stream::Tls(s) => s.flush(),
         }
     }
+}
+
+/// A TLS client configuration that trusts `certs`' CA and presents `client_cert` if given (the
+/// HTTP client and the TCP client alike).
+pub(crate) fn client_tls_config(
+    certs: &Certs,
+    client_cert: Option<&ClientCert>,
+) -> Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(certs.ca_der().to_vec()))
+        .context("adding the rig CA to the client's roots")?;
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("TLS protocol versions")?
+    .with_root_certificates(roots);
+    let config = match client_cert {
+        Some(cert) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from(cert.cert_der.clone())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_der.clone())),
+            )
+            .context("loading the client certificate")?,
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
 }

@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde_json::{json, Value};
 use socket2::{Domain, Socket, Type};
 
@@ -215,27 +215,8 @@ impl TcpClient {
     /// A TLS client trusting the rig's CA, presenting `client_cert` if given (server name
     /// `localhost`, so `requested_server_name` is `localhost`).
     pub fn tls(addr: SocketAddr, certs: &Certs, client_cert: Option<&ClientCert>) -> Result<Self> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from(certs.ca_der().to_vec()))
-            .context("adding the rig CA")?;
-        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .with_root_certificates(roots);
-        let config = match client_cert {
-            Some(cert) => builder
-                .with_client_auth_cert(
-                    vec![CertificateDer::from(cert.cert_der.clone())],
-                    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_der.clone())),
-                )
-                .context("loading the client certificate")?,
-            None => builder.with_no_client_auth(),
-        };
         Ok(Self {
-            tls: Some(Arc::new(config)),
+            tls: Some(crate::client::client_tls_config(certs, client_cert)?),
             ..Self::plaintext(addr)
         })
     }
