@@ -12,7 +12,7 @@ use meshward_harness::{
 };
 
 use crate::check::Observed;
-use crate::model::{Case, MtlsMode, RequestSpec, Scenario};
+use crate::model::{Case, ChainEntry, MtlsMode, RequestSpec, Scenario};
 use crate::target::Target;
 
 /// A scenario's chain in the harness: one host for every case, in order.
@@ -83,24 +83,29 @@ pub fn build_host(scenario: &Scenario, wasm_dir: &Path) -> Result<Host> {
         builder = builder.cluster(&cluster.name, c);
     }
     for entry in &scenario.chain {
-        let module = entry.module_path(&base, wasm_dir);
-        let spec = FilterSpec::from_file(&module)
-            .with_context(|| {
-                format!(
-                    "loading {} (build it with scripts/build-wasm.sh)",
-                    module.display()
-                )
-            })?
-            .name(&entry.plugin_name())
-            .root_id(&entry.root_id())
-            // The Envoy run's vm_id (`vmId`, else the plugin name, as meshward-rig configures
-            // it): `plugin_vm_id`, shared data and queue lookups by vm_id agree.
-            .vm_id(&entry.vm_id())
-            .config(entry.config_bytes(&base)?)
-            .fail_open(entry.fail_open);
+        let spec = filter_spec(entry, &base, wasm_dir)?;
         builder = builder.filter(spec);
     }
     Ok(builder.build()?)
+}
+
+/// A chain entry as the harness runs it: its module, plugin name, root id, the Envoy run's vm_id
+/// (`vmId`, else the plugin name, as meshward-rig configures it, so that `plugin_vm_id`, shared
+/// data and queue lookups by vm_id agree), config and fail strategy. HTTP and TCP chains alike.
+pub(crate) fn filter_spec(entry: &ChainEntry, base: &Path, wasm_dir: &Path) -> Result<FilterSpec> {
+    let module = entry.module_path(base, wasm_dir);
+    Ok(FilterSpec::from_file(&module)
+        .with_context(|| {
+            format!(
+                "loading {} (build it with scripts/build-wasm.sh)",
+                module.display()
+            )
+        })?
+        .name(&entry.plugin_name())
+        .root_id(&entry.root_id())
+        .vm_id(&entry.vm_id())
+        .config(entry.config_bytes(base)?)
+        .fail_open(entry.fail_open))
 }
 
 /// The harness listener's transport for a scenario's `listener.mtls`.

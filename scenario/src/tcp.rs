@@ -268,14 +268,7 @@ pub fn run_harness(scenario: &TcpScenario, wasm_dir: &Path) -> Result<Vec<TcpObs
     let base = scenario.base();
     let mut builder = Host::builder();
     for entry in &scenario.chain {
-        let module = entry.module_path(&base, wasm_dir);
-        let spec = meshward_harness::FilterSpec::from_file(&module)
-            .with_context(|| format!("loading {} (scripts/build-wasm.sh)", module.display()))?
-            .name(&entry.plugin_name())
-            .root_id(&entry.root_id())
-            .vm_id(&entry.vm_id())
-            .config(entry.config_bytes(&base)?)
-            .fail_open(entry.fail_open);
+        let spec = crate::harness::filter_spec(entry, &base, wasm_dir)?;
         builder = builder.filter(spec);
     }
     let host = builder.build()?;
