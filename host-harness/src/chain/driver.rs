@@ -192,13 +192,7 @@ impl VmSet {
     }
 
     fn create_context(&mut self, key: u64, filter: usize) -> Option<u32> {
-        let (ctx, root, f) = {
-            let vm = &mut self.store.data_mut().vms[filter];
-            let ctx = vm.next_ctx;
-            vm.next_ctx += 1;
-            vm.contexts.insert(ctx, key);
-            (ctx, vm.root_ctx, vm.cb.context_create.clone())
-        };
+        let (ctx, root, f) = self.store.data_mut().vms[filter].new_context(key);
         if let Some(s) = self.stream_mut(key) {
             s.set_context(filter, ctx);
         }

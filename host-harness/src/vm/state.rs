@@ -53,7 +53,7 @@ pub(crate) type HttpCallResponseFn = TypedFunc<(i32, i32, i32, i32, i32), ()>;
 
 /// The module's exported callbacks (absent ones are simply not called, as in cpp-host).
 pub(crate) struct Callbacks {
-    pub context_create: Option<TypedFunc<(i32, i32), ()>>,
+    pub context_create: Option<ContextCreateFn>,
     pub vm_start: Option<TypedFunc<(i32, i32), i32>>,
     pub configure: Option<TypedFunc<(i32, i32), i32>>,
     pub tick: Option<TypedFunc<i32, ()>>,
@@ -70,6 +70,9 @@ pub(crate) struct Callbacks {
     /// The network (L4) callbacks (`crate::connection`).
     pub network: crate::connection::NetworkCallbacks,
 }
+
+/// `proxy_on_context_create(context_id, root_context_id)`.
+pub(crate) type ContextCreateFn = TypedFunc<(i32, i32), ()>;
 
 /// One filter's instance in this VM set.
 pub(crate) struct Vm {
@@ -90,6 +93,16 @@ pub(crate) struct Vm {
 }
 
 impl Vm {
+    /// A new context id for the stream or connection `key` (recorded in `contexts`), with the root
+    /// context it belongs to and the `proxy_on_context_create` to call: what both drivers do
+    /// before a filter first sees a request or a connection.
+    pub fn new_context(&mut self, key: u64) -> (u32, u32, Option<ContextCreateFn>) {
+        let ctx = self.next_ctx;
+        self.next_ctx += 1;
+        self.contexts.insert(ctx, key);
+        (ctx, self.root_ctx, self.cb.context_create.clone())
+    }
+
     /// Its callbacks, unless the VM has failed (a failed VM gets no more calls).
     pub fn live(&self) -> Option<&Callbacks> {
         (!self.failed).then_some(&self.cb)
