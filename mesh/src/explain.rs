@@ -27,6 +27,8 @@ pub struct RequestFacts {
     pub authority: String,
     pub port: u16,
     pub source_ip: Option<IpAddr>,
+    /// The local address the request arrived on.
+    pub destination_ip: Option<IpAddr>,
     /// Request headers (names lower-cased by the caller or not; compared case-insensitively).
     pub headers: Vec<(String, String)>,
     /// The verified token's claims, when jwt-authn let a token through (it publishes them).
@@ -53,6 +55,7 @@ pub fn explain_request(compiled: &Compiled, facts: &RequestFacts) -> Result<Expl
         host: Some(&facts.authority),
         destination_port: Some(facts.port),
         source_ip: facts.source_ip,
+        destination_ip: facts.destination_ip,
         headers: &headers,
         identity: identity.as_ref(),
         identity_unreadable: false,

@@ -239,12 +239,18 @@ pub(crate) fn client_tls_config(
     roots
         .add(CertificateDer::from(certs.ca_der().to_vec()))
         .context("adding the rig CA to the client's roots")?;
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .context("TLS protocol versions")?
-    .with_root_certificates(roots);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::clone(&provider),
+    )
+    .build()
+    .context("the rig CA's verifier")?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AsLocalhost(webpki)));
     let config = match client_cert {
         Some(cert) => builder
             .with_client_auth_cert(
@@ -255,4 +261,50 @@ pub(crate) fn client_tls_config(
         None => builder.with_no_client_auth(),
     };
     Ok(Arc::new(config))
+}
+
+/// Verifies the rig's server certificate (issued for `localhost`) as `localhost`, whatever SNI
+/// the client sends: a TCP scenario may send any SNI (`connection.sni`) to a listener that has
+/// one certificate. The chain, the signatures and the validity are checked as usual.
+#[derive(Debug)]
+struct AsLocalhost(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl rustls::client::danger::ServerCertVerifier for AsLocalhost {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let localhost = ServerName::DnsName(
+            rustls::pki_types::DnsName::try_from("localhost")
+                .map_err(|e| rustls::Error::General(e.to_string()))?,
+        );
+        self.0
+            .verify_server_cert(end_entity, intermediates, &localhost, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
 }

@@ -43,8 +43,8 @@ pub use config::{EnvoyConfig, HttpFilter, MtlsMode, WasmFilter};
 pub use message::{Request, RequestHead, Response};
 pub use process::{envoy_binary, Envoy, StartupFailure, WASM_METRIC_PREFIX};
 pub use tcp::{
-    tcp_listener, TcpClient, TcpEchoUpstream, TcpExchange, TcpTransport, UpstreamConnection,
-    UPSTREAM_QUIT,
+    tcp_listener, tcp_listener_with, TcpClient, TcpEchoUpstream, TcpExchange, TcpTransport,
+    UpstreamConnection, UPSTREAM_QUIT,
 };
 pub use upstream::EchoUpstream;
 pub use workdir::{default_wasm_dir, repo_root, WorkDir};

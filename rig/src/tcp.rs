@@ -52,6 +52,21 @@ pub fn tcp_listener(
     for f in filters {
         chain_filters.push(f.to_network_json()?);
     }
+    tcp_listener_with(name, chain_filters, cluster, transport, certs, 0)
+}
+
+/// [`tcp_listener`] with any network filters (wasm ones as [`WasmFilter::to_network_json`]
+/// gives them, or native ones such as `envoy.filters.network.rbac`) on `port` (0: ephemeral).
+/// A TLS listener has a `tls_inspector`, as an Istio sidecar's inbound listener does, so
+/// `connection.requested_server_name` is the SNI the client sent.
+pub fn tcp_listener_with(
+    name: &str,
+    mut chain_filters: Vec<Value>,
+    cluster: &str,
+    transport: TcpTransport,
+    certs: Option<&Certs>,
+    port: u16,
+) -> Result<Value> {
     chain_filters.push(json!({
         "name": "envoy.filters.network.tcp_proxy",
         "typed_config": {
@@ -61,17 +76,24 @@ pub fn tcp_listener(
         }
     }));
     let mut chain = json!({"filters": chain_filters});
+    let mut listener = json!({
+        "name": name,
+        "stat_prefix": name,
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+    });
     if transport != TcpTransport::Plaintext {
         let certs = certs.context("a TLS TCP listener needs the rig's certificates")?;
         chain["transport_socket"] =
             TlsListener::new(certs, 0).transport_socket(transport == TcpTransport::MutualTls);
+        listener["listener_filters"] = json!([{
+            "name": "envoy.filters.listener.tls_inspector",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
+            }
+        }]);
     }
-    Ok(json!({
-        "name": name,
-        "stat_prefix": name,
-        "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
-        "filter_chains": [chain],
-    }))
+    listener["filter_chains"] = json!([chain]);
+    Ok(listener)
 }
 
 /// What one upstream connection saw.
@@ -197,6 +219,9 @@ pub struct TcpExchange {
 pub struct TcpClient {
     addr: SocketAddr,
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// The SNI a TLS client sends (default `localhost`; the server certificate is verified as
+    /// `localhost` whatever it is).
+    sni: String,
     source_ip: Option<IpAddr>,
     /// How long the client waits for answers after each chunk.
     pub pause: Duration,
@@ -207,13 +232,14 @@ impl TcpClient {
         Self {
             addr,
             tls: None,
+            sni: "localhost".to_string(),
             source_ip: None,
             pause: Duration::from_millis(150),
         }
     }
 
-    /// A TLS client trusting the rig's CA, presenting `client_cert` if given (server name
-    /// `localhost`, so `requested_server_name` is `localhost`).
+    /// A TLS client trusting the rig's CA, presenting `client_cert` if given (SNI `localhost`
+    /// unless [`TcpClient::sni`] says otherwise).
     pub fn tls(addr: SocketAddr, certs: &Certs, client_cert: Option<&ClientCert>) -> Result<Self> {
         Ok(Self {
             tls: Some(crate::client::client_tls_config(certs, client_cert)?),
@@ -223,6 +249,12 @@ impl TcpClient {
 
     pub fn source_ip(mut self, ip: IpAddr) -> Self {
         self.source_ip = Some(ip);
+        self
+    }
+
+    /// The SNI a TLS client sends.
+    pub fn sni(mut self, name: &str) -> Self {
+        self.sni = name.to_string();
         self
     }
 
@@ -245,10 +277,9 @@ impl TcpClient {
         let mut stream: Box<dyn ReadWrite> = match &self.tls {
             None => Box::new(tcp.try_clone()?),
             Some(config) => {
-                let mut conn = rustls::ClientConnection::new(
-                    config.clone(),
-                    ServerName::try_from("localhost")?,
-                )?;
+                let name = ServerName::try_from(self.sni.clone())
+                    .with_context(|| format!("SNI {:?}", self.sni))?;
+                let mut conn = rustls::ClientConnection::new(config.clone(), name)?;
                 tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
                 while conn.is_handshaking() {
                     if conn.complete_io(&mut tcp).is_err() {

@@ -545,6 +545,8 @@ pub fn request_facts(
             r.source
                 .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
         ),
+        // Both worlds listen on loopback.
+        destination_ip: Some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
         headers,
         claims,
     })

@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use meshward_harness::{ConnectionSpec, Host, Tls};
 use meshward_rig::{
-    tcp_listener, Certs, ClientCert, EchoUpstream, Envoy, EnvoyConfig, TcpClient, TcpEchoUpstream,
-    TcpTransport, WasmFilter,
+    tcp_listener_with, Certs, ClientCert, EchoUpstream, Envoy, EnvoyConfig, TcpClient,
+    TcpEchoUpstream, TcpTransport, WasmFilter,
 };
 use serde::Deserialize;
+use serde_json::Value;
 
 use crate::model::{ChainEntry, TlsSpec};
 use crate::suite::{FileReport, Targets};
@@ -31,6 +32,10 @@ pub struct TcpScenario {
     pub description: Option<String>,
     /// Network filters in read order (the write path runs them in reverse).
     pub chain: Vec<ChainEntry>,
+    /// A fixed port for the listener the cases use (the TLS one when any case uses TLS), for
+    /// policies on `destination.port`. Default: ephemeral in Envoy, 10000 in the harness.
+    #[serde(default)]
+    pub port: Option<u16>,
     pub cases: Vec<TcpCase>,
     #[serde(skip)]
     pub path: PathBuf,
@@ -57,6 +62,9 @@ pub struct ConnectionSpecYaml {
     /// Client address (loopback).
     #[serde(default)]
     pub source: Option<IpAddr>,
+    /// The SNI the TLS client sends (default `localhost`); needs `tls`.
+    #[serde(default)]
+    pub sni: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -105,6 +113,17 @@ impl TcpScenario {
         }
         if s.chain.is_empty() || s.cases.is_empty() {
             bail!("{}: a TCP scenario needs a chain and cases", path.display());
+        }
+        if let Some(case) = s
+            .cases
+            .iter()
+            .find(|c| c.connection.sni.is_some() && c.connection.tls.is_none())
+        {
+            bail!(
+                "{}: case `{}`: `connection.sni` needs `connection.tls`",
+                path.display(),
+                case.name
+            );
         }
         s.path = path.to_path_buf();
         Ok(s)
@@ -254,19 +273,28 @@ pub fn run_file(file: &Path, wasm_dir: &Path, targets: Targets, verbose: bool) -
     report
 }
 
-/// The harness's TLS facts for a case. The rig's client sends SNI `localhost`, but a listener
-/// without a `tls_inspector` does not record it: `requested_server_name` is empty in Envoy.
-fn harness_tls(spec: &TlsSpec) -> Tls {
-    match &spec.peer {
+/// The harness's TLS facts for a case: the client certificate's URI SAN, and the SNI the rig's
+/// client sends (`localhost` unless the case says), which the rig's TLS listener records (it has
+/// a `tls_inspector`, as an Istio sidecar's inbound listener does).
+fn harness_tls(spec: &TlsSpec, sni: Option<&str>) -> Tls {
+    let mut tls = match &spec.peer {
         Some(p) => Tls::peer(p),
         None => Tls::server_only(),
-    }
+    };
+    tls.sni = Some(sni.unwrap_or("localhost").to_string());
+    tls
 }
 
 /// Every case through the harness, in order.
 pub fn run_harness(scenario: &TcpScenario, wasm_dir: &Path) -> Result<Vec<TcpObserved>> {
     let base = scenario.base();
     let mut builder = Host::builder();
+    if let Some(port) = scenario.port {
+        builder = builder.listener(meshward_harness::ListenerSettings {
+            port,
+            ..Default::default()
+        });
+    }
     for entry in &scenario.chain {
         let spec = crate::harness::filter_spec(entry, &base, wasm_dir)?;
         builder = builder.filter(spec);
@@ -281,7 +309,11 @@ pub fn run_harness(scenario: &TcpScenario, wasm_dir: &Path) -> Result<Vec<TcpObs
 
 fn harness_case(host: &Host, case: &TcpCase) -> Result<TcpObserved> {
     let spec = ConnectionSpec {
-        tls: case.connection.tls.as_ref().map(harness_tls),
+        tls: case
+            .connection
+            .tls
+            .as_ref()
+            .map(|t| harness_tls(t, case.connection.sni.as_deref())),
         // Envoy sees an ephemeral client port; the harness picks a fixed one.
         source: case.connection.source.map(|ip| SocketAddr::new(ip, 40000)),
         worker: None,
@@ -310,9 +342,6 @@ fn harness_case(host: &Host, case: &TcpCase) -> Result<TcpObserved> {
 /// and, when a case uses TLS, a TLS one (client certificate asked for, not required).
 pub fn run_envoy(scenario: &TcpScenario, wasm_dir: &Path) -> Result<Vec<TcpObserved>> {
     let base = scenario.base();
-    let upstream = TcpEchoUpstream::start()?;
-    // The HTTP side of the bootstrap is unused; its upstream only has to exist.
-    let http_upstream = EchoUpstream::start()?;
     let mut filters = Vec::new();
     for entry in &scenario.chain {
         let module = entry.module_path(&base, wasm_dir);
@@ -322,30 +351,48 @@ pub fn run_envoy(scenario: &TcpScenario, wasm_dir: &Path) -> Result<Vec<TcpObser
             WasmFilter::new(&entry.plugin_name(), &module, &configuration)
                 .root_id(&entry.root_id())
                 .vm_id(&entry.vm_id())
-                .fail_open(entry.fail_open),
+                .fail_open(entry.fail_open)
+                .to_network_json()?,
         );
     }
+    run_envoy_with(scenario, filters)
+}
+
+/// Every case through real Envoy with `filters` (network filters as Envoy JSON: wasm ones, or
+/// native ones such as the RBAC filters istiod would render) in place of the scenario's chain.
+pub fn run_envoy_with(scenario: &TcpScenario, filters: Vec<Value>) -> Result<Vec<TcpObserved>> {
+    let upstream = TcpEchoUpstream::start()?;
+    // The HTTP side of the bootstrap is unused; its upstream only has to exist.
+    let http_upstream = EchoUpstream::start()?;
     let certs = if scenario.uses_tls() {
         Some(Certs::generate()?)
     } else {
         None
     };
+    // The fixed port (if any) goes to the listener the cases use: the TLS one when there is one.
+    let port = scenario.port.unwrap_or(0);
+    let (plain_port, tls_port) = match &certs {
+        Some(_) => (0, port),
+        None => (port, 0),
+    };
     let mut config = EnvoyConfig::new(http_upstream.addr())
         .cluster("tcp_upstream", upstream.addr())
-        .raw_listener(tcp_listener(
+        .raw_listener(tcp_listener_with(
             "tcp",
-            &filters,
+            filters.clone(),
             "tcp_upstream",
             TcpTransport::Plaintext,
             None,
+            plain_port,
         )?);
     if let Some(certs) = &certs {
-        config = config.raw_listener(tcp_listener(
+        config = config.raw_listener(tcp_listener_with(
             "tcp_tls",
-            &filters,
+            filters,
             "tcp_upstream",
             TcpTransport::Tls,
             Some(certs),
+            tls_port,
         )?);
     }
     let envoy = Envoy::start(&config)?;
@@ -376,6 +423,9 @@ pub fn run_envoy(scenario: &TcpScenario, wasm_dir: &Path) -> Result<Vec<TcpObser
         };
         if let Some(ip) = case.connection.source {
             client = client.source_ip(ip);
+        }
+        if let Some(sni) = &case.connection.sni {
+            client = client.sni(sni);
         }
         let before = upstream.connections().len();
         let ex = client.run(

@@ -9,6 +9,7 @@
 //! wrappers `panic!` on statuses they do not expect, and a panic in an authorization filter either
 //! 503s every later request or, with `fail_open`, skips the filter.
 
+pub mod connection;
 pub mod stage;
 
 use std::rc::Rc;

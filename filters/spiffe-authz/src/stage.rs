@@ -124,7 +124,7 @@ const LOG_VALUE_MAX: usize = logtext::MAX_LOGGED_CHARS;
 /// A request value for a log line: quoted, escaped and bounded by [`logtext::loggable`] (a path
 /// or header is attacker-controlled and must not forge log lines), with the original length noted
 /// when it was cut.
-fn bounded(value: &str) -> String {
+pub(crate) fn bounded(value: &str) -> String {
     let (text, cut) = logtext::loggable_cut(value, LOG_VALUE_MAX);
     if cut {
         format!("\"{text}\"({} bytes)", value.len())
@@ -209,7 +209,7 @@ pub fn deny(status: u16, details: &str, body: &str) -> StageResult {
 }
 
 /// A host call that failed, for the log.
-struct HostFailure {
+pub(crate) struct HostFailure {
     what: &'static str,
     status: Status,
 }
@@ -234,14 +234,15 @@ fn fail(what: &'static str) -> impl Fn(Status) -> HostFailure {
 /// request closed (403, or counted in a dry run) whether or not the policies would have got to
 /// it, and the first failure in this fixed order is the one logged.
 #[derive(Debug, Default)]
-struct HostFacts {
-    mtls: bool,
-    peer: Option<SpiffeId>,
+pub(crate) struct HostFacts {
+    pub(crate) mtls: bool,
+    pub(crate) peer: Option<SpiffeId>,
     method: Option<String>,
     path: Option<String>,
     host: Option<String>,
     destination_port: Option<u16>,
-    source_ip: Option<IpAddr>,
+    pub(crate) source_ip: Option<IpAddr>,
+    destination_ip: Option<IpAddr>,
     headers: Vec<(String, Vec<u8>)>,
     identity: Option<RequestIdentity>,
     identity_unreadable: bool,
@@ -265,7 +266,7 @@ fn property(
 }
 
 impl HostFacts {
-    fn read(needs: &Needs, req: &mut RequestView) -> Result<Self, HostFailure> {
+    pub(crate) fn read(needs: &Needs, req: &mut RequestView) -> Result<Self, HostFailure> {
         let text = |v: Option<Vec<u8>>| v.and_then(|b| String::from_utf8(b).ok());
 
         let mtls = property(req, &["connection", "mtls"], "connection.mtls", needs.peer)?
@@ -330,6 +331,13 @@ impl HostFacts {
             needs.source_ip,
         )?)
         .and_then(|a| parse_address(&a));
+        let destination_ip = text(property(
+            req,
+            &["destination", "address"],
+            "destination.address",
+            needs.destination_ip,
+        )?)
+        .and_then(|a| parse_address(&a));
         // Published bytes that do not parse are not "no identity": the core denies when a policy
         // needs the identity and it is unreadable (a DENY on request principals must not fail
         // open). In the bundle, jwt-authn's identity is known to the view without a host read.
@@ -353,6 +361,7 @@ impl HostFacts {
             host,
             destination_port,
             source_ip,
+            destination_ip,
             headers,
             identity,
             identity_unreadable,
@@ -382,6 +391,9 @@ impl RequestFacts for HostFacts {
     }
     fn source_ip(&self) -> Option<IpAddr> {
         self.source_ip
+    }
+    fn destination_ip(&self) -> Option<IpAddr> {
+        self.destination_ip
     }
     fn headers(&self) -> &[(String, Vec<u8>)] {
         &self.headers

@@ -187,6 +187,18 @@ fn rule_failure(
 ) -> Option<Failure> {
     let empty = RuleConfig::default();
     let raw = raw.unwrap_or(&empty);
+    if rule.skipped {
+        // On TCP, istiod skips an ALLOW rule that reads what a connection does not have.
+        let fields = &rule.http_only;
+        return Some(Failure {
+            field: "(the whole rule)".to_string(),
+            message: format!(
+                "skipped on TCP: {} only exist(s) in HTTP requests, and an ALLOW rule that uses \
+                 one never matches a connection",
+                fields.join(", ")
+            ),
+        });
+    }
     let default_source = SourceConfig::default();
     let default_operation = OperationConfig::default();
     let from = first_of(
@@ -581,6 +593,11 @@ fn condition_subject(attr: &Attr, ctx: &Ctx<'_>) -> (Subject, Option<Vec<String>
             f.destination_port().map(|p| p.to_string()),
             "port",
             "no destination port",
+        ),
+        Attr::DestinationIp => one(
+            f.destination_ip().map(|ip| ip.to_string()),
+            "destination address",
+            "no destination address",
         ),
         Attr::Sni => one(f.sni().map(str::to_string), "SNI", "no SNI"),
     }

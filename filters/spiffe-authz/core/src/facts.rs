@@ -30,6 +30,8 @@ pub trait RequestFacts {
     fn destination_port(&self) -> Option<u16>;
     /// The direct peer's address (`source.address` without the port).
     fn source_ip(&self) -> Option<IpAddr>;
+    /// The local address the connection arrived on (`destination.address` without the port).
+    fn destination_ip(&self) -> Option<IpAddr>;
     /// Request headers the policies need ([`Needs::headers`]), one entry per header line
     /// (repeated headers stay separate), including every header whose name equals a needed one
     /// only after folding case and `_`/`-` (the core refuses those requests).
@@ -64,6 +66,7 @@ pub struct PlainFacts<'a> {
     pub host: Option<&'a str>,
     pub destination_port: Option<u16>,
     pub source_ip: Option<IpAddr>,
+    pub destination_ip: Option<IpAddr>,
     pub headers: &'a [(String, Vec<u8>)],
     pub identity: Option<&'a RequestIdentity>,
     pub identity_unreadable: bool,
@@ -92,6 +95,9 @@ impl RequestFacts for PlainFacts<'_> {
     fn source_ip(&self) -> Option<IpAddr> {
         self.source_ip
     }
+    fn destination_ip(&self) -> Option<IpAddr> {
+        self.destination_ip
+    }
     fn headers(&self) -> &[(String, Vec<u8>)] {
         self.headers
     }
@@ -117,6 +123,8 @@ pub struct Needs {
     pub destination_port: bool,
     /// `source.address`.
     pub source_ip: bool,
+    /// `destination.address`.
+    pub destination_ip: bool,
     /// The identity jwt-authn publishes.
     pub identity: bool,
     pub sni: bool,

@@ -18,7 +18,7 @@ mod policy;
 pub use config::{Action, RawConfig};
 pub use explain::{explain, Explanation, Failure, PolicyTrace, RuleTrace};
 pub use facts::{Needs, PlainFacts, RequestFacts};
-pub use policy::{decide, Config, Decision, DenyReason, SUPPORTED_WHEN_KEYS};
+pub use policy::{decide, Config, Decision, DenyReason, Protocol, SUPPORTED_WHEN_KEYS};
 
 /// The body of a 403, as Envoy's RBAC filter sends it.
 pub const DENY_BODY: &str = "RBAC: access denied";

@@ -19,7 +19,8 @@ use crate::matchers::{self as m, PathSet, RequestPrincipal};
 /// silently narrows an ALLOW and widens nothing for a DENY: neither is what the author meant).
 pub const SUPPORTED_WHEN_KEYS: &str = "request.headers[<name>], source.ip, remote.ip, \
     source.namespace, source.principal, request.auth.principal, request.auth.audiences, \
-    request.auth.presenter, request.auth.claims[<name>]…, destination.port, connection.sni";
+    request.auth.presenter, request.auth.claims[<name>]…, destination.ip, destination.port, \
+    connection.sni";
 
 /// A field with its `not` twin: matches iff (`is` is empty or one entry matches) and no `not`
 /// entry matches. An attribute the request does not have matches no entry, so it fails `is` and
@@ -28,6 +29,15 @@ pub const SUPPORTED_WHEN_KEYS: &str = "request.headers[<name>], source.ip, remot
 pub(crate) struct Field<M> {
     pub(crate) is: Vec<M>,
     pub(crate) not: Vec<M>,
+}
+
+impl<M> Default for Field<M> {
+    fn default() -> Self {
+        Self {
+            is: Vec::new(),
+            not: Vec::new(),
+        }
+    }
 }
 
 impl<M> Field<M> {
@@ -104,6 +114,8 @@ pub(crate) enum Attr {
     AuthPresenter,
     AuthClaims(Vec<String>),
     DestinationPort,
+    /// `destination.ip`: the local address the connection arrived on.
+    DestinationIp,
     Sni,
 }
 
@@ -120,6 +132,8 @@ pub(crate) struct Condition {
     pub(crate) attr: Attr,
     pub(crate) values: Option<Values>,
     pub(crate) not_values: Option<Values>,
+    /// Dropped for the protocol (an HTTP-only key in a TCP DENY/AUDIT rule): always holds.
+    pub(crate) ignored: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -127,6 +141,12 @@ pub(crate) struct Rule {
     pub(crate) from: Vec<Source>,
     pub(crate) to: Vec<Operation>,
     pub(crate) when: Vec<Condition>,
+    /// On TCP: the HTTP-only fields the rule sets, as the config spells them
+    /// (`to[0].operation.methods`, `when[1] request.headers[x]`). In an ALLOW rule they make the
+    /// rule `skipped`; in a DENY or AUDIT rule they were dropped (cleared, or `ignored`).
+    pub(crate) http_only: Vec<String>,
+    /// Never matches: an ALLOW rule that uses an HTTP-only field, on TCP (istiod skips it).
+    pub(crate) skipped: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -146,11 +166,21 @@ pub struct Config {
     dry_run: bool,
     num_trusted_proxies: u32,
     path_parameters: PathParameters,
+    protocol: Protocol,
     needs: Needs,
     /// The config as written, for [`crate::explain`] to quote patterns and keys as the author
     /// wrote them. Kept only by [`Config::parse_explainable`] (native tools), so the filter in
     /// the proxy holds no second copy of its policies.
     pub(crate) raw: Option<Box<RawConfig>>,
+}
+
+/// What the filter sees: HTTP requests (the HTTP filter) or connections (the network filter,
+/// `spiffe-authz-tcp`), which only have the connection's attributes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Protocol {
+    #[default]
+    Http,
+    Tcp,
 }
 
 /// Why a request is (or, in dry-run mode, would be) refused.
@@ -215,26 +245,40 @@ impl Config {
         RawConfig::json_schema()
     }
 
-    /// Parse and compile a pluginConfig document.
+    /// Parse and compile a pluginConfig document for the HTTP filter.
     pub fn parse(bytes: &[u8]) -> Result<Self, ConfigError> {
-        Self::compile(&meshward_common::parse_json::<RawConfig>(bytes)?)
+        Self::parse_for(bytes, Protocol::Http)
+    }
+
+    /// Parse and compile a pluginConfig document for `protocol`.
+    pub fn parse_for(bytes: &[u8], protocol: Protocol) -> Result<Self, ConfigError> {
+        Self::compile_for(&meshward_common::parse_json::<RawConfig>(bytes)?, protocol)
     }
 
     /// [`Config::parse`], keeping the config as written so that [`crate::explain`] can quote its
     /// patterns (for native tools such as `meshward explain`; the filter uses `parse`).
     pub fn parse_explainable(bytes: &[u8]) -> Result<Self, ConfigError> {
+        Self::parse_explainable_for(bytes, Protocol::Http)
+    }
+
+    /// [`Config::parse_explainable`] for `protocol`.
+    pub fn parse_explainable_for(bytes: &[u8], protocol: Protocol) -> Result<Self, ConfigError> {
         let raw = meshward_common::parse_json::<RawConfig>(bytes)?;
-        let mut config = Self::compile(&raw)?;
+        let mut config = Self::compile_for(&raw, protocol)?;
         config.raw = Some(Box::new(raw));
         Ok(config)
     }
 
+    /// Compile for the HTTP filter.
     pub fn compile(config: &RawConfig) -> Result<Self, ConfigError> {
+        Self::compile_for(config, Protocol::Http)
+    }
+
+    /// Validate and compile. The whole config is validated for either protocol (a TCP filter
+    /// refuses a malformed path pattern too); for TCP the rules are then cut down as istiod's TCP
+    /// builder cuts them ([`Rule::for_tcp`]).
+    pub fn compile_for(config: &RawConfig, protocol: Protocol) -> Result<Self, ConfigError> {
         let path_parameters = config.path_parameters.mode();
-        let mut needs = Needs {
-            peer: config.require_mtls,
-            ..Needs::default()
-        };
         let mut policies = Vec::with_capacity(config.policies.len());
         for (i, p) in config.policies.iter().enumerate() {
             let at = format!("policies[{i}]");
@@ -244,10 +288,30 @@ impl Config {
                     format!("duplicate policy name `{}`", p.name),
                 ));
             }
-            policies.push(compile_policy(&at, p, path_parameters, &mut needs)?);
+            let mut policy = compile_policy(&at, p, path_parameters)?;
+            if protocol == Protocol::Tcp {
+                let action = policy.action;
+                for rule in &mut policy.rules {
+                    rule.for_tcp(action);
+                }
+            }
+            policies.push(policy);
+        }
+        // A connection has no headers: the remote address is the connection's peer, as Envoy's
+        // network RBAC reads `remote_ip` (numTrustedProxies is about `x-forwarded-for`).
+        let num_trusted_proxies = match protocol {
+            Protocol::Http => config.num_trusted_proxies,
+            Protocol::Tcp => 0,
+        };
+        let mut needs = Needs {
+            peer: config.require_mtls,
+            ..Needs::default()
+        };
+        for rule in policies.iter().flat_map(|p| &p.rules) {
+            rule.add_needs(&mut needs);
         }
         if needs.remote_ip {
-            if config.num_trusted_proxies == 0 {
+            if num_trusted_proxies == 0 {
                 needs.source_ip = true;
             } else {
                 needs.header("x-forwarded-for");
@@ -259,11 +323,47 @@ impl Config {
             has_allow,
             require_mtls: config.require_mtls,
             dry_run: config.dry_run,
-            num_trusted_proxies: config.num_trusted_proxies,
+            num_trusted_proxies,
             path_parameters,
+            protocol,
             needs,
             raw: None,
         })
+    }
+
+    /// The protocol the config was compiled for.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// For TCP: one line per rule that reads HTTP-only fields, saying what istiod's TCP builder
+    /// (and so this filter) does with it; empty for HTTP. The network filter logs them at
+    /// configure time.
+    pub fn tcp_notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        for p in &self.policies {
+            for (i, rule) in p.rules.iter().enumerate() {
+                if rule.http_only.is_empty() {
+                    continue;
+                }
+                let fields = rule.http_only.join(", ");
+                let what = if rule.skipped {
+                    "never matches a connection (an ALLOW rule that reads HTTP-only fields is \
+                     skipped)"
+                        .to_string()
+                } else {
+                    "ignores them on TCP, which widens the rule (as istiod does for DENY and \
+                     AUDIT)"
+                        .to_string()
+                };
+                notes.push(format!(
+                    "policy `{}` rules[{i}] ({}) reads HTTP-only {fields}: it {what}",
+                    p.name,
+                    p.action.as_str()
+                ));
+            }
+        }
+        notes
     }
 
     /// What the adapter must read per request.
@@ -462,6 +562,8 @@ impl Config {
             Some("destination.port")
         } else if n.source_ip && facts.source_ip().is_none() {
             Some("source.address")
+        } else if n.destination_ip && facts.destination_ip().is_none() {
+            Some("destination.address")
         } else if n.remote_ip && remote_ip.is_none() {
             Some("remote address (x-forwarded-for with numTrustedProxies)")
         } else if n.identity && facts.identity_unreadable() {
@@ -538,9 +640,107 @@ impl Policy {
 impl Rule {
     /// One `from` and one `to` and every `when`; a missing part is a wildcard.
     pub(crate) fn matches(&self, ctx: &Ctx<'_>, any_reading: bool) -> bool {
-        (self.from.is_empty() || self.from.iter().any(|s| s.matches(ctx)))
+        !self.skipped
+            && (self.from.is_empty() || self.from.iter().any(|s| s.matches(ctx)))
             && (self.to.is_empty() || self.to.iter().any(|o| o.matches(ctx)))
             && self.when.iter().all(|c| c.matches(ctx, any_reading))
+    }
+}
+
+impl Rule {
+    /// Add what this rule reads to `needs` (nothing if it never matches).
+    fn add_needs(&self, needs: &mut Needs) {
+        if self.skipped {
+            return;
+        }
+        for s in &self.from {
+            needs.peer |= s.principals.is_set() || s.namespaces.is_set();
+            needs.identity |= s.request_principals.is_set();
+            needs.source_ip |= s.ip_blocks.is_set();
+            needs.remote_ip |= s.remote_ip_blocks.is_set();
+        }
+        for o in &self.to {
+            needs.host |= o.hosts.is_set();
+            needs.destination_port |= o.ports.is_set();
+            needs.method |= o.methods.is_set();
+            needs.path |= !o.paths.is_empty() || !o.not_paths.is_empty();
+        }
+        for c in self.when.iter().filter(|c| !c.ignored) {
+            match &c.attr {
+                Attr::Header(name) => needs.header(name),
+                Attr::Path => needs.path = true,
+                Attr::Authority => needs.host = true,
+                Attr::SourceIp => needs.source_ip = true,
+                Attr::RemoteIp => needs.remote_ip = true,
+                Attr::SourceNamespace | Attr::SourcePrincipal => needs.peer = true,
+                Attr::AuthPrincipal
+                | Attr::AuthAudiences
+                | Attr::AuthPresenter
+                | Attr::AuthClaims(_) => needs.identity = true,
+                Attr::DestinationPort => needs.destination_port = true,
+                Attr::DestinationIp => needs.destination_ip = true,
+                Attr::Sni => needs.sni = true,
+            }
+        }
+    }
+
+    /// istiod's TCP builder (`model.go` `checkError`): a field a connection does not have (hosts,
+    /// methods, paths, request principals, request headers, JWT claims) makes an ALLOW rule
+    /// never match — the policy can only get narrower — and is dropped from a DENY or AUDIT rule,
+    /// which gets wider (a DENY on `methods: [GET]` denies every connection it otherwise
+    /// matches). Either way the rule never turns into "allow" because of a field it cannot read.
+    fn for_tcp(&mut self, action: Action) {
+        let mut found = Vec::new();
+        for (k, s) in self.from.iter_mut().enumerate() {
+            if s.request_principals.is_set() {
+                found.push(format!("from[{k}].source.requestPrincipals"));
+                s.request_principals = Field::default();
+            }
+        }
+        for (k, o) in self.to.iter_mut().enumerate() {
+            let at = |name: &str| format!("to[{k}].operation.{name}");
+            if o.hosts.is_set() {
+                found.push(at("hosts"));
+                o.hosts = Field::default();
+            }
+            if o.methods.is_set() {
+                found.push(at("methods"));
+                o.methods = Field::default();
+            }
+            if !o.paths.is_empty() || !o.not_paths.is_empty() {
+                found.push(at("paths"));
+                o.paths = PathSet::default();
+                o.not_paths = PathSet::default();
+            }
+        }
+        for (k, c) in self.when.iter_mut().enumerate() {
+            if let Some(key) = c.attr.http_only_key() {
+                found.push(format!("when[{k}] {key}"));
+                c.ignored = true;
+            }
+        }
+        self.skipped = action == Action::Allow && !found.is_empty();
+        self.http_only = found;
+    }
+}
+
+impl Attr {
+    /// The `when` key of an attribute only an HTTP request has (lower-cased header names);
+    /// `None` for a connection attribute.
+    fn http_only_key(&self) -> Option<String> {
+        Some(match self {
+            Attr::Header(name) => format!("request.headers[{name}]"),
+            Attr::Path => "request.headers[:path]".to_string(),
+            Attr::Authority => "request.headers[:authority]".to_string(),
+            Attr::AuthPrincipal => "request.auth.principal".to_string(),
+            Attr::AuthAudiences => "request.auth.audiences".to_string(),
+            Attr::AuthPresenter => "request.auth.presenter".to_string(),
+            Attr::AuthClaims(path) => {
+                let path: String = path.iter().map(|p| format!("[{p}]")).collect();
+                format!("request.auth.claims{path}")
+            }
+            _ => return None,
+        })
     }
 }
 
@@ -586,6 +786,9 @@ impl Operation {
 
 impl Condition {
     pub(crate) fn matches(&self, ctx: &Ctx<'_>, any_reading: bool) -> bool {
+        if self.ignored {
+            return true;
+        }
         if let Attr::Path = self.attr {
             // The path is normalized whenever a `:path` condition exists (`Needs::path`); without
             // one (never, in practice) nothing can hold.
@@ -684,6 +887,7 @@ impl Condition {
                 Values::Ports(ports) => f.destination_port().is_some_and(|p| ports.contains(&p)),
                 _ => false,
             },
+            Attr::DestinationIp => ip(f.destination_ip()),
             Attr::Sni => strings(&mut f.sni().map(str::as_bytes).into_iter()),
         }
     }
@@ -700,7 +904,6 @@ fn compile_policy(
     at: &str,
     p: &PolicyConfig,
     params: PathParameters,
-    needs: &mut Needs,
 ) -> Result<Policy, ConfigError> {
     let name_ok = !p.name.is_empty()
         && p.name.len() <= 253
@@ -717,7 +920,7 @@ fn compile_policy(
         .rules
         .iter()
         .enumerate()
-        .map(|(i, r)| compile_rule(&format!("{at}.rules[{i}]"), r, params, needs))
+        .map(|(i, r)| compile_rule(&format!("{at}.rules[{i}]"), r, params))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Policy {
         name: p.name.clone(),
@@ -726,40 +929,35 @@ fn compile_policy(
     })
 }
 
-fn compile_rule(
-    at: &str,
-    r: &RuleConfig,
-    params: PathParameters,
-    needs: &mut Needs,
-) -> Result<Rule, ConfigError> {
+fn compile_rule(at: &str, r: &RuleConfig, params: PathParameters) -> Result<Rule, ConfigError> {
     let from = r
         .from
         .iter()
         .enumerate()
-        .map(|(i, f)| compile_source(&format!("{at}.from[{i}].source"), &f.source, needs))
+        .map(|(i, f)| compile_source(&format!("{at}.from[{i}].source"), &f.source))
         .collect::<Result<Vec<_>, _>>()?;
-    let to =
-        r.to.iter()
-            .enumerate()
-            .map(|(i, t)| {
-                compile_operation(
-                    &format!("{at}.to[{i}].operation"),
-                    &t.operation,
-                    params,
-                    needs,
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+    let to = r
+        .to
+        .iter()
+        .enumerate()
+        .map(|(i, t)| compile_operation(&format!("{at}.to[{i}].operation"), &t.operation, params))
+        .collect::<Result<Vec<_>, _>>()?;
     let when = r
         .when
         .iter()
         .enumerate()
-        .map(|(i, c)| compile_condition(&format!("{at}.when[{i}]"), c, params, needs))
+        .map(|(i, c)| compile_condition(&format!("{at}.when[{i}]"), c, params))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Rule { from, to, when })
+    Ok(Rule {
+        from,
+        to,
+        when,
+        http_only: Vec::new(),
+        skipped: false,
+    })
 }
 
-fn compile_source(at: &str, s: &SourceConfig, needs: &mut Needs) -> Result<Source, ConfigError> {
+fn compile_source(at: &str, s: &SourceConfig) -> Result<Source, ConfigError> {
     let source = Source {
         principals: field(
             at,
@@ -812,10 +1010,6 @@ fn compile_source(at: &str, s: &SourceConfig, needs: &mut Needs) -> Result<Sourc
     if !set.contains(&true) {
         return Err(ConfigError::new(at, "a source must set at least one field"));
     }
-    needs.peer |= source.principals.is_set() || source.namespaces.is_set();
-    needs.identity |= source.request_principals.is_set();
-    needs.source_ip |= source.ip_blocks.is_set();
-    needs.remote_ip |= source.remote_ip_blocks.is_set();
     Ok(source)
 }
 
@@ -823,7 +1017,6 @@ fn compile_operation(
     at: &str,
     o: &OperationConfig,
     params: PathParameters,
-    needs: &mut Needs,
 ) -> Result<Operation, ConfigError> {
     let op = Operation {
         hosts: field(at, "hosts", "notHosts", &o.hosts, &o.not_hosts, m::host)?,
@@ -846,10 +1039,6 @@ fn compile_operation(
             "an operation must set at least one field",
         ));
     }
-    needs.host |= op.hosts.is_set();
-    needs.destination_port |= op.ports.is_set();
-    needs.method |= op.methods.is_set();
-    needs.path |= paths;
     Ok(op)
 }
 
@@ -857,7 +1046,6 @@ fn compile_condition(
     at: &str,
     c: &ConditionConfig,
     params: PathParameters,
-    needs: &mut Needs,
 ) -> Result<Condition, ConfigError> {
     let key_field = format!("{at}.key");
     let attr = parse_key(&key_field, &c.key)?;
@@ -896,7 +1084,7 @@ fn compile_condition(
                     .map(|(i, v)| m::host(&each(i), v))
                     .collect::<Result<_, _>>()?,
             ),
-            Attr::SourceIp | Attr::RemoteIp => Values::Ips(
+            Attr::SourceIp | Attr::RemoteIp | Attr::DestinationIp => Values::Ips(
                 list.iter()
                     .enumerate()
                     .map(|(i, v)| m::ip_block(&each(i), v))
@@ -924,25 +1112,12 @@ fn compile_condition(
         };
         Ok(Some(values))
     };
-    let condition = Condition {
+    Ok(Condition {
         values: compile("values", &c.values)?,
         not_values: compile("notValues", &c.not_values)?,
         attr,
-    };
-    match &condition.attr {
-        Attr::Header(name) => needs.header(name),
-        Attr::Path => needs.path = true,
-        Attr::Authority => needs.host = true,
-        Attr::SourceIp => needs.source_ip = true,
-        Attr::RemoteIp => needs.remote_ip = true,
-        Attr::SourceNamespace | Attr::SourcePrincipal => needs.peer = true,
-        Attr::AuthPrincipal | Attr::AuthAudiences | Attr::AuthPresenter | Attr::AuthClaims(_) => {
-            needs.identity = true
-        }
-        Attr::DestinationPort => needs.destination_port = true,
-        Attr::Sni => needs.sni = true,
-    }
-    Ok(condition)
+        ignored: false,
+    })
 }
 
 fn parse_key(field: &str, key: &str) -> Result<Attr, ConfigError> {
@@ -961,6 +1136,7 @@ fn parse_key(field: &str, key: &str) -> Result<Attr, ConfigError> {
         "request.auth.audiences" => Attr::AuthAudiences,
         "request.auth.presenter" => Attr::AuthPresenter,
         "destination.port" => Attr::DestinationPort,
+        "destination.ip" => Attr::DestinationIp,
         "connection.sni" => Attr::Sni,
         _ => {
             if let Some(inner) = key

@@ -27,6 +27,7 @@ fn facts<'a>(headers: &'a [(String, Vec<u8>)]) -> PlainFacts<'a> {
         host: Some("example.com"),
         destination_port: Some(8080),
         source_ip: Some("10.0.0.1".parse().unwrap()),
+        destination_ip: Some("10.0.0.9".parse().unwrap()),
         headers,
         identity: None,
         identity_unreadable: false,
@@ -981,4 +982,216 @@ fn an_unreadable_identity_denies_only_where_it_is_needed() {
     assert!(allowed(&paths, &f));
     f.identity_unreadable = false;
     assert!(allowed(&deny, &f));
+}
+
+// --- TCP (the network filter): istiod's TCP builder semantics -------------------------------
+
+fn tcp(v: Value) -> Config {
+    Config::parse_for(v.to_string().as_bytes(), crate::Protocol::Tcp).unwrap()
+}
+
+/// A connection from `FRONTEND` (10.0.0.1) to 10.0.0.9:8080: no HTTP attributes at all.
+fn connection<'a>() -> PlainFacts<'a> {
+    PlainFacts {
+        method: None,
+        path: None,
+        host: None,
+        ..facts(&[])
+    }
+}
+
+fn tcp_one(action: &str, rule: Value) -> Config {
+    tcp(json!({"policies": [{"name": "p", "action": action, "rules": [rule]}]}))
+}
+
+#[test]
+fn tcp_fields_decide_connections() {
+    let f = connection();
+    let cases = [
+        (
+            json!({"from": [{"source": {"principals": ["cluster.local/ns/default/sa/frontend"]}}]}),
+            true,
+        ),
+        (
+            json!({"from": [{"source": {"principals": ["cluster.local/ns/default/sa/other"]}}]}),
+            false,
+        ),
+        (
+            json!({"from": [{"source": {"notPrincipals": ["*/sa/frontend"]}}]}),
+            false,
+        ),
+        (
+            json!({"from": [{"source": {"namespaces": ["default"]}}]}),
+            true,
+        ),
+        (
+            json!({"from": [{"source": {"notNamespaces": ["default"]}}]}),
+            false,
+        ),
+        (
+            json!({"from": [{"source": {"ipBlocks": ["10.0.0.0/24"]}}]}),
+            true,
+        ),
+        (
+            json!({"from": [{"source": {"notIpBlocks": ["10.0.0.1"]}}]}),
+            false,
+        ),
+        // No x-forwarded-for on a connection: the remote address is the peer's.
+        (
+            json!({"from": [{"source": {"remoteIpBlocks": ["10.0.0.1/32"]}}]}),
+            true,
+        ),
+        (json!({"to": [{"operation": {"ports": ["8080"]}}]}), true),
+        (
+            json!({"to": [{"operation": {"notPorts": ["8080"]}}]}),
+            false,
+        ),
+        (
+            json!({"when": [{"key": "source.ip", "values": ["10.0.0.1"]}]}),
+            true,
+        ),
+        (
+            json!({"when": [{"key": "source.namespace", "notValues": ["default"]}]}),
+            false,
+        ),
+        (
+            json!({"when": [{"key": "source.principal", "values": ["*/frontend"]}]}),
+            true,
+        ),
+        (
+            json!({"when": [{"key": "destination.ip", "values": ["10.0.0.0/28"]}]}),
+            true,
+        ),
+        (
+            json!({"when": [{"key": "destination.ip", "notValues": ["10.0.0.9"]}]}),
+            false,
+        ),
+        (
+            json!({"when": [{"key": "destination.port", "values": ["8081"]}]}),
+            false,
+        ),
+        (
+            json!({"when": [{"key": "connection.sni", "values": ["db.example.com"]}]}),
+            false,
+        ),
+    ];
+    for (rule, want) in cases {
+        let p = tcp_one("ALLOW", rule.clone());
+        assert_eq!(allowed(&p, &f), want, "{rule}");
+        // Only connection attributes are read.
+        let n = p.needs();
+        assert!(!n.method && !n.path && !n.host && !n.identity && n.headers.is_empty());
+    }
+    let mut with_sni = connection();
+    with_sni.sni = Some("db.example.com");
+    let p = tcp_one(
+        "ALLOW",
+        json!({"when": [{"key": "connection.sni", "values": ["*.example.com"]}]}),
+    );
+    assert!(allowed(&p, &with_sni));
+    assert!(p.needs().sni);
+}
+
+#[test]
+fn tcp_allow_rules_with_http_only_fields_never_match() {
+    let f = connection();
+    for rule in [
+        json!({"to": [{"operation": {"methods": ["GET"]}}]}),
+        json!({"to": [{"operation": {"notMethods": ["GET"]}}]}),
+        json!({"to": [{"operation": {"paths": ["/*"], "ports": ["8080"]}}]}),
+        json!({"to": [{"operation": {"hosts": ["*"]}}]}),
+        json!({"from": [{"source": {"requestPrincipals": ["*"], "principals": ["*"]}}]}),
+        json!({"from": [{"source": {"principals": ["*"]}}, {"source": {"notRequestPrincipals": ["*"]}}]}),
+        json!({"when": [{"key": "request.headers[x-team]", "notValues": ["a"]}]}),
+        json!({"when": [{"key": "request.auth.claims[iss]", "values": ["x"]}]}),
+    ] {
+        let p = tcp_one("ALLOW", rule.clone());
+        let d = decide(&p, &f);
+        assert_eq!(d.deny, Some(DenyReason::NoAllowMatched), "{rule}");
+        // The same rule decides an HTTP request (a GET) as written.
+        assert!(p.needs().headers.is_empty() && !p.needs().method, "{rule}");
+    }
+    // Another rule of the same policy still allows.
+    let p = tcp(json!({"policies": [{"name": "p", "rules": [
+        {"to": [{"operation": {"methods": ["GET"]}}]},
+        {"from": [{"source": {"namespaces": ["default"]}}]},
+    ]}]}));
+    assert_eq!(decide(&p, &f).matched_policy, Some(0));
+}
+
+#[test]
+fn tcp_deny_and_audit_rules_drop_http_only_fields_and_widen() {
+    let f = connection();
+    // DENY on a method: every connection is denied (istiod drops the key; `any` remains).
+    let p = tcp_one("DENY", json!({"to": [{"operation": {"methods": ["GET"]}}]}));
+    assert_eq!(decide(&p, &f).deny, Some(DenyReason::DenyPolicy(0)));
+    // DENY on request principals only: every connection.
+    let p = tcp_one(
+        "DENY",
+        json!({"from": [{"source": {"notRequestPrincipals": ["*"]}}]}),
+    );
+    assert_eq!(decide(&p, &f).deny, Some(DenyReason::DenyPolicy(0)));
+    // What remains still has to match: a DENY on paths from another namespace.
+    let p = tcp_one(
+        "DENY",
+        json!({"from": [{"source": {"namespaces": ["other"]}}], "to": [{"operation": {"paths": ["/admin"]}}]}),
+    );
+    assert!(allowed(&p, &f));
+    let p = tcp_one(
+        "DENY",
+        json!({"when": [{"key": "request.headers[x-a]", "values": ["1"]}, {"key": "source.ip", "values": ["10.0.0.0/8"]}]}),
+    );
+    assert_eq!(decide(&p, &f).deny, Some(DenyReason::DenyPolicy(0)));
+    // AUDIT widens the same way.
+    let p = tcp_one("AUDIT", json!({"to": [{"operation": {"paths": ["/x"]}}]}));
+    let d = decide(&p, &f);
+    assert!(d.allowed);
+    assert_eq!(d.audit_matched, vec![0]);
+}
+
+#[test]
+fn tcp_keeps_deny_before_allow_allow_nothing_and_require_mtls() {
+    let f = connection();
+    let p = tcp(json!({"policies": [
+        {"name": "allow-all", "rules": [{}]},
+        {"name": "deny-frontend", "action": "DENY", "rules": [{"from": [{"source": {"principals": ["*/sa/frontend"]}}]}]},
+    ]}));
+    assert_eq!(decide(&p, &f).deny, Some(DenyReason::DenyPolicy(1)));
+    // allow-nothing: an ALLOW policy without rules.
+    let p = tcp(json!({"policies": [{"name": "nothing"}]}));
+    assert_eq!(decide(&p, &f).deny, Some(DenyReason::NoAllowMatched));
+    // No ALLOW policy at all: allowed (with a verified peer).
+    let p = tcp(json!({}));
+    assert!(allowed(&p, &f));
+    let mut plaintext = connection();
+    plaintext.mtls = false;
+    assert_eq!(
+        decide(&p, &plaintext).deny,
+        Some(DenyReason::NoVerifiedPeer)
+    );
+    let mut invalid = connection();
+    invalid.peer = None;
+    assert_eq!(decide(&p, &invalid).deny, Some(DenyReason::NoVerifiedPeer));
+    // The whole config is still validated for TCP.
+    let bad = json!({"policies": [{"name": "p", "rules": [{"to": [{"operation": {"paths": ["/a{*}b"]}}]}]}]});
+    assert!(Config::parse_for(bad.to_string().as_bytes(), crate::Protocol::Tcp).is_err());
+}
+
+#[test]
+fn destination_ip_is_a_when_key() {
+    let h = [];
+    let f = facts(&h);
+    let p = allow(json!({"when": [{"key": "destination.ip", "values": ["10.0.0.9/32"]}]}));
+    assert!(allowed(&p, &f));
+    assert!(p.needs().destination_ip);
+    let mut missing = facts(&h);
+    missing.destination_ip = None;
+    assert_eq!(
+        decide(&p, &missing).deny,
+        Some(DenyReason::Unavailable("destination.address"))
+    );
+    let e = config_error(
+        json!({"policies": [{"name": "p", "rules": [{"when": [{"key": "destination.ip", "values": ["nope"]}]}]}]}),
+    );
+    assert!(e.to_string().contains("when[0].values[0]"), "{e}");
 }

@@ -25,6 +25,7 @@ fn facts<'a>(headers: &'a [(String, Vec<u8>)]) -> PlainFacts<'a> {
         host: Some("example.com"),
         destination_port: Some(8080),
         source_ip: Some("10.0.0.1".parse().unwrap()),
+        destination_ip: Some("10.0.0.9".parse().unwrap()),
         headers,
         identity: None,
         identity_unreadable: false,
