@@ -47,8 +47,9 @@ const STAT_PREFIX: &str = "tcp.";
 /// The Envoy network filters istiod would put in front of tcp_proxy for these policies: one
 /// `envoy.filters.network.rbac` per action that has policies, AUDIT (`LOG`) first, then DENY, then
 /// ALLOW. Errors only for what this renderer cannot say faithfully: two policies with one name
-/// (their rules would share policy names) and the `when` keys istiod renders but meshward does not
-/// model (`source.serviceAccount`, `source.trustDomain`, `experimental.envoy.filters.*`).
+/// (Kubernetes has no such pair; here one action's filter would keep one policy's rules under
+/// both) and the `when` keys istiod renders but this module does not model
+/// (`source.serviceAccount`, `source.trustDomain`, `experimental.envoy.filters.*`).
 pub fn network_rbac_filters(config: &RawConfig) -> Result<Vec<Value>> {
     let mut seen = BTreeSet::new();
     for p in &config.policies {
@@ -183,10 +184,10 @@ impl Generator {
     /// error (an HTTP-only key on TCP, an address or port it cannot parse).
     fn render(self, value: &str) -> Option<Value> {
         match self {
-            // In a sidecar the peer principal is the client certificate's URI SAN. Newer istiod
-            // may match the `io.istio.peer_principal` filter state instead, which Istio's own
-            // filters set to the same value; our Envoy has no filter that sets it, so this is
-            // the `authenticated` form istiod uses for sidecars.
+            // The sidecar form: the peer principal is the client certificate's URI SAN. Where the
+            // TLS peer is not the client (waypoints, a sidecar's HBONE inbound) istiod matches the
+            // `io.istio.peer_principal` filter state instead, which carries the same principal but
+            // is set by Istio's own Envoy filters; ours has none, so it would never be set.
             Self::SourcePrincipal => Some(authenticated(string_matcher(value, "spiffe://"))),
             Self::SourceNamespace => {
                 let namespace = value
