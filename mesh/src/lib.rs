@@ -1,7 +1,9 @@
 //! Istio security resources as people keep them in Git, for `meshward test`, `explain` and
 //! `lint`: [`load`] reads YAML files and directories, [`select`] decides which resources apply to
 //! a workload exactly as istiod does, and [`compile`] turns them into the meshward filter chain
-//! (jwt-authn, spiffe-authz) and the listener's mTLS mode that the harness and Envoy then run.
+//! (jwt-authn, spiffe-authz) and the listener's mTLS mode that the harness and Envoy then run;
+//! [`native_rbac`] renders a spiffe-authz config as the network RBAC filters istiod would emit for
+//! TCP.
 //!
 //! No wasm, no I/O beyond reading the files: the decisions themselves are the filters'.
 
@@ -9,6 +11,7 @@ pub mod compile;
 pub mod explain;
 pub mod lint;
 pub mod load;
+pub mod native_rbac;
 pub mod resource;
 pub mod select;
 pub mod support;
@@ -17,5 +20,6 @@ pub use compile::{compile, Compiled, CompiledPolicy, CustomAnswer, JwksSource};
 pub use explain::{explain_request, RequestFacts};
 pub use lint::{lint, Finding, Severity};
 pub use load::{load, Loaded};
+pub use native_rbac::{network_rbac_filters, network_rbac_yaml};
 pub use resource::{Kind, MtlsMode, Resource, ResourceId};
 pub use select::{select, MeshSettings, PortMode, Selection, Workload};
