@@ -7,6 +7,7 @@ pub mod envoy;
 pub mod harness;
 pub mod mesh;
 pub mod model;
+pub mod native;
 pub mod oci;
 pub mod suite;
 pub mod target;

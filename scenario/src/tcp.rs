@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::model::{ChainEntry, TlsSpec};
-use crate::suite::{FileReport, Targets};
+use crate::suite::{FileReport, Targets, FILE_LEVEL};
 
 /// A TCP scenario file.
 #[derive(Debug, Clone, Deserialize)]
@@ -47,6 +47,11 @@ pub struct TcpCase {
     pub name: String,
     #[serde(default)]
     pub connection: ConnectionSpecYaml,
+    /// Where meshward refuses on purpose what istiod's native RBAC lets through, why (the
+    /// native differential, [`crate::native`], checks that it does: native allows, meshward
+    /// refuses). Ignored by the harness and Envoy runs.
+    #[serde(default)]
+    pub stricter_than_istio: Option<String>,
     /// Chunks the client writes, one after the other (each answered before the next).
     #[serde(default)]
     pub send: Vec<String>,
@@ -220,17 +225,14 @@ pub fn run_file(file: &Path, wasm_dir: &Path, targets: Targets, verbose: bool) -
     let scenario = match TcpScenario::load(file) {
         Ok(s) => s,
         Err(e) => {
-            report.failed = 1;
-            let _ = writeln!(report.text, "  FAIL  {e:#}");
+            report.fail(FILE_LEVEL, &format!("  FAIL  {e:#}"), "");
             return report;
         }
     };
-    let n = scenario.cases.len();
     let harness = match run_harness(&scenario, wasm_dir) {
         Ok(o) => o,
         Err(e) => {
-            report.failed = n;
-            let _ = writeln!(report.text, "  FAIL  (every case, harness) {e:#}");
+            fail_every_case(&mut report, &scenario, "harness", &e);
             return report;
         }
     };
@@ -239,8 +241,7 @@ pub fn run_file(file: &Path, wasm_dir: &Path, targets: Targets, verbose: bool) -
         Targets::HarnessAndEnvoy => match run_envoy(&scenario, wasm_dir) {
             Ok(o) => Some(o),
             Err(e) => {
-                report.failed = n;
-                let _ = writeln!(report.text, "  FAIL  (every case, envoy) {e:#}");
+                fail_every_case(&mut report, &scenario, "envoy", &e);
                 return report;
             }
         },
@@ -261,16 +262,33 @@ pub fn run_file(file: &Path, wasm_dir: &Path, targets: Targets, verbose: bool) -
             }
         }
         if diff.is_empty() {
-            report.passed += 1;
-            if verbose {
-                let _ = writeln!(report.text, "  ok    {}", case.name);
-            }
+            report.pass(&case.name, verbose, || format!("  ok    {}", case.name));
         } else {
-            report.failed += 1;
-            let _ = write!(report.text, "  FAIL  {}\n{diff}", case.name);
+            report.fail(
+                &case.name,
+                &format!("  FAIL  {}", case.name),
+                diff.trim_end(),
+            );
         }
     }
     report
+}
+
+/// Every case of a file fails with the same reason (its chain did not start, say).
+pub(crate) fn fail_every_case(
+    report: &mut FileReport,
+    scenario: &TcpScenario,
+    world: &str,
+    e: &anyhow::Error,
+) {
+    let _ = writeln!(report.text, "  FAIL  (every case, {world}) {e:#}");
+    for case in &scenario.cases {
+        report.cases.push(crate::suite::CaseReport {
+            name: case.name.clone(),
+            failure: Some(format!("{world}: {e:#}")),
+        });
+        report.failed += 1;
+    }
 }
 
 /// The harness's TLS facts for a case: the client certificate's URI SAN, and the SNI the rig's
