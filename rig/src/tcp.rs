@@ -35,8 +35,11 @@ pub enum TcpTransport {
     Plaintext,
     /// TLS; a client certificate is asked for, not required.
     Tls,
-    /// TLS with a client certificate required.
+    /// TLS with a client certificate required (Istio PeerAuthentication STRICT).
     MutualTls,
+    /// Istio PERMISSIVE: the `tls_inspector` picks a TLS chain (client certificate required) for
+    /// a ClientHello, a plaintext chain otherwise; both run the same filters.
+    Permissive,
 }
 
 /// A listener `name` (ephemeral port on 127.0.0.1) running `filters` as wasm network filters,
@@ -75,24 +78,34 @@ pub fn tcp_listener_with(
             "cluster": cluster,
         }
     }));
-    let mut chain = json!({"filters": chain_filters});
     let mut listener = json!({
         "name": name,
         "stat_prefix": name,
         "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
     });
-    if transport != TcpTransport::Plaintext {
-        let certs = certs.context("a TLS TCP listener needs the rig's certificates")?;
-        chain["transport_socket"] =
-            TlsListener::new(certs, 0).transport_socket(transport == TcpTransport::MutualTls);
-        listener["listener_filters"] = json!([{
-            "name": "envoy.filters.listener.tls_inspector",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
-            }
-        }]);
+    let plain = json!({"filters": chain_filters});
+    if transport == TcpTransport::Plaintext {
+        listener["filter_chains"] = json!([plain]);
+        return Ok(listener);
     }
-    listener["filter_chains"] = json!([chain]);
+    let certs = certs.context("a TLS TCP listener needs the rig's certificates")?;
+    let mut tls = plain.clone();
+    tls["transport_socket"] =
+        TlsListener::new(certs, 0).transport_socket(transport != TcpTransport::Tls);
+    listener["listener_filters"] = json!([{
+        "name": "envoy.filters.listener.tls_inspector",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
+        }
+    }]);
+    listener["filter_chains"] = if transport == TcpTransport::Permissive {
+        tls["filter_chain_match"] = json!({"transport_protocol": "tls"});
+        let mut plain = plain;
+        plain["filter_chain_match"] = json!({"transport_protocol": "raw_buffer"});
+        json!([tls, plain])
+    } else {
+        json!([tls])
+    };
     Ok(listener)
 }
 

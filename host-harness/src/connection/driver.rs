@@ -247,6 +247,17 @@ impl VmSet {
         self.read_pass(key, true)
     }
 
+    /// The listener's transport fails on an open connection (a TLS handshake without the client
+    /// certificate the listener requires, plaintext where STRICT wants TLS): the client reads
+    /// `alert`, every filter sees `proxy_on_downstream_connection_close(Remote)`, then done. No
+    /// data callback: the filters never see a byte.
+    pub fn flow_transport_failed(&mut self, key: u64, alert: &[u8]) {
+        if let Some(fl) = self.flow(key) {
+            fl.client_received.extend_from_slice(alert);
+        }
+        self.close_flow(key, ClosedBy::Listener, CLOSE_REMOTE);
+    }
+
     /// One data callback of `filter`; `None` context (not created, failed open) continues.
     fn data_callback(&mut self, key: u64, filter: usize, dir: Direction, eos: bool) -> Next {
         if self.flow_closed(key) {

@@ -40,6 +40,9 @@ pub enum ClosedBy {
     Upstream,
     /// A filter's VM failed with `fail_open: false`.
     FailedVm,
+    /// The listener refused the connection for its TLS mode (Istio PeerAuthentication STRICT or
+    /// PERMISSIVE's TLS chain, [`crate::DownstreamTransport`]) before any filter saw it.
+    Listener,
 }
 
 /// What a connection produced.
@@ -55,5 +58,8 @@ pub struct ConnectionOutcome {
     pub closed_by: Option<ClosedBy>,
     /// Log lines of the filters while the connection was open.
     pub logs: Vec<LogLine>,
+    /// Why the listener refused the connection (its TLS mode): no filter ran, no byte went
+    /// anywhere. `None`: the listener took it.
+    pub refused: Option<String>,
     pub worker: usize,
 }
