@@ -137,12 +137,21 @@ pub fn run(args: ExplainArgs) -> Result<()> {
                     port: args
                         .port
                         .context("--port (the port the request arrives on)")?,
+                    tcp_ports: Vec::new(),
                 },
                 cases: Vec::new(),
                 path: PathBuf::from("./explain"),
             }
         }
     };
+    let port = args.port.unwrap_or(scenario.workload.port);
+    if scenario.workload.tcp_ports.contains(&port) {
+        bail!(
+            "port {port} is a TCP port (workload.tcpPorts): `meshward explain` explains HTTP \
+             requests; `meshward test -v` names the policy (and rule) that decides each \
+             connection of a TCP case"
+        );
+    }
     scenario.cases = vec![MeshCase {
         name: "explain".into(),
         request: MeshRequest {
@@ -154,6 +163,8 @@ pub fn run(args: ExplainArgs) -> Result<()> {
             headers,
             body: None,
             source: None,
+            send: None,
+            sni: None,
         },
         expect: MeshExpect {
             status: Some(200),

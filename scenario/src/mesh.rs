@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 use crate::check::{check, parity, render, Mismatch, Observed};
 use crate::model::{BodyExpect, HeaderExpect, HeaderSpec, Scenario};
 use crate::suite::{FileReport, Targets};
+use crate::tcp::{TcpObserved, TcpScenario};
 use crate::{run_cases, EnvoyTarget, HarnessTarget};
 
 /// A mesh scenario file (see docs/scenarios.md, "Istio resources").
@@ -83,6 +84,11 @@ pub struct WorkloadSpec {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     pub port: u16,
+    /// Ports the workload's Service declares TCP (a port name `tcp-…`, `appProtocol: tcp`, or a
+    /// protocol Istio does not treat as HTTP). On them AuthorizationPolicy applies as Istio's
+    /// network RBAC does, through spiffe-authz-tcp; RequestAuthentication does not apply.
+    #[serde(default)]
+    pub tcp_ports: Vec<u16>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -122,6 +128,13 @@ pub struct MeshRequest {
     pub body: Option<String>,
     #[serde(default)]
     pub source: Option<IpAddr>,
+    /// On a TCP port: what the caller writes, chunk by chunk (default one chunk `hello`: on a
+    /// STRICT or PERMISSIVE port Envoy's tls_inspector waits for 5 bytes before anything happens).
+    #[serde(default)]
+    pub send: Option<Vec<String>>,
+    /// On a TCP port: the SNI a TLS caller sends (default `localhost`).
+    #[serde(default)]
+    pub sni: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -132,6 +145,10 @@ pub struct MeshExpect {
     /// The connection is refused (no HTTP response): STRICT and a plaintext caller.
     #[serde(default)]
     pub refused: bool,
+    /// On a TCP port: whether the connection goes through (what the caller sent reaches the
+    /// upstream and comes back) or is closed before any byte reaches it.
+    #[serde(default)]
+    pub allowed: Option<bool>,
     /// `namespace/name` of the deciding resource, optionally with ` rules[i]`; `none` when no
     /// resource decided.
     #[serde(default)]
@@ -194,6 +211,30 @@ impl MeshScenario {
         for case in &s.cases {
             let at = || format!("{}: case `{}`", path.display(), case.name);
             Caller::parse(&case.request.from, &s.mesh.trust_domain).with_context(at)?;
+            let port = case.request.port.unwrap_or(s.workload.port);
+            if s.workload.tcp_ports.contains(&port) {
+                match (case.expect.allowed, case.expect.refused, case.expect.status) {
+                    (_, _, Some(_)) => bail!("{}: port {port} is TCP: no HTTP `status`", at()),
+                    (Some(_), true, _) => {
+                        bail!("{}: give `allowed` or `refused: true`, not both", at())
+                    }
+                    (None, false, None) => bail!(
+                        "{}: port {port} is TCP: `expect` needs `allowed` or `refused: true`",
+                        at()
+                    ),
+                    _ => {}
+                }
+                continue;
+            }
+            if case.expect.allowed.is_some()
+                || case.request.send.is_some()
+                || case.request.sni.is_some()
+            {
+                bail!(
+                    "{}: `allowed`, `send` and `sni` are for TCP ports (workload.tcpPorts)",
+                    at()
+                );
+            }
             match (case.expect.status, case.expect.refused) {
                 (Some(_), true) => bail!("{}: give `status` or `refused: true`, not both", at()),
                 (None, false) => bail!("{}: `expect` needs `status` or `refused: true`", at()),
@@ -295,6 +336,8 @@ struct Plan<'a> {
     compiled: BTreeMap<CustomAnswer, Compiled>,
     /// Per group: the chain scenario and the mesh case index of each of its cases.
     groups: BTreeMap<GroupKey, (Scenario, Vec<usize>)>,
+    /// The same for the TCP ports (`workload.tcpPorts`): a TCP scenario of spiffe-authz-tcp.
+    tcp_groups: BTreeMap<GroupKey, (TcpScenario, Vec<usize>)>,
     /// What the reader should know about how the file runs (an unanswered JWKS…).
     notes: Vec<String>,
 }
@@ -319,12 +362,18 @@ fn plan<'a>(scenario: &'a MeshScenario, loaded: &'a Loaded) -> Result<Plan<'a>> 
         }
     }
     let mut out = BTreeMap::new();
+    let mut tcp_groups = BTreeMap::new();
     let mut notes = Vec::new();
     for (key, cases) in groups {
         let chain = compiled
             .get(&key.custom)
             .ok_or_else(|| anyhow!("no chain compiled"))?;
         let mode = selection.peer.mode(key.port).mode;
+        if scenario.workload.tcp_ports.contains(&key.port) {
+            let s = tcp_scenario(scenario, chain, key.port, mode, &cases)?;
+            tcp_groups.insert(key, (s, cases));
+            continue;
+        }
         let s = chain_scenario(scenario, chain, key.port, mode, &cases, &mut notes)?;
         out.insert(key, (s, cases));
     }
@@ -335,8 +384,66 @@ fn plan<'a>(scenario: &'a MeshScenario, loaded: &'a Loaded) -> Result<Plan<'a>> 
         selection,
         compiled,
         groups: out,
+        tcp_groups,
         notes,
     })
+}
+
+/// The bytes a TCP case writes.
+fn tcp_send(r: &MeshRequest) -> Vec<String> {
+    r.send.clone().unwrap_or_else(|| vec!["hello".to_string()])
+}
+
+/// The TCP scenario for one TCP port: spiffe-authz-tcp with the same compiled policies (only
+/// what a connection has is read; HTTP-only fields behave as istiod's TCP builder makes them),
+/// the port's PeerAuthentication mode as the listener's. RequestAuthentication does not apply to
+/// TCP, so jwt-authn is not in the chain.
+fn tcp_scenario(
+    mesh: &MeshScenario,
+    chain: &Compiled,
+    port: u16,
+    mode: MtlsMode,
+    cases: &[usize],
+) -> Result<TcpScenario> {
+    let mut out_cases = Vec::new();
+    for &i in cases {
+        let case = mesh.cases.get(i).ok_or_else(|| anyhow!("case index {i}"))?;
+        let r = &case.request;
+        let send = tcp_send(r);
+        let mut connection = json!({});
+        if let Caller::Peer(uri) = Caller::parse(&r.from, &mesh.mesh.trust_domain)? {
+            connection["tls"] = json!({"peer": uri});
+            if let Some(sni) = &r.sni {
+                connection["sni"] = json!(sni);
+            }
+        }
+        if let Some(s) = r.source {
+            connection["source"] = json!(s.to_string());
+        }
+        let expect = match (case.expect.allowed, case.expect.refused) {
+            (Some(true), _) => {
+                json!({"received": send.concat(), "upstream": true, "closed": false})
+            }
+            _ => json!({"upstream": false, "closed": true}),
+        };
+        out_cases.push(json!({
+            "name": case.name,
+            "connection": connection,
+            "send": send,
+            "expect": expect,
+        }));
+    }
+    let doc = json!({
+        "network": true,
+        "description": format!("{} (TCP port {port}, {})", mesh.path.display(), mtls_text(mode)),
+        "listener": {"port": port, "mtls": mtls_text(mode)},
+        "chain": [{"filter": "spiffe-authz-tcp", "config": chain.spiffe_authz}],
+        "cases": out_cases,
+    });
+    let mut scenario: TcpScenario = serde_json::from_value(doc)
+        .context("building the TCP scenario (a meshward bug: please report it)")?;
+    scenario.path = mesh.path.clone();
+    Ok(scenario)
 }
 
 fn mtls_text(mode: MtlsMode) -> &'static str {
@@ -463,15 +570,131 @@ fn chain_scenario(
 
 /// What the filters counted for one request: the spiffe-authz policies whose counters moved.
 fn moved(before: &BTreeMap<String, i64>, after: &BTreeMap<String, i64>) -> Vec<String> {
+    moved_under(before, after, "spiffe_authz.policy.")
+}
+
+/// The policies whose `<prefix><name>.matched` counters moved.
+fn moved_under(
+    before: &BTreeMap<String, i64>,
+    after: &BTreeMap<String, i64>,
+    prefix: &str,
+) -> Vec<String> {
     after
         .iter()
         .filter(|(k, v)| before.get(*k).copied().unwrap_or(0) < **v)
         .filter_map(|(k, _)| {
-            k.strip_prefix("spiffe_authz.policy.")
+            k.strip_prefix(prefix)
                 .and_then(|rest| rest.strip_suffix(".matched"))
                 .map(str::to_string)
         })
         .collect()
+}
+
+/// Who decided one connection on a TCP port, from what spiffe-authz-tcp counted: nothing counted
+/// means the listener refused the caller (the port's PeerAuthentication mode) before the filter
+/// saw a byte.
+fn decide_tcp(
+    plan: &Plan<'_>,
+    key: GroupKey,
+    case: &MeshCase,
+    seen: &TcpObserved,
+    before: &BTreeMap<String, i64>,
+) -> Decision {
+    let compiled = plan.compiled.get(&key.custom);
+    let grew = |name: &str| {
+        seen.metrics.get(name).copied().unwrap_or(0) > before.get(name).copied().unwrap_or(0)
+    };
+    let moved = moved_under(before, &seen.metrics, "spiffe_authz_tcp.policy.");
+    let custom_matched: Vec<String> = moved
+        .iter()
+        .filter_map(|n| compiled.and_then(|c| c.policy(n)))
+        .filter(|p| p.action == meshward_mesh::resource::Action::Custom)
+        .map(|p| p.resource.short())
+        .collect();
+    if !grew("spiffe_authz_tcp.allowed") && !grew("spiffe_authz_tcp.denied") {
+        let mode = plan.selection.peer.mode(key.port);
+        return Decision {
+            by: mode.decided_by.map(|r| r.id.short()),
+            rule: None,
+            account: format!(
+                "connection refused: TCP port {} is {}{}",
+                key.port,
+                mtls_text(mode.mode),
+                mode.decided_by
+                    .map(|r| format!(" ({})", r.id))
+                    .unwrap_or_default()
+            ),
+            custom_matched,
+        };
+    }
+    let deciding = moved.iter().find_map(|n| {
+        let p = compiled.and_then(|c| c.policy(n))?;
+        let decides = match p.action {
+            meshward_mesh::resource::Action::Audit => false,
+            meshward_mesh::resource::Action::Custom => key.custom == CustomAnswer::Denies,
+            _ => true,
+        };
+        decides.then_some(p)
+    });
+    let rule = deciding.and_then(|p| {
+        let e = explain_connection(plan, case, compiled?, key.port).ok()?;
+        let index = e.decision.matched_policy?;
+        let name = e.policies.get(index).map(|t| t.name.as_str())?;
+        (name == p.filter_name).then_some(e.deciding_rule).flatten()
+    });
+    let rule_text = rule.map(|r| format!(" rules[{r}]")).unwrap_or_default();
+    let through = !seen.upstream_received.is_empty();
+    let account = match (deciding, through) {
+        (Some(p), true) => format!(
+            "connected: allowed by {} {}{rule_text}",
+            p.action, p.resource
+        ),
+        (Some(p), false) => format!("closed: denied by {} {}{rule_text}", p.action, p.resource),
+        (None, true) => "connected: no ALLOW policy applies".to_string(),
+        (None, false) => "closed: ALLOW policies apply and none matched".to_string(),
+    };
+    Decision {
+        by: deciding.map(|p| p.resource.short()),
+        rule,
+        account,
+        custom_matched,
+    }
+}
+
+/// spiffe-authz's core on one connection (the config compiled for TCP), for the deciding rule.
+fn explain_connection(
+    plan: &Plan<'_>,
+    case: &MeshCase,
+    compiled: &Compiled,
+    port: u16,
+) -> Result<spiffe_authz_core::Explanation> {
+    let config = spiffe_authz_core::Config::parse_explainable_for(
+        compiled.spiffe_authz.to_string().as_bytes(),
+        spiffe_authz_core::Protocol::Tcp,
+    )
+    .context("spiffe-authz config")?;
+    let r = &case.request;
+    let peer = match Caller::parse(&r.from, &plan.scenario.mesh.trust_domain)? {
+        Caller::Plaintext => None,
+        Caller::Peer(uri) => Some(uri),
+    };
+    let spiffe = peer
+        .as_deref()
+        .and_then(|p| meshward_common::spiffe::SpiffeId::parse(p).ok());
+    let loopback = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    let facts = spiffe_authz_core::PlainFacts {
+        mtls: peer.is_some(),
+        peer: spiffe,
+        destination_port: Some(port),
+        source_ip: Some(r.source.unwrap_or(loopback)),
+        destination_ip: Some(loopback),
+        // The rig's TLS client sends `localhost` unless the case says.
+        sni: peer
+            .as_ref()
+            .map(|_| r.sni.as_deref().unwrap_or("localhost")),
+        ..Default::default()
+    };
+    Ok(spiffe_authz_core::explain(&config, &facts))
 }
 
 /// The `iss` of the first JWT-shaped value in the request's headers or query.
@@ -713,7 +936,12 @@ fn run(
             rows.insert(i, (seen, d, in_envoy));
         }
     }
+    let tcp_rows = run_tcp_groups(&plan, wasm_dir, targets)?;
     for (i, case) in scenario.cases.iter().enumerate() {
+        if let Some(row) = tcp_rows.get(&i) {
+            report_tcp_case(&plan, i, case, row, verbose, report)?;
+            continue;
+        }
         let Some((seen, decision, in_envoy)) = rows.get(&i) else {
             continue;
         };
@@ -765,6 +993,123 @@ fn run(
                 &diff,
             );
         }
+    }
+    Ok(())
+}
+
+/// A TCP case's harness observation and decision, and Envoy's when it ran there.
+type TcpRow = (TcpObserved, Decision, Option<(TcpObserved, Decision)>);
+
+/// Every TCP port's cases, in the harness (and Envoy), with who decided each.
+fn run_tcp_groups(
+    plan: &Plan<'_>,
+    wasm_dir: &Path,
+    targets: Targets,
+) -> Result<BTreeMap<usize, TcpRow>> {
+    let mut rows = BTreeMap::new();
+    for (key, (tcp, indices)) in &plan.tcp_groups {
+        let harness = crate::tcp::run_harness(tcp, wasm_dir)
+            .with_context(|| format!("harness, TCP port {}", key.port))?;
+        let envoy = match targets {
+            Targets::Harness => None,
+            Targets::HarnessAndEnvoy => Some(
+                crate::tcp::run_envoy(tcp, wasm_dir)
+                    .with_context(|| format!("Envoy, TCP port {}", key.port))?,
+            ),
+        };
+        let (mut before_h, mut before_e) = (BTreeMap::new(), BTreeMap::new());
+        for (n, &i) in indices.iter().enumerate() {
+            let case = plan
+                .scenario
+                .cases
+                .get(i)
+                .ok_or_else(|| anyhow!("case {i}"))?;
+            let seen = harness.get(n).cloned().unwrap_or_default();
+            let d = decide_tcp(plan, *key, case, &seen, &before_h);
+            before_h = seen.metrics.clone();
+            let in_envoy = envoy.as_ref().and_then(|e| e.get(n)).map(|seen_e| {
+                let d = decide_tcp(plan, *key, case, seen_e, &before_e);
+                before_e = seen_e.metrics.clone();
+                (seen_e.clone(), d)
+            });
+            rows.insert(i, (seen, d, in_envoy));
+        }
+    }
+    Ok(rows)
+}
+
+/// Check one TCP case: what the connection did, who decided, and harness = Envoy.
+fn report_tcp_case(
+    plan: &Plan<'_>,
+    i: usize,
+    case: &MeshCase,
+    (seen, decision, in_envoy): &TcpRow,
+    verbose: bool,
+    report: &mut FileReport,
+) -> Result<()> {
+    let expect = plan
+        .tcp_groups
+        .values()
+        .find_map(|(tcp, idx)| {
+            let pos = idx.iter().position(|x| *x == i)?;
+            tcp.cases.get(pos).map(|c| &c.expect)
+        })
+        .ok_or_else(|| anyhow!("TCP case {i} has no group"))?;
+    let lines = |seen: &TcpObserved, d: &Decision| -> String {
+        let mut out = String::new();
+        for m in crate::tcp::check(expect, seen) {
+            let _ = writeln!(out, "     {m}");
+        }
+        let by_filter = !d.account.starts_with("connection refused");
+        if case.expect.refused && by_filter {
+            let _ = writeln!(
+                out,
+                "     refused: expected the listener to refuse, got: {}",
+                d.account
+            );
+        }
+        if !case.expect.refused && !by_filter {
+            let _ = writeln!(
+                out,
+                "     refused: the listener refused the caller ({})",
+                d.account
+            );
+        }
+        out.push_str(&render(&decision_mismatches(case, d)));
+        out
+    };
+    let mut diff = String::new();
+    let own = lines(seen, decision);
+    if !own.trim().is_empty() {
+        let _ = write!(diff, "   in the harness:\n{own}");
+    }
+    if let Some((seen_e, decision_e)) = in_envoy {
+        let m = lines(seen_e, decision_e);
+        if !m.trim().is_empty() {
+            let _ = write!(diff, "   in Envoy:\n{m}");
+        }
+        let mut p: Vec<String> = crate::tcp::parity(expect, seen, seen_e);
+        if decision.by != decision_e.by {
+            p.push(format!(
+                "deciding resource: harness {}, Envoy {}",
+                decision.text(),
+                decision_e.text()
+            ));
+        }
+        if !p.is_empty() {
+            let _ = writeln!(diff, "   harness ≠ Envoy:\n     {}", p.join("\n     "));
+        }
+    }
+    if diff.is_empty() {
+        report.pass(&case.name, verbose, || {
+            format!("  ok    {} — {}", case.name, decision.account)
+        });
+    } else {
+        report.fail(
+            &case.name,
+            &format!("  FAIL  {}\n   decision: {}", case.name, decision.account),
+            diff.trim_end(),
+        );
     }
     Ok(())
 }

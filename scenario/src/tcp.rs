@@ -204,7 +204,7 @@ pub fn check(expect: &TcpExpect, seen: &TcpObserved) -> Vec<String> {
 }
 
 /// Parity: the two runs must agree on everything the case checks.
-fn parity(expect: &TcpExpect, a: &TcpObserved, b: &TcpObserved) -> Vec<String> {
+pub(crate) fn parity(expect: &TcpExpect, a: &TcpObserved, b: &TcpObserved) -> Vec<String> {
     let mut out = Vec::new();
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     if a.received != b.received {
