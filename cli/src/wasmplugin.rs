@@ -138,7 +138,7 @@ pub fn wasmplugin(args: WasmPluginArgs) -> Result<()> {
         check_with_filter(wasm, filter, &policy)?;
     }
     let yaml = render(&args.plugin(), &policy)?;
-    // Not errors: istiod renders such rules the same way for TCP (docs/spiffe-authz.md).
+    // Not errors: istiod renders such rules the same way for TCP (docs/deploy.md).
     for note in &notes {
         eprintln!("meshward: note: {}: {note}", filter.name());
     }
