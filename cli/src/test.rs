@@ -1,13 +1,15 @@
 //! `meshward test FILE...`: run scenario files and report each case — on the terminal, and for CI
-//! as a JUnit XML file (`--junit`), optionally one shard of the files (`--shard I/N`).
+//! as a JUnit XML file (`--junit`), optionally one shard of the files (`--shard I/N`). `--native`
+//! runs the native differential of spiffe-authz-tcp files ([`meshward_scenario::native`]).
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use meshward_scenario::default_wasm_dir;
 use meshward_scenario::suite::{run_file, FileReport, Targets};
+use meshward_scenario::tcp::{is_tcp_file, TcpScenario};
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
 #[derive(Args)]
@@ -19,6 +21,16 @@ pub struct TestArgs {
     /// and fail on any difference between the harness and Envoy in what a case checks.
     #[arg(long)]
     envoy: bool,
+    /// The native differential, for TCP scenario files (`network: true`) whose chain is one
+    /// spiffe-authz-tcp: every case through meshward (the harness) and through a real Envoy
+    /// 1.40 running, instead of the filter, the network RBAC istiod would render for the same
+    /// policies; a case fails where the two differ on letting the connection through (except
+    /// `stricterThanIstio` cases, where meshward must refuse what native RBAC allows). Runs
+    /// instead of the normal run (the cases' expectations are not checked); with --envoy, in
+    /// addition to it. Other files are refused: there is no native rendering of HTTP files yet.
+    /// Needs Envoy, as --envoy does.
+    #[arg(long)]
+    native: bool,
     /// Directory holding the filters' release .wasm files.
     #[arg(long)]
     wasm_dir: Option<PathBuf>,
@@ -80,6 +92,35 @@ impl Shard {
     }
 }
 
+/// The filter the native differential renders as Envoy's network RBAC.
+const NATIVE_FILTER: &str = "spiffe-authz-tcp";
+
+/// `--native`: why `file` cannot take the native differential, if it cannot. A TCP file that
+/// does not load is let through: the differential reports why, per case.
+fn native_refusal(file: &Path) -> Option<String> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) => return Some(format!("{}: {e}", file.display())),
+    };
+    if !is_tcp_file(&text) {
+        return Some(format!(
+            "{}: --native takes TCP scenario files (`network: true`) whose chain is one \
+             `{NATIVE_FILTER}`; this is an HTTP scenario, and there is no native rendering of \
+             HTTP files yet (run it without --native)",
+            file.display()
+        ));
+    }
+    let scenario = TcpScenario::load(file).ok()?;
+    match scenario.chain.as_slice() {
+        [entry] if entry.filter.as_deref() == Some(NATIVE_FILTER) => None,
+        _ => Some(format!(
+            "{}: --native takes a chain of exactly one `filter: {NATIVE_FILTER}` (the filter \
+             whose policies have a native counterpart, Envoy's network RBAC)",
+            file.display()
+        )),
+    }
+}
+
 /// Returns Ok(true) when every case passed.
 pub fn test(args: TestArgs) -> Result<bool> {
     let targets = if args.envoy {
@@ -91,6 +132,13 @@ pub fn test(args: TestArgs) -> Result<bool> {
         Some(shard) => shard.select(&args.files),
         None => args.files.clone(),
     };
+    if args.native {
+        // Refused before anything runs: a partial run would look like a pass of fewer files.
+        let refusals: Vec<String> = files.iter().filter_map(|f| native_refusal(f)).collect();
+        if !refusals.is_empty() {
+            bail!("{}", refusals.join("\n"));
+        }
+    }
     let (mut passed, mut failed) = (0, 0);
     let mut reports = Vec::new();
     for file in &files {
@@ -98,11 +146,21 @@ pub fn test(args: TestArgs) -> Result<bool> {
             .wasm_dir
             .clone()
             .unwrap_or_else(|| default_wasm_dir(file));
-        let report = run_file(file, &wasm_dir, targets, args.verbose);
-        print!("{}", report.text);
-        passed += report.passed;
-        failed += report.failed;
-        reports.push((file.clone(), report));
+        let mut runs = Vec::new();
+        if !args.native || args.envoy {
+            let report = run_file(file, &wasm_dir, targets, args.verbose);
+            runs.push((file.display().to_string(), report));
+        }
+        if args.native {
+            let report = meshward_scenario::native::run_file(file, &wasm_dir, args.verbose);
+            runs.push((format!("{} (native differential)", file.display()), report));
+        }
+        for (suite, report) in runs {
+            print!("{}", report.text);
+            passed += report.passed;
+            failed += report.failed;
+            reports.push((suite, report));
+        }
     }
     if let Some(shard) = args.shard {
         println!(
@@ -120,11 +178,11 @@ pub fn test(args: TestArgs) -> Result<bool> {
     Ok(failed == 0)
 }
 
-/// The JUnit XML report: suite = scenario file, case = scenario case.
-pub fn junit_report(reports: &[(PathBuf, FileReport)]) -> Report {
+/// The JUnit XML report: suite = scenario file (`FILE (native differential)` for --native),
+/// case = scenario case.
+pub fn junit_report(reports: &[(String, FileReport)]) -> Report {
     let mut report = Report::new("meshward test");
-    for (file, r) in reports {
-        let name = file.display().to_string();
+    for (name, r) in reports {
         let mut suite = TestSuite::new(name.as_str());
         for case in &r.cases {
             let status = match &case.failure {
@@ -146,7 +204,7 @@ pub fn junit_report(reports: &[(PathBuf, FileReport)]) -> Report {
     report
 }
 
-fn write_junit(path: &Path, reports: &[(PathBuf, FileReport)]) -> Result<()> {
+fn write_junit(path: &Path, reports: &[(String, FileReport)]) -> Result<()> {
     let xml = junit_report(reports)
         .to_string()
         .context("serializing the JUnit report")?;

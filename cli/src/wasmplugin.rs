@@ -1,5 +1,7 @@
 //! `meshward wasmplugin`: the flags, and the command over meshward-oci's renderer (see
-//! [`meshward_oci::wasmplugin`]); `--check-wasm` also starts the filter in the harness.
+//! [`meshward_oci::wasmplugin`]); `--check-wasm` also starts the filter in the harness. For
+//! spiffe-authz-tcp the renderer checks the policy with the filter's parser, and the command
+//! prints (stderr) which rules read HTTP-only fields and what that does on TCP.
 //!
 //! tests/tests/examples.rs parses the command lines at the top of examples/istio/*.yaml with
 //! [`WasmPluginArgs`] and renders them with [`WasmPluginArgs::plugin`].
@@ -10,16 +12,21 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::builder::PossibleValue;
 use clap::{Args, ValueEnum};
 use meshward_harness::{FilterSpec, Host, HostError};
-use meshward_oci::wasmplugin::{read_policy, render, Filter, Phase, PluginOptions};
+use meshward_oci::wasmplugin::{
+    check_policy, read_policy, render, Filter, Phase, PluginOptions, PluginType,
+};
 use serde_json::Value as Json;
 
 #[derive(Args, Debug, Clone)]
 pub struct WasmPluginArgs {
     /// The meshward filter, or `meshward`: the bundle of all four in one module (meshward.wasm).
+    /// `spiffe-authz-tcp` (spiffe_authz_tcp.wasm) renders a `type: NETWORK` plugin for TCP
+    /// services.
     #[arg(long, value_enum)]
     pub filter: FilterArg,
     /// Its pluginConfig: a JSON policy file (e.g. policies/header-limits/strict.json; for the
-    /// bundle, one section per check, e.g. policies/meshward/all-four.json).
+    /// bundle, one section per check, e.g. policies/meshward/all-four.json; spiffe-authz-tcp
+    /// takes spiffe-authz's, e.g. policies/spiffe-authz/tcp-postgres.json).
     #[arg(long)]
     pub policy: PathBuf,
     /// The module: oci://HOST/REPO:TAG (or @sha256:…), or an http(s):// or file:// URL.
@@ -40,13 +47,18 @@ pub struct WasmPluginArgs {
     #[arg(long = "selector", value_name = "KEY=VALUE")]
     pub selectors: Vec<String>,
     /// Where Istio inserts the filter [default: header-limits, jwt-authn and the bundle AUTHN,
-    /// spiffe-authz AUTHZ, rate-limit STATS].
+    /// spiffe-authz and spiffe-authz-tcp AUTHZ, rate-limit STATS].
     #[arg(long, value_enum, ignore_case = true)]
     pub phase: Option<PhaseArg>,
     /// Order within the phase, higher first [default: header-limits and the bundle 1000,
-    /// jwt-authn 900, spiffe-authz 500, rate-limit 100].
+    /// jwt-authn 900, spiffe-authz and spiffe-authz-tcp 500, rate-limit 100].
     #[arg(long, allow_negative_numbers = true)]
     pub priority: Option<i32>,
+    /// Only traffic to this port (repeatable; match[].ports). None: every inbound port. For
+    /// spiffe-authz-tcp give the TCP service's ports: Istio also puts NETWORK plugins in front
+    /// of the HTTP connection manager of HTTP ports.
+    #[arg(long = "port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub ports: Vec<u16>,
     /// Write the YAML here instead of stdout.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
@@ -68,6 +80,7 @@ impl WasmPluginArgs {
             selectors: self.selectors.clone(),
             phase: self.phase.map(|p| p.0),
             priority: self.priority,
+            ports: self.ports.clone(),
         }
     }
 }
@@ -78,12 +91,13 @@ pub struct FilterArg(pub Filter);
 
 impl ValueEnum for FilterArg {
     fn value_variants<'a>() -> &'a [Self] {
-        const ALL: [FilterArg; 5] = [
+        const ALL: [FilterArg; 6] = [
             FilterArg(Filter::HeaderLimits),
             FilterArg(Filter::JwtAuthn),
             FilterArg(Filter::SpiffeAuthz),
             FilterArg(Filter::RateLimit),
             FilterArg(Filter::Bundle),
+            FilterArg(Filter::SpiffeAuthzTcp),
         ];
         &ALL
     }
@@ -118,10 +132,22 @@ impl ValueEnum for PhaseArg {
 /// Runs the command: render, optionally check the policy with the real filter, write.
 pub fn wasmplugin(args: WasmPluginArgs) -> Result<()> {
     let policy = read_policy(&args.policy)?;
+    let filter = args.filter.0;
+    let notes = check_policy(filter, &policy)?;
     if let Some(wasm) = &args.check_wasm {
-        check_with_filter(wasm, args.filter.0, &policy)?;
+        check_with_filter(wasm, filter, &policy)?;
     }
     let yaml = render(&args.plugin(), &policy)?;
+    // Not errors: istiod renders such rules the same way for TCP (docs/deploy.md).
+    for note in &notes {
+        eprintln!("meshward: note: {}: {note}", filter.name());
+    }
+    if filter.plugin_type() == PluginType::Network && args.ports.is_empty() {
+        eprintln!(
+            "meshward: note: no --port: Istio inserts a NETWORK plugin on every inbound port of \
+             the workload, HTTP ports (in front of the HTTP connection manager) included"
+        );
+    }
     // The command line heads the file, so the resource says where it came from (and the
     // examples test can re-render it).
     let argv: Vec<String> = std::env::args().skip(1).collect();

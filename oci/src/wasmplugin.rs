@@ -8,6 +8,11 @@
 //! (`meshward`, one module running the four checks in that order, docs/bundle.md) goes where
 //! header-limits goes: AUTHN, first.
 //!
+//! spiffe-authz-tcp is a network filter (`type: NETWORK`): Istio puts it in the listener's network
+//! filter chain, in front of `tcp_proxy` (and, on HTTP ports, in front of the HTTP connection
+//! manager), ordered by phase as the HTTP plugins are; its pluginConfig is checked here by the
+//! filter's own parser ([`check_policy`]).
+//!
 //! Errors name the `meshward wasmplugin` flag a value came from: that is where users give them.
 
 use std::fmt;
@@ -16,6 +21,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value as Json;
 use serde_yaml_ng::{Mapping, Value as Yaml};
+use spiffe_authz_core::Protocol;
 
 /// What goes into one WasmPlugin besides the policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,9 +42,11 @@ pub struct PluginOptions {
     pub phase: Option<Phase>,
     /// Order within the phase, higher first (default: [`Filter::default_placement`]).
     pub priority: Option<i32>,
+    /// Destination ports for `match[0].ports` (none: every inbound port of the workload).
+    pub ports: Vec<u16>,
 }
 
-/// The four meshward filters, and the bundle of all four.
+/// The four meshward HTTP filters, the bundle of all four, and spiffe-authz-tcp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Filter {
     HeaderLimits,
@@ -48,10 +56,13 @@ pub enum Filter {
     /// `meshward.wasm`: the four checks in one module; its pluginConfig has one section per
     /// check (`headerLimits`, `jwtAuthn`, `spiffeAuthz`, `rateLimit`).
     Bundle,
+    /// `spiffe_authz_tcp.wasm`: spiffe-authz's policies as a network filter for TCP services
+    /// (the same pluginConfig, compiled for connections; decides on the client's first bytes).
+    SpiffeAuthzTcp,
 }
 
 impl Filter {
-    /// Every separate filter, in chain order.
+    /// Every separate HTTP filter, in chain order.
     pub const ALL: [Filter; 4] = [
         Self::HeaderLimits,
         Self::JwtAuthn,
@@ -67,6 +78,20 @@ impl Filter {
             Self::SpiffeAuthz => "spiffe-authz",
             Self::RateLimit => "rate-limit",
             Self::Bundle => "meshward",
+            Self::SpiffeAuthzTcp => "spiffe-authz-tcp",
+        }
+    }
+
+    /// The WasmPlugin `type`: which Envoy filter chain the module is written for (a module
+    /// loaded as the other type has no context of the kind the proxy asks for).
+    pub fn plugin_type(self) -> PluginType {
+        match self {
+            Self::SpiffeAuthzTcp => PluginType::Network,
+            Self::HeaderLimits
+            | Self::JwtAuthn
+            | Self::SpiffeAuthz
+            | Self::RateLimit
+            | Self::Bundle => PluginType::Http,
         }
     }
 
@@ -82,7 +107,39 @@ impl Filter {
             // Its first check is header-limits; its own rate-limit runs after its own
             // authorization (Istio's AuthorizationPolicy enforcement, if also on, comes later).
             Self::Bundle => (Phase::Authn, 1000),
+            // Network plugins are placed by phase too. istiod builds an inbound TCP chain as:
+            // metadata exchange, CUSTOM (ext_authz) → AUTHN plugins → AUTHZ plugins → Istio's
+            // network RBAC → STATS and UNSPECIFIED_PHASE plugins → Istio's TCP stats → tcp_proxy
+            // (`buildCompleteNetworkFilters`, pilot/pkg/networking/core/networkfilter.go). Every
+            // phase runs before tcp_proxy; AUTHZ is the authorization position, right before
+            // Istio's own RBAC, as spiffe-authz's is in the HTTP chain.
+            Self::SpiffeAuthzTcp => (Phase::Authz, 500),
         }
+    }
+}
+
+/// WasmPlugin `type` (the CRD's enum, spelled as in the CRD by `Display`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PluginType {
+    /// `envoy.filters.http.wasm` in the HTTP connection manager: sees requests.
+    Http,
+    /// `envoy.filters.network.wasm` in the listener's filter chain: sees connections.
+    Network,
+}
+
+impl PluginType {
+    /// The CRD's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "HTTP",
+            Self::Network => "NETWORK",
+        }
+    }
+}
+
+impl fmt::Display for PluginType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -142,8 +199,35 @@ pub fn read_policy(path: &Path) -> Result<Json> {
     Ok(value)
 }
 
-/// The WasmPlugin YAML (no leading comment) for `args` with `policy` as pluginConfig.
+/// Checks `policy` with the filter's own parser where this crate has it, and returns what the
+/// user should be told about it (empty: nothing).
+///
+/// spiffe-authz-tcp: the spiffe-authz config compiled for TCP (`Config::parse_for` with
+/// [`Protocol::Tcp`]: unknown fields refused, errors naming the field), and its notes on rules
+/// that read HTTP-only fields (an ALLOW rule reading one never matches a connection, a DENY or
+/// AUDIT rule drops it and widens: what istiod's TCP builder renders, and what the filter
+/// does). The other filters: nothing is checked here (`meshward wasmplugin --check-wasm` starts
+/// the module itself).
+pub fn check_policy(filter: Filter, policy: &Json) -> Result<Vec<String>> {
+    match filter {
+        Filter::SpiffeAuthzTcp => {
+            let bytes = policy.to_string();
+            let config = spiffe_authz_core::Config::parse_for(bytes.as_bytes(), Protocol::Tcp)
+                .map_err(|e| anyhow!("--policy: {} refuses it: {e}", filter.name()))?;
+            Ok(config.tcp_notes())
+        }
+        Filter::HeaderLimits
+        | Filter::JwtAuthn
+        | Filter::SpiffeAuthz
+        | Filter::RateLimit
+        | Filter::Bundle => Ok(Vec::new()),
+    }
+}
+
+/// The WasmPlugin YAML (no leading comment) for `args` with `policy` as pluginConfig. Fails on a
+/// policy [`check_policy`] refuses.
 pub fn render(args: &PluginOptions, policy: &Json) -> Result<String> {
+    check_policy(args.filter, policy)?;
     let (default_phase, default_priority) = args.filter.default_placement();
     let mut metadata = Mapping::new();
     let name = args.name.clone().unwrap_or_else(|| match args.filter {
@@ -185,11 +269,14 @@ pub fn render(args: &PluginOptions, policy: &Json) -> Result<String> {
     );
     // A broken module or a rejected config must stop traffic, not wave it through.
     spec.insert("failStrategy".into(), "FAIL_CLOSE".into());
-    spec.insert("type".into(), "HTTP".into());
+    spec.insert("type".into(), args.filter.plugin_type().as_str().into());
     // Inbound traffic of the selected workloads: these filters guard the endpoint they sit in
     // front of, not the calls it makes.
     let mut server = Mapping::new();
     server.insert("mode".into(), "SERVER".into());
+    if !args.ports.is_empty() {
+        server.insert("ports".into(), render_ports(&args.ports)?);
+    }
     spec.insert("match".into(), Yaml::Sequence(vec![Yaml::Mapping(server)]));
     spec.insert("pluginConfig".into(), to_yaml(policy));
 
@@ -199,6 +286,24 @@ pub fn render(args: &PluginOptions, policy: &Json) -> Result<String> {
     doc.insert("metadata".into(), Yaml::Mapping(metadata));
     doc.insert("spec".into(), Yaml::Mapping(spec));
     serde_yaml_ng::to_string(&Yaml::Mapping(doc)).context("writing YAML")
+}
+
+/// `match[].ports`: `[{number: N}, …]`. The CRD keys the list by `number` (the API server refuses
+/// a repeated port) and allows 1–65535.
+fn render_ports(ports: &[u16]) -> Result<Yaml> {
+    let mut out = Vec::new();
+    for (i, &port) in ports.iter().enumerate() {
+        if port == 0 {
+            bail!("--port 0: expected a port number, 1-65535");
+        }
+        if ports.iter().take(i).any(|&p| p == port) {
+            bail!("--port {port}: the port is given twice");
+        }
+        let mut selector = Mapping::new();
+        selector.insert("number".into(), port.into());
+        out.push(Yaml::Mapping(selector));
+    }
+    Ok(Yaml::Sequence(out))
 }
 
 /// JSON → YAML with object keys sorted, so that the output does not depend on whether some crate
@@ -308,4 +413,156 @@ fn check_sha256(sha: &str, url: &str) -> Result<String> {
         }
     }
     Ok(hex)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn options(filter: Filter) -> PluginOptions {
+        PluginOptions {
+            filter,
+            image: "oci://r.example/meshward/spiffe-authz-tcp:0.1.0".into(),
+            sha256: None,
+            name: None,
+            namespace: None,
+            selectors: Vec::new(),
+            phase: None,
+            priority: None,
+            ports: Vec::new(),
+        }
+    }
+
+    fn tcp_policy() -> Json {
+        json!({"requireMtls": true, "policies": [{"name": "db-clients", "rules": [
+            {"from": [{"source": {"principals": ["cluster.local/ns/orders/sa/orders"]}}],
+             "to": [{"operation": {"ports": ["5432"]}}]}]}]})
+    }
+
+    fn rendered(args: &PluginOptions, policy: &Json) -> Yaml {
+        serde_yaml_ng::from_str(&render(args, policy).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn spiffe_authz_tcp_renders_as_a_network_plugin_in_the_authz_phase() {
+        let digest = "ab".repeat(32);
+        let args = PluginOptions {
+            sha256: Some(format!("sha256:{digest}")),
+            namespace: Some("data".into()),
+            selectors: vec!["app=postgres".into()],
+            ports: vec![5432],
+            ..options(Filter::SpiffeAuthzTcp)
+        };
+        let doc = rendered(&args, &tcp_policy());
+        let spec = &doc["spec"];
+        assert_eq!(doc["metadata"]["name"], "meshward-spiffe-authz-tcp");
+        assert_eq!(doc["metadata"]["namespace"], "data");
+        assert_eq!(spec["type"], "NETWORK");
+        assert_eq!(spec["pluginName"], "spiffe-authz-tcp");
+        assert_eq!(spec["phase"], "AUTHZ");
+        assert_eq!(spec["priority"], 500);
+        assert_eq!(spec["failStrategy"], "FAIL_CLOSE");
+        assert_eq!(spec["selector"]["matchLabels"]["app"], "postgres");
+        assert_eq!(spec["sha256"], Yaml::from(digest));
+        assert_eq!(spec["match"][0]["mode"], "SERVER");
+        assert_eq!(spec["match"][0]["ports"][0]["number"], 5432);
+        let config: Json = serde_json::to_value(&spec["pluginConfig"]).unwrap();
+        assert_eq!(config, tcp_policy());
+        // --phase and --priority still win.
+        let moved = PluginOptions {
+            phase: Some(Phase::Authn),
+            priority: Some(7),
+            ..options(Filter::SpiffeAuthzTcp)
+        };
+        let doc = rendered(&moved, &tcp_policy());
+        assert_eq!(doc["spec"]["phase"], "AUTHN");
+        assert_eq!(doc["spec"]["priority"], 7);
+        assert!(doc["spec"]["match"][0].get("ports").is_none());
+    }
+
+    #[test]
+    fn the_http_filters_stay_http_plugins() {
+        for filter in Filter::ALL.into_iter().chain([Filter::Bundle]) {
+            assert_eq!(filter.plugin_type(), PluginType::Http, "{filter:?}");
+        }
+        let policy = json!({"maxRequestHeadersKb": 64});
+        let doc = rendered(&options(Filter::HeaderLimits), &policy);
+        assert_eq!(doc["spec"]["type"], "HTTP");
+        assert_eq!(
+            serde_json::to_value(&doc["spec"]["match"]).unwrap(),
+            json!([{"mode": "SERVER"}])
+        );
+    }
+
+    #[test]
+    fn a_config_spiffe_authz_tcp_refuses_fails_naming_the_field() {
+        let cases = [
+            (
+                json!({"policies": [{"name": "p", "rules": [{"from": [{"source": {"principal": ["x"]}}]}]}]}),
+                "policies[0].rules[0].from[0].source.principal",
+            ),
+            (
+                json!({"policies": [{"name": "p", "action": "deny"}]}),
+                "policies[0].action",
+            ),
+            (json!({"requireMTLS": true}), "requireMTLS"),
+            (
+                json!({"policies": [{"name": "p", "rules": [{"to": [{"operation": {"ports": ["http"]}}]}]}]}),
+                "policies[0].rules[0].to[0].operation.ports[0]",
+            ),
+        ];
+        for (policy, field) in cases {
+            let e = render(&options(Filter::SpiffeAuthzTcp), &policy).unwrap_err();
+            let text = format!("{e:#}");
+            assert!(
+                text.contains(&format!("field `{field}`")) && text.contains("spiffe-authz-tcp"),
+                "{policy}: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn http_only_fields_are_accepted_with_notes() {
+        let policy = json!({"policies": [
+            {"name": "deny-admin", "action": "DENY", "rules": [
+                {"from": [{"source": {"namespaces": ["legacy"]}}],
+                 "to": [{"operation": {"paths": ["/admin/*"]}}]}]},
+            {"name": "readers", "rules": [
+                {"to": [{"operation": {"methods": ["GET"]}}]},
+                {"from": [{"source": {"namespaces": ["orders"]}}]}]}]});
+        render(&options(Filter::SpiffeAuthzTcp), &policy).unwrap();
+        let notes = check_policy(Filter::SpiffeAuthzTcp, &policy).unwrap();
+        assert_eq!(notes.len(), 2, "{notes:#?}");
+        assert!(
+            notes[0].contains("`deny-admin` rules[0]") && notes[0].contains("widens"),
+            "{notes:#?}"
+        );
+        assert!(
+            notes[1].contains("`readers` rules[0]") && notes[1].contains("never matches"),
+            "{notes:#?}"
+        );
+        // The HTTP filter takes the same policy without a word.
+        assert!(check_policy(Filter::SpiffeAuthz, &policy)
+            .unwrap()
+            .is_empty());
+        assert!(check_policy(Filter::SpiffeAuthzTcp, &tcp_policy())
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn ports_must_be_real_and_distinct() {
+        for (ports, why) in [
+            (vec![0], "--port 0"),
+            (vec![5432, 5432], "--port 5432: the port is given twice"),
+        ] {
+            let args = PluginOptions {
+                ports,
+                ..options(Filter::SpiffeAuthzTcp)
+            };
+            let e = render(&args, &tcp_policy()).unwrap_err().to_string();
+            assert!(e.contains(why), "{e}");
+        }
+    }
 }

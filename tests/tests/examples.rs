@@ -6,7 +6,8 @@
 //! - `examples/istio/*.yaml` are exactly what `meshward wasmplugin` renders from the command in
 //!   their first line, they validate against Istio's WasmPlugin CRD schema
 //!   (`<repo>/../shared/reference/istio-crds-subset.yaml`), and their phases/priorities order the
-//!   filters header-limits → jwt-authn → spiffe-authz → rate-limit;
+//!   filters header-limits → jwt-authn → spiffe-authz → rate-limit; spiffe-authz-tcp's is a
+//!   `type: NETWORK` plugin whose policy spiffe-authz's parser accepts compiled for TCP;
 //! - `examples/envoy/bootstrap.yaml` starts in real Envoy and answers through all four filters.
 //!
 //! Refresh the generated files with `MESHWARD_BLESS=1 cargo test -p meshward-tests --test examples`.
@@ -26,12 +27,14 @@ use serde_yaml_ng::Value as Yaml;
 
 // `meshward wasmplugin`: its flags (meshward-cli) and its renderer (meshward-oci).
 use meshward_cli::wasmplugin::WasmPluginArgs;
-use meshward_oci::wasmplugin::{self, Filter, Phase};
+use meshward_oci::wasmplugin::{self, Filter, Phase, PluginType};
 use meshward_tests::crd::{crd_schema, validate};
 use meshward_tests::{jwt_token as token, repo};
 
 const BLESS: &str = "MESHWARD_BLESS=1 cargo test -p meshward-tests --test examples";
 const FILTERS: [&str; 4] = ["header-limits", "jwt-authn", "spiffe-authz", "rate-limit"];
+/// The network filter: spiffe-authz's pluginConfig (and schema), compiled for connections.
+const TCP_FILTER: &str = "spiffe-authz-tcp";
 
 fn blessing() -> bool {
     std::env::var_os("MESHWARD_BLESS").is_some_and(|v| v == "1")
@@ -59,7 +62,7 @@ fn schema_of(filter: &str) -> Json {
     let schema = match filter {
         "header-limits" => header_limits_core::Config::json_schema(),
         "jwt-authn" => jwt_authn_core::Config::json_schema(),
-        "spiffe-authz" => spiffe_authz_core::Config::json_schema(),
+        "spiffe-authz" | TCP_FILTER => spiffe_authz_core::Config::json_schema(),
         "rate-limit" => rate_limit_core::Config::json_schema(),
         other => panic!("unknown filter {other}"),
     };
@@ -73,6 +76,9 @@ fn parse_with_core(filter: &str, json: &str) -> Result<(), String> {
         "header-limits" => header_limits_core::Config::parse(bytes).map(drop),
         "jwt-authn" => jwt_authn_core::Config::parse(bytes).map(drop),
         "spiffe-authz" => spiffe_authz_core::Config::parse(bytes).map(drop),
+        TCP_FILTER => {
+            spiffe_authz_core::Config::parse_for(bytes, spiffe_authz_core::Protocol::Tcp).map(drop)
+        }
         "rate-limit" => rate_limit_core::Config::parse(bytes).map(drop),
         other => panic!("unknown filter {other}"),
     };
@@ -427,6 +433,7 @@ fn istio_examples_are_what_meshward_wasmplugin_renders() {
     let mut covered: Vec<&str> = examples.iter().map(|e| e.args.filter.0.name()).collect();
     covered.sort_unstable();
     let mut all = FILTERS.to_vec();
+    all.push(TCP_FILTER);
     all.sort_unstable();
     assert_eq!(covered, all, "one example per filter");
     for example in &examples {
@@ -520,7 +527,7 @@ fn check_cel_rules(spec: &Json) -> Result<(), String> {
 fn istio_examples_validate_against_the_wasmplugin_crd() {
     let schema = wasmplugin_crd_schema();
     let examples = istio_examples();
-    assert_eq!(examples.len(), 4);
+    assert_eq!(examples.len(), 5);
     for example in &examples {
         let doc: Json = serde_json::to_value(&example.yaml).unwrap();
         if let Err(e) = validate(&schema, &doc) {
@@ -531,7 +538,18 @@ fn istio_examples_validate_against_the_wasmplugin_crd() {
         }
         check_cel_rules(&doc["spec"]).unwrap();
         assert_eq!(doc["spec"]["failStrategy"], "FAIL_CLOSE");
-        assert_eq!(doc["spec"]["match"], json!([{"mode": "SERVER"}]));
+        let filter = example.args.filter.0;
+        assert_eq!(doc["spec"]["type"], filter.plugin_type().as_str());
+        match filter.plugin_type() {
+            PluginType::Http => assert_eq!(doc["spec"]["match"], json!([{"mode": "SERVER"}])),
+            // A network plugin names its TCP ports: without them Istio would also put it in
+            // front of the HTTP connection manager of the workload's HTTP ports.
+            PluginType::Network => {
+                let server = &doc["spec"]["match"][0];
+                assert_eq!(server["mode"], "SERVER");
+                assert!(!server["ports"].as_array().unwrap().is_empty());
+            }
+        }
     }
     // The strict schema does refuse mistakes (else the loop above proves nothing).
     let good: Json = serde_json::to_value(&examples[0].yaml).unwrap();
@@ -564,8 +582,11 @@ fn istio_phases_and_priorities_order_the_filters() {
         "UNSPECIFIED_PHASE" => 3,
         other => panic!("phase {other}"),
     };
+    // The HTTP plugins only: a NETWORK plugin (spiffe-authz-tcp) sits in the listener's network
+    // filter chain, not among them.
     let mut chain: Vec<(i32, i64, String)> = istio_examples()
         .iter()
+        .filter(|e| e.args.filter.0.plugin_type() == PluginType::Http)
         .map(|e| {
             let spec = &e.yaml["spec"];
             (
@@ -627,6 +648,110 @@ fn the_bundle_renders_as_one_wasmplugin() {
     assert_eq!(doc["spec"]["pluginConfig"], json);
     validate(&bundle_schema(), &doc["spec"]["pluginConfig"]).unwrap();
     parse_bundle(&doc["spec"]["pluginConfig"].to_string()).unwrap();
+}
+
+/// `meshward wasmplugin --filter spiffe-authz-tcp`: a `type: NETWORK` plugin named after the
+/// filter, in the AUTHZ phase (before Istio's own network RBAC), with the selector, checksum and
+/// ports given; the CRD takes it. A policy the filter would refuse is refused here, naming the
+/// field; HTTP-only fields are not errors.
+#[test]
+fn spiffe_authz_tcp_renders_as_a_network_wasmplugin() {
+    let digest = "cd".repeat(32);
+    let render_tcp = |policy: &Path, extra: &[&str]| -> Result<String, String> {
+        let argv = [
+            "wasmplugin",
+            "--filter",
+            TCP_FILTER,
+            "--policy",
+            policy.to_str().unwrap(),
+            "--image",
+            "oci://r.example/meshward/spiffe-authz-tcp:0.1.0",
+        ];
+        let args = WasmPluginCommand::try_parse_from(argv.iter().chain(extra))
+            .map_err(|e| e.to_string())?
+            .args;
+        assert_eq!(args.filter.0, Filter::SpiffeAuthzTcp);
+        let json = wasmplugin::read_policy(&args.policy).map_err(|e| e.to_string())?;
+        wasmplugin::render(&args.plugin(), &json).map_err(|e| format!("{e:#}"))
+    };
+    let policy = repo().join("policies/spiffe-authz/tcp-postgres.json");
+    let rendered = render_tcp(
+        &policy,
+        &[
+            "--selector",
+            "app=postgres",
+            "--sha256",
+            &digest,
+            "--port",
+            "5432",
+            "--port",
+            "5433",
+        ],
+    )
+    .unwrap();
+    let doc: Json =
+        serde_json::to_value(serde_yaml_ng::from_str::<Yaml>(&rendered).unwrap()).unwrap();
+    let schema = wasmplugin_crd_schema();
+    validate(&schema, &doc).unwrap();
+    check_cel_rules(&doc["spec"]).unwrap();
+    let spec = &doc["spec"];
+    assert_eq!(doc["metadata"]["name"], "meshward-spiffe-authz-tcp");
+    assert_eq!(spec["type"], "NETWORK");
+    assert_eq!(spec["pluginName"], TCP_FILTER);
+    assert_eq!(spec["phase"], "AUTHZ");
+    assert_eq!(spec["priority"], 500);
+    assert_eq!(spec["failStrategy"], "FAIL_CLOSE");
+    assert_eq!(
+        spec["selector"],
+        json!({"matchLabels": {"app": "postgres"}})
+    );
+    assert_eq!(spec["sha256"], json!(digest));
+    assert_eq!(
+        spec["match"],
+        json!([{"mode": "SERVER", "ports": [{"number": 5432}, {"number": 5433}]}])
+    );
+    assert_eq!(
+        spec["pluginConfig"],
+        wasmplugin::read_policy(&policy).unwrap()
+    );
+    parse_with_core(TCP_FILTER, &spec["pluginConfig"].to_string()).unwrap();
+    // The CRD refuses what the network plugin must not carry.
+    for (pointer, value) in [
+        ("/spec/type", json!("TCP")),
+        ("/spec/match/0/ports/0/number", json!(0)),
+        ("/spec/match/0/ports/0/port", json!(5432)),
+    ] {
+        let mut bad = doc.clone();
+        let (parent, leaf) = pointer.rsplit_once('/').unwrap();
+        bad.pointer_mut(parent).unwrap()[leaf] = value;
+        assert!(validate(&schema, &bad).is_err(), "{pointer} accepted");
+    }
+
+    // A policy with HTTP-only fields renders (the command prints notes, cli/tests/cli.rs).
+    render_tcp(
+        &repo().join("policies/spiffe-authz/issue-example.json"),
+        &[],
+    )
+    .unwrap();
+    // A policy the filter refuses does not, and the error names the field.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"policies":[{"name":"db","rules":[{"from":[{"source":{"principal":["x"]}}]}]}]}"#,
+    )
+    .unwrap();
+    let e = render_tcp(&bad, &[]).unwrap_err();
+    assert!(
+        e.contains("spiffe-authz-tcp")
+            && e.contains("field `policies[0].rules[0].from[0].source.principal`"),
+        "{e}"
+    );
+    for ports in [["--port", "0"], ["--port", "70000"]] {
+        assert!(render_tcp(&policy, &ports).is_err(), "accepted {ports:?}");
+    }
+    let twice = render_tcp(&policy, &["--port", "5432", "--port", "5432"]).unwrap_err();
+    assert!(twice.contains("given twice"), "{twice}");
 }
 
 fn render_args(extra: &[&str]) -> Result<String, String> {

@@ -171,11 +171,18 @@ fn both_formats_push_and_istio_rules_yield_the_identical_module() {
     push_both_formats_and_check(&registry, &wasm, &wasm_file, "meshward/synthetic");
 }
 
-/// The four filters as `scripts/build-wasm.sh` builds them, each pushed in both formats.
+/// The four filters and spiffe-authz-tcp (the network filter) as `scripts/build-wasm.sh` builds
+/// them, each pushed in both formats.
 #[test]
 fn every_filter_pushes_in_both_formats_and_istio_loads_the_very_same_bytes() {
     let registry = Registry::start();
-    for stem in ["header_limits", "spiffe_authz", "jwt_authn", "rate_limit"] {
+    for stem in [
+        "header_limits",
+        "spiffe_authz",
+        "jwt_authn",
+        "rate_limit",
+        "spiffe_authz_tcp",
+    ] {
         let wasm_file = filter_wasm(stem);
         let wasm = std::fs::read(&wasm_file).unwrap();
         let repo_base = format!("meshward/{}", stem.replace('_', "-"));
