@@ -45,3 +45,12 @@ fn native_differential() {
         "only {stricter} stricterThanIstio cases held:\n{text}"
     );
 }
+
+/// Istio-native scenarios on TCP ports (`workload.tcpPorts`): the resources compile to
+/// spiffe-authz-tcp with each port's PeerAuthentication mode, and every case names who decided,
+/// the same in the harness and in Envoy.
+#[test]
+fn mesh_scenarios_on_tcp_ports_agree_in_harness_and_envoy() {
+    let passed = parity_suite("mesh-tcp");
+    assert!(passed >= 10, "only {passed} mesh TCP cases");
+}
