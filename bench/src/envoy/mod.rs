@@ -523,3 +523,34 @@ pub(crate) fn today() -> String {
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!("{year:04}-{month:02}-{day:02}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_per_unit_divides_the_ticks_over_the_units() {
+        // 150 ticks at 100 Hz = 1.5 s over 3000 connections = 500 µs each.
+        assert_eq!(cpu_per(1000, 1150, 100.0, 3000), Duration::from_micros(500));
+        assert_eq!(cpu_per(1000, 1150, 100.0, 0), Duration::ZERO);
+        // A counter read out of order never goes negative.
+        assert_eq!(cpu_per(1150, 1000, 100.0, 10), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_median_takes_each_figure_apart_and_sums_the_counts() {
+        let f = |n: u64, rate: f64, us: u64| Figures {
+            requests: n,
+            requests_per_second: rate,
+            p50: Duration::from_micros(us),
+            p99: Duration::from_micros(10 * us),
+            cpu_per_request: Duration::from_micros(us * 2),
+        };
+        let m = median(&[f(10, 300.0, 5), f(20, 100.0, 9), f(30, 200.0, 1)]);
+        assert_eq!(m.requests, 60);
+        assert_eq!(m.requests_per_second, 200.0);
+        assert_eq!(m.p50, Duration::from_micros(5));
+        assert_eq!(m.p99, Duration::from_micros(50));
+        assert_eq!(m.cpu_per_request, Duration::from_micros(10));
+    }
+}
