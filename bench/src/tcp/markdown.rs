@@ -306,7 +306,7 @@ mod tests {
 
     #[test]
     fn a_rerun_replaces_only_its_own_section() {
-        let dir = meshward_rig::WorkDir::new("bench-tcp-md-").unwrap();
+        let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("BENCHMARKS.md");
         let envoy_section = format!(
             "{}\nenvoy table\n{}\n",

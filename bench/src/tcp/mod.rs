@@ -473,14 +473,23 @@ fn sanity_checks(setup: &TcpSetup) -> Vec<SanityCheck> {
 #[cfg(test)]
 mod tests {
     use std::net::IpAddr;
+    use std::path::Path;
 
     use meshward_common::spiffe::SpiffeId;
     use spiffe_authz_core::{decide, Config, DenyReason, PlainFacts, Protocol};
 
     use super::*;
 
+    /// This checkout's policy (not `repo_root()`'s: a build cache shared between checkouts may
+    /// hand over the rig compiled in another).
+    fn policy_path() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(POLICY)
+    }
+
     fn policy() -> Config {
-        let bytes = std::fs::read(repo_root().join(POLICY)).unwrap();
+        let bytes = std::fs::read(policy_path()).unwrap();
         Config::parse_for(&bytes, Protocol::Tcp).unwrap()
     }
 
@@ -526,7 +535,7 @@ mod tests {
 
     #[test]
     fn tcp_10_renders_as_log_deny_and_allow_network_rbac_with_every_policy() {
-        let text = std::fs::read_to_string(repo_root().join(POLICY)).unwrap();
+        let text = std::fs::read_to_string(policy_path()).unwrap();
         let raw: spiffe_authz_core::RawConfig = serde_json::from_str(&text).unwrap();
         let filters = meshward_mesh::network_rbac_filters(&raw).unwrap();
         let actions: Vec<&str> = filters
