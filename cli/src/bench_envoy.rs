@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 use meshward_bench::envoy::{self as bench, BenchOptions};
 
 use crate::bench::{run_bench, BenchArgs};
+use crate::bench_tcp::{run_tcp, BenchTcpArgs};
 
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -27,6 +28,11 @@ enum BenchCommand {
     /// Envoy CPU per request, host calls per request per filter (counted in the harness), Envoy
     /// RSS per chain at --concurrency 2, module sizes; writes a Markdown table into BENCHMARKS.md.
     Envoy(BenchEnvoyArgs),
+    /// spiffe-authz-tcp against Envoy's native network RBAC (the same policies as istiod renders
+    /// them) in a real Envoy 1.40, per mTLS connection through tcp_proxy, beside tcp_proxy alone
+    /// and a no-op wasm network filter: connections/s, connection time, Envoy CPU per connection,
+    /// Envoy RSS; writes a Markdown table into BENCHMARKS.md.
+    Tcp(BenchTcpArgs),
 }
 
 #[derive(Args)]
@@ -64,14 +70,15 @@ pub struct BenchEnvoyArgs {
 pub fn run(args: BenchCli) -> Result<()> {
     match (args.command, args.harness) {
         (Some(BenchCommand::Envoy(envoy)), _) => run_envoy(envoy),
+        (Some(BenchCommand::Tcp(tcp)), _) => run_tcp(tcp),
         (None, Some(harness)) => run_bench(harness),
         (None, None) => {
-            bail!("give a scenario file (meshward bench SCENARIO) or `meshward bench envoy`")
+            bail!("give a scenario file (meshward bench SCENARIO), `meshward bench envoy` or `meshward bench tcp`")
         }
     }
 }
 
-fn seconds(value: f64, flag: &str) -> Result<Duration> {
+pub(crate) fn seconds(value: f64, flag: &str) -> Result<Duration> {
     if !(value.is_finite() && value > 0.0) {
         bail!("{flag} must be a positive number of seconds");
     }

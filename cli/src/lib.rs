@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_envoy;
+mod bench_tcp;
 mod check;
 mod explain;
 pub mod image;

@@ -100,7 +100,8 @@ enum Command {
     /// from the listener (verified client certificates, a client address the client cannot set).
     Check(cli::CheckArgs),
     /// Requests per second, latency and CPU per request of a scenario's requests through its chain (the harness);
-    /// `meshward bench envoy`: meshward against Envoy's native filters in a real Envoy.
+    /// `meshward bench envoy`: meshward against Envoy's native filters in a real Envoy;
+    /// `meshward bench tcp`: spiffe-authz-tcp against native network RBAC, per connection.
     Bench(cli::BenchCli),
     /// Render an Istio WasmPlugin resource for a filter, a policy file and an image.
     Wasmplugin(cli::WasmPluginArgs),

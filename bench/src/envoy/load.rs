@@ -2,13 +2,15 @@
 //! rig's [`Client`], plaintext or mTLS), each sending the next request of a shared cycle as soon
 //! as the previous response is complete, for a fixed time. Every response's status is checked and
 //! every request's latency recorded (nanoseconds, exact percentiles from the sorted samples).
+//! The loop itself ([`closed_loop`]) is shared with `meshward bench tcp`, whose step is a whole
+//! connection.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
-use meshward_rig::{Client, Connection};
+use anyhow::{anyhow, bail, Result};
+use meshward_rig::Client;
 
 /// What to send, where, for how long.
 pub struct Load {
@@ -61,107 +63,129 @@ pub fn run(
     at_start: &mut dyn FnMut() -> Result<()>,
     at_end: &mut dyn FnMut() -> Result<()>,
 ) -> Result<LoadResult> {
-    let connections = load.connections.max(1);
     if load.requests.is_empty() {
         bail!("no request to send");
     }
     let cursor = Arc::new(AtomicUsize::new(0));
-    // The workers and this thread meet at each step: all connected (handshakes done), go, all
-    // done sending, counters read (then the connections close).
-    let barrier = || Arc::new(Barrier::new(connections + 1));
-    let (connected, go, done, read) = (barrier(), barrier(), barrier(), barrier());
-    let mut threads = Vec::with_capacity(connections);
-    for i in 0..connections {
-        let client = load.client.clone();
-        let requests = Arc::clone(&load.requests);
-        let cursor = Arc::clone(&cursor);
-        let barriers = [&connected, &go, &done, &read].map(Arc::clone);
-        let duration = load.duration;
-        let expect = load.expect_status;
-        let thread = std::thread::Builder::new()
-            .name(format!("bench-load-{i}"))
-            .spawn(move || -> Result<Vec<u64>> {
-                let [connected, go, done, read] = barriers;
-                let conn = client.connect();
-                connected.wait();
-                go.wait();
-                match conn {
-                    Ok(mut conn) => {
-                        let result = drive(&mut conn, &requests, &cursor, duration, expect);
-                        done.wait();
-                        read.wait();
-                        drop(conn);
-                        result
-                    }
-                    Err(e) => {
-                        done.wait();
-                        read.wait();
-                        Err(e)
-                    }
+    closed_loop(
+        load.connections,
+        load.duration,
+        |_| {
+            let mut conn = load.client.connect()?;
+            let requests = Arc::clone(&load.requests);
+            let cursor = Arc::clone(&cursor);
+            let expect = load.expect_status;
+            Ok(move || -> Result<()> {
+                let index = cursor.fetch_add(1, Ordering::Relaxed) % requests.len();
+                let request = requests.get(index).map(Vec::as_slice).unwrap_or_default();
+                let status = conn.send_raw(request, false)?.status;
+                if status != expect {
+                    bail!("got status {status}, expected {expect}");
                 }
+                Ok(())
             })
-            .context("starting a load thread")?;
-        threads.push(thread);
-    }
-    connected.wait();
-    let start_result = at_start();
-    let started = Instant::now();
-    go.wait();
-    done.wait();
-    let elapsed = started.elapsed();
-    let end_result = if start_result.is_ok() {
-        at_end()
-    } else {
-        Ok(())
-    };
-    read.wait();
-    let mut latencies = Vec::new();
-    let mut first_error = None;
-    for thread in threads {
-        match thread.join() {
-            Ok(Ok(samples)) => latencies.extend(samples),
-            Ok(Err(e)) => {
-                first_error.get_or_insert(e);
-            }
-            Err(_) => {
-                first_error.get_or_insert(anyhow!("a load thread panicked"));
+        },
+        at_start,
+        at_end,
+    )
+}
+
+/// The closed loop under [`run`] (and `meshward bench tcp`): `threads` threads, each first
+/// prepared by `prepare(i)` (e.g. connected; every thread is ready before the clock starts), then
+/// calling its step as soon as the previous one returns, for `duration`; every step's wall time
+/// is a sample. `at_start` runs when all are prepared, just before they start; `at_end` when all
+/// have stopped, before the steps (and what they own, such as connections) are dropped. A failed
+/// preparation or step fails the run (after the other threads finish their turn).
+pub(crate) fn closed_loop<P, S>(
+    threads: usize,
+    duration: Duration,
+    prepare: P,
+    at_start: &mut dyn FnMut() -> Result<()>,
+    at_end: &mut dyn FnMut() -> Result<()>,
+) -> Result<LoadResult>
+where
+    P: Fn(usize) -> Result<S> + Sync,
+    S: FnMut() -> Result<()>,
+{
+    let threads = threads.max(1);
+    // The workers and this thread meet at each step: all prepared (connected, handshakes done),
+    // go, all done, counters read (then the workers drop their steps).
+    let barrier = || Barrier::new(threads + 1);
+    let (prepared, go, done, read) = (barrier(), barrier(), barrier(), barrier());
+    let prepare = &prepare;
+    let (prepared, go, done, read) = (&prepared, &go, &done, &read);
+    std::thread::scope(|scope| -> Result<LoadResult> {
+        let mut handles = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let handle = std::thread::Builder::new()
+                .name(format!("bench-load-{i}"))
+                .spawn_scoped(scope, move || -> Result<Vec<u64>> {
+                    let step = prepare(i);
+                    prepared.wait();
+                    go.wait();
+                    let (result, step) = match step {
+                        Ok(mut step) => (drive(&mut step, duration), Some(step)),
+                        Err(e) => (Err(e), None),
+                    };
+                    done.wait();
+                    read.wait();
+                    drop(step);
+                    result
+                })
+                // As `scope.spawn` would: the threads already started wait for this one at the
+                // barriers, so there is no returning an error from here.
+                .unwrap_or_else(|e| panic!("starting a load thread: {e}"));
+            handles.push(handle);
+        }
+        prepared.wait();
+        let start_result = at_start();
+        let started = Instant::now();
+        go.wait();
+        done.wait();
+        let elapsed = started.elapsed();
+        let end_result = if start_result.is_ok() {
+            at_end()
+        } else {
+            Ok(())
+        };
+        read.wait();
+        let mut latencies = Vec::new();
+        let mut first_error = None;
+        for handle in handles {
+            match handle.join() {
+                Ok(Ok(samples)) => latencies.extend(samples),
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_error.get_or_insert(anyhow!("a load thread panicked"));
+                }
             }
         }
-    }
-    start_result?;
-    end_result?;
-    if let Some(e) = first_error {
-        return Err(e);
-    }
-    latencies.sort_unstable();
-    Ok(LoadResult {
-        requests: latencies.len() as u64,
-        elapsed,
-        latencies_ns: latencies,
+        start_result?;
+        end_result?;
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        latencies.sort_unstable();
+        Ok(LoadResult {
+            requests: latencies.len() as u64,
+            elapsed,
+            latencies_ns: latencies,
+        })
     })
 }
 
-fn drive(
-    conn: &mut Connection,
-    requests: &[Vec<u8>],
-    cursor: &AtomicUsize,
-    duration: Duration,
-    expect: u16,
-) -> Result<Vec<u64>> {
+fn drive(step: &mut impl FnMut() -> Result<()>, duration: Duration) -> Result<Vec<u64>> {
     let mut samples = Vec::with_capacity(1 << 16);
-    let start = Instant::now();
-    let deadline = start + duration;
+    let deadline = Instant::now() + duration;
     loop {
         let now = Instant::now();
         if now >= deadline {
             return Ok(samples);
         }
-        let index = cursor.fetch_add(1, Ordering::Relaxed) % requests.len();
-        let request = requests.get(index).map(Vec::as_slice).unwrap_or_default();
-        let status = conn.send_raw(request, false)?.status;
+        let result = step();
         samples.push(u64::try_from(now.elapsed().as_nanos()).unwrap_or(u64::MAX));
-        if status != expect {
-            bail!("got status {status}, expected {expect}");
-        }
+        result?;
     }
 }

@@ -12,7 +12,7 @@ use crate::envoy::{BenchReport, Figures};
 pub const BEGIN_MARKER: &str = "<!-- meshward bench envoy: begin (generated, rerun to update) -->";
 pub const END_MARKER: &str = "<!-- meshward bench envoy: end -->";
 
-fn micros(d: Duration) -> String {
+pub(crate) fn micros(d: Duration) -> String {
     let us = d.as_secs_f64() * 1e6;
     if us >= 100.0 {
         format!("{us:.0} µs")
@@ -21,7 +21,7 @@ fn micros(d: Duration) -> String {
     }
 }
 
-fn ratio(a: f64, b: f64) -> String {
+pub(crate) fn ratio(a: f64, b: f64) -> String {
     if b > 0.0 {
         format!("{:.2}×", a / b)
     } else {
@@ -29,12 +29,12 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
-fn cpu_us(f: &Figures) -> f64 {
+pub(crate) fn cpu_us(f: &Figures) -> f64 {
     f.cpu_per_request.as_secs_f64() * 1e6
 }
 
 /// The smallest and largest CPU time per request over the rounds (the noise to judge a delta by).
-fn cpu_range(rounds: &[Figures]) -> String {
+pub(crate) fn cpu_range(rounds: &[Figures]) -> String {
     let values = || rounds.iter().map(cpu_us);
     let min = values().fold(f64::INFINITY, f64::min);
     let max = values().fold(0.0, f64::max);
@@ -205,14 +205,32 @@ pub fn render(report: &BenchReport) -> String {
 /// Replaces the generated section of `path` (or appends it, with a heading, when the file has no
 /// markers yet; creates the file if missing).
 pub fn update_file(path: &Path, section: &str) -> Result<()> {
+    update_section(
+        path,
+        section,
+        (BEGIN_MARKER, END_MARKER),
+        "## Real Envoy: meshward against Envoy's native filters (`meshward bench envoy`)",
+    )
+}
+
+/// Replaces what lies between `markers` (included) in `path` with `section` (which carries the
+/// markers), or appends `heading` and `section` when the file has no such markers yet; creates
+/// the file if missing. Shared by the generated sections of `meshward bench envoy` and
+/// `meshward bench tcp`.
+pub(crate) fn update_section(
+    path: &Path,
+    section: &str,
+    (begin_marker, end_marker): (&str, &str),
+    heading: &str,
+) -> Result<()> {
     let old = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    let new = match (old.find(BEGIN_MARKER), old.find(END_MARKER)) {
+    let new = match (old.find(begin_marker), old.find(end_marker)) {
         (Some(begin), Some(end)) if begin < end => {
-            let after = end + END_MARKER.len();
+            let after = end + end_marker.len();
             let tail = old.get(after..).unwrap_or_default();
             let tail = tail.strip_prefix('\n').unwrap_or(tail);
             format!("{}{section}{tail}", old.get(..begin).unwrap_or_default())
@@ -225,9 +243,8 @@ pub fn update_file(path: &Path, section: &str) -> Result<()> {
             if !text.is_empty() {
                 text.push('\n');
             }
-            text.push_str(
-                "## Real Envoy: meshward against Envoy's native filters (`meshward bench envoy`)\n\n",
-            );
+            text.push_str(heading);
+            text.push_str("\n\n");
             text.push_str(section);
             text
         }

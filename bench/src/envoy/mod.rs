@@ -12,8 +12,8 @@
 //! it applies its filters (a violating request gets the expected status, the measured one 200).
 
 mod hostcalls;
-mod load;
-mod markdown;
+pub(crate) mod load;
+pub(crate) mod markdown;
 mod memory;
 mod native;
 mod setups;
@@ -149,13 +149,7 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
     if options.jwt_pool <= 256 {
         bail!("--jwt-pool must exceed 256 (the verified-token caches hold 256 tokens)");
     }
-    // The 1, 5 and 15 minute load averages.
-    let load_before = std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ");
+    let load_before = load_average();
     let envoy_version = envoy_version()?;
     let certs = Certs::generate()?;
     let client_cert = certs.client_cert(&[CLIENT_SPIFFE_ID], "frontend")?;
@@ -307,12 +301,7 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
                 },
             )
             .with_context(|| format!("measuring {}", setup.name))?;
-            let cpu = Duration::from_secs_f64(cpu_end.saturating_sub(cpu_start) as f64 / ticks);
-            let per_request = if result.requests > 0 {
-                cpu / u32::try_from(result.requests).unwrap_or(u32::MAX)
-            } else {
-                Duration::ZERO
-            };
+            let per_request = cpu_per(cpu_start, cpu_end, ticks, result.requests);
             if let Some(r) = rounds.get_mut(i) {
                 r.push(figures(&result, per_request));
             }
@@ -368,7 +357,17 @@ pub(crate) fn nothing() -> Result<()> {
     Ok(())
 }
 
-fn figures(result: &LoadResult, cpu_per_request: Duration) -> Figures {
+/// The 1, 5 and 15 minute load averages (`/proc/loadavg`), space-separated.
+pub(crate) fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub(crate) fn figures(result: &LoadResult, cpu_per_request: Duration) -> Figures {
     Figures {
         requests: result.requests,
         requests_per_second: result.requests_per_second(),
@@ -378,7 +377,7 @@ fn figures(result: &LoadResult, cpu_per_request: Duration) -> Figures {
     }
 }
 
-fn median(rounds: &[Figures]) -> Figures {
+pub(crate) fn median(rounds: &[Figures]) -> Figures {
     fn mid<T: PartialOrd + Copy + Default>(mut v: Vec<T>) -> T {
         v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
         v.get(v.len() / 2).copied().unwrap_or_default()
@@ -432,7 +431,7 @@ pub(crate) fn listener_addresses(
 }
 
 /// utime + stime of `pid` (all threads), in clock ticks.
-fn cpu_ticks(pid: u32) -> Result<u64> {
+pub(crate) fn cpu_ticks(pid: u32) -> Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces) start at field 3 (`state`).
@@ -450,7 +449,16 @@ fn cpu_ticks(pid: u32) -> Result<u64> {
     Ok(field(14)? + field(15)?)
 }
 
-fn clock_ticks_per_second() -> f64 {
+/// The CPU time per unit (request, connection) of `end - start` clock ticks at `ticks_per_second`
+/// over `units`; zero without units.
+pub(crate) fn cpu_per(start: u64, end: u64, ticks_per_second: f64, units: u64) -> Duration {
+    if units == 0 || ticks_per_second <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::from_secs_f64(end.saturating_sub(start) as f64 / ticks_per_second / units as f64)
+}
+
+pub(crate) fn clock_ticks_per_second() -> f64 {
     // SAFETY: sysconf has no memory effects; it only reads a configuration value.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if ticks > 0 {
@@ -471,7 +479,7 @@ pub(crate) fn rss_kib(pid: u32) -> Result<u64> {
         .ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))
 }
 
-fn envoy_version() -> Result<String> {
+pub(crate) fn envoy_version() -> Result<String> {
     let binary = envoy_binary()?;
     let output = std::process::Command::new(&binary)
         .arg("--version")
@@ -485,7 +493,7 @@ fn envoy_version() -> Result<String> {
         .ok_or_else(|| anyhow!("unexpected `envoy --version` output: {text:?}"))
 }
 
-fn cpu_model() -> String {
+pub(crate) fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| {
@@ -498,7 +506,7 @@ fn cpu_model() -> String {
 }
 
 /// Today's UTC date as `YYYY-MM-DD`.
-fn today() -> String {
+pub(crate) fn today() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -514,4 +522,35 @@ fn today() -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!("{year:04}-{month:02}-{day:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_per_unit_divides_the_ticks_over_the_units() {
+        // 150 ticks at 100 Hz = 1.5 s over 3000 connections = 500 µs each.
+        assert_eq!(cpu_per(1000, 1150, 100.0, 3000), Duration::from_micros(500));
+        assert_eq!(cpu_per(1000, 1150, 100.0, 0), Duration::ZERO);
+        // A counter read out of order never goes negative.
+        assert_eq!(cpu_per(1150, 1000, 100.0, 10), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_median_takes_each_figure_apart_and_sums_the_counts() {
+        let f = |n: u64, rate: f64, us: u64| Figures {
+            requests: n,
+            requests_per_second: rate,
+            p50: Duration::from_micros(us),
+            p99: Duration::from_micros(10 * us),
+            cpu_per_request: Duration::from_micros(us * 2),
+        };
+        let m = median(&[f(10, 300.0, 5), f(20, 100.0, 9), f(30, 200.0, 1)]);
+        assert_eq!(m.requests, 60);
+        assert_eq!(m.requests_per_second, 200.0);
+        assert_eq!(m.p50, Duration::from_micros(5));
+        assert_eq!(m.p99, Duration::from_micros(50));
+        assert_eq!(m.cpu_per_request, Duration::from_micros(10));
+    }
 }
