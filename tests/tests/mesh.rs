@@ -204,7 +204,11 @@ fn explain_names_every_policy_rule_and_first_failed_condition() {
 #[test]
 fn the_example_resources_validate_against_istios_crds() {
     use meshward_tests::crd::{crd_schema, validate};
-    let loaded = meshward_mesh::load(&[repo().join("examples/mesh/resources")]).expect("load");
+    let loaded = meshward_mesh::load(&[
+        repo().join("examples/mesh/resources"),
+        repo().join("tests/fixtures/mesh-tcp/resources"),
+    ])
+    .expect("load");
     let mut checked = 0;
     for file in loaded
         .resources
