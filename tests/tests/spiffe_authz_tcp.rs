@@ -54,3 +54,63 @@ fn mesh_scenarios_on_tcp_ports_agree_in_harness_and_envoy() {
     let passed = parity_suite("mesh-tcp");
     assert!(passed >= 10, "only {passed} mesh TCP cases");
 }
+
+/// What an operator sees in the proxy log: at configure time, a warning per rule that reads
+/// HTTP-only fields (what it becomes on TCP); per refused connection, one line naming the
+/// policy, the peer and the source address. The refused connection's bytes never reach the
+/// upstream.
+#[test]
+fn logs_name_the_policy_and_the_rules_tcp_cuts_down() {
+    use meshward_harness::{ConnectionSpec, FilterSpec, Host, Tls};
+    let config = r#"{"policies": [
+        {"name": "deny-legacy", "action": "DENY",
+         "rules": [{"from": [{"source": {"namespaces": ["legacy"]}}], "to": [{"operation": {"paths": ["/admin"]}}]}]},
+        {"name": "allow-get", "rules": [{"to": [{"operation": {"methods": ["GET"]}}]}]},
+        {"name": "allow-app", "rules": [{"from": [{"source": {"namespaces": ["app"]}}]}]}
+    ]}"#;
+    let host = Host::builder()
+        .filter(
+            FilterSpec::from_file(meshward_tests::wasm("spiffe_authz_tcp"))
+                .unwrap()
+                .name("spiffe-authz-tcp")
+                .config(config.as_bytes().to_vec()),
+        )
+        .build()
+        .unwrap();
+    let startup: Vec<String> = host.logs().into_iter().map(|l| l.message).collect();
+    let joined = startup.join("\n");
+    assert!(
+        joined
+            .contains("policy `deny-legacy` rules[0] (DENY) reads HTTP-only to[0].operation.paths")
+            && joined.contains("widens"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains(
+            "policy `allow-get` rules[0] (ALLOW) reads HTTP-only to[0].operation.methods"
+        ) && joined.contains("never matches"),
+        "{joined}"
+    );
+    let spec = ConnectionSpec {
+        tls: Some(Tls::peer("spiffe://cluster.local/ns/legacy/sa/batch")),
+        source: Some("127.0.0.5:41000".parse().unwrap()),
+        worker: None,
+    };
+    let mut conn = host.connect(&spec).unwrap();
+    conn.send(b"SELECT * FROM accounts;").unwrap();
+    let outcome = conn.close().unwrap();
+    assert!(outcome.upstream_received.is_empty() && outcome.closed_by_proxy);
+    let refusal: Vec<&str> = outcome
+        .logs
+        .iter()
+        .map(|l| l.message.as_str())
+        .filter(|m| m.contains("denied"))
+        .collect();
+    assert_eq!(
+        refusal,
+        vec![
+            "spiffe-authz-tcp: denied by DENY policy `deny-legacy`; \
+             peer=\"spiffe://cluster.local/ns/legacy/sa/batch\" source=127.0.0.5"
+        ]
+    );
+}

@@ -75,7 +75,7 @@ impl ConnectionStage {
                 let decision = decide(&self.config, &facts);
                 self.count(&decision);
                 if decision.deny.is_some() {
-                    log_refusal(&self.config, &decision, &facts);
+                    log_refusal(&self.config, &decision, &facts, view);
                 }
                 if decision.allowed {
                     Verdict::Allow
@@ -132,7 +132,9 @@ fn close() -> Verdict {
     Verdict::Deny
 }
 
-fn log_refusal(config: &Config, decision: &Decision, facts: &HostFacts) {
+/// One line per refused connection: the policy, the peer and the source address (read here if
+/// the policies did not need it: a refusal is rare, and the line is what an operator searches).
+fn log_refusal(config: &Config, decision: &Decision, facts: &HostFacts, view: &mut RequestView) {
     let peer = facts
         .peer
         .as_ref()
@@ -145,6 +147,10 @@ fn log_refusal(config: &Config, decision: &Decision, facts: &HostFacts) {
     };
     let source = facts
         .source_ip
+        .or_else(|| {
+            let bytes = view.property(&["source", "address"]).ok()??;
+            crate::stage::parse_address(std::str::from_utf8(bytes).ok()?)
+        })
         .map_or_else(|| "-".to_string(), |ip| ip.to_string());
     log::info!(
         "{NAME}: {prefix}{}; peer={} source={source}",

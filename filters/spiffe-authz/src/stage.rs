@@ -424,7 +424,7 @@ fn select_headers(pairs: &[(&[u8], &[u8])], wanted: &[String]) -> Option<Vec<(St
 }
 
 /// `source.address` is `ip:port` (`[v6]:port`); a bare address is accepted too.
-fn parse_address(text: &str) -> Option<IpAddr> {
+pub(crate) fn parse_address(text: &str) -> Option<IpAddr> {
     text.parse::<SocketAddr>()
         .map(|s| s.ip())
         .ok()
