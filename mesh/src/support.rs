@@ -8,7 +8,7 @@ use crate::resource::Resource;
 
 /// `when` keys the spiffe-authz filter evaluates (its config refuses the others too; checking
 /// here gives the resource's own field path and a reason in Istio's terms).
-const WHEN_KEYS: [&str; 8] = [
+const WHEN_KEYS: [&str; 9] = [
     "source.ip",
     "remote.ip",
     "source.namespace",
@@ -16,6 +16,7 @@ const WHEN_KEYS: [&str; 8] = [
     "request.auth.principal",
     "request.auth.audiences",
     "request.auth.presenter",
+    "destination.ip",
     "destination.port",
 ];
 
@@ -73,4 +74,42 @@ pub fn check_request_authentication(r: &Resource) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The list here and the filter's own (`spiffe_authz_core::SUPPORTED_WHEN_KEYS`) must not
+    /// drift: every key accepted here compiles in the filter, for HTTP and for TCP.
+    #[test]
+    fn every_supported_key_compiles_in_the_filter() {
+        let extra = [
+            "connection.sni",
+            "request.headers[x-team]",
+            "request.auth.claims[groups]",
+        ];
+        for key in WHEN_KEYS.iter().copied().chain(extra) {
+            assert!(when_key_supported(key), "{key}");
+            let value = match key {
+                k if k.ends_with(".ip") => "10.0.0.1",
+                k if k.ends_with(".port") => "80",
+                "source.principal" => "cluster.local/ns/a/sa/b",
+                "request.auth.principal" => "https://idp.example.com/alice",
+                _ => "x",
+            };
+            let doc = serde_json::json!({"policies": [{"name": "p", "rules": [
+                {"when": [{"key": key, "values": [value]}]}
+            ]}]})
+            .to_string();
+            for protocol in [
+                spiffe_authz_core::Protocol::Http,
+                spiffe_authz_core::Protocol::Tcp,
+            ] {
+                spiffe_authz_core::Config::parse_for(doc.as_bytes(), protocol)
+                    .unwrap_or_else(|e| panic!("{key} ({protocol:?}): {e}"));
+            }
+        }
+        assert!(!when_key_supported("source.serviceAccount"));
+    }
 }
