@@ -245,7 +245,7 @@ pub fn render(args: &PluginOptions, policy: &Json) -> Result<String> {
     if !args.selectors.is_empty() {
         let mut labels = Mapping::new();
         for pair in &args.selectors {
-            let (key, value) = parse_label(pair)?;
+            let (key, value) = parse_label("--selector", pair)?;
             if labels.insert(key.into(), value.into()).is_some() {
                 bail!("--selector {pair}: the label is given twice");
             }
@@ -338,25 +338,25 @@ fn to_yaml(json: &Json) -> Yaml {
 }
 
 /// `KEY=VALUE` under Kubernetes' label rules (optional `prefix/`, 63-character name and value,
-/// alphanumerics with `-`, `_`, `.` inside).
-fn parse_label(pair: &str) -> Result<(&str, &str)> {
+/// alphanumerics with `-`, `_`, `.` inside); errors name `flag`.
+pub fn parse_label<'a>(flag: &str, pair: &'a str) -> Result<(&'a str, &'a str)> {
     let (key, value) = pair
         .split_once('=')
-        .ok_or_else(|| anyhow!("--selector {pair}: expected KEY=VALUE"))?;
+        .ok_or_else(|| anyhow!("{flag} {pair}: expected KEY=VALUE"))?;
     let name = match key.rsplit_once('/') {
         Some((prefix, name)) => {
             if prefix.is_empty() || prefix.len() > 253 || !prefix.split('.').all(is_dns_label) {
-                bail!("--selector {pair}: `{prefix}` is not a DNS subdomain prefix");
+                bail!("{flag} {pair}: `{prefix}` is not a DNS subdomain prefix");
             }
             name
         }
         None => key,
     };
     if name.is_empty() || !is_label_value(name) {
-        bail!("--selector {pair}: `{key}` is not a label key");
+        bail!("{flag} {pair}: `{key}` is not a label key");
     }
     if !is_label_value(value) {
-        bail!("--selector {pair}: `{value}` is not a label value");
+        bail!("{flag} {pair}: `{value}` is not a label value");
     }
     Ok((key, value))
 }
@@ -379,7 +379,9 @@ fn is_dns_label(v: &str) -> bool {
         && !v.ends_with('-')
 }
 
-fn check_dns_label(flag: &str, v: &str) -> Result<()> {
+/// A `metadata.name` or `metadata.namespace` as the renderer takes it (an RFC 1123 label);
+/// errors name `flag`.
+pub fn check_dns_label(flag: &str, v: &str) -> Result<()> {
     if !is_dns_label(v) {
         bail!("{flag} {v}: must be a DNS label (lowercase letters, digits, `-`; at most 63)");
     }
