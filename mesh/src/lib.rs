@@ -3,11 +3,12 @@
 //! a workload exactly as istiod does, and [`compile`] turns them into the meshward filter chain
 //! (jwt-authn, spiffe-authz) and the listener's mTLS mode that the harness and Envoy then run;
 //! [`native_rbac`] renders a spiffe-authz config as the network RBAC filters istiod would emit for
-//! TCP.
+//! TCP; [`deploy`] says what the chain deploys as (`meshward wasmplugin --from-istio`).
 //!
 //! No wasm, no I/O beyond reading the files: the decisions themselves are the filters'.
 
 pub mod compile;
+pub mod deploy;
 pub mod explain;
 pub mod lint;
 pub mod load;
@@ -17,6 +18,7 @@ pub mod select;
 pub mod support;
 
 pub use compile::{compile, Compiled, CompiledPolicy, CustomAnswer, JwksSource};
+pub use deploy::{deployment, CustomPolicies, Deployment};
 pub use explain::{explain_request, RequestFacts};
 pub use lint::{lint, Finding, Severity};
 pub use load::{load, Loaded};
