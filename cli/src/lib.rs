@@ -20,4 +20,4 @@ pub use explain::{run as explain, ExplainArgs};
 pub use lint::{run as lint, LintArgs};
 pub use run::{run, RunArgs};
 pub use test::{test, TestArgs};
-pub use wasmplugin::{wasmplugin, WasmPluginArgs};
+pub use wasmplugin::{wasmplugin, WasmPluginArgs, WasmPluginCommand};

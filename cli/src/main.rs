@@ -103,8 +103,14 @@ enum Command {
     /// `meshward bench envoy`: meshward against Envoy's native filters in a real Envoy;
     /// `meshward bench tcp`: spiffe-authz-tcp against native network RBAC, per connection.
     Bench(cli::BenchCli),
-    /// Render an Istio WasmPlugin resource for a filter, a policy file and an image.
-    Wasmplugin(cli::WasmPluginArgs),
+    /// Render an Istio WasmPlugin resource for a filter, a policy file and an image; or, with
+    /// --from-istio, the WasmPlugins of one workload from the Istio YAML in Git.
+    #[command(
+        override_usage = "meshward wasmplugin --filter <FILTER> --policy <POLICY> --image <IMAGE> [OPTIONS]\n       \
+        meshward wasmplugin --from-istio <PATH>... --workload <NS/SA> --label <KEY=VALUE>... \
+        --image-prefix <oci://HOST/REPO> (--tag <TAG> | --digest <FILTER=DIGEST>...) [OPTIONS]"
+    )]
+    Wasmplugin(cli::WasmPluginCommand),
     /// Build, push and verify OCI images of filters for Istio's WasmPlugin (`url: oci://…`).
     Image {
         #[command(subcommand)]
