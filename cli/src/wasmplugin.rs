@@ -455,7 +455,7 @@ pub fn from_istio(args: &FromIstioArgs) -> Result<FromIstio> {
         ));
         if args.http_ports.is_empty() {
             notes.push(
-                "jwt-authn and spiffe-authz carry no match.ports: a WasmPlugin's match selects \
+                "the HTTP plugins carry no match.ports: a WasmPlugin's match selects \
                  ports and cannot exclude the TCP ones, and need not: istiod inserts HTTP \
                  plugins only into HTTP connection managers, which the chain of a port the \
                  Service declares TCP does not have (--http-port pins them to listed ports)"
