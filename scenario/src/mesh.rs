@@ -590,6 +590,58 @@ fn moved_under(
         .collect()
 }
 
+/// The CUSTOM policies among those whose counters moved.
+fn custom_matched(moved: &[String], compiled: Option<&Compiled>) -> Vec<String> {
+    moved
+        .iter()
+        .filter_map(|n| compiled.and_then(|c| c.policy(n)))
+        .filter(|p| p.action == meshward_mesh::resource::Action::Custom)
+        .map(|p| p.resource.short())
+        .collect()
+}
+
+/// The deciding policy among those whose counters moved: never an AUDIT, a CUSTOM one only when
+/// the external authorizer denies (then it is a DENY).
+fn deciding_policy<'c>(
+    moved: &[String],
+    compiled: Option<&'c Compiled>,
+    custom: CustomAnswer,
+) -> Option<&'c meshward_mesh::CompiledPolicy> {
+    moved.iter().find_map(|n| {
+        let p = compiled.and_then(|c| c.policy(n))?;
+        let decides = match p.action {
+            meshward_mesh::resource::Action::Audit => false,
+            meshward_mesh::resource::Action::Custom => custom == CustomAnswer::Denies,
+            _ => true,
+        };
+        decides.then_some(p)
+    })
+}
+
+/// The listener refused the caller (its mTLS mode): the PeerAuthentication that set the port's
+/// mode decided. `port_kind` names the port in the account (`port`, `TCP port`).
+fn refused_by_listener(
+    plan: &Plan<'_>,
+    key: GroupKey,
+    port_kind: &str,
+    custom_matched: Vec<String>,
+) -> Decision {
+    let mode = plan.selection.peer.mode(key.port);
+    Decision {
+        by: mode.decided_by.map(|r| r.id.short()),
+        rule: None,
+        account: format!(
+            "connection refused: {port_kind} {} is {}{}",
+            key.port,
+            mtls_text(mode.mode),
+            mode.decided_by
+                .map(|r| format!(" ({})", r.id))
+                .unwrap_or_default()
+        ),
+        custom_matched,
+    }
+}
+
 /// Who decided one connection on a TCP port, from what spiffe-authz-tcp counted: nothing counted
 /// means the listener refused the caller (the port's PeerAuthentication mode) before the filter
 /// saw a byte.
@@ -605,37 +657,11 @@ fn decide_tcp(
         seen.metrics.get(name).copied().unwrap_or(0) > before.get(name).copied().unwrap_or(0)
     };
     let moved = moved_under(before, &seen.metrics, "spiffe_authz_tcp.policy.");
-    let custom_matched: Vec<String> = moved
-        .iter()
-        .filter_map(|n| compiled.and_then(|c| c.policy(n)))
-        .filter(|p| p.action == meshward_mesh::resource::Action::Custom)
-        .map(|p| p.resource.short())
-        .collect();
+    let custom_matched = custom_matched(&moved, compiled);
     if !grew("spiffe_authz_tcp.allowed") && !grew("spiffe_authz_tcp.denied") {
-        let mode = plan.selection.peer.mode(key.port);
-        return Decision {
-            by: mode.decided_by.map(|r| r.id.short()),
-            rule: None,
-            account: format!(
-                "connection refused: TCP port {} is {}{}",
-                key.port,
-                mtls_text(mode.mode),
-                mode.decided_by
-                    .map(|r| format!(" ({})", r.id))
-                    .unwrap_or_default()
-            ),
-            custom_matched,
-        };
+        return refused_by_listener(plan, key, "TCP port", custom_matched);
     }
-    let deciding = moved.iter().find_map(|n| {
-        let p = compiled.and_then(|c| c.policy(n))?;
-        let decides = match p.action {
-            meshward_mesh::resource::Action::Audit => false,
-            meshward_mesh::resource::Action::Custom => key.custom == CustomAnswer::Denies,
-            _ => true,
-        };
-        decides.then_some(p)
-    });
+    let deciding = deciding_policy(&moved, compiled, key.custom);
     let rule = deciding.and_then(|p| {
         let e = explain_connection(plan, case, compiled?, key.port).ok()?;
         let index = e.decision.matched_policy?;
@@ -786,27 +812,9 @@ fn decide(
 ) -> Decision {
     let compiled = plan.compiled.get(&key.custom);
     let moved = moved(before, &seen.metrics);
-    let custom_matched: Vec<String> = moved
-        .iter()
-        .filter_map(|n| compiled.and_then(|c| c.policy(n)))
-        .filter(|p| p.action == meshward_mesh::resource::Action::Custom)
-        .map(|p| p.resource.short())
-        .collect();
+    let custom_matched = custom_matched(&moved, compiled);
     if refused {
-        let mode = plan.selection.peer.mode(key.port);
-        return Decision {
-            by: mode.decided_by.map(|r| r.id.short()),
-            rule: None,
-            account: format!(
-                "connection refused: port {} is {}{}",
-                key.port,
-                mtls_text(mode.mode),
-                mode.decided_by
-                    .map(|r| format!(" ({})", r.id))
-                    .unwrap_or_default()
-            ),
-            custom_matched,
-        };
+        return refused_by_listener(plan, key, "port", custom_matched);
     }
     let body = String::from_utf8_lossy(&seen.body).to_string();
     if body.starts_with("Jwt") || body.starts_with("Audiences in Jwt") || body.starts_with("Jwks") {
@@ -826,15 +834,7 @@ fn decide(
             custom_matched,
         };
     }
-    let deciding = moved.iter().find_map(|n| {
-        let p = compiled.and_then(|c| c.policy(n))?;
-        let decides = match p.action {
-            meshward_mesh::resource::Action::Audit => false,
-            meshward_mesh::resource::Action::Custom => key.custom == CustomAnswer::Denies,
-            _ => true,
-        };
-        decides.then_some(p)
-    });
+    let deciding = deciding_policy(&moved, compiled, key.custom);
     // The deciding rule, from spiffe-authz's core on the same config and request; only when the
     // core names the same deciding policy as the filter did.
     let rule = deciding.and_then(|p| {
