@@ -148,33 +148,14 @@ pub fn render(report: &BenchReport) -> String {
             crate::envoy::MEMORY_CONCURRENCY,
             o.connections.max(4),
         );
-        let _ = writeln!(s);
-        let _ = writeln!(s, "| chain | Envoy RSS | − router only |");
-        let _ = writeln!(s, "|---|---:|---:|");
-        let base = report.memory.first().map_or(0, |m| m.rss_kib);
-        for m in &report.memory {
-            let _ = writeln!(
-                s,
-                "| {} | {:.1} MiB | {:+.1} MiB |",
-                m.name,
-                m.rss_kib as f64 / 1024.0,
-                (m.rss_kib as f64 - base as f64) / 1024.0
-            );
-        }
-    }
-    if !report.modules.is_empty() {
-        let _ = writeln!(s);
-        let _ = writeln!(
-            s,
-            "Modules: {}.",
-            report
-                .modules
-                .iter()
-                .map(|(f, size)| format!("`{f}` {:.0} KiB", *size as f64 / 1024.0))
-                .collect::<Vec<_>>()
-                .join(", ")
+        rss_table(
+            &mut s,
+            "chain",
+            "router only",
+            report.memory.iter().map(|m| (m.name.as_str(), m.rss_kib)),
         );
     }
+    modules_line(&mut s, &report.modules);
     let _ = writeln!(s);
     let u = &report.upstream_direct;
     let _ = writeln!(
@@ -250,4 +231,43 @@ pub(crate) fn update_section(
         }
     };
     std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))
+}
+
+/// An Envoy RSS table: per configuration (named in the `first_column`), its RSS and the
+/// difference to the first row, the `floor` (for `bench envoy` and `bench tcp`).
+pub(crate) fn rss_table<'a>(
+    s: &mut String,
+    first_column: &str,
+    floor: &str,
+    rows: impl Iterator<Item = (&'a str, u64)> + Clone,
+) {
+    let _ = writeln!(s);
+    let _ = writeln!(s, "| {first_column} | Envoy RSS | − {floor} |");
+    let _ = writeln!(s, "|---|---:|---:|");
+    let base = rows.clone().next().map_or(0, |(_, kib)| kib);
+    for (name, kib) in rows {
+        let _ = writeln!(
+            s,
+            "| {name} | {:.1} MiB | {:+.1} MiB |",
+            kib as f64 / 1024.0,
+            (kib as f64 - base as f64) / 1024.0
+        );
+    }
+}
+
+/// `Modules: `a.wasm` 117 KiB, …` (nothing when there are none).
+pub(crate) fn modules_line(s: &mut String, modules: &[(String, u64)]) {
+    if modules.is_empty() {
+        return;
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "Modules: {}.",
+        modules
+            .iter()
+            .map(|(f, size)| format!("`{f}` {:.0} KiB", *size as f64 / 1024.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
 }

@@ -116,33 +116,14 @@ pub fn render(report: &TcpBenchReport) -> String {
             crate::envoy::MEMORY_CONCURRENCY,
             o.clients.max(4),
         );
-        let _ = writeln!(s);
-        let _ = writeln!(s, "| configuration | Envoy RSS | − tcp_proxy only |");
-        let _ = writeln!(s, "|---|---:|---:|");
-        let base = report.memory.first().map_or(0, |m| m.rss_kib);
-        for m in &report.memory {
-            let _ = writeln!(
-                s,
-                "| {} | {:.1} MiB | {:+.1} MiB |",
-                m.name,
-                m.rss_kib as f64 / 1024.0,
-                (m.rss_kib as f64 - base as f64) / 1024.0
-            );
-        }
-    }
-    if !report.modules.is_empty() {
-        let _ = writeln!(s);
-        let _ = writeln!(
-            s,
-            "Modules: {}.",
-            report
-                .modules
-                .iter()
-                .map(|(f, size)| format!("`{f}` {:.0} KiB", *size as f64 / 1024.0))
-                .collect::<Vec<_>>()
-                .join(", ")
+        crate::envoy::markdown::rss_table(
+            &mut s,
+            "configuration",
+            "tcp_proxy only",
+            report.memory.iter().map(|m| (m.name.as_str(), m.rss_kib)),
         );
     }
+    crate::envoy::markdown::modules_line(&mut s, &report.modules);
     let _ = writeln!(s);
     let u = &report.upstream_direct;
     let _ = writeln!(
