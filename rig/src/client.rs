@@ -231,7 +231,7 @@ impl Write for Stream {
 
 /// A TLS client configuration that trusts `certs`' CA and presents `client_cert` if given (the
 /// HTTP client and the TCP client alike).
-pub(crate) fn client_tls_config(
+pub fn client_tls_config(
     certs: &Certs,
     client_cert: Option<&ClientCert>,
 ) -> Result<Arc<rustls::ClientConfig>> {

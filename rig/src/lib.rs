@@ -38,7 +38,7 @@ mod upstream;
 mod workdir;
 
 pub use certs::{Certs, ClientCert};
-pub use client::{Client, Connection, Refused};
+pub use client::{client_tls_config, Client, Connection, Refused};
 pub use config::{EnvoyConfig, HttpFilter, MtlsMode, WasmFilter};
 pub use message::{Request, RequestHead, Response};
 pub use process::{envoy_binary, Envoy, StartupFailure, WASM_METRIC_PREFIX};

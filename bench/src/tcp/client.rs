@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use meshward_rig::{Certs, ClientCert};
 use rustls::client::Resumption;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::ServerName;
 
 /// Where and how to connect, and what to send.
 #[derive(Clone)]
@@ -78,31 +78,13 @@ impl Probe {
     }
 }
 
-/// A TLS client configuration trusting the rig's CA (the server certificate is `localhost`'s),
-/// presenting `client_cert` if given, without session resumption.
+/// The rig's TLS client configuration (trusting its CA, presenting `client_cert` if given)
+/// without session resumption: every connection pays a full handshake, certificates included.
 pub(crate) fn tls_config(
     certs: &Certs,
     client_cert: Option<&ClientCert>,
 ) -> Result<Arc<rustls::ClientConfig>> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from(certs.ca_der().to_vec()))
-        .context("adding the rig CA to the client's roots")?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .with_root_certificates(roots);
-    let mut config = match client_cert {
-        Some(cert) => builder
-            .with_client_auth_cert(
-                vec![CertificateDer::from(cert.cert_der.clone())],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_der.clone())),
-            )
-            .context("loading the client certificate")?,
-        None => builder.with_no_client_auth(),
-    };
-    // Every connection a full handshake: a resumed session would skip the certificates.
+    let mut config = (*meshward_rig::client_tls_config(certs, client_cert)?).clone();
     config.resumption = Resumption::disabled();
     Ok(Arc::new(config))
 }
