@@ -314,7 +314,8 @@ fn harness_tls(spec: &TlsSpec, sni: Option<&str>) -> Tls {
         Some(p) => Tls::peer(p),
         None => Tls::server_only(),
     };
-    tls.sni = Some(sni.unwrap_or("localhost").to_string());
+    // As Envoy reports it: lower case (the rig's rustls client sends DNS names lower-cased).
+    tls.sni = Some(sni.unwrap_or("localhost").to_ascii_lowercase());
     tls
 }
 

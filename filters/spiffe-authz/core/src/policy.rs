@@ -888,7 +888,13 @@ impl Condition {
                 _ => false,
             },
             Attr::DestinationIp => ip(f.destination_ip()),
-            Attr::Sni => strings(&mut f.sni().map(str::as_bytes).into_iter()),
+            // Server names are case-insensitive (RFC 6066 carries a DNS hostname): a client may
+            // send `DB.Example.com` to reach what a policy calls `db.example.com`, so both sides
+            // are compared lower-cased (the patterns were lower-cased when compiled).
+            Attr::Sni => {
+                let sni = f.sni().map(str::to_ascii_lowercase);
+                strings(&mut sni.as_deref().map(str::as_bytes).into_iter())
+            }
         }
     }
 }
@@ -1106,6 +1112,18 @@ fn compile_condition(
                 list.iter()
                     .enumerate()
                     .map(|(i, v)| RequestPrincipal::parse(&each(i), v))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Attr::Sni => Values::Strings(
+                list.iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        StringMatcher::parse(
+                            &each(i),
+                            &v.to_ascii_lowercase(),
+                            &MatchOptions::new(),
+                        )
+                    })
                     .collect::<Result<_, _>>()?,
             ),
             _ => strings(MatchOptions::new())?,

@@ -1195,3 +1195,23 @@ fn destination_ip_is_a_when_key() {
     );
     assert!(e.to_string().contains("when[0].values[0]"), "{e}");
 }
+
+#[test]
+fn sni_is_compared_without_case() {
+    let deny = tcp_one(
+        "DENY",
+        json!({"when": [{"key": "connection.sni", "values": ["Admin.DB.example.com"]}]}),
+    );
+    for sent in ["admin.db.example.com", "ADMIN.db.EXAMPLE.com"] {
+        let mut f = connection();
+        f.sni = Some(sent);
+        assert_eq!(
+            decide(&deny, &f).deny,
+            Some(DenyReason::DenyPolicy(0)),
+            "{sent}"
+        );
+    }
+    let mut other = connection();
+    other.sni = Some("db.example.com");
+    assert!(allowed(&deny, &other));
+}
