@@ -171,6 +171,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
             ..MeshExpect::default()
         },
         custom_authz,
+        stricter_than_istio: None,
     }];
     let wasm_dir = args
         .wasm_dir

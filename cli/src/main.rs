@@ -93,6 +93,10 @@ enum Command {
     /// validates, paths a normalized request never matches, what meshward cannot evaluate), each
     /// with its resource and field. Exits 1 on errors; with --strict, on warnings too.
     Lint(cli::LintArgs),
+    /// With --native: the Envoy configuration istiod would give a mesh scenario's workload (its
+    /// inbound filter chains, path handling, jwt_authn and RBAC filters) — what
+    /// `meshward test --native` runs in Envoy beside meshward's filters.
+    Render(cli::RenderArgs),
     /// Send one request through a filter chain and print what happened.
     Run(cli::RunArgs),
     /// What Envoy 1.40 would say about a module: unsupported imports, missing exports, and
@@ -124,6 +128,7 @@ fn main() -> ExitCode {
         Command::Test(args) => cli::test(args),
         Command::Explain(args) => cli::explain(args).map(|()| true),
         Command::Lint(args) => cli::lint(args),
+        Command::Render(args) => cli::render(args).map(|()| true),
         Command::Run(args) => cli::run(args).map(|()| true),
         Command::Check(args) => cli::check(args),
         Command::Bench(args) => cli::bench(args).map(|()| true),

@@ -1,6 +1,7 @@
 //! `meshward test FILE...`: run scenario files and report each case — on the terminal, and for CI
 //! as a JUnit XML file (`--junit`), optionally one shard of the files (`--shard I/N`). `--native`
-//! runs the native differential of spiffe-authz-tcp files ([`meshward_scenario::native`]).
+//! runs the native differential of mesh files and spiffe-authz-tcp files
+//! ([`meshward_scenario::native`]).
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -21,14 +22,17 @@ pub struct TestArgs {
     /// and fail on any difference between the harness and Envoy in what a case checks.
     #[arg(long)]
     envoy: bool,
-    /// The native differential, for TCP scenario files (`network: true`) whose chain is one
-    /// spiffe-authz-tcp: every case through meshward (the harness) and through a real Envoy
-    /// 1.40 running, instead of the filter, the network RBAC istiod would render for the same
-    /// policies; a case fails where the two differ on letting the connection through (except
-    /// `stricterThanIstio` cases, where meshward must refuse what native RBAC allows). Runs
-    /// instead of the normal run (the cases' expectations are not checked); with --envoy, in
-    /// addition to it. Other files are refused: there is no native rendering of HTTP files yet.
-    /// Needs Envoy, as --envoy does.
+    /// The native differential: does Istio's own enforcement do what meshward does? For mesh
+    /// scenario files (Istio YAML), every case through meshward's filters (the harness) and
+    /// through a real Envoy 1.40 running what istiod would render for the workload's port instead
+    /// (`meshward render --native`: PeerAuthentication's filter chains, Istio's path handling,
+    /// jwt_authn, RBAC); for TCP scenario files whose chain is one spiffe-authz-tcp, the network
+    /// RBAC istiod would render for the same policies. A case fails where the two answer
+    /// differently (HTTP: the status, or whether the upstream was reached; TCP: whether the
+    /// connection went through), except a case marked `stricterThanIstio: <why>`, where meshward
+    /// must refuse what native Istio lets through. Runs instead of the normal run (the cases'
+    /// expectations are not checked); with --envoy, in addition to it. Other chain files are
+    /// refused. Needs Envoy, as --envoy does.
     #[arg(long)]
     native: bool,
     /// Directory holding the filters' release .wasm files.
@@ -102,11 +106,14 @@ fn native_refusal(file: &Path) -> Option<String> {
         Ok(text) => text,
         Err(e) => return Some(format!("{}: {e}", file.display())),
     };
+    if meshward_scenario::mesh::is_mesh_file(&text) {
+        return None;
+    }
     if !is_tcp_file(&text) {
         return Some(format!(
-            "{}: --native takes TCP scenario files (`network: true`) whose chain is one \
-             `{NATIVE_FILTER}`; this is an HTTP scenario, and there is no native rendering of \
-             HTTP files yet (run it without --native)",
+            "{}: --native takes mesh scenario files (Istio YAML, rendered as istiod would) and TCP \
+             scenario files (`network: true`) whose chain is one `{NATIVE_FILTER}`; a chain of \
+             HTTP filters has no native counterpart to render (run it without --native)",
             file.display()
         ));
     }
@@ -152,7 +159,13 @@ pub fn test(args: TestArgs) -> Result<bool> {
             runs.push((file.display().to_string(), report));
         }
         if args.native {
-            let report = meshward_scenario::native::run_file(file, &wasm_dir, args.verbose);
+            let mesh = std::fs::read_to_string(file)
+                .is_ok_and(|t| meshward_scenario::mesh::is_mesh_file(&t));
+            let report = if mesh {
+                meshward_scenario::mesh::run_native_file(file, &wasm_dir, args.verbose)
+            } else {
+                meshward_scenario::native::run_file(file, &wasm_dir, args.verbose)
+            };
             runs.push((format!("{} (native differential)", file.display()), report));
         }
         for (suite, report) in runs {

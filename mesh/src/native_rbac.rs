@@ -1,10 +1,12 @@
-//! spiffe-authz policies as Envoy's own network RBAC filters: what istiod puts in front of
-//! `tcp_proxy` on a sidecar's inbound TCP filter chain for the same AuthorizationPolicy specs.
+//! AuthorizationPolicies as Envoy's own RBAC filters, written the way istiod writes them for a
+//! sidecar: the HTTP filters (`envoy.filters.http.rbac`, [`http_rbac_filters`]) on an HTTP port
+//! and the network filters (`envoy.filters.network.rbac`, [`network_rbac_filters`]) in front of
+//! `tcp_proxy` on a TCP port. This is what Istio itself would enforce, not what meshward enforces:
+//! the native differential runs it in real Envoy beside meshward's filters.
 //!
-//! This follows istiod's TCP builder (istio/istio `pilot/pkg/security/authz/builder/builder.go`,
-//! `model/{model,generator,permission,principal,util}.go`, `matcher/string.go`, read at master
-//! 86c9f01, August 2026) rule for rule, so the output is what Istio would enforce, not what
-//! meshward's filter enforces. The two differ where a field means nothing without HTTP:
+//! It follows istiod (istio/istio `pilot/pkg/security/authz/builder/builder.go`,
+//! `model/{model,generator,permission,principal,util}.go`, `matcher/*.go`, read at master 86c9f01,
+//! August 2026) rule for rule. What TCP changes:
 //!
 //! - an ALLOW rule with an HTTP-only field (hosts, methods, paths, requestPrincipals, their
 //!   `not*`, `when` keys `request.headers[…]` and `request.auth.*`) is dropped whole: it can allow
@@ -12,44 +14,70 @@
 //! - in DENY and AUDIT rules only the HTTP-only field is dropped, and the rest of the rule still
 //!   applies (a wider DENY); a rule left with no condition on one side matches anything there.
 //!
-//! The same treatment applies to a value istiod cannot convert (an `ipBlocks` entry that is not an
-//! address or CIDR, a port that is not a number up to 65535), and a rule with a `when` key istiod
-//! does not know is dropped whole for every action. meshward's spiffe-authz refuses such configs
-//! outright (`spiffe_authz_core::Config::compile`); this module does not check them, it renders.
+//! The same treatment applies, on HTTP too, to a value istiod cannot convert (an `ipBlocks` entry
+//! that is not an address or CIDR, a port that is not a number up to 65535, a `when` key
+//! `request.headers` without `[name]`), and a rule with a `when` key istiod does not know is
+//! dropped whole for every action. meshward's spiffe-authz refuses such configs outright
+//! (`spiffe_authz_core::Config::compile`); this module does not check them, it renders.
 //!
-//! Policy names: `ns[meshward]-policy[<policy name>]-rule[<rule index>]` ([`policy_name`]), as
-//! istiod's `ns[<namespace>]-policy[<name>]-rule[<i>]` with the one namespace `meshward` (a
-//! pluginConfig has no namespace). Principals are rendered as written: this is istiod with the
-//! default trust domain `cluster.local` and no trust-domain aliases (with another trust domain,
-//! istiod rewrites `cluster.local/…` principals to it and adds one copy per alias).
+//! Policy names are istiod's `ns[<namespace>]-policy[<name>]-rule[<i>]` ([`policy_name`]). A
+//! spiffe-authz pluginConfig has no namespace: its policies render in the one namespace
+//! [`POLICY_NAMESPACE`]. Principals are rendered as written: this is istiod with no trust-domain
+//! aliases (with aliases, istiod rewrites `<trust domain>/…` principals and adds one copy per alias).
+//! `requestPrincipals` and `request.auth.*` match the JWT payload that istiod's `jwt_authn`
+//! providers put in dynamic metadata (`payload_in_metadata: payload`, see [`crate::native_http`]),
+//! as istiod renders them for upstream Envoy.
 //!
-//! Of the pluginConfig's own fields: `dryRun: true` puts every policy in `shadow_rules`, as istiod
-//! does for a policy annotated `istio.io/dry-run: "true"`. `requireMtls` is not RBAC: in Istio it is
-//! PeerAuthentication STRICT, the listener requiring a client certificate before any filter runs.
-//! `numTrustedProxies` has no TCP meaning (there is no `x-forwarded-for`; Envoy's `remote_ip` is the
-//! direct peer unless PROXY protocol says otherwise) and `pathParameters` is about HTTP paths: both
-//! are ignored.
+//! Of a spiffe-authz pluginConfig's own fields: `dryRun: true` puts every policy in
+//! `shadow_rules`, as istiod does for a policy annotated `istio.io/dry-run: "true"`. `requireMtls`
+//! is not RBAC: in Istio it is PeerAuthentication STRICT, the listener requiring a client
+//! certificate before any filter runs. `numTrustedProxies` has no TCP meaning (there is no
+//! `x-forwarded-for`; Envoy's `remote_ip` is the direct peer unless PROXY protocol says otherwise)
+//! and `pathParameters` is about HTTP paths: both are ignored.
 
 use std::collections::BTreeSet;
 
 use anyhow::{bail, Result};
 use serde_json::{json, Map, Value};
-use spiffe_authz_core::config::{Action, ConditionConfig, PolicyConfig, RawConfig, RuleConfig};
+use spiffe_authz_core::config::{Action, PolicyConfig, RawConfig, RuleConfig};
 
-/// The namespace in every policy name (istiod uses the AuthorizationPolicy's).
+use crate::resource::{Condition, From, Operation, Rule, Source, To};
+
+/// The namespace in every policy name rendered from a spiffe-authz pluginConfig (istiod uses the
+/// AuthorizationPolicy's).
 pub const POLICY_NAMESPACE: &str = "meshward";
 
-const FILTER_NAME: &str = "envoy.filters.network.rbac";
-const FILTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC";
 /// istiod's `RBACTCPFilterStatPrefix`.
-const STAT_PREFIX: &str = "tcp.";
+const TCP_STAT_PREFIX: &str = "tcp.";
+/// The dynamic metadata jwt_authn writes the verified payload to (istiod's
+/// `filters.EnvoyJwtFilterName` and `EnvoyJwtFilterPayload`).
+pub const JWT_FILTER: &str = "envoy.filters.http.jwt_authn";
+pub const JWT_PAYLOAD_KEY: &str = "payload";
 
-/// The Envoy network filters istiod would put in front of tcp_proxy for these policies: one
-/// `envoy.filters.network.rbac` per action that has policies, AUDIT (`LOG`) first, then DENY, then
-/// ALLOW. Errors only for what this renderer cannot say faithfully: two policies with one name
-/// (Kubernetes has no such pair; here one action's filter would keep one policy's rules under
-/// both) and the `when` keys istiod renders but this module does not model
-/// (`source.serviceAccount`, `source.trustDomain`, `experimental.envoy.filters.*`).
+/// Which filter chain the RBAC filters are for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chain {
+    Http,
+    Tcp,
+}
+
+/// One AuthorizationPolicy (ALLOW, DENY or AUDIT) as the builder takes it.
+#[derive(Debug, Clone)]
+pub struct NativePolicy {
+    pub namespace: String,
+    pub name: String,
+    pub action: Action,
+    /// `istio.io/dry-run: "true"`: the policy's rules go to `shadow_rules`.
+    pub dry_run: bool,
+    pub rules: Vec<Rule>,
+}
+
+/// The Envoy network filters istiod would put in front of tcp_proxy for a spiffe-authz
+/// pluginConfig's policies: one `envoy.filters.network.rbac` per action that has policies, AUDIT
+/// (`LOG`) first, then DENY, then ALLOW. Errors only for what this renderer cannot say faithfully:
+/// two policies with one name (Kubernetes has no such pair; here one action's filter would keep
+/// one policy's rules under both) and `experimental.envoy.filters.*` keys (dynamic metadata of
+/// filters a sidecar may not have).
 pub fn network_rbac_filters(config: &RawConfig) -> Result<Vec<Value>> {
     let mut seen = BTreeSet::new();
     for p in &config.policies {
@@ -57,24 +85,12 @@ pub fn network_rbac_filters(config: &RawConfig) -> Result<Vec<Value>> {
             bail!("two policies are named `{}`", p.name);
         }
     }
-    let mut filters = Vec::new();
-    for (action, envoy_action) in [
-        (Action::Audit, "LOG"),
-        (Action::Deny, "DENY"),
-        (Action::Allow, "ALLOW"),
-    ] {
-        let mut policies = Map::new();
-        let mut any = false;
-        for p in config.policies.iter().filter(|p| p.action == action) {
-            any = true;
-            add_policy(&mut policies, p)?;
-        }
-        if !any {
-            continue;
-        }
-        filters.push(filter(envoy_action, policies, config.dry_run));
-    }
-    Ok(filters)
+    let policies: Vec<NativePolicy> = config
+        .policies
+        .iter()
+        .map(|p| from_plugin_config(p, config.dry_run))
+        .collect();
+    rbac_filters(&policies, Chain::Tcp)
 }
 
 /// [`network_rbac_filters`] as a YAML list (for docs and the CLI).
@@ -82,20 +98,150 @@ pub fn network_rbac_yaml(config: &RawConfig) -> Result<String> {
     Ok(serde_yaml_ng::to_string(&network_rbac_filters(config)?)?)
 }
 
-/// The RBAC policy name of rule `rule` of policy `policy` (istiod's `policyName`).
-pub fn policy_name(policy: &str, rule: usize) -> String {
-    format!("ns[{POLICY_NAMESPACE}]-policy[{policy}]-rule[{rule}]")
+/// The HTTP RBAC filters istiod would put in a sidecar's inbound HTTP filter chain for these
+/// policies (after `jwt_authn`, before the router): AUDIT, DENY, ALLOW, one filter per action
+/// that has policies. CUSTOM policies are not taken: istiod renders them as `ext_authz`, an
+/// external authorizer this renderer has no stand-in for.
+pub fn http_rbac_filters(policies: &[NativePolicy]) -> Result<Vec<Value>> {
+    rbac_filters(policies, Chain::Http)
 }
 
-fn filter(envoy_action: &str, policies: Map<String, Value>, dry_run: bool) -> Value {
-    // Written out even when empty: an ALLOW filter with no policies denies every connection, an
-    // absent `rules` enforces nothing (protobuf JSON would omit both defaults; Envoy reads either).
-    let rules = json!({"action": envoy_action, "policies": policies});
+/// istiod's `Builder.build` + `buildHTTP`/`buildTCP` for ALLOW, DENY and AUDIT.
+pub fn rbac_filters(policies: &[NativePolicy], chain: Chain) -> Result<Vec<Value>> {
+    let mut filters = Vec::new();
+    for (action, envoy_action) in [
+        (Action::Audit, "LOG"),
+        (Action::Deny, "DENY"),
+        (Action::Allow, "ALLOW"),
+    ] {
+        let mut enforced: Option<Map<String, Value>> = None;
+        let mut shadow: Option<Map<String, Value>> = None;
+        for p in policies.iter().filter(|p| p.action == action) {
+            let target = if p.dry_run {
+                shadow.get_or_insert_with(Map::new)
+            } else {
+                enforced.get_or_insert_with(Map::new)
+            };
+            add_policy(target, p, chain)?;
+        }
+        if enforced.is_none() && shadow.is_none() {
+            continue;
+        }
+        filters.push(filter(envoy_action, enforced, shadow, chain));
+    }
+    Ok(filters)
+}
+
+/// The RBAC policy name of rule `rule` of policy `policy` of a spiffe-authz pluginConfig.
+pub fn policy_name(policy: &str, rule: usize) -> String {
+    istio_policy_name(POLICY_NAMESPACE, policy, rule)
+}
+
+/// istiod's `policyName`: `ns[<namespace>]-policy[<name>]-rule[<i>]`.
+pub fn istio_policy_name(namespace: &str, policy: &str, rule: usize) -> String {
+    format!("ns[{namespace}]-policy[{policy}]-rule[{rule}]")
+}
+
+/// A spiffe-authz policy in the resource model (the field names are Istio's in both).
+fn from_plugin_config(p: &PolicyConfig, dry_run: bool) -> NativePolicy {
+    NativePolicy {
+        namespace: POLICY_NAMESPACE.into(),
+        name: p.name.clone(),
+        action: p.action,
+        dry_run,
+        rules: p.rules.iter().map(rule_from_config).collect(),
+    }
+}
+
+fn rule_from_config(r: &RuleConfig) -> Rule {
+    Rule {
+        from: r
+            .from
+            .iter()
+            .map(|f| {
+                let s = &f.source;
+                From {
+                    source: Source {
+                        principals: s.principals.clone(),
+                        not_principals: s.not_principals.clone(),
+                        request_principals: s.request_principals.clone(),
+                        not_request_principals: s.not_request_principals.clone(),
+                        namespaces: s.namespaces.clone(),
+                        not_namespaces: s.not_namespaces.clone(),
+                        ip_blocks: s.ip_blocks.clone(),
+                        not_ip_blocks: s.not_ip_blocks.clone(),
+                        remote_ip_blocks: s.remote_ip_blocks.clone(),
+                        not_remote_ip_blocks: s.not_remote_ip_blocks.clone(),
+                        ..Source::default()
+                    },
+                }
+            })
+            .collect(),
+        to: r
+            .to
+            .iter()
+            .map(|t| {
+                let o = &t.operation;
+                To {
+                    operation: Operation {
+                        hosts: o.hosts.clone(),
+                        not_hosts: o.not_hosts.clone(),
+                        ports: o.ports.clone(),
+                        not_ports: o.not_ports.clone(),
+                        methods: o.methods.clone(),
+                        not_methods: o.not_methods.clone(),
+                        paths: o.paths.clone(),
+                        not_paths: o.not_paths.clone(),
+                    },
+                }
+            })
+            .collect(),
+        when: r
+            .when
+            .iter()
+            .map(|c| Condition {
+                key: c.key.clone(),
+                values: c.values.clone(),
+                not_values: c.not_values.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn filter(
+    envoy_action: &str,
+    enforced: Option<Map<String, Value>>,
+    shadow: Option<Map<String, Value>>,
+    chain: Chain,
+) -> Value {
     let mut typed = Map::new();
-    typed.insert("@type".into(), FILTER_TYPE.into());
-    typed.insert("stat_prefix".into(), STAT_PREFIX.into());
-    if dry_run {
-        typed.insert("shadow_rules".into(), rules);
+    let (filter_name, filter_type) = match chain {
+        Chain::Http => (
+            "envoy.filters.http.rbac",
+            "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+        ),
+        Chain::Tcp => (
+            "envoy.filters.network.rbac",
+            "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC",
+        ),
+    };
+    typed.insert("@type".into(), filter_type.into());
+    if chain == Chain::Tcp {
+        typed.insert("stat_prefix".into(), TCP_STAT_PREFIX.into());
+    }
+    // Written out even when empty: an ALLOW filter with no policies denies every request, an
+    // absent `rules` enforces nothing (protobuf JSON would omit both defaults; Envoy reads either).
+    if let Some(policies) = enforced {
+        typed.insert(
+            "rules".into(),
+            json!({"action": envoy_action, "policies": policies}),
+        );
+    }
+    if let Some(policies) = shadow {
+        typed.insert(
+            "shadow_rules".into(),
+            json!({"action": envoy_action, "policies": policies}),
+        );
         // istiod's shadowRuleStatPrefix: none for LOG.
         let prefix = match envoy_action {
             "ALLOW" => Some("istio_dry_run_allow_"),
@@ -105,18 +251,20 @@ fn filter(envoy_action: &str, policies: Map<String, Value>, dry_run: bool) -> Va
         if let Some(prefix) = prefix {
             typed.insert("shadow_rules_stat_prefix".into(), prefix.into());
         }
-    } else {
-        typed.insert("rules".into(), rules);
     }
-    json!({"name": FILTER_NAME, "typed_config": typed})
+    json!({"name": filter_name, "typed_config": typed})
 }
 
-fn add_policy(policies: &mut Map<String, Value>, policy: &PolicyConfig) -> Result<()> {
+fn add_policy(
+    policies: &mut Map<String, Value>,
+    policy: &NativePolicy,
+    chain: Chain,
+) -> Result<()> {
     if policy.rules.is_empty() {
         // istiod's rbacPolicyMatchNever: an ALLOW policy without rules allows nothing (and still
         // makes the ALLOW filter deny whatever no other ALLOW policy allows).
         policies.insert(
-            policy_name(&policy.name, 0),
+            istio_policy_name(&policy.namespace, &policy.name, 0),
             json!({
                 "permissions": [{"not_rule": {"any": true}}],
                 "principals": [{"not_id": {"any": true}}],
@@ -125,8 +273,11 @@ fn add_policy(policies: &mut Map<String, Value>, policy: &PolicyConfig) -> Resul
     }
     for (i, rule) in policy.rules.iter().enumerate() {
         // A rule istiod skips leaves no entry; the policy's other rules still count.
-        if let Some(generated) = generate(rule, policy.action)? {
-            policies.insert(policy_name(&policy.name, i), generated);
+        if let Some(generated) = generate(rule, policy, chain)? {
+            policies.insert(
+                istio_policy_name(&policy.namespace, &policy.name, i),
+                generated,
+            );
         }
     }
     Ok(())
@@ -166,23 +317,57 @@ impl Side {
     }
 }
 
-/// istiod's generators that can say something on TCP, plus one for all those that cannot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// istiod's generators (`model/generator.go`), one per attribute.
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Generator {
     SourcePrincipal,
     SourceNamespace,
+    /// `serviceAccounts` / `source.serviceAccount`: a bare name is in the policy's namespace.
+    ServiceAccount,
+    TrustDomain,
     SourceIp,
     RemoteIp,
     DestinationIp,
     DestinationPort,
     Sni,
-    HttpOnly,
+    Host,
+    Method,
+    Path,
+    /// `request.headers[<name>]` with the key as written (the name is checked when rendering).
+    RequestHeader(String),
+    // istiod's "extended" generators: all values of a field become one matcher.
+    RequestPrincipal,
+    Audiences,
+    Presenter,
+    /// `request.auth.claims[…]` with the key as written.
+    Claims(String),
 }
 
 impl Generator {
+    fn http_only(&self) -> bool {
+        matches!(
+            self,
+            Self::Host
+                | Self::Method
+                | Self::Path
+                | Self::RequestHeader(_)
+                | Self::RequestPrincipal
+                | Self::Audiences
+                | Self::Presenter
+                | Self::Claims(_)
+        )
+    }
+
+    fn extended(&self) -> bool {
+        matches!(
+            self,
+            Self::RequestPrincipal | Self::Audiences | Self::Presenter | Self::Claims(_)
+        )
+    }
+
     /// One value as an Envoy permission or principal; `None` where istiod's generator returns an
-    /// error (an HTTP-only key on TCP, an address or port it cannot parse).
-    fn render(self, value: &str) -> Option<Value> {
+    /// error (an address, port or key it cannot parse).
+    fn render(&self, value: &str, policy_namespace: &str) -> Option<Value> {
         match self {
             // The sidecar form: the peer principal is the client certificate's URI SAN. Where the
             // TLS peer is not the client (waypoints, a sidecar's HBONE inbound) istiod matches the
@@ -197,18 +382,66 @@ impl Generator {
                     .join(".*");
                 Some(authenticated(regex(&format!(".*/ns/{namespace}/.*"))))
             }
+            Self::ServiceAccount => {
+                let (ns, sa) = value.split_once('/').unwrap_or((policy_namespace, value));
+                Some(authenticated(regex(&format!(
+                    "spiffe://.+/ns/{}/(.+/|)sa/{}(/.+)?",
+                    quote_meta(ns),
+                    quote_meta(sa)
+                ))))
+            }
+            Self::TrustDomain => Some(authenticated(if value == "*" {
+                json!({"prefix": "spiffe://"})
+            } else if let Some((before, after)) = value.split_once('*') {
+                regex(&format!(
+                    "spiffe://{}[^/]*{}/.*",
+                    quote_meta(before),
+                    quote_meta(after)
+                ))
+            } else {
+                json!({"prefix": format!("spiffe://{value}/")})
+            })),
             Self::SourceIp => Some(json!({"direct_remote_ip": cidr_range(value)?})),
             Self::RemoteIp => Some(json!({"remote_ip": cidr_range(value)?})),
             Self::DestinationIp => Some(json!({"destination_ip": cidr_range(value)?})),
             Self::DestinationPort => Some(json!({"destination_port": port(value)?})),
             Self::Sni => Some(json!({"requested_server_name": string_matcher(value, "")})),
-            Self::HttpOnly => None,
+            Self::Host => Some(json!({"header": header_matcher(":authority", value, true)})),
+            Self::Method => Some(json!({"header": header_matcher(":method", value, false)})),
+            Self::Path => Some(path_matcher(value)),
+            Self::RequestHeader(key) => {
+                let name = in_brackets(key.strip_prefix("request.headers")?)?;
+                Some(json!({"header": header_matcher(name, value, false)}))
+            }
+            Self::RequestPrincipal | Self::Audiences | Self::Presenter | Self::Claims(_) => None,
+        }
+    }
+
+    /// An extended generator's one matcher for all of a field's values; `None` on istiod's error
+    /// (a claim key it cannot parse).
+    fn render_all(&self, values: &[String]) -> Option<Value> {
+        match self {
+            Self::RequestPrincipal => {
+                let mut or: Vec<Value> = values.iter().map(|v| request_principal(v)).collect();
+                if or.len() == 1 {
+                    return or.pop();
+                }
+                Some(Side::Principal.or(or))
+            }
+            Self::Audiences => Some(jwt_claim_list(&["aud"], values)),
+            Self::Presenter => Some(jwt_claim_list(&["azp"], values)),
+            Self::Claims(key) => {
+                let claims = nested_brackets(key.strip_prefix("request.auth.claims")?)?;
+                let claims: Vec<&str> = claims.iter().map(String::as_str).collect();
+                Some(jwt_claim_list(&claims, values))
+            }
+            _ => None,
         }
     }
 }
 
 /// One field of a rule (`principals`/`notPrincipals`, a `when` entry, …).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Field<'a> {
     generator: Generator,
     values: &'a [String],
@@ -240,31 +473,34 @@ fn when_key(key: &str) -> WhenKey {
         "destination.port" => (Side::Permission, G::DestinationPort),
         "connection.sni" => (Side::Permission, G::Sni),
         _ if key.starts_with("experimental.envoy.filters.") => {
-            return WhenKey::NotModelled("istiod matches Envoy dynamic metadata for it")
+            return WhenKey::NotModelled(
+                "istiod matches the dynamic metadata of an Envoy filter for it, which the \
+                 rendered chain may not have",
+            )
         }
         "source.ip" => (Side::Principal, G::SourceIp),
         "remote.ip" => (Side::Principal, G::RemoteIp),
         "source.namespace" => (Side::Principal, G::SourceNamespace),
-        "source.trustDomain" | "source.serviceAccount" => {
-            return WhenKey::NotModelled(
-                "istiod renders it from the policy's namespace and the trust domain aliases",
-            )
-        }
+        "source.trustDomain" => (Side::Principal, G::TrustDomain),
+        "source.serviceAccount" => (Side::Principal, G::ServiceAccount),
         "source.principal" => (Side::Principal, G::SourcePrincipal),
-        "request.auth.principal" | "request.auth.audiences" | "request.auth.presenter" => {
-            (Side::Principal, G::HttpOnly)
+        "request.auth.principal" => (Side::Principal, G::RequestPrincipal),
+        "request.auth.audiences" => (Side::Principal, G::Audiences),
+        "request.auth.presenter" => (Side::Principal, G::Presenter),
+        _ if key.starts_with("request.headers") => {
+            (Side::Principal, G::RequestHeader(key.to_string()))
         }
-        _ if key.starts_with("request.headers") || key.starts_with("request.auth.claims") => {
-            (Side::Principal, G::HttpOnly)
+        _ if key.starts_with("request.auth.claims") => {
+            (Side::Principal, G::Claims(key.to_string()))
         }
         _ => return WhenKey::Unknown,
     };
     WhenKey::Field(side, generator)
 }
 
-/// istiod's `model.New` and `Generate(forTCP=true)` for one rule: `None` if istiod skips it.
-fn generate(rule: &RuleConfig, action: Action) -> Result<Option<Value>> {
-    let keys: Vec<(&ConditionConfig, WhenKey)> =
+/// istiod's `model.New` and `Generate` for one rule: `None` if istiod skips it.
+fn generate(rule: &Rule, policy: &NativePolicy, chain: Chain) -> Result<Option<Value>> {
+    let keys: Vec<(&Condition, WhenKey)> =
         rule.when.iter().map(|c| (c, when_key(&c.key))).collect();
     // istiod stops at the first unknown key, whatever comes after it.
     if keys.iter().any(|(_, k)| matches!(k, WhenKey::Unknown)) {
@@ -273,9 +509,9 @@ fn generate(rule: &RuleConfig, action: Action) -> Result<Option<Value>> {
     // `when` conditions go after the `from`/`to` fields of every copy they join.
     let mut when_permissions = Vec::new();
     let mut when_principals = Vec::new();
-    for (c, key) in &keys {
+    for (c, key) in keys {
         let (side, generator) = match key {
-            WhenKey::Field(side, generator) => (*side, *generator),
+            WhenKey::Field(side, generator) => (side, generator),
             WhenKey::NotModelled(why) => bail!("`when` key `{}` is not modelled: {why}", c.key),
             WhenKey::Unknown => return Ok(None),
         };
@@ -287,16 +523,27 @@ fn generate(rule: &RuleConfig, action: Action) -> Result<Option<Value>> {
     }
 
     // One Envoy principal per `from` and one permission per `to`, each the AND of its fields in
-    // istiod's order; no `from` (or no `to`) is one entry with the `when` fields alone.
+    // istiod's order (`insertFront` in reverse); no `from` (or no `to`) is one entry with the
+    // `when` fields alone.
     let mut principals = Vec::new();
     for from in &rule.from {
         let s = &from.source;
         let mut fields = vec![
             field(Generator::SourcePrincipal, &s.principals, &s.not_principals),
             field(
-                Generator::HttpOnly,
+                Generator::RequestPrincipal,
                 &s.request_principals,
                 &s.not_request_principals,
+            ),
+            field(
+                Generator::ServiceAccount,
+                &s.service_accounts,
+                &s.not_service_accounts,
+            ),
+            field(
+                Generator::TrustDomain,
+                &s.trust_domains,
+                &s.not_trust_domains,
             ),
             field(Generator::SourceNamespace, &s.namespaces, &s.not_namespaces),
             field(
@@ -306,7 +553,7 @@ fn generate(rule: &RuleConfig, action: Action) -> Result<Option<Value>> {
             ),
             field(Generator::SourceIp, &s.ip_blocks, &s.not_ip_blocks),
         ];
-        fields.extend_from_slice(&when_principals);
+        fields.extend(when_principals.iter().cloned());
         principals.push(fields);
     }
     if rule.from.is_empty() {
@@ -316,28 +563,33 @@ fn generate(rule: &RuleConfig, action: Action) -> Result<Option<Value>> {
     for to in &rule.to {
         let o = &to.operation;
         let mut fields = vec![
-            field(Generator::HttpOnly, &o.hosts, &o.not_hosts),
-            field(Generator::HttpOnly, &o.methods, &o.not_methods),
-            field(Generator::HttpOnly, &o.paths, &o.not_paths),
+            field(Generator::Host, &o.hosts, &o.not_hosts),
+            field(Generator::Method, &o.methods, &o.not_methods),
+            field(Generator::Path, &o.paths, &o.not_paths),
             field(Generator::DestinationPort, &o.ports, &o.not_ports),
         ];
-        fields.extend_from_slice(&when_permissions);
+        fields.extend(when_permissions.iter().cloned());
         permissions.push(fields);
     }
     if rule.to.is_empty() {
         permissions.push(when_permissions);
     }
 
+    let ctx = Context {
+        chain,
+        action: policy.action,
+        namespace: &policy.namespace,
+    };
     let mut rendered_permissions = Vec::new();
     for fields in &permissions {
-        let Some(p) = and_of(Side::Permission, fields, action) else {
+        let Some(p) = and_of(Side::Permission, fields, &ctx) else {
             return Ok(None);
         };
         rendered_permissions.push(p);
     }
     let mut rendered_principals = Vec::new();
     for fields in &principals {
-        let Some(p) = and_of(Side::Principal, fields, action) else {
+        let Some(p) = and_of(Side::Principal, fields, &ctx) else {
             return Ok(None);
         };
         rendered_principals.push(p);
@@ -348,27 +600,55 @@ fn generate(rule: &RuleConfig, action: Action) -> Result<Option<Value>> {
     })))
 }
 
+struct Context<'a> {
+    chain: Chain,
+    action: Action,
+    namespace: &'a str,
+}
+
 /// istiod's `generatePermission`/`generatePrincipal`: the AND of each field's `or` of its values
-/// and `not(or)` of its not-values, `any` if nothing is left. `None` when a value cannot be
-/// rendered in an ALLOW rule (istiod's `checkError`: the whole rule goes); in DENY and AUDIT such
-/// a value is left out, which widens the rule.
-fn and_of(side: Side, fields: &[Field<'_>], action: Action) -> Option<Value> {
+/// and `not(or)` of its not-values (an extended field's one matcher and its `not`), `any` if
+/// nothing is left. `None` when a field cannot be rendered in an ALLOW rule (istiod's
+/// `checkError`: the whole rule goes; an HTTP-only field on TCP is such a field); in DENY and
+/// AUDIT such a value (or extended field) is left out, which widens the rule.
+fn and_of(side: Side, fields: &[Field<'_>], ctx: &Context<'_>) -> Option<Value> {
     let mut and = Vec::new();
     for f in fields {
         for (values, negate) in [(f.values, false), (f.not_values, true)] {
-            let mut or = Vec::new();
-            for v in values {
-                match f.generator.render(v) {
-                    Some(rendered) => or.push(rendered),
-                    None if action == Action::Allow => return None,
-                    None => {}
-                }
-            }
-            if or.is_empty() {
+            if values.is_empty() {
                 continue;
             }
-            let or = side.or(or);
-            and.push(if negate { side.not(or) } else { or });
+            let unrenderable = ctx.chain == Chain::Tcp && f.generator.http_only();
+            let rendered = if f.generator.extended() {
+                let one = if unrenderable {
+                    None
+                } else {
+                    f.generator.render_all(values)
+                };
+                match one {
+                    Some(m) => Some(m),
+                    None if ctx.action == Action::Allow => return None,
+                    None => None,
+                }
+            } else {
+                let mut or = Vec::new();
+                for v in values {
+                    let one = if unrenderable {
+                        None
+                    } else {
+                        f.generator.render(v, ctx.namespace)
+                    };
+                    match one {
+                        Some(rendered) => or.push(rendered),
+                        None if ctx.action == Action::Allow => return None,
+                        None => {}
+                    }
+                }
+                (!or.is_empty()).then(|| side.or(or))
+            };
+            if let Some(m) = rendered {
+                and.push(if negate { side.not(m) } else { m });
+            }
         }
     }
     if and.is_empty() {
@@ -403,6 +683,136 @@ fn string_matcher(value: &str, prefix: &str) -> Value {
     json!({"exact": format!("{prefix}{value}")})
 }
 
+/// istiod's `HeaderMatcher` (and `HostMatcher`, which ignores case): `*` is presence, `*x` a
+/// suffix, `x*` a prefix, else exact.
+fn header_matcher(name: &str, value: &str, ignore_case: bool) -> Value {
+    if value == "*" {
+        return json!({"name": name, "present_match": true});
+    }
+    let mut m = if let Some(suffix) = value.strip_prefix('*') {
+        json!({"suffix": suffix})
+    } else if let Some(start) = value.strip_suffix('*') {
+        json!({"prefix": start})
+    } else {
+        json!({"exact": value})
+    };
+    if ignore_case {
+        m["ignore_case"] = json!(true);
+    }
+    json!({"name": name, "string_match": m})
+}
+
+/// istiod's path permission: a `{*}`/`{**}` template is Envoy's `uri_template` matcher, anything
+/// else a `url_path` (the path without the query) string matcher.
+fn path_matcher(value: &str) -> Value {
+    if value.contains("{*}") || value.contains("{**}") {
+        let template = value.replace("{**}", "**").replace("{*}", "*");
+        return json!({"uri_template": {
+            "name": "uri-template",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig",
+                "path_template": template,
+            },
+        }});
+    }
+    json!({"url_path": {"path": string_matcher(value, "")}})
+}
+
+/// istiod's `requestPrincipalGenerator` for one value: `iss/sub` split at the last `/` (issuers
+/// are URLs), each half matched against the JWT payload jwt_authn put in metadata.
+fn request_principal(value: &str) -> Value {
+    let any = regex(".+");
+    let (found, iss, sub) = match value.rfind('/') {
+        Some(i) => (true, &value[..i], &value[i + 1..]),
+        None => (false, value, ""),
+    };
+    let (match_iss, match_sub) = if value == "*" {
+        (any.clone(), any)
+    } else if value.starts_with('*') {
+        if found {
+            let m_iss = if iss == "*" {
+                any
+            } else {
+                json!({"suffix": iss.trim_start_matches('*')})
+            };
+            (m_iss, json!({"exact": sub}))
+        } else {
+            (any, json!({"suffix": value.trim_start_matches('*')}))
+        }
+    } else if value.ends_with('*') {
+        if found {
+            let m_sub = if sub == "*" {
+                any
+            } else {
+                json!({"prefix": sub.trim_end_matches('*')})
+            };
+            (json!({"exact": iss}), m_sub)
+        } else {
+            (json!({"prefix": value.trim_end_matches('*')}), any)
+        }
+    } else {
+        (json!({"exact": iss}), json!({"exact": sub}))
+    };
+    let claim = |name: &str, m: Value| {
+        json!({"metadata": {
+            "filter": JWT_FILTER,
+            "path": [{"key": JWT_PAYLOAD_KEY}, {"key": name}],
+            "value": {"string_match": m},
+        }})
+    };
+    Side::Principal.and(vec![claim("iss", match_iss), claim("sub", match_sub)])
+}
+
+/// istiod's `MetadataListValueMatcherForJWTClaims`: the claim at `path` in the JWT payload is one
+/// of `values` as a string, or a list holding one.
+fn jwt_claim_list(path: &[&str], values: &[String]) -> Value {
+    let mut matchers: Vec<Value> = values
+        .iter()
+        .map(|v| json!({"string_match": string_matcher(v, "")}))
+        .collect();
+    let value = if matchers.len() == 1 {
+        matchers.pop().unwrap_or(Value::Null)
+    } else {
+        json!({"or_match": {"value_matchers": matchers}})
+    };
+    let mut keys = vec![json!({"key": JWT_PAYLOAD_KEY})];
+    keys.extend(path.iter().map(|k| json!({"key": k})));
+    json!({"metadata": {
+        "filter": JWT_FILTER,
+        "path": keys,
+        "value": {"or_match": {"value_matchers": [
+            {"list_match": {"one_of": value.clone()}},
+            value,
+        ]}},
+    }})
+}
+
+/// istiod's `extractNameInBrackets`: `[name]` ⇒ `name`.
+fn in_brackets(s: &str) -> Option<&str> {
+    s.strip_prefix('[')?.strip_suffix(']')
+}
+
+/// istiod's `extractNameInNestedBrackets`: `[a][b]` ⇒ `a`, `b`; anything else is one
+/// `[name]` or an error.
+fn nested_brackets(s: &str) -> Option<Vec<String>> {
+    let mut claims = Vec::new();
+    let mut rest = s;
+    while !rest.is_empty() {
+        let inner = rest.strip_prefix('[').and_then(|r| {
+            let end = r.find(']')?;
+            let name = r.get(..end)?;
+            (!name.contains('[')).then_some((name, r.get(end + 1..)?))
+        });
+        match inner {
+            Some((name, after)) => {
+                claims.push(name.to_string());
+                rest = after;
+            }
+            None => return in_brackets(s).map(|n| vec![n.to_string()]),
+        }
+    }
+    Some(claims)
+}
 /// Go's `regexp.QuoteMeta`.
 fn quote_meta(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -901,20 +1311,190 @@ mod tests {
     }
 
     #[test]
-    fn when_keys_istiod_renders_but_this_does_not_model_are_errors() {
-        for key in [
-            "source.serviceAccount",
-            "source.trustDomain",
-            "experimental.envoy.filters.network.mysql_proxy[db.table]",
-        ] {
-            let c = config(
-                json!({"policies": [{"name": "p", "action": "DENY", "rules": [
-                    {"when": [{"key": key, "values": ["x"]}]},
-                ]}]}),
-            );
-            let e = network_rbac_filters(&c).unwrap_err().to_string();
-            assert!(e.contains(key), "{e}");
-        }
+    fn experimental_envoy_filter_keys_are_errors() {
+        let key = "experimental.envoy.filters.network.mysql_proxy[db.table]";
+        let c = config(
+            json!({"policies": [{"name": "p", "action": "DENY", "rules": [
+                {"when": [{"key": key, "values": ["x"]}]},
+            ]}]}),
+        );
+        let e = network_rbac_filters(&c).unwrap_err().to_string();
+        assert!(e.contains(key), "{e}");
+    }
+
+    #[test]
+    fn service_account_and_trust_domain_keys_render_as_istiod_does() {
+        let got = rule(
+            "ALLOW",
+            json!({"when": [
+                {"key": "source.serviceAccount", "values": ["shop/checkout", "cart"]},
+                {"key": "source.trustDomain", "values": ["*", "td.local", "prod-*.corp"]},
+            ]}),
+        );
+        assert_eq!(
+            got,
+            principals_only(json!([
+                {"or_ids": {"ids": [
+                    authn(json!({"safe_regex": {"regex": "spiffe://.+/ns/shop/(.+/|)sa/checkout(/.+)?"}})),
+                    authn(json!({"safe_regex": {"regex": "spiffe://.+/ns/meshward/(.+/|)sa/cart(/.+)?"}})),
+                ]}},
+                {"or_ids": {"ids": [
+                    authn(json!({"prefix": "spiffe://"})),
+                    authn(json!({"prefix": "spiffe://td.local/"})),
+                    authn(json!({"safe_regex": {"regex": "spiffe://prod-[^/]*\\.corp/.*"}})),
+                ]}},
+            ]))
+        );
+    }
+
+    /// The HTTP Envoy policy for rule 0 of policy `shop/p` (`Null` if istiod skips it).
+    fn http_rule(action: Action, rule: Value) -> Value {
+        let p = NativePolicy {
+            namespace: "shop".into(),
+            name: "p".into(),
+            action,
+            dry_run: false,
+            rules: vec![serde_json::from_value(rule).unwrap()],
+        };
+        let f = http_rbac_filters(&[p]).unwrap();
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert_eq!(f[0]["name"], "envoy.filters.http.rbac");
+        assert!(f[0]["typed_config"].get("stat_prefix").is_none());
+        f[0]["typed_config"]["rules"]["policies"]["ns[shop]-policy[p]-rule[0]"].clone()
+    }
+
+    #[test]
+    fn hosts_ignore_case_and_methods_do_not() {
+        let got = http_rule(
+            Action::Allow,
+            json!({"to": [{"operation": {
+                "hosts": ["cart.shop", "*.shop", "cart.*", "*"],
+                "notMethods": ["DELETE", "*"],
+            }}]}),
+        );
+        let host = |m: Value| json!({"header": {"name": ":authority", "string_match": m}});
+        assert_eq!(
+            got,
+            permissions_only(json!([
+                {"or_rules": {"rules": [
+                    host(json!({"exact": "cart.shop", "ignore_case": true})),
+                    host(json!({"suffix": ".shop", "ignore_case": true})),
+                    host(json!({"prefix": "cart.", "ignore_case": true})),
+                    {"header": {"name": ":authority", "present_match": true}},
+                ]}},
+                {"not_rule": {"or_rules": {"rules": [
+                    {"header": {"name": ":method", "string_match": {"exact": "DELETE"}}},
+                    {"header": {"name": ":method", "present_match": true}},
+                ]}}},
+            ]))
+        );
+    }
+
+    #[test]
+    fn paths_are_url_path_matchers_and_templates_uri_templates() {
+        let got = http_rule(
+            Action::Deny,
+            json!({"to": [{"operation": {
+                "paths": ["/admin", "/admin/*", "*/secret", "*", "/v1/{*}/keys", "/{**}/raw"],
+                "ports": ["8080"],
+            }}]}),
+        );
+        let template = |t: &str| {
+            json!({"uri_template": {"name": "uri-template", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig",
+                "path_template": t,
+            }}})
+        };
+        assert_eq!(
+            got,
+            permissions_only(json!([
+                {"or_rules": {"rules": [
+                    {"url_path": {"path": {"exact": "/admin"}}},
+                    {"url_path": {"path": {"prefix": "/admin/"}}},
+                    {"url_path": {"path": {"suffix": "/secret"}}},
+                    {"url_path": {"path": {"safe_regex": {"regex": ".+"}}}},
+                    template("/v1/*/keys"),
+                    template("/**/raw"),
+                ]}},
+                {"or_rules": {"rules": [{"destination_port": 8080}]}},
+            ]))
+        );
+    }
+
+    #[test]
+    fn request_principals_split_at_the_last_slash_into_iss_and_sub_metadata() {
+        let got = http_rule(
+            Action::Allow,
+            json!({"from": [{"source": {
+                "requestPrincipals": ["https://idp/alice", "https://idp/*", "*/alice", "*"],
+                "notRequestPrincipals": ["https://bad/mallory"],
+            }}]}),
+        );
+        let claim = |name: &str, m: Value| {
+            json!({"metadata": {"filter": "envoy.filters.http.jwt_authn",
+                "path": [{"key": "payload"}, {"key": name}], "value": {"string_match": m}}})
+        };
+        let pair = |iss: Value, sub: Value| json!({"and_ids": {"ids": [claim("iss", iss), claim("sub", sub)]}});
+        let any = json!({"safe_regex": {"regex": ".+"}});
+        assert_eq!(
+            got,
+            principals_only(json!([
+                {"or_ids": {"ids": [
+                    pair(json!({"exact": "https://idp"}), json!({"exact": "alice"})),
+                    pair(json!({"exact": "https://idp"}), any.clone()),
+                    pair(any.clone(), json!({"exact": "alice"})),
+                    pair(any.clone(), any),
+                ]}},
+                {"not_id": pair(json!({"exact": "https://bad"}), json!({"exact": "mallory"}))},
+            ]))
+        );
+    }
+
+    #[test]
+    fn request_headers_and_claims_are_principals_after_the_source_fields() {
+        let got = http_rule(
+            Action::Allow,
+            json!({
+                "from": [{"source": {"namespaces": ["shop"]}}],
+                "when": [
+                    {"key": "request.headers[X-Tenant]", "values": ["acme", "*-beta"]},
+                    {"key": "request.auth.claims[groups]", "values": ["admins"]},
+                    {"key": "request.auth.claims[realm][role]", "values": ["a", "b*"]},
+                    {"key": "request.auth.audiences", "notValues": ["legacy"]},
+                ],
+            }),
+        );
+        let list = |path: Value, value: Value| {
+            json!({"metadata": {"filter": "envoy.filters.http.jwt_authn", "path": path,
+                "value": {"or_match": {"value_matchers": [{"list_match": {"one_of": value.clone()}}, value]}}}})
+        };
+        assert_eq!(
+            got,
+            principals_only(json!([
+                {"or_ids": {"ids": [authn(json!({"safe_regex": {"regex": ".*/ns/shop/.*"}}))]}},
+                {"or_ids": {"ids": [
+                    {"header": {"name": "X-Tenant", "string_match": {"exact": "acme"}}},
+                    {"header": {"name": "X-Tenant", "string_match": {"suffix": "-beta"}}},
+                ]}},
+                list(json!([{"key": "payload"}, {"key": "groups"}]), json!({"string_match": {"exact": "admins"}})),
+                list(
+                    json!([{"key": "payload"}, {"key": "realm"}, {"key": "role"}]),
+                    json!({"or_match": {"value_matchers": [
+                        {"string_match": {"exact": "a"}}, {"string_match": {"prefix": "b"}},
+                    ]}}),
+                ),
+                {"not_id": list(json!([{"key": "payload"}, {"key": "aud"}]), json!({"string_match": {"exact": "legacy"}}))},
+            ]))
+        );
+    }
+
+    #[test]
+    fn a_malformed_header_key_skips_an_allow_rule_and_is_dropped_from_a_deny_rule() {
+        let rule = json!({"to": [{"operation": {"methods": ["GET"]}}],
+            "when": [{"key": "request.headers", "values": ["x"]}]});
+        assert_eq!(http_rule(Action::Allow, rule.clone()), Value::Null);
+        let deny = http_rule(Action::Deny, rule);
+        assert_eq!(deny["principals"], any_principal());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use meshward_rig::{
 };
 
 use crate::check::Observed;
-use crate::model::{Case, MtlsMode, Scenario};
+use crate::model::{Case, ChainEntry, MtlsMode, Scenario};
 use crate::target::Target;
 
 /// A running Envoy for one scenario, with its upstreams and certificates.
@@ -43,7 +43,22 @@ struct Prepared {
 impl EnvoyTarget {
     /// Start Envoy with the scenario's chain, listener settings and clusters.
     pub fn start(scenario: &Scenario, wasm_dir: &Path) -> Result<Self> {
-        let p = prepare(scenario, wasm_dir)?;
+        Self::start_with(scenario, Filters::Chain(wasm_dir))
+    }
+
+    /// Start Envoy with native HTTP filters in place of the scenario's wasm chain, and these
+    /// HTTP connection manager fields (the native differential: what istiod would render); the
+    /// scenario's listener settings, clusters and cases stay.
+    pub fn start_native(
+        scenario: &Scenario,
+        filters: Vec<serde_json::Value>,
+        hcm: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Self> {
+        Self::start_with(scenario, Filters::Native { filters, hcm })
+    }
+
+    fn start_with(scenario: &Scenario, filters: Filters<'_>) -> Result<Self> {
+        let p = prepare(scenario, filters)?;
         let envoy = Envoy::start(&p.config)?;
         Ok(Self {
             envoy,
@@ -60,13 +75,24 @@ impl EnvoyTarget {
     /// refused the configuration; an error when it started, or when Envoy itself is missing.
     pub fn expect_start_failure(scenario: &Scenario, wasm_dir: &Path) -> Result<String> {
         meshward_rig::envoy_binary()?;
-        let p = prepare(scenario, wasm_dir)?;
+        let p = prepare(scenario, Filters::Chain(wasm_dir))?;
         Ok(Envoy::validate_or_start_expect_failure(&p.config)?.log)
     }
 }
 
+/// What runs in the HTTP connection manager.
+enum Filters<'a> {
+    /// The scenario's wasm chain, modules looked up in this directory.
+    Chain(&'a Path),
+    /// Native filters and HCM fields instead.
+    Native {
+        filters: Vec<serde_json::Value>,
+        hcm: serde_json::Map<String, serde_json::Value>,
+    },
+}
+
 /// The Envoy configuration and peers for a scenario's chain, listener settings and clusters.
-fn prepare(scenario: &Scenario, wasm_dir: &Path) -> Result<Prepared> {
+fn prepare(scenario: &Scenario, filters: Filters<'_>) -> Result<Prepared> {
     let base = scenario.base_dir();
     let upstream = EchoUpstream::start()?;
     let mut config = EnvoyConfig::new(upstream.addr());
@@ -111,16 +137,20 @@ fn prepare(scenario: &Scenario, wasm_dir: &Path) -> Result<Prepared> {
         };
         config = config.cluster(&cluster.name, addr);
     }
-    for entry in &scenario.chain {
-        let module = entry.module_path(&base, wasm_dir);
-        let configuration = String::from_utf8(entry.config_bytes(&base)?)
-            .context("pluginConfig must be UTF-8 for Envoy's StringValue")?;
-        config = config.filter(
-            WasmFilter::new(&entry.plugin_name(), &module, &configuration)
-                .root_id(&entry.root_id())
-                .vm_id(&entry.vm_id())
-                .fail_open(entry.fail_open),
-        );
+    match filters {
+        Filters::Chain(wasm_dir) => {
+            for entry in &scenario.chain {
+                config = config.filter(wasm_filter(entry, &base, wasm_dir)?);
+            }
+        }
+        Filters::Native { filters, hcm } => {
+            for f in filters {
+                config = config.filter(envoy::HttpFilter::Raw(f));
+            }
+            for (k, v) in hcm {
+                config = config.hcm_field(&k, v);
+            }
+        }
     }
     let mtls = scenario.listener.mtls;
     let needs_tls = scenario.cases.iter().any(|c| c.request.tls.is_some());
@@ -290,4 +320,17 @@ fn rig_mode(mode: MtlsMode) -> Mode {
 fn dead_address() -> Result<SocketAddr> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?)
+}
+
+/// One chain entry as the wasm filter Envoy loads.
+fn wasm_filter(entry: &ChainEntry, base: &Path, wasm_dir: &Path) -> Result<WasmFilter> {
+    let module = entry.module_path(base, wasm_dir);
+    let configuration = String::from_utf8(entry.config_bytes(base)?)
+        .context("pluginConfig must be UTF-8 for Envoy's StringValue")?;
+    Ok(
+        WasmFilter::new(&entry.plugin_name(), &module, &configuration)
+            .root_id(&entry.root_id())
+            .vm_id(&entry.vm_id())
+            .fail_open(entry.fail_open),
+    )
 }

@@ -100,6 +100,10 @@ pub struct MeshCase {
     /// The external authorizer's answer when a CUSTOM policy's rules match the request.
     #[serde(default)]
     pub custom_authz: Option<CustomAuthz>,
+    /// For `meshward test --native`: why meshward refuses on purpose what native Istio lets
+    /// through (path tricks, invalid SPIFFE IDs). The native differential checks that it does.
+    #[serde(default)]
+    pub stricter_than_istio: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -426,12 +430,16 @@ fn tcp_scenario(
             }
             _ => json!({"upstream": false, "closed": true}),
         };
-        out_cases.push(json!({
+        let mut c = json!({
             "name": case.name,
             "connection": connection,
             "send": send,
             "expect": expect,
-        }));
+        });
+        if let Some(why) = &case.stricter_than_istio {
+            c["stricterThanIstio"] = json!(why);
+        }
+        out_cases.push(c);
     }
     let doc = json!({
         "network": true,
@@ -1144,6 +1152,137 @@ fn decision_mismatches(case: &MeshCase, d: &Decision) -> Vec<Mismatch> {
         _ => {}
     }
     out
+}
+
+/// `meshward test --native` on a mesh file: every case through meshward's filters (the harness,
+/// which the parity suites hold to Envoy) and through what istiod would render for the workload's
+/// port ([`meshward_mesh::native_sidecar`]: filter chains, path handling, `jwt_authn`, RBAC) in
+/// real Envoy, compared case by case ([`crate::native`]).
+pub fn run_native_file(file: &Path, wasm_dir: &Path, verbose: bool) -> FileReport {
+    let mut report = FileReport::default();
+    let _ = writeln!(report.text, "{} (native differential)", file.display());
+    if let Err(e) = run_native(file, wasm_dir, verbose, &mut report) {
+        report.fail(crate::suite::FILE_LEVEL, &format!("  FAIL  {e:#}"), "");
+    }
+    report
+}
+
+fn run_native(file: &Path, wasm_dir: &Path, verbose: bool, report: &mut FileReport) -> Result<()> {
+    let scenario = MeshScenario::load(file)?;
+    let loaded = scenario.resources()?;
+    let plan = plan(&scenario, &loaded)?;
+    let jwks = |uri: &str| istiod_jwks_fetch(&scenario, uri);
+    let mut notes = Vec::new();
+    for (key, (chain, indices)) in &plan.groups {
+        let native =
+            meshward_mesh::native_sidecar::inbound_port(&plan.selection, key.port, false, &jwks)?;
+        notes.extend(native.notes.iter().cloned());
+        let cases: Vec<&MeshCase> = indices
+            .iter()
+            .map(|&i| scenario.cases.get(i).ok_or_else(|| anyhow!("case {i}")))
+            .collect::<Result<_>>()?;
+        if key.custom == CustomAnswer::Denies {
+            // Natively a CUSTOM policy is ext_authz, which is not rendered: nothing to compare.
+            for case in cases {
+                report.pass(&case.name, verbose, || {
+                    format!(
+                        "  ok    {} (not compared: customAuthz deny needs Istio's ext_authz, which is not rendered)",
+                        case.name
+                    )
+                });
+            }
+            continue;
+        }
+        let meshward = HarnessTarget::start(chain, wasm_dir)
+            .and_then(|t| run_cases(&t, chain))
+            .with_context(|| format!("meshward (harness), port {}", key.port))?;
+        let istio = EnvoyTarget::start_native(
+            chain,
+            native.filters.clone(),
+            meshward_mesh::native_sidecar::hcm_path_settings(),
+        )
+        .and_then(|t| run_cases(&t, chain))
+        .with_context(|| format!("native Istio in Envoy, port {}", key.port))?;
+        for ((case, m), n) in cases.iter().zip(&meshward).zip(&istio) {
+            crate::native::compare_http(
+                &case.name,
+                case.stricter_than_istio.as_deref(),
+                m,
+                n,
+                verbose,
+                report,
+            );
+        }
+    }
+    for (key, (tcp, _)) in &plan.tcp_groups {
+        let native =
+            meshward_mesh::native_sidecar::inbound_port(&plan.selection, key.port, true, &jwks)?;
+        notes.extend(native.notes.iter().cloned());
+        let meshward = crate::tcp::run_harness(tcp, wasm_dir)
+            .with_context(|| format!("meshward (harness), TCP port {}", key.port))?;
+        let istio = crate::tcp::run_envoy_with(tcp, native.filters)
+            .with_context(|| format!("native Istio in Envoy, TCP port {}", key.port))?;
+        crate::native::compare_tcp(tcp, &meshward, &istio, "native Istio", verbose, report);
+    }
+    notes.sort();
+    notes.dedup();
+    for note in notes {
+        let _ = writeln!(report.text, "  note: {note}");
+    }
+    Ok(())
+}
+
+/// What istiod's own fetch of `uri` gets (it inlines the keys): the scenario's 200 answer, else
+/// nothing (a failed fetch).
+fn istiod_jwks_fetch(scenario: &MeshScenario, uri: &str) -> Option<String> {
+    let answer = scenario.mesh.jwks.get(uri)?;
+    if answer.down || answer.status.is_some_and(|s| s != 200) {
+        return None;
+    }
+    if let Some(body) = &answer.body {
+        return Some(body.clone());
+    }
+    let file = answer.body_file.as_ref()?;
+    let base = scenario.path.parent().unwrap_or(Path::new("."));
+    std::fs::read_to_string(base.join(file)).ok()
+}
+
+/// `meshward render --native`: every port the scenario's cases use, as istiod would render it for
+/// the workload (listener filter chains with the HTTP filters or network filters), as YAML.
+pub fn render_native(scenario: &MeshScenario) -> Result<String> {
+    let loaded = scenario.resources()?;
+    let workload = scenario.workload();
+    workload.check()?;
+    let selection = select(&loaded.resources, &scenario.settings(), &workload);
+    let jwks = |uri: &str| istiod_jwks_fetch(scenario, uri);
+    let mut ports: Vec<u16> = scenario
+        .cases
+        .iter()
+        .map(|c| c.request.port.unwrap_or(scenario.workload.port))
+        .chain([scenario.workload.port])
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    let mut listeners = Vec::new();
+    let mut notes = Vec::new();
+    for port in ports {
+        let tcp = scenario.workload.tcp_ports.contains(&port);
+        let p = meshward_mesh::native_sidecar::inbound_port(&selection, port, tcp, &jwks)?;
+        notes.extend(p.notes.iter().cloned());
+        listeners.push(p.listener());
+    }
+    notes.sort();
+    notes.dedup();
+    let mut out = format!(
+        "# The inbound listeners istiod would give the sidecar of service account {} in namespace\n\
+         # {}, as `meshward test --native` runs them in Envoy (meshward_mesh::native_sidecar).\n",
+        scenario.workload.service_account, scenario.workload.namespace
+    );
+    for n in notes {
+        let _ = writeln!(out, "# note: {n}");
+    }
+    out.push_str(&serde_yaml_ng::to_string(&listeners)?);
+    Ok(out)
 }
 
 /// `meshward explain`: the first case of `scenario` through the `.wasm` chain in the harness,

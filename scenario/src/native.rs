@@ -11,6 +11,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
+use crate::check::Observed;
 use crate::suite::{FileReport, FILE_LEVEL};
 use crate::tcp::{fail_every_case, run_envoy_with, run_harness, TcpObserved, TcpScenario};
 
@@ -79,33 +80,110 @@ pub fn run_file(file: &Path, wasm_dir: &Path, verbose: bool) -> FileReport {
                 return report;
             }
         };
-    for ((case, m), n) in scenario.cases.iter().zip(&meshward).zip(&native) {
-        let (m, n) = (went_through(m), went_through(n));
-        let diff = match (&case.stricter_than_istio, m == n) {
-            (None, true) => None,
-            (None, false) => Some(format!(
-                "   meshward {}, native RBAC {}",
-                verdict(m),
-                verdict(n)
-            )),
-            (Some(_), _) if !m && n => None,
-            (Some(why), _) => Some(format!(
-                "   marked stricterThanIstio ({why}), but meshward {} and native RBAC {}",
-                verdict(m),
-                verdict(n)
-            )),
-        };
-        match diff {
-            None => report.pass(&case.name, verbose, || match &case.stricter_than_istio {
-                Some(why) => format!(
-                    "  ok    {} (meshward refused, native RBAC allowed: stricter on purpose: {})",
-                    case.name,
-                    why.trim()
-                ),
-                None => format!("  ok    {} (both {})", case.name, verdict(n)),
-            }),
-            Some(diff) => report.fail(&case.name, &format!("  FAIL  {}", case.name), &diff),
-        }
-    }
+    compare_tcp(
+        &scenario,
+        &meshward,
+        &native,
+        "native RBAC",
+        verbose,
+        &mut report,
+    );
     report
+}
+
+/// Per TCP case: meshward and the native rendering agree on whether the connection went through,
+/// or the case is marked `stricterThanIstio` and meshward refused what the native side let in.
+pub(crate) fn compare_tcp(
+    scenario: &TcpScenario,
+    meshward: &[TcpObserved],
+    native: &[TcpObserved],
+    native_name: &str,
+    verbose: bool,
+    report: &mut FileReport,
+) {
+    for ((case, m), n) in scenario.cases.iter().zip(meshward).zip(native) {
+        let m = verdict(went_through(m));
+        let n = verdict(went_through(n));
+        judge(
+            &case.name,
+            case.stricter_than_istio.as_deref(),
+            (m, m == "allowed"),
+            n,
+            native_name,
+            verbose,
+            report,
+        );
+    }
+}
+
+/// One HTTP answer in a line: `refused` (no HTTP response), or the status and whether the
+/// request reached the upstream.
+pub(crate) fn http_answer(seen: &Observed) -> String {
+    if seen.refused {
+        return "connection refused".into();
+    }
+    let reached = if seen.reached_upstream {
+        "reached the upstream"
+    } else {
+        "did not reach the upstream"
+    };
+    format!("{} ({reached})", seen.status)
+}
+
+/// Per HTTP case: meshward and native Istio give the same status (and the request reaches the
+/// upstream in both or neither), or the case is marked `stricterThanIstio` and meshward kept from
+/// the upstream what native Istio let through.
+pub(crate) fn compare_http(
+    case: &str,
+    stricter_than_istio: Option<&str>,
+    meshward: &Observed,
+    native: &Observed,
+    verbose: bool,
+    report: &mut FileReport,
+) {
+    let m = http_answer(meshward);
+    let n = http_answer(native);
+    judge(
+        case,
+        stricter_than_istio,
+        (&m, meshward.reached_upstream),
+        &n,
+        "native Istio",
+        verbose,
+        report,
+    );
+}
+
+/// The verdict on one case of either kind: each side's answer in words (and whether meshward let
+/// the caller through). A `stricterThanIstio` mark holds where meshward refused and native Istio
+/// answered otherwise (let it through, or refused it differently).
+fn judge(
+    case: &str,
+    stricter_than_istio: Option<&str>,
+    (m, m_through): (&str, bool),
+    n: &str,
+    native_name: &str,
+    verbose: bool,
+    report: &mut FileReport,
+) {
+    let diff = match (stricter_than_istio, m == n) {
+        (None, true) => None,
+        (None, false) => Some(format!("   meshward: {m}\n   {native_name}: {n}")),
+        // meshward refused, and native Istio let it through or refused differently.
+        (Some(_), false) if !m_through => None,
+        (Some(why), _) => Some(format!(
+            "   marked stricterThanIstio ({}), but meshward: {m}; {native_name}: {n}",
+            why.trim()
+        )),
+    };
+    match diff {
+        None => report.pass(case, verbose, || match stricter_than_istio {
+            Some(why) => format!(
+                "  ok    {case} (meshward {m}, {native_name} {n}: meshward stricter on purpose: {})",
+                why.trim()
+            ),
+            None => format!("  ok    {case} (both {n})"),
+        }),
+        Some(diff) => report.fail(case, &format!("  FAIL  {case}"), &diff),
+    }
 }
