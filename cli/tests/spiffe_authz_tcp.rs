@@ -1,6 +1,6 @@
 //! The `meshward` binary with spiffe-authz-tcp, the network filter: `test --native` runs the native
 //! differential of a TCP scenario file (meshward against the network RBAC istiod would render)
-//! and refuses HTTP files; `wasmplugin --filter spiffe-authz-tcp` writes a clean `type: NETWORK`
+//! and refuses HTTP chain files; `wasmplugin --filter spiffe-authz-tcp` writes a clean `type: NETWORK`
 //! resource on stdout and its notes on HTTP-only fields on stderr, and refuses a policy the
 //! filter would refuse, naming the field. `--native` needs Envoy 1.40 ($MESHWARD_ENVOY or the
 //! project's .venv): missing, the test fails.
@@ -52,7 +52,7 @@ fn test_native_runs_the_differential_of_a_tcp_file() {
 }
 
 #[test]
-fn test_native_refuses_an_http_file_before_running_anything() {
+fn test_native_refuses_an_http_chain_file_before_running_anything() {
     let (code, out, err) = meshward(&[
         "test",
         "--native",
@@ -62,8 +62,8 @@ fn test_native_refuses_an_http_file_before_running_anything() {
     assert_eq!(code, 2, "{out}{err}");
     assert!(
         err.contains(
-            "tests/scenarios/spiffe-authz/identity.yaml: --native takes TCP scenario files"
-        ) && err.contains("no native rendering of HTTP files yet"),
+            "tests/scenarios/spiffe-authz/identity.yaml: --native takes mesh scenario files"
+        ) && err.contains("a chain of HTTP filters has no native counterpart to render"),
         "{err}"
     );
     assert!(out.is_empty(), "nothing ran: {out}");

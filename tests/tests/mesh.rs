@@ -207,6 +207,7 @@ fn the_example_resources_validate_against_istios_crds() {
     let loaded = meshward_mesh::load(&[
         repo().join("examples/mesh/resources"),
         repo().join("tests/fixtures/mesh-tcp/resources"),
+        repo().join("tests/fixtures/mesh-native/resources"),
     ])
     .expect("load");
     let mut checked = 0;

@@ -48,11 +48,24 @@ fn native_differential() {
 
 /// Istio-native scenarios on TCP ports (`workload.tcpPorts`): the resources compile to
 /// spiffe-authz-tcp with each port's PeerAuthentication mode, and every case names who decided,
-/// the same in the harness and in Envoy.
+/// the same in the harness and in Envoy; then native Istio (the network RBAC istiod renders from
+/// the same resources, on the same listeners) agrees connection by connection. One test: the
+/// listeners take fixed ports.
 #[test]
-fn mesh_scenarios_on_tcp_ports_agree_in_harness_and_envoy() {
+fn mesh_scenarios_on_tcp_ports_agree_in_harness_and_envoy_and_with_native_istio() {
     let passed = parity_suite("mesh-tcp");
     assert!(passed >= 10, "only {passed} mesh TCP cases");
+    let root = repo();
+    let file = root.join("tests/scenarios/mesh-tcp/postgres.yaml");
+    let report = meshward_scenario::mesh::run_native_file(&file, &default_wasm_dir(&root), true);
+    println!("{}", report.text);
+    assert_eq!(
+        report.failed, 0,
+        "meshward and native Istio differ:\n{}",
+        report.text
+    );
+    assert!(report.passed >= 10, "{}", report.text);
+    assert!(report.text.contains("(both allowed)") && report.text.contains("(both refused)"));
 }
 
 /// What an operator sees in the proxy log: at configure time, a warning per rule that reads
