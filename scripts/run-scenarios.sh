@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The main job: build the filters, then run every example scenario (tests/scenarios/**.yaml and
 # the Istio mesh examples/mesh/*.yaml) through the harness and through a real Envoy 1.40, with
-# the same files, and report any difference. Extra arguments go to `meshward test` (e.g. --verbose, or scenario files).
+# the same files, and report any difference; then the mesh files once more against what istiod
+# itself would render (`meshward test --native`), reporting where native Istio answers otherwise.
+# Extra arguments go to `meshward test` (e.g. --verbose, or scenario files: then only those, and
+# only the first run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -13,4 +16,13 @@ if [ $# -eq 0 ] || [[ "${1:-}" == -* ]]; then
   # Only the scenario files: examples/mesh/resources/ holds the Istio YAML they load.
   while IFS= read -r f; do files+=("$f"); done < <(find examples/mesh -maxdepth 1 -name '*.yaml' | sort)
 fi
-exec "${CARGO_TARGET_DIR:-target}/debug/meshward" test --envoy "$@" "${files[@]}"
+bin="${CARGO_TARGET_DIR:-target}/debug/meshward"
+status=0
+"$bin" test --envoy "$@" "${files[@]}" || status=$?
+if [ $# -eq 0 ] || [[ "${1:-}" == -* ]]; then
+  native=()
+  while IFS= read -r f; do native+=("$f"); done < <(
+    { find examples/mesh -maxdepth 1 -name '*.yaml'; find tests/scenarios/mesh-native tests/scenarios/mesh-tcp -name '*.yaml'; } | sort)
+  "$bin" test --native "$@" "${native[@]}" || status=$?
+fi
+exit "$status"
