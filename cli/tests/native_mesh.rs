@@ -3,30 +3,8 @@
 //! meshward's filters and reports each case with both answers. `--native` needs Envoy 1.40
 //! ($MESHWARD_ENVOY or the project's .venv): missing, the test fails.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// (exit code, stdout, stderr), run from the repository root.
-fn meshward(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_meshward"))
-        .args(args)
-        .current_dir(repo())
-        .env("MESHWARD_WASM_DIR", meshward_rig::default_wasm_dir(&repo()))
-        .output()
-        .expect("run meshward");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod common;
+use common::meshward;
 
 #[test]
 fn render_native_prints_istiods_listeners_for_each_port_of_the_scenario() {

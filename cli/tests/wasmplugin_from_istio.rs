@@ -4,29 +4,8 @@
 //! nothing written; the two modes' flags kept apart. tests/tests/wasmplugin_from_istio.rs checks
 //! the configs against the mesh scenario runner's and the CRD schema.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// (exit code, stdout, stderr), run from the repository root.
-fn meshward(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_meshward"))
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .expect("run meshward");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod common;
+use common::meshward;
 
 const POSTGRES: [&str; 12] = [
     "wasmplugin",
