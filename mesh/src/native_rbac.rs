@@ -1391,6 +1391,24 @@ mod tests {
     }
 
     #[test]
+    fn hosts_with_ports_are_matched_as_written_against_the_authority() {
+        // istiod adds no port variants: `cart.shop` does not match `cart.shop:8080`, which is why
+        // people write `cart.shop:*` too.
+        let got = http_rule(
+            Action::Allow,
+            json!({"to": [{"operation": {"hosts": ["cart.shop:8080", "cart.shop:*"]}}]}),
+        );
+        let host = |m: Value| json!({"header": {"name": ":authority", "string_match": m}});
+        assert_eq!(
+            got,
+            permissions_only(json!([{"or_rules": {"rules": [
+                host(json!({"exact": "cart.shop:8080", "ignore_case": true})),
+                host(json!({"prefix": "cart.shop:", "ignore_case": true})),
+            ]}}]))
+        );
+    }
+
+    #[test]
     fn paths_are_url_path_matchers_and_templates_uri_templates() {
         let got = http_rule(
             Action::Deny,
