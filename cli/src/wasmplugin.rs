@@ -51,7 +51,9 @@ pub struct WasmPluginCommand {
 /// checks: clap's message for a missing required argument would also list the waived ones.
 #[derive(Args, Debug, Clone)]
 pub struct FromIstioArgs {
-    /// Istio YAML: files and directories, as a mesh scenario's `mesh.resources`. The
+    /// Istio YAML: files and directories, as a mesh scenario's `mesh.resources` — or one mesh
+    /// scenario file, which then gives the resources, --workload, --label, --tcp-port and
+    /// --root-namespace (deploy exactly the workload it tests). The
     /// AuthorizationPolicies and RequestAuthentications that apply to --workload (as istiod
     /// selects them) become a jwt-authn plugin (when a RequestAuthentication applies), a
     /// spiffe-authz plugin and, with --tcp-port, a spiffe-authz-tcp NETWORK plugin, in one
@@ -352,6 +354,9 @@ pub fn from_istio(args: &FromIstioArgs) -> Result<FromIstio> {
     if args.from_istio.is_empty() {
         bail!("--from-istio: give the Istio YAML files or directories");
     }
+    if let Some(from_scenario) = scenario_args(args)? {
+        return from_istio(&from_scenario);
+    }
     let workload_arg = args
         .workload
         .as_deref()
@@ -503,6 +508,42 @@ pub fn from_istio(args: &FromIstioArgs) -> Result<FromIstio> {
     }
     notes.extend(images.notes(&plugins));
     Ok(FromIstio { plugins, notes })
+}
+
+/// `--from-istio SCENARIO.yaml`: a mesh scenario file alone stands for its Istio YAML, workload
+/// (namespace, service account, labels), TCP ports and root namespace — deploy exactly the
+/// workload that was tested. `None` when the paths are Istio YAML.
+fn scenario_args(args: &FromIstioArgs) -> Result<Option<FromIstioArgs>> {
+    let [file] = args.from_istio.as_slice() else {
+        return Ok(None);
+    };
+    let is_scenario = file.is_file()
+        && std::fs::read_to_string(file).is_ok_and(|t| meshward_scenario::mesh::is_mesh_file(&t));
+    if !is_scenario {
+        return Ok(None);
+    }
+    if args.workload.is_some() || !args.labels.is_empty() || !args.tcp_ports.is_empty() {
+        bail!(
+            "--from-istio {}: a mesh scenario file gives the workload, its labels and its TCP \
+             ports; drop --workload, --label and --tcp-port (or name the Istio YAML instead)",
+            file.display()
+        );
+    }
+    let scenario = meshward_scenario::mesh::MeshScenario::load(file)?;
+    let base = file.parent().unwrap_or(Path::new("."));
+    let w = &scenario.workload;
+    let mut out = args.clone();
+    out.from_istio = scenario
+        .mesh
+        .resources
+        .iter()
+        .map(|r| base.join(r))
+        .collect();
+    out.workload = Some(format!("{}/{}", w.namespace, w.service_account));
+    out.labels = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    out.tcp_ports = w.tcp_ports.clone();
+    out.root_namespace = scenario.mesh.root_namespace.clone();
+    Ok(Some(out))
 }
 
 fn check_ports(flag: &str, ports: &[u16]) -> Result<()> {

@@ -238,3 +238,53 @@ fn help_explains_from_istio() {
         "{out}"
     );
 }
+
+/// A mesh scenario file alone stands for its resources, workload, labels and TCP ports: the
+/// output is the one the explicit flags give, and the flags cannot be mixed in.
+#[test]
+fn a_mesh_scenario_file_gives_the_workload_it_tests() {
+    let tag = ["--tag", "0.1.0"];
+    let mut explicit = POSTGRES.to_vec();
+    explicit.extend(tag);
+    let (code, want, err) = meshward(&explicit);
+    assert_eq!(code, 0, "{err}");
+    let (code, got, err_s) = meshward(&[
+        "wasmplugin",
+        "--from-istio",
+        "tests/scenarios/mesh-tcp/postgres.yaml",
+        "--image-prefix=oci://registry.example.com/meshward",
+        "--tag",
+        "0.1.0",
+    ]);
+    assert_eq!(code, 0, "{err_s}");
+    // Past the first line, which repeats the command.
+    let body = |s: &str| {
+        s.split_once('\n')
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default()
+    };
+    assert!(got
+        .starts_with("# meshward wasmplugin --from-istio tests/scenarios/mesh-tcp/postgres.yaml"));
+    assert_eq!(
+        body(&got),
+        body(&want),
+        "the scenario's workload renders as the explicit flags do"
+    );
+    assert!(got.contains("type: NETWORK"), "{got}");
+    assert_eq!(err_s, err, "the same notes");
+    let (code, out, err) = meshward(&[
+        "wasmplugin",
+        "--from-istio",
+        "tests/scenarios/mesh-tcp/postgres.yaml",
+        "--workload",
+        "data/postgres",
+        "--image-prefix=oci://registry.example.com/meshward",
+        "--tag",
+        "0.1.0",
+    ]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        err.contains("a mesh scenario file gives the workload, its labels and its TCP ports"),
+        "{err}"
+    );
+}
