@@ -41,7 +41,9 @@ A scenario file (YAML) holds one filter chain and the cases to send through it:
 
 Paths are relative to the scenario file. Filters named by `filter:` are looked up in the wasm
 directory (--wasm-dir, $MESHWARD_WASM_DIR, or target/wasm32-wasip1/release of the enclosing
-workspace). `filter: meshward` is the bundle (meshward.wasm): the four checks in one module, its
+workspace). A meshward installed with scripts/install.sh carries the filters (meshward --version
+says so) and, when the workspace's directory holds none of them, uses its own copies, written once
+to $XDG_CACHE_HOME/meshward/ (~/.cache/meshward/). `filter: meshward` is the bundle (meshward.wasm): the four checks in one module, its
 config one section per check ({headerLimits: {…}, jwtAuthn: {…}, spiffeAuthz: {…},
 rateLimit: {…}}, each optional; see docs/bundle.md). The upstream is an echo server: it answers 200 with a JSON copy of the request.
 See docs/scenarios.md for every field.
@@ -73,7 +75,7 @@ See docs/istio.md.";
 #[derive(Parser)]
 #[command(
     name = "meshward",
-    version,
+    version = cli::version(),
     about = "Run proxy-wasm filters natively, the way Envoy runs them: test and benchmark meshward policies on a laptop."
 )]
 struct Cli {
