@@ -41,12 +41,14 @@ A scenario file (YAML) holds one filter chain and the cases to send through it:
 
 Paths are relative to the scenario file. Filters named by `filter:` are looked up in the wasm
 directory (--wasm-dir, $MESHWARD_WASM_DIR, or target/wasm32-wasip1/release of the enclosing
-workspace). A meshward installed with scripts/install.sh carries the filters (meshward --version
-says so) and, when the workspace's directory holds none of them, uses its own copies, written once
-to $XDG_CACHE_HOME/meshward/ (~/.cache/meshward/). `filter: meshward` is the bundle (meshward.wasm): the four checks in one module, its
+workspace). `filter: meshward` is the bundle (meshward.wasm): the four checks in one module, its
 config one section per check ({headerLimits: {…}, jwtAuthn: {…}, spiffeAuthz: {…},
 rateLimit: {…}}, each optional; see docs/bundle.md). The upstream is an echo server: it answers 200 with a JSON copy of the request.
 See docs/scenarios.md for every field.
+
+An installed meshward (scripts/install.sh) carries the filters, as `meshward --version` says,
+and when no wasm directory is given and the workspace's holds none of them it uses its own
+copies, written once to $XDG_CACHE_HOME/meshward/ (~/.cache/meshward/).
 
 A mesh scenario tests Istio resources instead of a chain: the AuthorizationPolicy,
 RequestAuthentication and PeerAuthentication YAML that applies to the workload (as istiod
