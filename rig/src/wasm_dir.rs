@@ -33,7 +33,7 @@ pub struct EmbeddedFilters {
 }
 
 /// The filters this binary carries; `None` for a build without `embedded-filters` (`cargo run`,
-/// the test suites), which reads them from the workspace's build only.
+/// the test suites), which reads them from the wasm directory only.
 pub fn embedded_filters() -> Option<EmbeddedFilters> {
     if embedded::FILTERS.is_empty() {
         return None;
