@@ -23,6 +23,11 @@ bash scripts/build-wasm.sh
 step "cargo fmt --check / clippy"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+# The installed binary's build (scripts/install.sh: the filters embedded), from the modules above.
+target="${CARGO_TARGET_DIR:-target}"
+case "$target" in /*) ;; *) target="$PWD/$target" ;; esac
+MESHWARD_EMBED_WASM_DIR="$target/wasm32-wasip1/release" cargo clippy -p meshward-rig -p meshward-cli \
+  --all-targets --features meshward-rig/embedded-filters,meshward-cli/embedded-filters --quiet -- -D warnings
 
 step "meshward-common on wasm32 (wasm-bindgen-test)"
 bash scripts/test-wasm-common.sh

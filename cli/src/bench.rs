@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use meshward_bench::{bench, BenchOptions};
 use meshward_scenario::harness;
-use meshward_scenario::{default_wasm_dir, Scenario};
+use meshward_scenario::{wasm_dir, Scenario};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -25,7 +25,9 @@ pub struct BenchArgs {
     /// Sending threads (one worker VM each).
     #[arg(long, default_value_t = 1)]
     threads: usize,
-    /// Directory holding the filters' release .wasm files.
+    /// Directory holding the filters' release .wasm files. Default: $MESHWARD_WASM_DIR, else the
+    /// enclosing workspace's target/wasm32-wasip1/release, else (an installed meshward, when that
+    /// holds none of them) the filters it carries.
     #[arg(long)]
     wasm_dir: Option<PathBuf>,
 }
@@ -40,10 +42,7 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
         bail!("no case to send");
     }
     scenario.workers = Some(args.threads.max(1) as u32);
-    let wasm_dir = args
-        .wasm_dir
-        .clone()
-        .unwrap_or_else(|| default_wasm_dir(&args.scenario));
+    let wasm_dir = wasm_dir(args.wasm_dir.as_deref(), &args.scenario)?;
     let host = harness::build_host(&scenario, &wasm_dir)?;
     let requests = scenario
         .cases

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use meshward_scenario::default_wasm_dir;
 use meshward_scenario::mesh::{
     CustomAuthz, MeshCase, MeshExpect, MeshRequest, MeshScenario, MeshSpec, WorkloadSpec,
 };
 use meshward_scenario::model::HeaderSpec;
+use meshward_scenario::wasm_dir;
 
 #[derive(Args)]
 pub struct ExplainArgs {
@@ -52,6 +52,9 @@ pub struct ExplainArgs {
     /// The external authorizer's answer when a CUSTOM policy matches: allow or deny.
     #[arg(long)]
     custom_authz: Option<String>,
+    /// Directory holding the filters' release .wasm files. Default: $MESHWARD_WASM_DIR, else the
+    /// enclosing workspace's target/wasm32-wasip1/release, else (an installed meshward, when that
+    /// holds none of them) the filters it carries.
     #[arg(long)]
     wasm_dir: Option<PathBuf>,
 }
@@ -173,10 +176,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         custom_authz,
         stricter_than_istio: None,
     }];
-    let wasm_dir = args
-        .wasm_dir
-        .clone()
-        .unwrap_or_else(|| default_wasm_dir(&scenario.path));
+    let wasm_dir = wasm_dir(args.wasm_dir.as_deref(), &scenario.path)?;
     print!(
         "{}",
         meshward_scenario::mesh::explain(&scenario, &wasm_dir)?

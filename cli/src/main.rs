@@ -46,6 +46,10 @@ config one section per check ({headerLimits: {…}, jwtAuthn: {…}, spiffeAuthz
 rateLimit: {…}}, each optional; see docs/bundle.md). The upstream is an echo server: it answers 200 with a JSON copy of the request.
 See docs/scenarios.md for every field.
 
+An installed meshward (scripts/install.sh) carries the filters, as `meshward --version` says,
+and when no wasm directory is given and the workspace's holds none of them it uses its own
+copies, written once to $XDG_CACHE_HOME/meshward/ (~/.cache/meshward/).
+
 A mesh scenario tests Istio resources instead of a chain: the AuthorizationPolicy,
 RequestAuthentication and PeerAuthentication YAML that applies to the workload (as istiod
 selects it) becomes the jwt-authn and spiffe-authz chain and the listener's mTLS mode:
@@ -73,7 +77,7 @@ See docs/istio.md.";
 #[derive(Parser)]
 #[command(
     name = "meshward",
-    version,
+    version = cli::version(),
     about = "Run proxy-wasm filters natively, the way Envoy runs them: test and benchmark meshward policies on a laptop."
 )]
 struct Cli {

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use meshward_scenario::default_wasm_dir;
 use meshward_scenario::harness;
 use meshward_scenario::model::{ChainEntry, HeaderSpec, RequestSpec, Scenario, TlsSpec};
+use meshward_scenario::wasm_dir;
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -46,7 +46,9 @@ pub struct RunArgs {
     /// TLS without a client certificate.
     #[arg(long, conflicts_with = "peer")]
     tls: bool,
-    /// Directory holding the filters' release .wasm files.
+    /// Directory holding the filters' release .wasm files. Default: $MESHWARD_WASM_DIR, else the
+    /// enclosing workspace's target/wasm32-wasip1/release, else (an installed meshward, when that
+    /// holds none of them) the filters it carries.
     #[arg(long)]
     wasm_dir: Option<PathBuf>,
     /// Also print every host call (`env.proxy_*`) each filter made for this request, in order.
@@ -122,17 +124,11 @@ fn chain_of(args: &RunArgs) -> Result<(Scenario, PathBuf)> {
     if let Some(file) = &args.chain {
         let mut s = Scenario::load(file)?;
         meshward_scenario::oci::pull_modules(&mut s)?;
-        let dir = args
-            .wasm_dir
-            .clone()
-            .unwrap_or_else(|| default_wasm_dir(file));
+        let dir = wasm_dir(args.wasm_dir.as_deref(), file)?;
         return Ok((s, dir));
     }
     let here = std::env::current_dir().context("current directory")?;
-    let dir = args
-        .wasm_dir
-        .clone()
-        .unwrap_or_else(|| default_wasm_dir(&here));
+    let dir = wasm_dir(args.wasm_dir.as_deref(), &here)?;
     if args.filter.is_none() && args.module.is_none() {
         bail!("give --chain FILE, --filter NAME or --module FILE");
     }

@@ -24,8 +24,11 @@
 //! is missing every entry point returns an error telling to run `scripts/setup.sh`: tests that need
 //! Envoy fail, they never skip.
 //!
-//! Every file the rig writes lives in a temporary directory under `<repo>/.work/` that is removed
-//! when its owner is dropped.
+//! Every file the rig writes lives in a temporary directory under `<repo>/.work/` (the system's
+//! temporary directory for an installed `meshward`) that is removed when its owner is dropped.
+//!
+//! The filters' .wasm files are found by [`wasm_dir`], the one lookup every command uses; a binary
+//! built with the `embedded-filters` feature carries the shipped filters ([`embedded_filters`]).
 
 mod certs;
 mod client;
@@ -35,6 +38,7 @@ mod message;
 mod process;
 mod tcp;
 mod upstream;
+mod wasm_dir;
 mod workdir;
 
 pub use certs::{Certs, ClientCert};
@@ -47,4 +51,5 @@ pub use tcp::{
     UpstreamConnection, UPSTREAM_QUIT,
 };
 pub use upstream::EchoUpstream;
-pub use workdir::{default_wasm_dir, repo_root, WorkDir};
+pub use wasm_dir::{default_wasm_dir, embedded_filters, wasm_dir, EmbeddedFilters};
+pub use workdir::{repo_root, WorkDir};

