@@ -8,7 +8,6 @@ use std::str::FromStr;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use meshward_scenario::default_wasm_dir;
 use meshward_scenario::suite::{run_file, FileReport, Targets};
 use meshward_scenario::tcp::{is_tcp_file, TcpScenario};
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
@@ -149,10 +148,7 @@ pub fn test(args: TestArgs) -> Result<bool> {
     let (mut passed, mut failed) = (0, 0);
     let mut reports = Vec::new();
     for file in &files {
-        let wasm_dir = args
-            .wasm_dir
-            .clone()
-            .unwrap_or_else(|| default_wasm_dir(file));
+        let wasm_dir = meshward_scenario::wasm_dir(args.wasm_dir.as_deref(), file)?;
         let mut runs = Vec::new();
         if !args.native || args.envoy {
             let report = run_file(file, &wasm_dir, targets, args.verbose);

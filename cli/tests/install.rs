@@ -177,6 +177,9 @@ fn an_installed_meshward_tests_a_mesh_in_an_empty_directory() {
             .env("CARGO_TARGET_DIR", &scratch.0)
             // A one-off build: incremental data would only be written, never read.
             .env("CARGO_INCREMENTAL", "0")
+            // Every crate the lockfile names is in the local registry cache once the workspace
+            // has been built: no index update, no network.
+            .env("CARGO_NET_OFFLINE", "true")
             .env_remove("MESHWARD_WASM_DIR")
             .env_remove("MESHWARD_EMBED_WASM_DIR"),
     );
