@@ -158,6 +158,18 @@ fn an_installed_meshward_tests_a_mesh_in_an_empty_directory() {
             .current_dir(&clone),
     );
     lap("cloned");
+    // The install's one-package build resolves its dependencies' features differently from the
+    // workspace build it is linked from (cargo unifies features over the packages built), so
+    // most of them compile again: at the workspace's dev opt-level 2, with debuginfo, that
+    // alone took 12 minutes in CI. This checkout-local cargo config (not the README command's
+    // business: a profile, not a step) keeps the test to what it shows.
+    std::fs::create_dir_all(clone.join(".cargo")).expect("mkdir .cargo");
+    std::fs::write(
+        clone.join(".cargo/config.toml"),
+        "[profile.dev]\ndebug = false\n\n[profile.dev.package.\"*\"]\nopt-level = 0\n\n\
+         [profile.dev.package.meshward-harness]\nopt-level = 0\n",
+    )
+    .expect("write .cargo/config.toml");
 
     let scratch = Scratch(target_dir().join("install-clone"));
     let _ = std::fs::remove_dir_all(&scratch.0);
