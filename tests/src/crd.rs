@@ -1,6 +1,7 @@
 //! The Istio CRD schemas of `../shared/reference/istio-crds-subset.yaml` as strict JSON Schemas,
 //! for the suites that check shipped YAML against what a cluster would accept
-//! (tests/examples.rs: WasmPlugin; tests/mesh.rs: the example mesh's security resources).
+//! (tests/examples.rs and tests/wasmplugin_from_istio.rs: WasmPlugin; tests/mesh.rs: the security
+//! resources of the example mesh and the mesh suites).
 
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
@@ -75,4 +76,33 @@ pub fn validate(schema: &Json, instance: &Json) -> Result<(), String> {
     } else {
         Err(errors.join("\n"))
     }
+}
+
+/// The WasmPlugin v1alpha1 openAPIV3Schema of Istio's CRD, made strict for the test: Kubernetes
+/// silently prunes unknown fields, so a misspelled `failStratgy` would be dropped rather than
+/// refused; here every object without `x-kubernetes-preserve-unknown-fields` refuses them.
+pub fn wasmplugin_schema() -> Json {
+    let mut schema = crd_schema("wasmplugins.extensions.istio.io", "v1alpha1");
+    let props = schema["properties"].as_object_mut().unwrap();
+    props.insert(
+        "apiVersion".into(),
+        json!({"const": "extensions.istio.io/v1alpha1"}),
+    );
+    props.insert("kind".into(), json!({"const": "WasmPlugin"}));
+    props.insert(
+        "metadata".into(),
+        json!({
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"},
+                "namespace": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"},
+                "labels": {"type": "object"},
+                "annotations": {"type": "object"}
+            },
+            "additionalProperties": false
+        }),
+    );
+    schema["required"] = json!(["apiVersion", "kind", "metadata", "spec"]);
+    schema
 }

@@ -28,7 +28,7 @@ use serde_yaml_ng::Value as Yaml;
 // `meshward wasmplugin`: its flags (meshward-cli) and its renderer (meshward-oci).
 use meshward_cli::wasmplugin::WasmPluginArgs;
 use meshward_oci::wasmplugin::{self, Filter, Phase, PluginType};
-use meshward_tests::crd::{crd_schema, validate};
+use meshward_tests::crd::validate;
 use meshward_tests::{jwt_token as token, repo};
 
 const BLESS: &str = "MESHWARD_BLESS=1 cargo test -p meshward-tests --test examples";
@@ -465,35 +465,6 @@ fn istio_examples_are_what_meshward_wasmplugin_renders() {
     }
 }
 
-/// The WasmPlugin v1alpha1 openAPIV3Schema of Istio's CRD, made strict for the test: Kubernetes
-/// silently prunes unknown fields, so a misspelled `failStratgy` would be dropped rather than
-/// refused; here every object without `x-kubernetes-preserve-unknown-fields` refuses them.
-fn wasmplugin_crd_schema() -> Json {
-    let mut schema = crd_schema("wasmplugins.extensions.istio.io", "v1alpha1");
-    let props = schema["properties"].as_object_mut().unwrap();
-    props.insert(
-        "apiVersion".into(),
-        json!({"const": "extensions.istio.io/v1alpha1"}),
-    );
-    props.insert("kind".into(), json!({"const": "WasmPlugin"}));
-    props.insert(
-        "metadata".into(),
-        json!({
-            "type": "object",
-            "required": ["name"],
-            "properties": {
-                "name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"},
-                "namespace": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"},
-                "labels": {"type": "object"},
-                "annotations": {"type": "object"}
-            },
-            "additionalProperties": false
-        }),
-    );
-    schema["required"] = json!(["apiVersion", "kind", "metadata", "spec"]);
-    schema
-}
-
 /// The CRD's `x-kubernetes-validations` (CEL) rules that apply to what we render, in Rust.
 fn check_cel_rules(spec: &Json) -> Result<(), String> {
     let set = ["selector", "targetRef", "targetRefs"]
@@ -525,7 +496,7 @@ fn check_cel_rules(spec: &Json) -> Result<(), String> {
 
 #[test]
 fn istio_examples_validate_against_the_wasmplugin_crd() {
-    let schema = wasmplugin_crd_schema();
+    let schema = meshward_tests::crd::wasmplugin_schema();
     let examples = istio_examples();
     assert_eq!(examples.len(), 5);
     for example in &examples {
@@ -638,7 +609,7 @@ fn the_bundle_renders_as_one_wasmplugin() {
     let rendered = wasmplugin::render(&args.plugin(), &json).unwrap();
     let doc: Json =
         serde_json::to_value(serde_yaml_ng::from_str::<Yaml>(&rendered).unwrap()).unwrap();
-    validate(&wasmplugin_crd_schema(), &doc).unwrap();
+    validate(&meshward_tests::crd::wasmplugin_schema(), &doc).unwrap();
     check_cel_rules(&doc["spec"]).unwrap();
     assert_eq!(doc["metadata"]["name"], "meshward");
     assert_eq!(doc["spec"]["pluginName"], "meshward");
@@ -691,7 +662,7 @@ fn spiffe_authz_tcp_renders_as_a_network_wasmplugin() {
     .unwrap();
     let doc: Json =
         serde_json::to_value(serde_yaml_ng::from_str::<Yaml>(&rendered).unwrap()).unwrap();
-    let schema = wasmplugin_crd_schema();
+    let schema = meshward_tests::crd::wasmplugin_schema();
     validate(&schema, &doc).unwrap();
     check_cel_rules(&doc["spec"]).unwrap();
     let spec = &doc["spec"];

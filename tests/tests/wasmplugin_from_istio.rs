@@ -21,7 +21,7 @@ use meshward_mesh::resource::Action;
 use meshward_mesh::{compile, select, CustomAnswer};
 use meshward_oci::wasmplugin::{check_policy, Filter};
 use meshward_scenario::mesh::{chain_scenarios, MeshScenario};
-use meshward_tests::crd::{crd_schema, validate};
+use meshward_tests::crd::validate;
 use meshward_tests::repo;
 use serde_json::{json, Value as Json};
 use serde_yaml_ng::Value as Yaml;
@@ -117,29 +117,11 @@ fn bytes(v: &Json) -> String {
     serde_json::to_string(v).unwrap()
 }
 
-/// The WasmPlugin v1alpha1 schema of Istio's CRD, strict, with metadata as Kubernetes checks it
-/// (as tests/examples.rs builds it).
+/// The WasmPlugin schema of tests/examples.rs, and a namespace required: every plugin
+/// `--from-istio` renders names its workload's namespace.
 fn wasmplugin_crd_schema() -> Json {
-    let mut schema = crd_schema("wasmplugins.extensions.istio.io", "v1alpha1");
-    let props = schema["properties"].as_object_mut().unwrap();
-    props.insert(
-        "apiVersion".into(),
-        json!({"const": "extensions.istio.io/v1alpha1"}),
-    );
-    props.insert("kind".into(), json!({"const": "WasmPlugin"}));
-    props.insert(
-        "metadata".into(),
-        json!({
-            "type": "object",
-            "required": ["name", "namespace"],
-            "properties": {
-                "name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"},
-                "namespace": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"}
-            },
-            "additionalProperties": false
-        }),
-    );
-    schema["required"] = json!(["apiVersion", "kind", "metadata", "spec"]);
+    let mut schema = meshward_tests::crd::wasmplugin_schema();
+    schema["properties"]["metadata"]["required"] = json!(["name", "namespace"]);
     schema
 }
 
