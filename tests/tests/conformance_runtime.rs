@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use meshward_harness::{FilterSpec, Host, Request};
+use meshward_harness::{CalloutResponse, Cluster, FilterSpec, Host, Request};
 use meshward_rig::default_wasm_dir;
 use meshward_scenario::suite::{run_file, Targets};
 use meshward_tests::repo;
@@ -130,17 +130,25 @@ fn refused(module_name: &str, headers: &[(&str, &str)]) -> String {
     format!("{out:?}")
 }
 
+/// gRPC goes to a real server (conformance_grpc.rs); what has none is refused by name: a call or
+/// stream to a cluster the harness models as an HTTP answer.
 #[test]
-fn the_harness_refuses_grpc_calls_and_streams_loudly() {
-    for (kind, what) in [
-        ("call", "gRPC calls (proxy_grpc_call) are not modelled"),
-        (
-            "stream",
-            "gRPC streams (proxy_grpc_stream) are not modelled",
-        ),
-    ] {
-        let out = refused("meshward_test_sdk_runtime", &[("x-rt-grpc", kind)]);
-        assert!(out.contains(&format!("harness: {what}")), "{kind}: {out}");
+fn the_harness_refuses_grpc_to_a_modelled_http_cluster_loudly() {
+    for kind in ["call", "stream"] {
+        let host = Host::builder()
+            .filter(
+                FilterSpec::from_file(module("meshward_test_sdk_runtime"))
+                    .unwrap()
+                    .name("m"),
+            )
+            .cluster("grpc", Cluster::respond(CalloutResponse::new(200, "hi")))
+            .build()
+            .unwrap();
+        let out = format!("{:?}", host.send(&Request::get("/").header("x-rt-grpc", kind)));
+        assert!(
+            out.contains("harness: gRPC to the cluster `grpc` is not modelled: it is a modelled HTTP cluster"),
+            "{kind}: {out}"
+        );
         assert!(out.contains("status: 503"), "{kind}: {out}");
     }
 }

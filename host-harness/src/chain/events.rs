@@ -1,7 +1,8 @@
-//! Events delivered to a filter's root context — ticks, shared-queue notifications, HTTP call
-//! responses — after which every stream they resumed is driven on.
+//! Events delivered to a filter's contexts — ticks, shared-queue notifications, HTTP call
+//! responses, gRPC answers — after which every stream they resumed is driven on.
 
-use crate::vm::{call, VmSet};
+use crate::envoy_model::grpc::{GrpcEvent, GrpcEventKind};
+use crate::vm::{call, GrpcDelivery, VmSet};
 
 impl VmSet {
     pub fn on_tick(&mut self, filter: usize) {
@@ -66,6 +67,93 @@ impl VmSet {
             );
         }
         self.store.data_mut().callout = None;
+        self.drive_all();
+    }
+}
+
+impl VmSet {
+    /// Delivers one gRPC answer to the context that made the call, as Envoy's handlers do: a
+    /// message to `proxy_on_grpc_receive` (with `GrpcReceiveBuffer`), metadata to the metadata
+    /// callbacks (with their maps), a close to `proxy_on_grpc_close` (with `proxy_get_status`
+    /// telling its code and message). An answer for a cancelled exchange, or one whose context has
+    /// gone, is dropped (Envoy cancels a context's exchanges when it goes).
+    pub fn on_grpc(&mut self, event: GrpcEvent) {
+        let GrpcEvent { target, kind, last } = event;
+        let (filter, ctx, token) = (target.filter, target.context, target.token);
+        let shared = self.store.data().shared.clone();
+        if last {
+            shared.grpc.finished(&target);
+        }
+        let f = {
+            let vm = &mut self.store.data_mut().vms[filter];
+            let Some(op) = vm.grpc.get(&(ctx, token)).copied() else {
+                return;
+            };
+            if vm.failed || (ctx != vm.root_ctx && !vm.contexts.contains_key(&ctx)) {
+                vm.grpc.remove(&(ctx, token));
+                return;
+            }
+            let cb = &vm.cb.grpc;
+            let f = match &kind {
+                GrpcEventKind::InitialMetadata(_) => cb.initial_metadata.clone(),
+                GrpcEventKind::Message(_) => cb.receive.clone(),
+                GrpcEventKind::TrailingMetadata(_) => cb.trailing_metadata.clone(),
+                GrpcEventKind::Close { .. } => cb.close.clone(),
+            };
+            // Bookkeeping first, as Envoy's deferred clean-up runs right after the callback: a
+            // call ends with its answer or its close; a stream's entry goes once both sides
+            // closed.
+            match (&kind, op.stream) {
+                (GrpcEventKind::Message(_), false) | (GrpcEventKind::Close { .. }, false) => {
+                    vm.grpc.remove(&(ctx, token));
+                }
+                (GrpcEventKind::Close { .. }, true) if op.local_closed => {
+                    vm.grpc.remove(&(ctx, token));
+                }
+                (GrpcEventKind::Close { .. }, true) => {
+                    if let Some(op) = vm.grpc.get_mut(&(ctx, token)) {
+                        op.remote_closed = true;
+                    }
+                }
+                _ => {}
+            }
+            f
+        };
+        let stream = self.store.data().vms[filter].contexts.get(&ctx).copied();
+        let (name, arg) = {
+            let st = self.store.data_mut();
+            match kind {
+                GrpcEventKind::InitialMetadata(pairs) => {
+                    let n = pairs.len() as i32;
+                    st.grpc.initial = Some(pairs);
+                    ("proxy_on_grpc_receive_initial_metadata", n)
+                }
+                GrpcEventKind::Message(m) => {
+                    let n = m.len() as i32;
+                    st.grpc.message = Some(m);
+                    ("proxy_on_grpc_receive", n)
+                }
+                GrpcEventKind::TrailingMetadata(pairs) => {
+                    let n = pairs.len() as i32;
+                    st.grpc.trailing = Some(pairs);
+                    ("proxy_on_grpc_receive_trailing_metadata", n)
+                }
+                GrpcEventKind::Close { status, message } => {
+                    st.status = Some((status, message));
+                    ("proxy_on_grpc_close", status as i32)
+                }
+            }
+        };
+        if let Some(f) = f {
+            let _ = call(&mut self.store, filter, ctx, stream, name, |st| {
+                f.call(st, (ctx as i32, token as i32, arg))
+            });
+        }
+        {
+            let st = self.store.data_mut();
+            st.grpc = GrpcDelivery::default();
+            st.status = None;
+        }
         self.drive_all();
     }
 }

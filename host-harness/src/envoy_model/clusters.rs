@@ -1,6 +1,7 @@
 //! Named upstream clusters for `proxy_http_call`, defined by the test.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -60,6 +61,9 @@ enum Behavior {
     Hang,
     /// Accepts the connection and closes it before answering: Envoy's router answers 503.
     Closes,
+    /// A real gRPC server (plaintext HTTP/2) at this address, for `proxy_grpc_call` and
+    /// `proxy_grpc_stream` (`envoy_model::grpc`).
+    Grpc(SocketAddr),
 }
 
 /// A cluster a filter can call with `proxy_http_call`.
@@ -109,6 +113,14 @@ impl Cluster {
     pub fn hang() -> Self {
         Cluster {
             behavior: Behavior::Hang,
+            latency: Duration::ZERO,
+        }
+    }
+    /// A real gRPC server listening at `address` (plaintext HTTP/2): gRPC calls and streams go
+    /// to it, as in Envoy with a STATIC cluster of that address.
+    pub fn grpc(address: SocketAddr) -> Self {
+        Cluster {
+            behavior: Behavior::Grpc(address),
             latency: Duration::ZERO,
         }
     }
@@ -177,6 +189,15 @@ impl Clusters {
         lock(&self.clusters).contains_key(name)
     }
 
+    /// The gRPC server of cluster `name`: `None` when there is no such cluster, `Some(None)`
+    /// when it is a modelled HTTP cluster.
+    pub fn grpc_address(&self, name: &str) -> Option<Option<SocketAddr>> {
+        lock(&self.clusters).get(name).map(|c| match c.behavior {
+            Behavior::Grpc(a) => Some(a),
+            _ => None,
+        })
+    }
+
     /// Make the next `times` callouts to `name` fail with a reset.
     pub fn fail_next(&self, name: &str, times: u32) {
         lock(&self.failures).insert(name.to_string(), times);
@@ -231,6 +252,14 @@ impl Clusters {
                 latency,
             ),
             Behavior::Hang => timeout(),
+            // Envoy's HTTP/2 client would make the call; the harness only speaks gRPC to it.
+            Behavior::Grpc(address) => (
+                router_reply(
+                    503,
+                    &format!("harness: an HTTP callout to the gRPC cluster `{}` ({address}) is not modelled", req.cluster),
+                ),
+                latency,
+            ),
         }
     }
 }

@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 
 mod clusters;
+pub(crate) mod grpc;
 mod hcm;
 mod header_map;
 mod properties;

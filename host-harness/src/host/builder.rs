@@ -133,6 +133,7 @@ impl HostBuilder {
             metrics: Metrics::default(),
             faults: Faults::default(),
             clusters,
+            grpc: Default::default(),
             logs: Mutex::new(Vec::new()),
             listener: self.listener,
             connection_ids: AtomicU64::new(0),

@@ -17,6 +17,7 @@ pub use filter_spec::FilterSpec;
 
 use builder::fault_of;
 
+use crate::envoy_model::grpc::{BOUNDED_WAIT, QUIET_WAIT};
 use crate::envoy_model::{
     check_codec, check_transport, finalize_response_headers, remote_address, request_body,
     request_headers, CalloutRequest, Cluster, Connection, HeaderMap,
@@ -142,6 +143,7 @@ impl Host {
         }
         loop {
             self.run_due();
+            self.run_grpc(Duration::ZERO);
             {
                 let mut w = self.worker(worker);
                 if w.stream(key).map(|s| s.is_done()).unwrap_or(true) {
@@ -152,6 +154,9 @@ impl Host {
                 .shared
                 .timers
                 .next_due(|e| matches!(e, Event::Callout { .. } | Event::QueueReady { .. }));
+            if self.settle_grpc(next.is_some()) {
+                continue;
+            }
             match next {
                 Some(due) => self.shared.clock.sleep_until(due),
                 None => {
@@ -370,12 +375,49 @@ impl Host {
             .clock
             .monotonic_ns()
             .saturating_add(d.as_nanos() as u64);
-        while let Some((due, event)) = self.shared.timers.pop_due(target) {
+        loop {
+            // gRPC answers come before time moves: an exchange takes no virtual time.
+            while self.settle_grpc(true) {}
+            let Some((due, event)) = self.shared.timers.pop_due(target) else {
+                break;
+            };
             self.shared.clock.sleep_until(due);
             self.dispatch(due, event);
         }
         self.shared.clock.sleep_until(target);
         self.run_due();
+        while self.settle_grpc(true) {}
+    }
+
+    /// Delivers the gRPC answers that have arrived, waiting at most `wait` for the first; whether
+    /// any was delivered.
+    fn run_grpc(&self, wait: Duration) -> bool {
+        let mut delivered = false;
+        let mut wait = wait;
+        while let Some(event) = self.shared.grpc.next_event(wait) {
+            wait = Duration::ZERO;
+            delivered = true;
+            if let Some(m) = self.vm_set(event.target.thread) {
+                lock(m).on_grpc(event);
+            }
+        }
+        delivered
+    }
+
+    /// Waits for the gRPC answers still to come before the host moves on: an exchange bound to
+    /// end (a call, a half-closed stream) for up to `grpc::BOUNDED_WAIT`; an open stream for a
+    /// short quiet spell when something else could happen (`other_work`), else as long. Whether
+    /// an answer was delivered.
+    fn settle_grpc(&self, other_work: bool) -> bool {
+        let (ending, open) = self.shared.grpc.pending();
+        let wait = if ending > 0 || (open > 0 && !other_work) {
+            BOUNDED_WAIT
+        } else if open > 0 {
+            QUIET_WAIT
+        } else {
+            return self.run_grpc(Duration::ZERO);
+        };
+        self.run_grpc(wait)
     }
 
     /// Host wall time (ns since the epoch) as modules see it.

@@ -18,6 +18,7 @@ fn get_buffer(c: &C<'_>, kind: BufferType) -> Result<Vec<u8>, Status> {
             .as_ref()
             .map(|r| r.body.clone())
             .ok_or(Status::NOT_FOUND),
+        BufferType::GrpcReceiveBuffer => data.grpc.message.clone().ok_or(Status::NOT_FOUND),
         BufferType::HttpRequestBody | BufferType::HttpResponseBody => Ok(data
             .stream()
             .ok_or(Status::NOT_FOUND)?
@@ -99,8 +100,11 @@ pub(super) fn proxy_set_buffer_bytes(
             Some(s) => s.body_mut(kind, filter).ok_or(Status::BAD_ARGUMENT),
             None => Err(Status::NOT_FOUND),
         },
-        // Envoy hands a callout's response body to the callback read-only: BadArgument.
-        BufferType::HttpCallResponseBody => Err(Status::BAD_ARGUMENT),
+        // Envoy hands a callout's response body, and a gRPC message, to the callback
+        // read-only: BadArgument.
+        BufferType::HttpCallResponseBody | BufferType::GrpcReceiveBuffer => {
+            Err(Status::BAD_ARGUMENT)
+        }
         BufferType::DownstreamData | BufferType::UpstreamData => {
             super::network::buffer_mut(state, kind).ok_or(Status::NOT_FOUND)
         }

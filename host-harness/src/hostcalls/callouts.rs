@@ -1,6 +1,5 @@
-//! Callouts: `proxy_http_call` to the test's clusters (`envoy_model::Clusters`; the response is
-//! delivered later as a timer event), and gRPC, which is not modelled: Envoy answers an unknown
-//! service with BadArgument and an unknown token with NotFound.
+//! HTTP callouts: `proxy_http_call` to the test's clusters (`envoy_model::Clusters`; the response
+//! is delivered later as a timer event). gRPC calls and streams are in `grpc`.
 
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ const MAX_PAIRS_BYTES: usize = 1 << 20;
 
 /// The pairs of a map a module hands over; cpp-host reads a map over its limits as no pairs at
 /// all (so a callout with one is missing `:method` and refused).
-fn limited_pairs(data: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+pub(super) fn limited_pairs(data: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
     let count = data
         .get(..4)
         .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
@@ -49,6 +48,13 @@ pub(super) fn proxy_http_call(
         return st(s);
     }
     let cluster = text(&upstream).into_owned();
+    if let Some(Some(address)) = c.data().shared.clusters.grpc_address(&cluster) {
+        return Err(wasmtime::Error::msg(format!(
+            "harness: an HTTP callout to the gRPC cluster `{cluster}` ({address}) is not modelled: \
+             the harness speaks only gRPC to a `grpc` cluster; test this call in Envoy \
+             (`meshward test --envoy`)"
+        )));
+    }
     let headers = limited_pairs(&headers);
     let has = |n: &[u8]| headers.iter().any(|(k, _)| k.as_slice() == n);
     if !c.data().shared.clusters.exists(&cluster)
@@ -91,63 +97,4 @@ pub(super) fn proxy_http_call(
         },
     );
     res(put_u32(c, return_token, token))
-}
-
-#[allow(clippy::too_many_arguments)]
-pub(super) fn proxy_grpc_call(
-    _c: &mut C<'_>,
-    _service_data: i32,
-    _service_size: i32,
-    _service_name_data: i32,
-    _service_name_size: i32,
-    _method_name_data: i32,
-    _method_name_size: i32,
-    _initial_metadata_data: i32,
-    _initial_metadata_size: i32,
-    _request_data: i32,
-    _request_size: i32,
-    _timeout_milliseconds: i32,
-    _return_token: i32,
-) -> R {
-    // Envoy makes the call to the cluster the GrpcService names; answering BadArgument instead
-    // (the Rust SDK panics on it) would be a verdict Envoy never gives. Refuse, by name.
-    Err(wasmtime::Error::msg(
-        "harness: gRPC calls (proxy_grpc_call) are not modelled: Envoy would call the service;          test this module's gRPC path in Envoy (`meshward test --envoy`)",
-    ))
-}
-
-#[allow(clippy::too_many_arguments)]
-pub(super) fn proxy_grpc_stream(
-    _c: &mut C<'_>,
-    _service_data: i32,
-    _service_size: i32,
-    _service_name_data: i32,
-    _service_name_size: i32,
-    _method_name_data: i32,
-    _method_name_size: i32,
-    _initial_metadata_data: i32,
-    _initial_metadata_size: i32,
-    _return_token: i32,
-) -> R {
-    Err(wasmtime::Error::msg(
-        "harness: gRPC streams (proxy_grpc_stream) are not modelled: Envoy would open the          stream; test this module's gRPC path in Envoy (`meshward test --envoy`)",
-    ))
-}
-
-pub(super) fn proxy_grpc_send(
-    _c: &mut C<'_>,
-    _token: i32,
-    _message_data: i32,
-    _message_size: i32,
-    _end_stream: i32,
-) -> R {
-    st(Status::NOT_FOUND)
-}
-
-pub(super) fn proxy_grpc_cancel(_c: &mut C<'_>, _token: i32) -> R {
-    st(Status::NOT_FOUND)
-}
-
-pub(super) fn proxy_grpc_close(_c: &mut C<'_>, _token: i32) -> R {
-    st(Status::NOT_FOUND)
 }

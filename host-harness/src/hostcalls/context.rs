@@ -29,10 +29,17 @@ pub(super) fn proxy_get_status(
     return_message_data: i32,
     return_message_size: i32,
 ) -> R {
-    if let Err(s) = put_u32(c, return_code, 0) {
+    // Envoy's context status: set while a gRPC close is delivered, else 0 and no message.
+    let (code, message) = c.data().status.clone().unwrap_or_default();
+    if let Err(s) = put_u32(c, return_code, code) {
         return st(s);
     }
-    out(c, &[], return_message_data, return_message_size)
+    out(
+        c,
+        message.as_bytes(),
+        return_message_data,
+        return_message_size,
+    )
 }
 
 pub(super) fn proxy_call_foreign_function(

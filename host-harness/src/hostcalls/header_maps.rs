@@ -17,11 +17,14 @@ macro_rules! valid_map_type {
     };
 }
 
-/// Whether `kind` names a callout response's map.
+/// Whether `kind` names a callout response's map (HTTP, or gRPC metadata).
 fn is_callout_map(kind: MapType) -> bool {
     matches!(
         kind,
-        MapType::HttpCallResponseHeaders | MapType::HttpCallResponseTrailers
+        MapType::HttpCallResponseHeaders
+            | MapType::HttpCallResponseTrailers
+            | MapType::GrpcCallInitialMetadata
+            | MapType::GrpcCallTrailingMetadata
     )
 }
 
@@ -78,6 +81,19 @@ fn with_callout_map<T>(
     kind: MapType,
     f: impl FnOnce(&mut HeaderMap) -> T,
 ) -> Result<T, Status> {
+    if matches!(
+        kind,
+        MapType::GrpcCallInitialMetadata | MapType::GrpcCallTrailingMetadata
+    ) {
+        let grpc = &c.data().grpc;
+        let pairs = if kind == MapType::GrpcCallInitialMetadata {
+            grpc.initial.clone()
+        } else {
+            grpc.trailing.clone()
+        };
+        let mut m = HeaderMap::from_pairs(pairs.ok_or(Status::BAD_ARGUMENT)?);
+        return Ok(f(&mut m));
+    }
     let Some(callout) = c.data_mut().callout.as_mut() else {
         return Err(Status::BAD_ARGUMENT);
     };

@@ -9,7 +9,7 @@ use wasmtime::{Instance, Linker, Store, TypedFunc, WasmParams, WasmResults};
 
 use super::module::shared_engine;
 use super::shared::HostShared;
-use super::state::{Callbacks, FilterInfo, Vm, VmState};
+use super::state::{Callbacks, FilterInfo, GrpcCallbacks, Vm, VmState};
 use crate::error::HostError;
 use crate::outcome::{LogLevel, LogLine};
 use crate::runtime::lock;
@@ -67,6 +67,20 @@ impl VmSet {
                 response_headers: typed(&mut store, &inst, "proxy_on_response_headers")?,
                 response_body: typed(&mut store, &inst, "proxy_on_response_body")?,
                 http_call_response: typed(&mut store, &inst, "proxy_on_http_call_response")?,
+                grpc: GrpcCallbacks {
+                    initial_metadata: typed(
+                        &mut store,
+                        &inst,
+                        "proxy_on_grpc_receive_initial_metadata",
+                    )?,
+                    receive: typed(&mut store, &inst, "proxy_on_grpc_receive")?,
+                    trailing_metadata: typed(
+                        &mut store,
+                        &inst,
+                        "proxy_on_grpc_receive_trailing_metadata",
+                    )?,
+                    close: typed(&mut store, &inst, "proxy_on_grpc_close")?,
+                },
                 log: typed(&mut store, &inst, "proxy_on_log")?,
                 done: typed(&mut store, &inst, "proxy_on_done")?,
                 delete: typed(&mut store, &inst, "proxy_on_delete")?,
@@ -98,6 +112,9 @@ impl VmSet {
                 tick_period_ms: 0,
                 next_callout: 0,
                 callouts: HashMap::new(),
+                next_grpc_call: 1,
+                next_grpc_stream: 2,
+                grpc: HashMap::new(),
             });
             let index = store.data().vms.len() - 1;
             // cpp-host's `startVm` restricts the host calls start-up code may make.

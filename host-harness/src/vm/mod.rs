@@ -13,4 +13,4 @@ pub(crate) use memory::{copy_out, mem_read, mem_write};
 pub(crate) use module::{compile, shared_engine};
 pub(crate) use shared::HostShared;
 pub use state::FailStrategy;
-pub(crate) use state::{Callbacks, FilterInfo, ModuleShape, VmState};
+pub(crate) use state::{Callbacks, FilterInfo, GrpcDelivery, GrpcOp, ModuleShape, VmState};

@@ -5,6 +5,7 @@
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
+use crate::envoy_model::grpc::GrpcClient;
 use crate::envoy_model::{Clusters, ListenerSettings};
 use crate::outcome::LogLine;
 use crate::runtime::{Clock, Event, Faults, Gate, Metrics, SharedData, SharedQueues, Timers};
@@ -18,6 +19,8 @@ pub(crate) struct HostShared {
     pub metrics: Metrics,
     pub faults: Faults,
     pub clusters: Clusters,
+    /// gRPC calls and streams to the clusters' real servers.
+    pub grpc: GrpcClient,
     pub logs: Mutex<Vec<LogLine>>,
     pub listener: ListenerSettings,
     pub connection_ids: AtomicU64,

@@ -64,11 +64,20 @@ pub(crate) struct Callbacks {
     pub response_headers: Option<TypedFunc<(i32, i32, i32), i32>>,
     pub response_body: Option<TypedFunc<(i32, i32, i32), i32>>,
     pub http_call_response: Option<HttpCallResponseFn>,
+    pub grpc: GrpcCallbacks,
     pub log: Option<TypedFunc<i32, ()>>,
     pub done: Option<TypedFunc<i32, i32>>,
     pub delete: Option<TypedFunc<i32, ()>>,
     /// The network (L4) callbacks (`crate::connection`).
     pub network: crate::connection::NetworkCallbacks,
+}
+
+/// The gRPC callbacks, each `(context_id, token, count or size or status)`.
+pub(crate) struct GrpcCallbacks {
+    pub initial_metadata: Option<TypedFunc<(i32, i32, i32), ()>>,
+    pub receive: Option<TypedFunc<(i32, i32, i32), ()>>,
+    pub trailing_metadata: Option<TypedFunc<(i32, i32, i32), ()>>,
+    pub close: Option<TypedFunc<(i32, i32, i32), ()>>,
 }
 
 /// `proxy_on_context_create(context_id, root_context_id)`.
@@ -90,6 +99,33 @@ pub(crate) struct Vm {
     pub next_callout: u32,
     /// Callout results waiting for their completion event.
     pub callouts: HashMap<u32, CalloutResult>,
+    /// Envoy numbers a VM's gRPC calls 5, 9, 13, … and its streams 6, 10, 14, … (the low two
+    /// bits tell callout kinds apart; HTTP callouts are 4, 8, …).
+    pub next_grpc_call: u32,
+    pub next_grpc_stream: u32,
+    /// gRPC calls and streams in flight, by (context that made it, token).
+    pub grpc: HashMap<(u32, u32), GrpcOp>,
+}
+
+/// A gRPC call or stream as the VM's context keeps it (Envoy's `grpc_call_request_` and
+/// `grpc_stream_` maps of the context).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct GrpcOp {
+    pub stream: bool,
+    /// The module half-closed the stream (`proxy_grpc_close`, or a send with end of stream).
+    pub local_closed: bool,
+    /// The server closed it (`proxy_on_grpc_close` delivered).
+    pub remote_closed: bool,
+}
+
+/// What a gRPC callback lets the module read while it runs.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct GrpcDelivery {
+    /// `GrpcReceiveInitialMetadata` / `GrpcReceiveTrailingMetadata` during those callbacks.
+    pub initial: Option<crate::envoy_model::grpc::Pairs>,
+    pub trailing: Option<crate::envoy_model::grpc::Pairs>,
+    /// `GrpcReceiveBuffer` during `proxy_on_grpc_receive`.
+    pub message: Option<Vec<u8>>,
 }
 
 impl Vm {
@@ -126,6 +162,10 @@ pub(crate) struct VmState {
     pub shared: Arc<HostShared>,
     /// The callout response being delivered (`HttpCallResponse*` maps and body).
     pub callout: Option<CalloutResult>,
+    /// The gRPC answer being delivered.
+    pub grpc: GrpcDelivery,
+    /// What `proxy_get_status` answers during a gRPC close callback (code, message).
+    pub status: Option<(u32, String)>,
     /// Whether the current root call is `on_configure` / `on_vm_start` (configuration buffers).
     pub in_config: bool,
     /// Inside `_initialize` / `_start` / `main`: cpp-host lets start-up code call only a few
@@ -148,9 +188,22 @@ impl VmState {
             flows: HashMap::new(),
             shared,
             callout: None,
+            grpc: GrpcDelivery::default(),
+            status: None,
             in_config: false,
             starting: false,
             hostcalls: 0,
+        }
+    }
+
+    /// Cancels the gRPC calls and streams context `ctx` of filter `vm` made (it is going away).
+    pub fn drop_grpc(&mut self, vm: usize, ctx: u32) {
+        let thread = self.thread;
+        if let Some(v) = self.vms.get_mut(vm) {
+            if v.grpc.keys().any(|(c, _)| *c == ctx) {
+                v.grpc.retain(|(c, _), _| *c != ctx);
+                self.shared.grpc.cancel_context(thread, vm, ctx);
+            }
         }
     }
 
