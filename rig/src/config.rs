@@ -2,7 +2,8 @@
 //! optionally a TLS one that asks for, but does not require, a client certificate, and optionally
 //! one shaped as an Istio sidecar's for an mTLS mode: [`MtlsMode`]), the HTTP connection manager
 //! settings they all share, the HTTP filter chain (wasm filters and raw native
-//! filters, then the router) and the clusters (`upstream` plus any named extras).
+//! filters, then the router) and the clusters (`upstream` plus any named extras, HTTP/1 or, for
+//! gRPC servers, HTTP/2).
 //!
 //! Listener ports default to 0: Envoy binds an ephemeral port and [`crate::Envoy`] reads the real
 //! one from the admin endpoint, so there is no pick-then-bind race between parallel tests.
@@ -204,7 +205,8 @@ struct TransportListener {
 #[derive(Debug, Clone)]
 pub struct EnvoyConfig {
     upstream: SocketAddr,
-    clusters: Vec<(String, SocketAddr)>,
+    /// Extra clusters: name, endpoint, whether it speaks HTTP/2 (a gRPC server).
+    clusters: Vec<(String, SocketAddr, bool)>,
     filters: Vec<HttpFilter>,
     max_request_headers_kb: Option<u32>,
     max_headers_count: Option<u32>,
@@ -245,7 +247,15 @@ impl EnvoyConfig {
 
     /// Adds a STATIC cluster (e.g. a JWKS server reached by `dispatch_http_call`).
     pub fn cluster(mut self, name: &str, addr: SocketAddr) -> Self {
-        self.clusters.push((name.to_string(), addr));
+        self.clusters.push((name.to_string(), addr, false));
+        self
+    }
+
+    /// Adds a STATIC cluster that speaks plaintext HTTP/2 to its endpoint (a gRPC server reached
+    /// by `dispatch_grpc_call` / `open_grpc_stream`): `typed_extension_protocol_options` with
+    /// `explicit_http_config.http2_protocol_options`.
+    pub fn grpc_cluster(mut self, name: &str, addr: SocketAddr) -> Self {
+        self.clusters.push((name.to_string(), addr, true));
         self
     }
 
@@ -352,11 +362,11 @@ impl EnvoyConfig {
             listeners.push(self.transport_listener(transport)?);
         }
         listeners.extend(self.extra_listeners.iter().cloned());
-        let mut clusters = vec![cluster(UPSTREAM_CLUSTER, self.upstream)];
+        let mut clusters = vec![cluster(UPSTREAM_CLUSTER, self.upstream, false)];
         clusters.extend(
             self.clusters
                 .iter()
-                .map(|(name, addr)| cluster(name, *addr)),
+                .map(|(name, addr, http2)| cluster(name, *addr, *http2)),
         );
         Ok(json!({
             "admin": {"address": socket_address(0)},
@@ -488,8 +498,9 @@ fn random_loopback() -> std::net::Ipv4Addr {
     std::net::Ipv4Addr::new(127, x, y, 1 + z % 254)
 }
 
-fn cluster(name: &str, addr: SocketAddr) -> Value {
-    json!({
+/// A STATIC cluster of one endpoint; `http2`: it speaks (plaintext) HTTP/2 to it.
+fn cluster(name: &str, addr: SocketAddr, http2: bool) -> Value {
+    let mut cluster = json!({
         "name": name,
         "type": "STATIC",
         "connect_timeout": "2s",
@@ -500,5 +511,54 @@ fn cluster(name: &str, addr: SocketAddr) -> Value {
                 "port_value": addr.port(),
             }}}}]}],
         },
-    })
+    });
+    if http2 {
+        cluster["typed_extension_protocol_options"] = json!({
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        });
+    }
+    cluster
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grpc_cluster_speaks_http2_and_the_others_do_not() {
+        let addr: SocketAddr = "127.0.0.1:50051".parse().unwrap();
+        let config = EnvoyConfig::new(addr)
+            .cluster("jwks", addr)
+            .grpc_cluster("grpc", addr);
+        let bootstrap = config.bootstrap().unwrap();
+        let clusters = bootstrap["static_resources"]["clusters"]
+            .as_array()
+            .unwrap();
+        let by_name = |name: &str| {
+            clusters
+                .iter()
+                .find(|c| c["name"] == name)
+                .unwrap_or_else(|| panic!("no cluster {name}"))
+        };
+        let options = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+        let grpc = by_name("grpc");
+        assert_eq!(grpc["type"], "STATIC");
+        assert_eq!(
+            grpc["typed_extension_protocol_options"][options]["explicit_http_config"],
+            json!({"http2_protocol_options": {}})
+        );
+        assert_eq!(
+            grpc["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+                ["socket_address"]["port_value"],
+            50051
+        );
+        for plain in [UPSTREAM_CLUSTER, "jwks"] {
+            assert!(by_name(plain)
+                .get("typed_extension_protocol_options")
+                .is_none());
+        }
+    }
 }

@@ -110,6 +110,11 @@ fn prepare(scenario: &Scenario, filters: Filters<'_>) -> Result<Prepared> {
     }
     let mut clusters = Vec::new();
     for cluster in &scenario.clusters {
+        if let Some(addr) = cluster.grpc_address()? {
+            // A real gRPC server the scenario's runner started: an HTTP/2 cluster to it.
+            config = config.grpc_cluster(&cluster.name, addr);
+            continue;
+        }
         let addr = match &cluster.response {
             Some(resp) => {
                 let status = resp.status;

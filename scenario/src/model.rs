@@ -86,17 +86,24 @@ pub enum MtlsMode {
     Disable,
 }
 
-/// A named upstream cluster a filter can call with `dispatch_http_call`.
+/// A named upstream cluster a filter can call with `dispatch_http_call` (or, with `grpc`,
+/// `dispatch_grpc_call` / `open_grpc_stream`). Exactly one of `response`, `down: true` and `grpc`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ClusterSpec {
     pub name: String,
-    /// The answer the cluster gives to every call (absent with `down: true`).
+    /// The answer the cluster gives to every call (absent with `down: true` or `grpc`).
     #[serde(default)]
     pub response: Option<ClusterResponse>,
     /// Nothing listens: calls fail like a dead upstream.
     #[serde(default)]
     pub down: bool,
+    /// A real gRPC server (plaintext HTTP/2) at this address (`host:port`, an IP address), in
+    /// both worlds: Envoy's cluster speaks HTTP/2 to it. `${NAME}` in it is replaced from the
+    /// environment when the scenario is loaded (`127.0.0.1:${MESHWARD_GRPC_ECHO}`); an unset
+    /// variable is an error naming it.
+    #[serde(default)]
+    pub grpc: Option<String>,
     /// The cluster answers this late (`300ms`, `3s`; at most 10s): a slow JWKS server. The
     /// harness delays the answer on its virtual clock; in Envoy the upstream really waits.
     #[serde(default)]
@@ -104,6 +111,33 @@ pub struct ClusterSpec {
 }
 
 impl ClusterSpec {
+    /// The address of a `grpc` cluster (`None` for the others), once `${NAME}`s were replaced
+    /// ([`Scenario::load`] does that).
+    pub fn grpc_address(&self) -> Result<Option<std::net::SocketAddr>> {
+        let Some(text) = &self.grpc else {
+            return Ok(None);
+        };
+        match text.parse() {
+            Ok(addr) => Ok(Some(addr)),
+            Err(_) => bail!(
+                "cluster `{}`: grpc `{text}` is not an address (an IP address and a port: \
+                 127.0.0.1:50051)",
+                self.name
+            ),
+        }
+    }
+
+    /// Replaces each `${NAME}` in `grpc` with the environment variable `NAME`.
+    fn expand_environment(&mut self) -> Result<()> {
+        if let Some(text) = &self.grpc {
+            self.grpc = Some(
+                expand_variables(text, |name| std::env::var(name).ok())
+                    .with_context(|| format!("cluster `{}`: grpc `{text}`", self.name))?,
+            );
+        }
+        Ok(())
+    }
+
     /// The cluster's `latency`, checked like a case's `advance`.
     pub fn latency(&self) -> Result<Option<std::time::Duration>> {
         short_duration(
@@ -125,6 +159,28 @@ pub struct ClusterResponse {
     /// Body read from a file (relative to the scenario file).
     #[serde(default)]
     pub body_file: Option<PathBuf>,
+}
+
+/// `text` with each `${NAME}` replaced by `lookup(NAME)`; a name it does not know is an error
+/// naming it, and so is a `${` without its `}`.
+fn expand_variables(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            bail!("`${{` without its `}}`");
+        };
+        let name = &after[..end];
+        match lookup(name) {
+            Some(value) => out.push_str(&value),
+            None => bail!("the environment variable `{name}` is not set"),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 fn default_status() -> u16 {
@@ -364,6 +420,11 @@ impl Scenario {
             anyhow::anyhow!("{}: field `{}`: {}", path.display(), e.path(), e.inner())
         })?;
         scenario.path = path.to_path_buf();
+        for cluster in &mut scenario.clusters {
+            cluster
+                .expand_environment()
+                .with_context(|| format!("scenario {}", path.display()))?;
+        }
         scenario
             .validate()
             .with_context(|| format!("scenario {}", path.display()))?;
@@ -403,16 +464,17 @@ impl Scenario {
             case.advance()?;
         }
         for c in &self.clusters {
-            let slow = c.latency()?.is_some();
-            if slow && c.down {
-                bail!("cluster `{}`: `latency` needs a `response`", c.name);
-            }
-            if c.down == c.response.is_some() {
+            let kinds = [c.response.is_some(), c.down, c.grpc.is_some()];
+            if kinds.iter().filter(|k| **k).count() != 1 {
                 bail!(
-                    "cluster `{}`: give exactly one of `response` and `down: true`",
+                    "cluster `{}`: give exactly one of `response`, `down: true` and `grpc`",
                     c.name
                 );
             }
+            if c.latency()?.is_some() && c.response.is_none() {
+                bail!("cluster `{}`: `latency` needs a `response`", c.name);
+            }
+            c.grpc_address()?;
         }
         Ok(())
     }
@@ -568,5 +630,86 @@ mod tests {
         assert!(long.contains("over 10s"), "{long}");
         let bad = case(Some("soon")).advance().unwrap_err().to_string();
         assert!(bad.contains("not a duration"), "{bad}");
+    }
+
+    fn with_cluster(cluster: &str) -> Result<Scenario> {
+        let yaml = format!(
+            "clusters: [{cluster}]\nchain: [{{filter: spiffe-authz}}]\n\
+             cases: [{{name: c, request: {{path: /}}, expect: {{status: 200}}}}]\n"
+        );
+        Scenario::from_yaml(&yaml, Path::new("t.yaml"))
+    }
+
+    #[test]
+    fn a_cluster_is_a_response_a_dead_one_or_a_grpc_server() {
+        for ok in [
+            "{name: a, response: {status: 200}}",
+            "{name: a, down: true}",
+            "{name: a, grpc: \"127.0.0.1:50051\"}",
+            "{name: a, response: {status: 200}, latency: 5ms}",
+        ] {
+            with_cluster(ok).unwrap_or_else(|e| panic!("{ok}: {e:#}"));
+        }
+        for (bad, why) in [
+            ("{name: a}", "cluster `a`: give exactly one of"),
+            (
+                "{name: a, down: true, grpc: \"127.0.0.1:1\"}",
+                "cluster `a`: give exactly one of",
+            ),
+            (
+                "{name: a, response: {}, grpc: \"127.0.0.1:1\"}",
+                "cluster `a`: give exactly one of",
+            ),
+            (
+                "{name: a, grpc: \"127.0.0.1:1\", latency: 5ms}",
+                "`latency` needs a `response`",
+            ),
+            (
+                "{name: a, grpc: \"localhost:50051\"}",
+                "cluster `a`: grpc `localhost:50051` is not an address",
+            ),
+        ] {
+            let e = format!("{:#}", with_cluster(bad).unwrap_err());
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let s = with_cluster("{name: g, grpc: \"127.0.0.1:50051\"}").unwrap();
+        assert_eq!(
+            s.clusters[0].grpc_address().unwrap(),
+            Some("127.0.0.1:50051".parse().unwrap())
+        );
+        let plain = with_cluster("{name: a, down: true}").unwrap();
+        assert_eq!(plain.clusters[0].grpc_address().unwrap(), None);
+    }
+
+    #[test]
+    fn grpc_addresses_take_variables_from_the_environment() {
+        let env = |name: &str| (name == "PORT").then(|| "50051".to_string());
+        assert_eq!(
+            expand_variables("127.0.0.1:${PORT}", env).unwrap(),
+            "127.0.0.1:50051"
+        );
+        assert_eq!(expand_variables("no variable", env).unwrap(), "no variable");
+        let unset = expand_variables("127.0.0.1:${NOPE}", env)
+            .unwrap_err()
+            .to_string();
+        assert!(unset.contains("`NOPE` is not set"), "{unset}");
+        let open = expand_variables("127.0.0.1:${PORT", env)
+            .unwrap_err()
+            .to_string();
+        assert!(open.contains("without its"), "{open}");
+        // Through a scenario file: the error names the cluster and the variable.
+        let e = format!(
+            "{:#}",
+            with_cluster("{name: g, grpc: \"127.0.0.1:${MESHWARD_TEST_UNSET_VARIABLE_7Q}\"}")
+                .unwrap_err()
+        );
+        assert!(
+            e.contains("cluster `g`") && e.contains("`MESHWARD_TEST_UNSET_VARIABLE_7Q` is not set"),
+            "{e}"
+        );
+        std::env::set_var("MESHWARD_TEST_GRPC_PORT_3K", "50052");
+        let s =
+            with_cluster("{name: g, grpc: \"127.0.0.1:${MESHWARD_TEST_GRPC_PORT_3K}\"}").unwrap();
+        assert_eq!(s.clusters[0].grpc.as_deref(), Some("127.0.0.1:50052"));
     }
 }

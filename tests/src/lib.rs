@@ -1,9 +1,10 @@
 //! What every suite in `tests/*.rs` needs to find: the repository, the filters' release modules
-//! the fixture tokens and the Istio CRD schemas ([`crd`]). The rig the suites drive is `meshward_rig`.
+//! the fixture tokens, the Istio CRD schemas ([`crd`]) and the test gRPC server ([`grpc`]). The rig the suites drive is `meshward_rig`.
 
 use std::path::{Path, PathBuf};
 
 pub mod crd;
+pub mod grpc;
 mod parity;
 
 pub use parity::parity_suite;
