@@ -3,7 +3,9 @@
     .venv/bin/python tests/peers/grpc_echo.py
 
 Binds 127.0.0.1:0 (plaintext HTTP/2), prints `PORT <n>` on stdout and serves until its parent
-process dies (polled) or for at most 10 minutes. Messages are raw bytes: no protobuf, the
+process dies (polled) or for at most 10 minutes. It also binds a silent port, printed next as
+`SILENT <m>`: a listener that accepts connections, reads whatever comes and never answers (a
+gRPC server that hangs, so that the client's own deadline decides, never the server's). Messages are raw bytes: no protobuf, the
 request deserializer and response serializer are the identity, so a module sends and receives
 plain text. Started by `meshward_tests::grpc::GrpcEcho::start()` (tests/src/grpc.rs).
 
@@ -28,6 +30,7 @@ metadata `x-echo-trailer: done` when it ends OK.
 """
 
 import os
+import socket
 import sys
 import threading
 import time
@@ -128,6 +131,26 @@ def handlers():
     )
 
 
+def silent():
+    """A listener that accepts and reads but never writes a byte; returns its port."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+
+    def drain(conn):
+        with conn:
+            while conn.recv(65536):
+                pass
+
+    def accept():
+        while True:
+            conn, _ = listener.accept()
+            threading.Thread(target=drain, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return listener.getsockname()[1]
+
+
 def main():
     parent = os.getppid()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
@@ -135,6 +158,7 @@ def main():
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(f"PORT {port}", flush=True)
+    print(f"SILENT {silent()}", flush=True)
     deadline = time.monotonic() + LIFETIME_S
     # Stop with the parent (a test that crashed or was killed) or after LIFETIME_S at most.
     while time.monotonic() < deadline and os.getppid() == parent:

@@ -10,10 +10,14 @@ use std::process::{Child, Command, Stdio};
 /// (`grpc: "127.0.0.1:${MESHWARD_GRPC_ECHO}"`).
 pub const PORT_VARIABLE: &str = "MESHWARD_GRPC_ECHO";
 
+/// And the silent port's (a listener that never answers: `${MESHWARD_GRPC_SILENT}`).
+pub const SILENT_VARIABLE: &str = "MESHWARD_GRPC_SILENT";
+
 /// A running `grpc_echo.py`; killed when dropped (and it stops by itself when its parent dies).
 pub struct GrpcEcho {
     child: Child,
     addr: SocketAddr,
+    silent: SocketAddr,
 }
 
 impl GrpcEcho {
@@ -47,22 +51,31 @@ impl GrpcEcho {
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", script.display()));
         let stdout = child.stdout.take().expect("piped stdout");
-        let mut line = String::new();
-        let read = BufReader::new(stdout).read_line(&mut line);
-        let port = line
-            .strip_prefix("PORT ")
-            .and_then(|p| p.trim().parse::<u16>().ok());
-        let Some(port) = port else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{} did not print its port (read {read:?}: {line:?})",
-                script.display()
-            );
+        let mut lines = BufReader::new(stdout);
+        let mut port = |prefix: &str| {
+            let mut line = String::new();
+            let read = lines.read_line(&mut line);
+            let port = line
+                .strip_prefix(prefix)
+                .and_then(|p| p.trim().parse::<u16>().ok());
+            port.ok_or_else(|| format!("read {read:?}: {line:?}"))
+        };
+        let ports = port("PORT ").and_then(|p| Ok((p, port("SILENT ")?)));
+        let (port, silent) = match ports {
+            Ok(ports) => ports,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{} did not print its ports (`PORT <n>`, `SILENT <m>`): {e}",
+                    script.display()
+                );
+            }
         };
         Self {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            silent: SocketAddr::from(([127, 0, 0, 1], silent)),
         }
     }
 
@@ -74,6 +87,11 @@ impl GrpcEcho {
     /// Its port.
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// The silent listener: accepts connections, never answers.
+    pub fn silent_addr(&self) -> SocketAddr {
+        self.silent
     }
 }
 

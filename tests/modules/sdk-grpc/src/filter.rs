@@ -7,6 +7,8 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 proxy_wasm::main! {{
+    // The SDK's own trace lines (a callback for a token it does not know) reach the host's log.
+    proxy_wasm::set_log_level(LogLevel::Trace);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(GrpcRoot) });
 }}
 
@@ -44,7 +46,9 @@ fn unescape(text: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
         if let (b'%', Some(hex)) = (bytes[i], hex) {
             if let Ok(b) = u8::from_str_radix(hex, 16) {
                 out.push(b);
@@ -247,10 +251,7 @@ impl Grpc {
                 proxy_grpc_cancel(token),
             )
         };
-        self.add(
-            name,
-            &format!("send={send},close={close},cancel={cancel}"),
-        );
+        self.add(name, &format!("send={send},close={close},cancel={cancel}"));
     }
 
     fn tokens(&mut self, spec: &str) -> Action {
@@ -307,7 +308,10 @@ impl Grpc {
 
     fn call(&mut self, spec: &str) -> Action {
         let parts: Vec<&str> = spec.splitn(4, ';').collect();
-        let (cluster, method, message) = (parts[0], parts[1], parts[2]);
+        // The cluster may be a serialized GrpcService (`%XX` escapes).
+        let cluster = String::from_utf8_lossy(&unescape(parts[0])).into_owned();
+        let cluster = cluster.as_str();
+        let (method, message) = (parts[1], parts[2]);
         let timeout: u64 = parts.get(3).and_then(|t| t.parse().ok()).unwrap_or(5000);
         let meta = metadata(self.get_http_request_header("x-grpc-meta"));
         if self.get_http_request_header("x-grpc-raw").as_deref() == Some("1") {
@@ -382,7 +386,13 @@ impl Grpc {
             "" => Vec::new(),
             list => list
                 .split('|')
-                .map(|m| if m == "<empty>" { &b""[..] } else { m.as_bytes() })
+                .map(|m| {
+                    if m == "<empty>" {
+                        &b""[..]
+                    } else {
+                        m.as_bytes()
+                    }
+                })
                 .collect(),
         };
         self.end = match parts.get(3).copied().unwrap_or("close") {
@@ -428,6 +438,10 @@ impl Grpc {
                 }
             };
             self.add("x-grpc-then-status", &status.to_string());
+            if then == "cancel" && status == 0 {
+                // A cancelled stream gets no more callbacks: wait for a witness instead.
+                self.end = End::Cancel;
+            }
         }
         match self.end {
             End::Cancel => {
@@ -456,9 +470,10 @@ impl Context for Grpc {
         }
         if Some(token) == self.witness {
             self.events.push("witness".to_string());
-            self.report_events();
             if self.stream.is_some() {
                 self.report_stream();
+            } else {
+                self.report_events();
             }
             self.resume();
             return;
@@ -494,7 +509,8 @@ impl Context for Grpc {
         let (described, names) = Self::describe(&pairs);
         self.initial = Some(format!("{num_elements}:{described}"));
         self.initial_names = Some(names);
-        self.status_seen.push(format!("initial={}", self.status_text()));
+        self.status_seen
+            .push(format!("initial={}", self.status_text()));
     }
 
     fn on_grpc_stream_message(&mut self, token: u32, message_size: usize) {
@@ -507,7 +523,8 @@ impl Context for Grpc {
             .get_grpc_stream_message(0, message_size)
             .map_or_else(|| "<none>".to_string(), |b| printable(&b));
         self.messages.push(body);
-        self.status_seen.push(format!("message={}", self.status_text()));
+        self.status_seen
+            .push(format!("message={}", self.status_text()));
         if let Some(op) = self.on_message.take() {
             // SAFETY: plain host calls with an integer token.
             let status = unsafe {
@@ -523,6 +540,8 @@ impl Context for Grpc {
                 self.resume();
                 return;
             }
+            // Half-closed here: wait for the close callback.
+            self.end = End::CloseCall;
         }
         if self.end == End::Open && self.messages.len() >= self.sent {
             self.report_stream();

@@ -30,7 +30,8 @@
 //!   <status>:<get_grpc_status message>` and `x-grpc-status-seen` (`get_grpc_status` in each
 //!   callback). `x-grpc-stream-then: send|close|cancel` makes that raw call on the token after
 //!   `<end>`: `x-grpc-then-status: <n>`. `x-grpc-on-message: cancel|close` makes it in the first
-//!   message callback: `x-grpc-on-message-status: <n>` (after a cancel the request resumes there).
+//!   message callback: `x-grpc-on-message-status: <n>` (after a cancel the request resumes there,
+//!   after a close at the close callback).
 //! - `x-grpc-tokens: <grpc cluster>;<http cluster>;<op,op,…>` with ops `call` (Unary), `stream`
 //!   (ServerStream `0`, half-closed) and `http` (`dispatch_http_call`) ⇒ `x-grpc-token-list`
 //!   (each op's token, or `error:<Status>`), once every one of them answered.
