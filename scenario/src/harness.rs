@@ -78,7 +78,11 @@ pub fn build_host(scenario: &Scenario, wasm_dir: &Path) -> Result<Host> {
                     None => cluster,
                 }
             }
-            None => Cluster::dead(),
+            None => match cluster_spec.grpc_address()? {
+                // A real gRPC server: the harness's gRPC client talks to it as Envoy would.
+                Some(address) => Cluster::grpc(address),
+                None => Cluster::dead(),
+            },
         };
         builder = builder.cluster(&cluster.name, c);
     }

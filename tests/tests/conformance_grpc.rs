@@ -280,3 +280,68 @@ fn what_envoy_does() {
         }
     }
 }
+
+/// The harness with the `sdk-grpc` module and the test server as cluster `echo`.
+fn harness() -> meshward_harness::Host {
+    let wasm = default_wasm_dir(&repo()).join("meshward_test_sdk_grpc.wasm");
+    assert!(
+        wasm.is_file(),
+        "{} missing: run scripts/build-wasm.sh",
+        wasm.display()
+    );
+    meshward_harness::Host::builder()
+        .filter(
+            meshward_harness::FilterSpec::from_file(&wasm)
+                .unwrap()
+                .name("grpc"),
+        )
+        .cluster("echo", meshward_harness::Cluster::grpc(server().addr()))
+        .cluster("echo1", meshward_harness::Cluster::grpc(server().addr()))
+        .build()
+        .unwrap()
+}
+
+fn send(host: &meshward_harness::Host, headers: &[(&str, &str)]) -> String {
+    let mut request = meshward_harness::Request::get("/");
+    for (n, v) in headers {
+        request = request.header(n, v);
+    }
+    format!("{:?}", host.send(&request))
+}
+
+/// Where Envoy aborts (a_cluster_name_that_parses_as_a_grpc_service_aborts_envoy), the harness
+/// refuses the call by name instead of answering.
+#[test]
+fn the_harness_refuses_a_cluster_name_that_parses_as_a_grpc_service() {
+    let out = send(&harness(), &[("x-grpc-call", "echo1;Unary;hi;1000")]);
+    assert!(
+        out.contains("parses as a serialized GrpcService naming no client; Envoy 1.40 aborts"),
+        "{out}"
+    );
+    assert!(out.contains("status: 503"), "{out}");
+}
+
+/// A stream the module half-closed with `end_stream` on a message keeps its token after the
+/// server closed it; in Envoy 1.40 a send, close or cancel on it then acts on a deleted stream.
+/// The harness refuses such calls by name (the module's bad-token report sends first); with
+/// `close_grpc_stream` the token is gone (NotFound, pinned in both worlds by streams.yaml).
+#[test]
+fn the_harness_refuses_calls_on_a_stream_the_server_closed() {
+    let host = harness();
+    let first = send(&host, &[("x-grpc-stream", "echo;Bidi;a;close")]);
+    assert!(
+        first.contains("\"x-grpc-close\", \"0:via_upstream\""),
+        "{first}"
+    );
+    assert!(
+        first.contains("(\"x-grpc-stream-token\", \"6\")"),
+        "{first}"
+    );
+    let out = send(&host, &[("x-grpc-bad-token", "6")]);
+    assert!(
+        out.contains(
+            "harness: proxy_grpc_send on the gRPC stream 6 after the server closed it is not modelled"
+        ),
+        "{out}"
+    );
+}

@@ -243,8 +243,6 @@ impl VmSet {
                 });
             }
             self.store.data_mut().vms[i].contexts.remove(&c);
-            // Envoy's `~Context` cancels the context's gRPC calls and resets its streams.
-            self.store.data_mut().drop_grpc(i, c);
         }
         if let Some(s) = self.stream_mut(key) {
             s.complete();

@@ -72,11 +72,11 @@ impl VmSet {
 }
 
 impl VmSet {
-    /// Delivers one gRPC answer to the context that made the call, as Envoy's handlers do: a
-    /// message to `proxy_on_grpc_receive` (with `GrpcReceiveBuffer`), metadata to the metadata
-    /// callbacks (with their maps), a close to `proxy_on_grpc_close` (with `proxy_get_status`
-    /// telling its code and message). An answer for a cancelled exchange, or one whose context has
-    /// gone, is dropped (Envoy cancels a context's exchanges when it goes).
+    /// Delivers one gRPC answer to the VM's root context (cpp-host makes every callout there), as
+    /// Envoy's handlers do: a message to `proxy_on_grpc_receive` (with `GrpcReceiveBuffer`),
+    /// metadata to the metadata callbacks (with their maps), a close to `proxy_on_grpc_close`
+    /// (with `proxy_get_status` telling its code and message). An answer for a cancelled exchange
+    /// is dropped.
     pub fn on_grpc(&mut self, event: GrpcEvent) {
         let GrpcEvent { target, kind, last } = event;
         let (filter, ctx, token) = (target.filter, target.context, target.token);
@@ -86,11 +86,11 @@ impl VmSet {
         }
         let f = {
             let vm = &mut self.store.data_mut().vms[filter];
-            let Some(op) = vm.grpc.get(&(ctx, token)).copied() else {
+            let Some(op) = vm.grpc.get(&token).copied() else {
                 return;
             };
-            if vm.failed || (ctx != vm.root_ctx && !vm.contexts.contains_key(&ctx)) {
-                vm.grpc.remove(&(ctx, token));
+            if vm.failed {
+                vm.grpc.remove(&token);
                 return;
             }
             let cb = &vm.cb.grpc;
@@ -100,26 +100,31 @@ impl VmSet {
                 GrpcEventKind::TrailingMetadata(_) => cb.trailing_metadata.clone(),
                 GrpcEventKind::Close { .. } => cb.close.clone(),
             };
-            // Bookkeeping first, as Envoy's deferred clean-up runs right after the callback: a
-            // call ends with its answer or its close; a stream's entry goes once both sides
-            // closed.
+            // Envoy's clean-up runs right after the callback; doing it first changes nothing the
+            // module can see: a call ends with its answer or its close; a stream's entry goes
+            // once both sides closed.
             match (&kind, op.stream) {
-                (GrpcEventKind::Message(_), false) | (GrpcEventKind::Close { .. }, false) => {
-                    vm.grpc.remove(&(ctx, token));
+                (GrpcEventKind::Message(_) | GrpcEventKind::Close { .. }, false) => {
+                    vm.grpc.remove(&token);
                 }
                 (GrpcEventKind::Close { .. }, true) if op.local_closed => {
-                    vm.grpc.remove(&(ctx, token));
+                    vm.grpc.remove(&token);
                 }
                 (GrpcEventKind::Close { .. }, true) => {
-                    if let Some(op) = vm.grpc.get_mut(&(ctx, token)) {
+                    if let Some(op) = vm.grpc.get_mut(&token) {
                         op.remote_closed = true;
                     }
                 }
                 _ => {}
             }
+            if let GrpcEventKind::Close { status, .. } = &kind {
+                // Envoy sets the status code only when the module has the callback.
+                if f.is_some() {
+                    vm.status_code = *status;
+                }
+            }
             f
         };
-        let stream = self.store.data().vms[filter].contexts.get(&ctx).copied();
         let (name, arg) = {
             let st = self.store.data_mut();
             match kind {
@@ -139,20 +144,20 @@ impl VmSet {
                     ("proxy_on_grpc_receive_trailing_metadata", n)
                 }
                 GrpcEventKind::Close { status, message } => {
-                    st.status = Some((status, message));
+                    st.status_message = Some(message);
                     ("proxy_on_grpc_close", status as i32)
                 }
             }
         };
         if let Some(f) = f {
-            let _ = call(&mut self.store, filter, ctx, stream, name, |st| {
+            let _ = call(&mut self.store, filter, ctx, None, name, |st| {
                 f.call(st, (ctx as i32, token as i32, arg))
             });
         }
         {
             let st = self.store.data_mut();
             st.grpc = GrpcDelivery::default();
-            st.status = None;
+            st.status_message = None;
         }
         self.drive_all();
     }

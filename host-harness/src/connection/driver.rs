@@ -402,8 +402,6 @@ impl VmSet {
                 });
             }
             self.store.data_mut().vms[i].contexts.remove(&c);
-            // Envoy's `~Context` cancels the context's gRPC calls and resets its streams.
-            self.store.data_mut().drop_grpc(i, c);
         }
     }
 }

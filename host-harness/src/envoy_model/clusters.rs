@@ -172,6 +172,20 @@ fn from_response(r: CalloutResponse) -> CalloutResult {
     }
 }
 
+/// Where a cluster takes gRPC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GrpcRoute {
+    /// A real gRPC server.
+    Server(SocketAddr),
+    /// Nothing listens (`Cluster::dead`).
+    Down,
+    /// A modelled HTTP answer (`Cluster::respond` / `handler`): what Envoy's gRPC client makes of
+    /// it is modelled for unary calls (`Clusters::grpc_over_http`).
+    Http,
+    /// A reset, a closing or a hanging upstream: no gRPC is modelled for it.
+    Unmodelled,
+}
+
 /// Registered clusters plus a log of the callouts made.
 #[derive(Default)]
 pub(crate) struct Clusters {
@@ -189,13 +203,40 @@ impl Clusters {
         lock(&self.clusters).contains_key(name)
     }
 
-    /// The gRPC server of cluster `name`: `None` when there is no such cluster, `Some(None)`
-    /// when it is a modelled HTTP cluster.
-    pub fn grpc_address(&self, name: &str) -> Option<Option<SocketAddr>> {
+    /// Where gRPC to cluster `name` goes (`None`: no such cluster).
+    pub fn grpc_route(&self, name: &str) -> Option<GrpcRoute> {
         lock(&self.clusters).get(name).map(|c| match c.behavior {
-            Behavior::Grpc(a) => Some(a),
-            _ => None,
+            Behavior::Grpc(a) => GrpcRoute::Server(a),
+            Behavior::Dead => GrpcRoute::Down,
+            Behavior::Static(_) | Behavior::Handler(_) => GrpcRoute::Http,
+            Behavior::Reset | Behavior::Closes | Behavior::Hang => GrpcRoute::Unmodelled,
         })
+    }
+
+    /// A unary gRPC call to a modelled HTTP cluster, as Envoy's gRPC client reads the cluster's
+    /// answer: `grpc-status` (and `grpc-message`) when the answer has one, else 200 ⇒ INTERNAL and
+    /// any other status as `httpToGrpcStatus` maps it. (status, grpc-message)
+    pub fn grpc_over_http(&self, request: CalloutRequest) -> (u32, String) {
+        let (result, _) = self.call(request);
+        let headers = result.headers.unwrap_or_default();
+        let find = |name: &[u8]| {
+            headers
+                .iter()
+                .chain(&result.trailers)
+                .find(|(n, _)| n.as_slice() == name)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        };
+        if let Some(code) = find(b"grpc-status") {
+            return (
+                code.trim().parse().unwrap_or(2),
+                find(b"grpc-message").unwrap_or_default(),
+            );
+        }
+        let status: i64 = find(b":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        match status {
+            200 => (13, String::new()),
+            s => (super::hcm::http_to_grpc_status(s) as u32, String::new()),
+        }
     }
 
     /// Make the next `times` callouts to `name` fail with a reset.

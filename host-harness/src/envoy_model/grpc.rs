@@ -23,53 +23,80 @@ pub(crate) type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// gRPC status codes the model produces itself.
 const UNKNOWN: u32 = 2;
-const DEADLINE_EXCEEDED: u32 = 4;
 const INTERNAL: u32 = 13;
 const UNAVAILABLE: u32 = 14;
 
 /// What the first argument of `proxy_grpc_call` / `proxy_grpc_stream` names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ServiceRef {
-    /// A serialized `envoy.config.core.v3.GrpcService` with `envoy_grpc.cluster_name` (Envoy
-    /// then skips its cluster check: an unknown cluster fails the call later, not the dispatch).
-    Proto(String),
+    /// A serialized `envoy.config.core.v3.GrpcService` with `envoy_grpc` (Envoy then skips its
+    /// cluster check: an unknown cluster fails the call after the dispatch).
+    Proto(EnvoyGrpc),
     /// A serialized `GrpcService` for Google's C++ gRPC client (`google_grpc`): not modelled.
     GoogleGrpc,
-    /// A serialized `GrpcService` naming no client (the empty string parses as one): Envoy cannot
-    /// make a client for it (BadArgument).
+    /// Bytes that parse as a `GrpcService` naming no client — the empty string, and names such
+    /// as `h2` or `echo1`: Envoy 1.40 aborts (`panic: unset oneof`).
     NoClient,
     /// Bytes that do not parse as a `GrpcService`: Envoy takes them as a cluster name.
     ClusterName(String),
 }
 
+/// `GrpcService.envoy_grpc`: the fields the harness honours.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct EnvoyGrpc {
+    pub cluster_name: String,
+    /// `authority`: the `:authority` to send instead of the cluster name.
+    pub authority: Option<String>,
+    /// `skip_envoy_headers`: no `x-envoy-internal`.
+    pub skip_envoy_headers: bool,
+}
+
 /// How Envoy 1.40 reads the service argument: `GrpcService::ParseFromString`, and when that
 /// fails, the bytes as a cluster name. (A minimal protobuf wire walk rather than a protobuf crate:
-/// only "does it parse" and two string fields are needed.)
+/// only "does it parse" and three fields are needed.)
 pub(crate) fn service_ref(bytes: &[u8]) -> ServiceRef {
-    match parse_message(bytes) {
-        Some(fields) => {
-            let envoy_grpc = fields.iter().find(|(n, _)| *n == 1).map(|(_, v)| v);
-            match envoy_grpc.and_then(|v| parse_message(v)) {
-                Some(inner) => {
-                    let name = inner
-                        .iter()
-                        .filter(|(n, _)| *n == 1)
-                        .next_back()
-                        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-                        .unwrap_or_default();
-                    ServiceRef::Proto(name)
-                }
-                None if fields.iter().any(|(n, _)| *n == 2) => ServiceRef::GoogleGrpc,
-                None => ServiceRef::NoClient,
-            }
-        }
-        None => ServiceRef::ClusterName(String::from_utf8_lossy(bytes).into_owned()),
+    let Some(fields) = parse_message(bytes) else {
+        return ServiceRef::ClusterName(String::from_utf8_lossy(bytes).into_owned());
+    };
+    let last_bytes = |fields: &[(u64, Field<'_>)], n: u64| {
+        fields.iter().rev().find_map(|(f, v)| match v {
+            Field::Bytes(b) if *f == n => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        })
+    };
+    let envoy_grpc = fields.iter().rev().find_map(|(n, v)| match v {
+        Field::Bytes(b) if *n == 1 => parse_message(b),
+        _ => None,
+    });
+    match envoy_grpc {
+        Some(inner) => ServiceRef::Proto(EnvoyGrpc {
+            cluster_name: last_bytes(&inner, 1).unwrap_or_default(),
+            authority: last_bytes(&inner, 2).filter(|a| !a.is_empty()),
+            skip_envoy_headers: inner
+                .iter()
+                .rev()
+                .find_map(|(n, v)| match v {
+                    Field::Varint(x) if *n == 5 => Some(*x != 0),
+                    _ => None,
+                })
+                .unwrap_or(false),
+        }),
+        None if fields.iter().any(|(n, _)| *n == 2) => ServiceRef::GoogleGrpc,
+        None => ServiceRef::NoClient,
     }
 }
 
-/// The length-delimited fields of a protobuf message (field number, bytes), or `None` when the
-/// bytes are not a well-formed message (what makes `ParseFromString` fail).
-fn parse_message(mut b: &[u8]) -> Option<Vec<(u64, &[u8])>> {
+/// A top-level field of a protobuf message: a varint's value or a length-delimited field's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+}
+
+/// The top-level varint and length-delimited fields of a protobuf message (field number,
+/// value), or `None` when the bytes are not a well-formed message (what makes
+/// `ParseFromString` fail).
+fn parse_message(mut b: &[u8]) -> Option<Vec<(u64, Field<'_>)>> {
     fn varint(b: &mut &[u8]) -> Option<u64> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
@@ -92,7 +119,10 @@ fn parse_message(mut b: &[u8]) -> Option<Vec<(u64, &[u8])>> {
         }
         match wire {
             0 => {
-                varint(&mut b)?;
+                let v = varint(&mut b)?;
+                if groups.is_empty() {
+                    out.push((field, Field::Varint(v)));
+                }
             }
             1 => b = b.get(8..)?,
             2 => {
@@ -100,7 +130,7 @@ fn parse_message(mut b: &[u8]) -> Option<Vec<(u64, &[u8])>> {
                 let value = b.get(..len)?;
                 b = b.get(len..)?;
                 if groups.is_empty() {
-                    out.push((field, value));
+                    out.push((field, Field::Bytes(value)));
                 }
             }
             3 => groups.push(field),
@@ -121,7 +151,7 @@ fn parse_message(mut b: &[u8]) -> Option<Vec<(u64, &[u8])>> {
 pub(crate) struct GrpcTarget {
     pub thread: Thread,
     pub filter: usize,
-    /// The context that made the call (Envoy's handler keeps it; callbacks carry its id).
+    /// The root context: cpp-host makes every callout on it, and its callbacks carry its id.
     pub context: u32,
     pub token: u32,
 }
@@ -147,8 +177,11 @@ pub(crate) struct GrpcEvent {
 pub(crate) struct GrpcRequest {
     pub target: GrpcTarget,
     pub address: SocketAddr,
-    /// `:authority`: the cluster name, as Envoy's client sends it.
+    /// `:authority`: the cluster name (or the `GrpcService`'s `authority`), as Envoy's client
+    /// sends it.
     pub authority: String,
+    /// `skip_envoy_headers` of a serialized `GrpcService`: no `x-envoy-internal`.
+    pub skip_envoy_headers: bool,
     pub service: String,
     pub method: String,
     pub metadata: Pairs,
@@ -236,6 +269,23 @@ impl GrpcClient {
         Ok(())
     }
 
+    /// An exchange Envoy accepted (it has a token) but fails at once: its failure's events wait
+    /// in the inbox (Envoy delivers them to the root context right after the dispatch).
+    pub fn fail(&self, target: GrpcTarget, failure: &Failure, unary: bool) {
+        lock(&self.live).insert(
+            target,
+            Live {
+                commands: None,
+                abort: None,
+                ends_by_itself: true,
+            },
+        );
+        let sender = lock(&self.sender);
+        for (kind, last) in failure.events(unary) {
+            let _ = sender.send(GrpcEvent { target, kind, last });
+        }
+    }
+
     /// Sends a message on an open stream (`end_stream`: and half-closes it).
     pub fn send(&self, target: GrpcTarget, message: Vec<u8>, end_stream: bool) {
         let mut live = lock(&self.live);
@@ -267,21 +317,6 @@ impl GrpcClient {
                 a.abort();
             }
         }
-    }
-
-    /// Cancels every exchange a context made (Envoy's `~Context`: a stream's context goes away
-    /// with its request).
-    pub fn cancel_context(&self, thread: Thread, filter: usize, context: u32) {
-        let mut live = lock(&self.live);
-        live.retain(|t, l| {
-            let mine = t.thread == thread && t.filter == filter && t.context == context;
-            if mine {
-                if let Some(a) = &l.abort {
-                    a.abort();
-                }
-            }
-            !mine
-        });
     }
 
     /// Marks an exchange finished once its last event is delivered.
@@ -390,8 +425,7 @@ fn http_to_grpc(status: u16) -> u32 {
 /// Pulls whole messages off the front of `buf`.
 fn take_messages(buf: &mut BytesMut) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    loop {
-        let Some(header) = buf.get(..5) else { break };
+    while let Some(header) = buf.get(..5) {
         let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
         if buf.len() < 5 + len {
             break;
@@ -402,8 +436,143 @@ fn take_messages(buf: &mut BytesMut) -> Vec<Vec<u8>> {
     out
 }
 
-/// Envoy's message for a transport failure before the server answered.
-const CONNECT_FAILURE: &str = "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: delayed connect error: Connection refused";
+/// How an exchange failed, in the parts Envoy's message is made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failure {
+    pub status: u32,
+    /// `grpc-message` (the server's, or the text of Envoy's own local reply).
+    pub grpc_message: String,
+    /// The response code details of the answer (`via_upstream` for the server's own).
+    pub details: String,
+    /// Envoy answered itself (a trailers-only gRPC local reply): a stream sees its headers as
+    /// trailing metadata.
+    pub local: bool,
+}
+
+impl Failure {
+    pub fn upstream(status: u32, grpc_message: String) -> Self {
+        Failure {
+            status,
+            grpc_message,
+            details: VIA_UPSTREAM.to_string(),
+            local: false,
+        }
+    }
+
+    /// Nothing listens at the cluster's address (Envoy's router: connection refused).
+    pub fn connect_refused() -> Self {
+        Failure {
+            status: UNAVAILABLE,
+            grpc_message: "upstream connect error or disconnect/reset before headers. reset \
+                           reason: remote connection failure"
+                .to_string(),
+            details: "upstream_reset_before_response_started{remote_connection_failure|\
+                      delayed_connect_error:_Connection_refused}"
+                .to_string(),
+            local: true,
+        }
+    }
+
+    /// A `GrpcService` naming a cluster Envoy does not have (it skipped its cluster check).
+    pub fn no_cluster() -> Self {
+        Failure {
+            status: UNAVAILABLE,
+            grpc_message: "Cluster not available".to_string(),
+            details: String::new(),
+            local: false,
+        }
+    }
+
+    /// A call the server closed with OK but no message: INTERNAL with no message at all (Envoy's
+    /// `AsyncRequestImpl` fails it itself, without response code details).
+    fn no_answer() -> Self {
+        Failure {
+            status: INTERNAL,
+            grpc_message: String::new(),
+            details: String::new(),
+            local: false,
+        }
+    }
+
+    /// Initial metadata Envoy's header validation refuses.
+    pub fn invalid_metadata() -> Self {
+        Failure {
+            status: UNAVAILABLE,
+            grpc_message: String::new(),
+            details: String::new(),
+            local: false,
+        }
+    }
+
+    /// The call's timeout fired first (Envoy's own deadline: UNAVAILABLE, not DEADLINE_EXCEEDED).
+    fn timeout() -> Self {
+        Failure {
+            status: UNAVAILABLE,
+            grpc_message: "upstream request timeout".to_string(),
+            details: "response_timeout".to_string(),
+            local: true,
+        }
+    }
+
+    /// The connection broke after the request was sent.
+    fn reset() -> Self {
+        Failure {
+            status: UNAVAILABLE,
+            grpc_message: "upstream connect error or disconnect/reset before headers. reset \
+                           reason: connection termination"
+                .to_string(),
+            details: "upstream_reset_before_response_started{connection_termination}".to_string(),
+            local: true,
+        }
+    }
+
+    /// What `proxy_get_status` gives in the close callback: `grpc-message{details}`, or the
+    /// details alone when there is no message.
+    pub fn message(&self) -> String {
+        if self.grpc_message.is_empty() {
+            self.details.clone()
+        } else {
+            format!("{}{{{}}}", self.grpc_message, self.details)
+        }
+    }
+
+    /// The trailers-only headers of Envoy's gRPC local reply.
+    fn headers(&self) -> Pairs {
+        vec![
+            (b":status".to_vec(), b"200".to_vec()),
+            (b"content-type".to_vec(), b"application/grpc".to_vec()),
+            (
+                b"grpc-status".to_vec(),
+                self.status.to_string().into_bytes(),
+            ),
+            (
+                b"grpc-message".to_vec(),
+                self.grpc_message.clone().into_bytes(),
+            ),
+        ]
+    }
+
+    /// The events a failure gives: a call, its close; a stream, Envoy's local reply as a
+    /// trailers-only answer (empty initial metadata, the reply's headers as trailing metadata)
+    /// and then its close.
+    pub fn events(&self, unary: bool) -> Vec<(GrpcEventKind, bool)> {
+        let close = GrpcEventKind::Close {
+            status: self.status,
+            message: self.message(),
+        };
+        if unary || !self.local {
+            return vec![(close, true)];
+        }
+        vec![
+            (GrpcEventKind::InitialMetadata(Vec::new()), false),
+            (GrpcEventKind::TrailingMetadata(self.headers()), false),
+            (close, true),
+        ]
+    }
+}
+
+/// The response code details of an answer from the server itself.
+const VIA_UPSTREAM: &str = "via_upstream";
 
 /// One call or stream, start to end; every event it produces goes to `events`.
 async fn exchange(
@@ -412,6 +581,7 @@ async fn exchange(
     events: mpsc::Sender<GrpcEvent>,
 ) {
     let target = request.target;
+    let unary = request.unary.is_some();
     let deadline = request.unary.as_ref().and_then(|(_, d)| *d);
     let emit = |kind: GrpcEventKind, last: bool| {
         let _ = events.send(GrpcEvent { target, kind, last });
@@ -420,84 +590,150 @@ async fn exchange(
     let outcome = match deadline {
         Some(d) => match tokio::time::timeout(d, run).await {
             Ok(o) => o,
-            Err(_) => Err((DEADLINE_EXCEEDED, "upstream request timeout".to_string())),
+            Err(_) => Err(Failure::timeout()),
         },
         None => run.await,
     };
-    if let Err((status, message)) = outcome {
-        emit(GrpcEventKind::Close { status, message }, true);
+    if let Err(failure) = outcome {
+        for (kind, last) in failure.events(unary) {
+            emit(kind, last);
+        }
     }
 }
 
-type Failure = (u32, String);
+/// Whether Envoy's header validation takes every metadata entry (a name it can lower-case into
+/// a valid header name, a value without CR, LF, NUL or other control characters).
+pub(crate) fn metadata_is_valid(metadata: &Pairs) -> bool {
+    metadata.iter().all(|(n, v)| {
+        let name = n.to_ascii_lowercase();
+        (name.starts_with(b":") || http::HeaderName::from_bytes(&name).is_ok())
+            && http::HeaderValue::from_bytes(v).is_ok()
+    })
+}
+
+/// The request headers Envoy's gRPC client sends (`Grpc::Common::prepareHeaders`, then the
+/// router of its async client): `:method`, `:path`, `:authority` (the cluster, with a module's
+/// own `:authority` appended), `te`, `grpc-timeout` for a call (also `0m`), `content-type`, the
+/// module's metadata (`-bin` values base64-encoded), `x-envoy-internal`, and
+/// `x-envoy-expected-rq-timeout-ms` for a call with a deadline.
+fn request_head(request: &GrpcRequest) -> Result<http::Request<()>, String> {
+    let mut authority = request.authority.clone();
+    let mut metadata = Vec::new();
+    for (n, v) in &request.metadata {
+        let name = String::from_utf8_lossy(n).to_ascii_lowercase();
+        if name == ":authority" {
+            authority = format!("{authority},{}", String::from_utf8_lossy(v));
+            continue;
+        }
+        if name.starts_with(':') {
+            return Err(format!(
+                "harness: gRPC initial metadata with the pseudo-header `{name}` is not modelled"
+            ));
+        }
+        let value = if name.ends_with("-bin") {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD_NO_PAD
+                .encode(v)
+                .into_bytes()
+        } else {
+            v.clone()
+        };
+        metadata.push((name, value));
+    }
+    let uri = format!("http://{authority}/{}/{}", request.service, request.method);
+    let mut b = http::Request::builder()
+        .method("POST")
+        .uri(uri)
+        .header("te", "trailers");
+    if let Some((_, deadline)) = &request.unary {
+        let timeout = deadline.unwrap_or(Duration::ZERO);
+        b = b.header("grpc-timeout", grpc_timeout(timeout));
+    }
+    b = b.header("content-type", "application/grpc");
+    // Envoy moves the base64-encoded binary entries after the others.
+    let (binary, plain): (Vec<_>, Vec<_>) = metadata.iter().partition(|(n, _)| n.ends_with("-bin"));
+    for (n, v) in plain.into_iter().chain(binary) {
+        b = b.header(n.as_str(), v.as_slice());
+    }
+    if !request.skip_envoy_headers {
+        b = b.header("x-envoy-internal", "true");
+    }
+    if let Some((_, Some(d))) = &request.unary {
+        b = b.header("x-envoy-expected-rq-timeout-ms", d.as_millis().to_string());
+    }
+    b.body(())
+        .map_err(|e| format!("harness: a gRPC request Envoy would send is not modelled ({e})"))
+}
 
 async fn run_exchange(
     request: GrpcRequest,
     mut commands: Option<tokio::sync::mpsc::UnboundedReceiver<StreamCommand>>,
     emit: &impl Fn(GrpcEventKind, bool),
 ) -> Result<(), Failure> {
-    let unavailable = |m: &str| (UNAVAILABLE, m.to_string());
+    let head = request_head(&request).map_err(|e| Failure {
+        status: INTERNAL,
+        grpc_message: e,
+        details: String::new(),
+        local: false,
+    })?;
     let tcp = tokio::net::TcpStream::connect(request.address)
         .await
-        .map_err(|_| unavailable(CONNECT_FAILURE))?;
+        .map_err(|_| Failure::connect_refused())?;
     let (client, connection) = h2::client::handshake(tcp)
         .await
-        .map_err(|_| unavailable(CONNECT_FAILURE))?;
+        .map_err(|_| Failure::reset())?;
     tokio::spawn(async move {
         let _ = connection.await;
     });
-    let mut client = client
-        .ready()
-        .await
-        .map_err(|_| unavailable(CONNECT_FAILURE))?;
-    let uri = format!(
-        "http://{}/{}/{}",
-        request.authority, request.service, request.method
-    );
-    let mut builder = http::Request::builder().method("POST").uri(uri);
-    builder = builder
-        .header("content-type", "application/grpc")
-        .header("te", "trailers");
-    if let Some((_, Some(d))) = &request.unary {
-        builder = builder.header("grpc-timeout", grpc_timeout(*d));
-    }
-    for (n, v) in &request.metadata {
-        builder = builder.header(n.as_slice(), v.as_slice());
-    }
-    let head = builder.body(()).map_err(|e| {
-        (
-            INTERNAL,
-            format!("harness: the gRPC request is invalid: {e}"),
-        )
-    })?;
+    let mut client = client.ready().await.map_err(|_| Failure::reset())?;
     let (response, mut send) = client
         .send_request(head, false)
-        .map_err(|_| unavailable(CONNECT_FAILURE))?;
+        .map_err(|_| Failure::reset())?;
+    let started = std::time::Instant::now();
+    // Whether the request is complete (Envoy's router then stamps the answer's headers with
+    // `x-envoy-upstream-service-time`).
+    let request_done = std::sync::atomic::AtomicBool::new(false);
     if let Some((message, _)) = &request.unary {
         let _ = send.send_data(frame(message), true);
+        request_done.store(true, std::sync::atomic::Ordering::Relaxed);
     }
     let unary = request.unary.is_some();
     // Stream commands flow while the answer is awaited.
     let sender = async {
         if let Some(rx) = commands.as_mut() {
             while let Some(c) = rx.recv().await {
-                match c {
-                    StreamCommand::Send(m, end) => {
-                        let _ = send.send_data(frame(&m), end);
-                    }
-                    StreamCommand::HalfClose => {
-                        let _ = send.send_data(Bytes::new(), true);
-                    }
+                let (data, end) = match c {
+                    StreamCommand::Send(m, end) => (frame(&m), end),
+                    StreamCommand::HalfClose => (Bytes::new(), true),
+                };
+                if !request_done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = send.send_data(data, end);
+                    request_done.store(end, std::sync::atomic::Ordering::Relaxed);
                 }
             }
         }
         std::future::pending::<()>().await
     };
-    let receiver = receive(response, unary, emit);
+    let receiver = receive(response, unary, emit, || {
+        request_done
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then(|| started.elapsed().as_millis().to_string())
+    });
     tokio::select! {
         r = receiver => r,
         _ = sender => Ok(()),
     }
+}
+
+/// `:status` first, then the answer's headers, as Envoy's header map hands them to a module;
+/// last `x-envoy-upstream-service-time` when the router had the whole request by then.
+fn with_status(status: u16, map: &http::HeaderMap, service_time: Option<String>) -> Pairs {
+    let mut pairs = vec![(b":status".to_vec(), status.to_string().into_bytes())];
+    pairs.extend(pairs_of(map));
+    if let Some(ms) = service_time {
+        pairs.push((b"x-envoy-upstream-service-time".to_vec(), ms.into_bytes()));
+    }
+    pairs
 }
 
 /// Reads the answer: initial metadata, messages, trailers, as Envoy's client reports them.
@@ -505,57 +741,67 @@ async fn receive(
     response: h2::client::ResponseFuture,
     unary: bool,
     emit: &impl Fn(GrpcEventKind, bool),
+    service_time: impl Fn() -> Option<String>,
 ) -> Result<(), Failure> {
-    let reset = |e: h2::Error| {
-        (
-            UNAVAILABLE,
-            format!("upstream connect error or disconnect/reset before headers. reset reason: {e}"),
-        )
-    };
-    let response = response.await.map_err(reset)?;
+    let response = response.await.map_err(|_| Failure::reset())?;
+    let service_time = service_time();
     let (parts, mut body) = response.into_parts();
     let http_status = parts.status.as_u16();
     let trailers_only = body.is_end_stream();
     if http_status != 200 {
         let (status, message) =
             status_of(&parts.headers).unwrap_or((http_to_grpc(http_status), String::new()));
-        return Err((status, message));
+        return Err(Failure::upstream(status, message));
     }
     if trailers_only {
         let (status, message) = status_of(&parts.headers).unwrap_or((UNKNOWN, String::new()));
-        if !unary {
-            emit(
-                GrpcEventKind::TrailingMetadata(pairs_of(&parts.headers)),
-                false,
-            );
+        if unary {
+            return Err(if status == 0 {
+                Failure::no_answer()
+            } else {
+                Failure::upstream(status, message)
+            });
         }
-        if unary && status == 0 {
-            return Err((INTERNAL, String::new()));
-        }
-        emit(GrpcEventKind::Close { status, message }, true);
+        emit(GrpcEventKind::InitialMetadata(Vec::new()), false);
+        emit(
+            GrpcEventKind::TrailingMetadata(with_status(http_status, &parts.headers, service_time)),
+            false,
+        );
+        let failure = Failure::upstream(status, message);
+        emit(
+            GrpcEventKind::Close {
+                status,
+                message: failure.message(),
+            },
+            true,
+        );
         return Ok(());
     }
     if !unary {
         emit(
-            GrpcEventKind::InitialMetadata(pairs_of(&parts.headers)),
+            GrpcEventKind::InitialMetadata(with_status(http_status, &parts.headers, service_time)),
             false,
         );
     }
     let mut buf = BytesMut::new();
     let mut answer: Option<Vec<u8>> = None;
     while let Some(chunk) = body.data().await {
-        let chunk = chunk.map_err(reset)?;
+        let chunk = chunk.map_err(|_| Failure::reset())?;
         let _ = body.flow_control().release_capacity(chunk.len());
         buf.extend_from_slice(&chunk);
         for m in take_messages(&mut buf) {
             if unary {
-                answer.get_or_insert(m);
+                answer = Some(m);
             } else {
                 emit(GrpcEventKind::Message(m), false);
             }
         }
     }
-    let trailers = body.trailers().await.map_err(reset)?.unwrap_or_default();
+    let trailers = body
+        .trailers()
+        .await
+        .map_err(|_| Failure::reset())?
+        .unwrap_or_default();
     let (status, message) = status_of(&trailers).unwrap_or((UNKNOWN, String::new()));
     if unary {
         return match (status, answer) {
@@ -563,12 +809,19 @@ async fn receive(
                 emit(GrpcEventKind::Message(m), true);
                 Ok(())
             }
-            (0, None) => Err((INTERNAL, String::new())),
-            (s, _) => Err((s, message)),
+            (0, None) => Err(Failure::no_answer()),
+            (s, _) => Err(Failure::upstream(s, message)),
         };
     }
     emit(GrpcEventKind::TrailingMetadata(pairs_of(&trailers)), false);
-    emit(GrpcEventKind::Close { status, message }, true);
+    let failure = Failure::upstream(status, message);
+    emit(
+        GrpcEventKind::Close {
+            status,
+            message: failure.message(),
+        },
+        true,
+    );
     Ok(())
 }
 
@@ -593,11 +846,29 @@ mod tests {
         // GrpcService { envoy_grpc { cluster_name: "echo" } }
         let inner = [&[0x0a, 4][..], b"echo"].concat();
         let outer = [&[0x0a, inner.len() as u8][..], &inner].concat();
-        assert_eq!(service_ref(&outer), ServiceRef::Proto("echo".into()));
+        let echo = EnvoyGrpc {
+            cluster_name: "echo".into(),
+            ..EnvoyGrpc::default()
+        };
+        assert_eq!(service_ref(&outer), ServiceRef::Proto(echo.clone()));
+        // … with authority "a" and skip_envoy_headers.
+        let inner = [&inner[..], &[0x12, 1, b'a', 0x28, 1]].concat();
+        let outer = [&[0x0a, inner.len() as u8][..], &inner].concat();
+        assert_eq!(
+            service_ref(&outer),
+            ServiceRef::Proto(EnvoyGrpc {
+                authority: Some("a".into()),
+                skip_envoy_headers: true,
+                ..echo
+            })
+        );
         // google_grpc (field 2) only.
         assert_eq!(service_ref(&[0x12, 0]), ServiceRef::GoogleGrpc);
-        // The empty string parses as an empty message.
-        assert_eq!(service_ref(b""), ServiceRef::NoClient);
+        // The empty string, and names that happen to be well-formed protobuf (Envoy 1.40 aborts
+        // on them: conformance_grpc.rs).
+        for name in ["", "h2", "x1", "p1", "echo1"] {
+            assert_eq!(service_ref(name.as_bytes()), ServiceRef::NoClient, "{name}");
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ mod transport;
 mod upstream;
 
 pub use clusters::{CalloutRequest, CalloutResponse, Cluster};
-pub(crate) use clusters::{CalloutResult, Clusters};
+pub(crate) use clusters::{CalloutResult, Clusters, GrpcRoute};
 pub use hcm::ListenerSettings;
 pub(crate) use hcm::{
     check_codec, finalize_response_headers, is_grpc_request, local_reply, remote_address,

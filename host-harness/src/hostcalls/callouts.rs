@@ -48,7 +48,9 @@ pub(super) fn proxy_http_call(
         return st(s);
     }
     let cluster = text(&upstream).into_owned();
-    if let Some(Some(address)) = c.data().shared.clusters.grpc_address(&cluster) {
+    if let Some(crate::envoy_model::GrpcRoute::Server(address)) =
+        c.data().shared.clusters.grpc_route(&cluster)
+    {
         return Err(wasmtime::Error::msg(format!(
             "harness: an HTTP callout to the gRPC cluster `{cluster}` ({address}) is not modelled: \
              the harness speaks only gRPC to a `grpc` cluster; test this call in Envoy \

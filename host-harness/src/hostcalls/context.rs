@@ -29,8 +29,10 @@ pub(super) fn proxy_get_status(
     return_message_data: i32,
     return_message_size: i32,
 ) -> R {
-    // Envoy's context status: set while a gRPC close is delivered, else 0 and no message.
-    let (code, message) = c.data().status.clone().unwrap_or_default();
+    // The root context's status (cpp-host keeps callouts there): the last gRPC close's code,
+    // and its message only while that close is delivered.
+    let code = c.data().vm().status_code;
+    let message = c.data().status_message.clone().unwrap_or_default();
     if let Err(s) = put_u32(c, return_code, code) {
         return st(s);
     }

@@ -11,8 +11,11 @@ use std::time::Duration;
 
 use super::callouts::limited_pairs;
 use super::{note, put_u32, read, res, st, C, R};
-use crate::envoy_model::grpc::{service_ref, GrpcRequest, GrpcTarget, ServiceRef};
+use crate::envoy_model::grpc::{
+    metadata_is_valid, service_ref, EnvoyGrpc, Failure, GrpcRequest, GrpcTarget, ServiceRef,
+};
 use crate::envoy_model::text;
+use crate::envoy_model::{CalloutRequest, GrpcRoute};
 use crate::vm::GrpcOp;
 use crate::Status;
 
@@ -21,32 +24,63 @@ const KIND_MASK: u32 = 3;
 const KIND_CALL: u32 = 1;
 const KIND_STREAM: u32 = 2;
 
-/// Where a call or stream goes: the cluster and its server, or the status Envoy answers.
-fn resolve(c: &C<'_>, service: &[u8]) -> Result<(String, std::net::SocketAddr), R> {
-    let (cluster, checked) = match service_ref(service) {
-        ServiceRef::ClusterName(name) => (name, true),
-        ServiceRef::Proto(name) => (name, false),
-        ServiceRef::NoClient => return Err(st(Status::BAD_ARGUMENT)),
+/// Where a call or stream goes.
+enum Route {
+    /// The cluster's gRPC server.
+    Server(String, std::net::SocketAddr),
+    /// Envoy takes the call (it has a token: InternalFailure for the dispatch) and fails it at
+    /// once, with this close.
+    Fails(Failure),
+    /// Envoy answers the dispatch with this status and no token.
+    Refused(Status),
+    /// Nothing listens: Envoy takes the call (Ok, a token) and its router's connection is
+    /// refused.
+    Down,
+    /// A modelled HTTP cluster: Envoy takes the call and reads the cluster's answer as gRPC.
+    Http(String),
+}
+
+/// Where a call or stream goes, with the `GrpcService`'s `authority` and `skip_envoy_headers`.
+fn resolve(c: &C<'_>, service: &[u8]) -> Result<(Route, EnvoyGrpc), wasmtime::Error> {
+    let (grpc, checked) = match service_ref(service) {
+        ServiceRef::ClusterName(name) => (
+            EnvoyGrpc {
+                cluster_name: name,
+                ..EnvoyGrpc::default()
+            },
+            true,
+        ),
+        ServiceRef::Proto(grpc) => (grpc, false),
+        ServiceRef::NoClient => {
+            return Err(wasmtime::Error::msg(format!(
+                "harness: the service `{}` parses as a serialized GrpcService naming no client; \
+                 Envoy 1.40 aborts on it (panic: unset oneof) — not modelled",
+                String::from_utf8_lossy(service).escape_debug()
+            )))
+        }
         ServiceRef::GoogleGrpc => {
-            return Err(Err(wasmtime::Error::msg(
+            return Err(wasmtime::Error::msg(
                 "harness: a GrpcService with `google_grpc` (Google's C++ gRPC client) is not \
                  modelled; name an Envoy cluster instead",
+            ))
+        }
+    };
+    let cluster = grpc.cluster_name.clone();
+    let route = match c.data().shared.clusters.grpc_route(&cluster) {
+        Some(GrpcRoute::Server(address)) => Route::Server(cluster, address),
+        Some(GrpcRoute::Down) => Route::Down,
+        // A bare name Envoy does not know: ParseFailure (its TODO keeps the 0.1 status).
+        None if checked => Route::Refused(Status::PARSE_FAILURE),
+        None => Route::Fails(Failure::no_cluster()),
+        Some(GrpcRoute::Http) if checked => Route::Http(cluster),
+        Some(GrpcRoute::Http | GrpcRoute::Unmodelled) => {
+            return Err(wasmtime::Error::msg(format!(
+                "harness: gRPC to the cluster `{cluster}` is not modelled: it is not a gRPC \
+                 server (give it `grpc: <address>` of a real one)"
             )))
         }
     };
-    match c.data().shared.clusters.grpc_address(&cluster) {
-        Some(Some(address)) => Ok((cluster, address)),
-        // A bare name Envoy does not know: ParseFailure (its TODO keeps the 0.1 status).
-        None if checked => Err(st(Status::PARSE_FAILURE)),
-        None => Err(Err(wasmtime::Error::msg(format!(
-            "harness: a GrpcService naming the unknown cluster `{cluster}` is not modelled (Envoy \
-             skips its cluster check for it and fails the call later)"
-        )))),
-        Some(None) => Err(Err(wasmtime::Error::msg(format!(
-            "harness: gRPC to the cluster `{cluster}` is not modelled: it is a modelled HTTP \
-             cluster; give it `grpc: <address>` of a real gRPC server"
-        )))),
-    }
+    Ok((route, grpc))
 }
 
 fn strings(c: &mut C<'_>, ptrs: [(i32, i32); 3]) -> Result<[Vec<u8>; 3], Status> {
@@ -74,12 +108,16 @@ fn start(
     };
     note(c, &service);
     let metadata = read!(c, metadata.0, metadata.1);
-    let (cluster, address) = match resolve(c, &service) {
-        Ok(v) => v,
-        Err(r) => return r,
+    let (route, grpc) = match resolve(c, &service) {
+        Ok((Route::Refused(status), _)) => return st(status),
+        Ok(resolved) => resolved,
+        Err(e) => return Err(e),
     };
+    let metadata = limited_pairs(&metadata);
     let stream = unary.is_none();
-    let (thread, filter, context) = (c.data().thread, c.data().cur_vm, c.data().ctx_id());
+    // cpp-host makes every callout on the root context: the exchange is the VM's, whichever
+    // context started it, and its callbacks come to the root context.
+    let (thread, filter, context) = (c.data().thread, c.data().cur_vm, c.data().vm().root_ctx);
     let token = {
         let vm = c.data_mut().vm_mut();
         let counter = if stream {
@@ -93,31 +131,79 @@ fn start(
     if let Err(s) = put_u32(c, return_token, token) {
         return st(s);
     }
-    let request = GrpcRequest {
-        target: GrpcTarget {
-            thread,
-            filter,
-            context,
-            token,
-        },
-        address,
-        authority: cluster,
-        service: text(&service_name).into_owned(),
-        method: text(&method).into_owned(),
-        metadata: limited_pairs(&metadata),
-        // Envoy: a timeout of 0 ms means no deadline.
-        unary: unary.map(|(m, ms)| (m, (ms > 0).then(|| Duration::from_millis(u64::from(ms))))),
+    let target = GrpcTarget {
+        thread,
+        filter,
+        context,
+        token,
     };
-    if let Err(e) = c.data().shared.grpc.start(request) {
-        return Err(wasmtime::Error::msg(e));
-    }
+    let failure = match route {
+        Route::Fails(ref f) => Some(f.clone()),
+        _ if !metadata_is_valid(&metadata) => Some(Failure::invalid_metadata()),
+        _ => None,
+    };
     c.data_mut().vm_mut().grpc.insert(
-        (context, token),
+        token,
         GrpcOp {
             stream,
             ..GrpcOp::default()
         },
     );
+    if let Some(failure) = failure {
+        c.data().shared.grpc.fail(target, &failure, !stream);
+        return st(Status::INTERNAL_FAILURE);
+    }
+    if let Route::Http(cluster) = &route {
+        if stream {
+            return Err(wasmtime::Error::msg(format!(
+                "harness: a gRPC stream to the cluster `{cluster}` is not modelled: it is not a \
+                 gRPC server (give it `grpc: <address>` of a real one)"
+            )));
+        }
+        let request = CalloutRequest {
+            cluster: cluster.clone(),
+            headers: vec![
+                (":method".into(), "POST".into()),
+                (
+                    ":path".into(),
+                    format!("/{}/{}", text(&service_name), text(&method)),
+                ),
+                (":authority".into(), cluster.clone()),
+                ("content-type".into(), "application/grpc".into()),
+            ],
+            body: unary.map(|(m, _)| m).unwrap_or_default(),
+            trailers: Vec::new(),
+            timeout: Duration::ZERO,
+        };
+        let (status, message) = c.data().shared.clusters.grpc_over_http(request);
+        let failure = Failure::upstream(status, message);
+        c.data().shared.grpc.fail(target, &failure, true);
+        return st(Status::OK);
+    }
+    if let Route::Down = route {
+        c.data()
+            .shared
+            .grpc
+            .fail(target, &Failure::connect_refused(), !stream);
+        return st(Status::OK);
+    }
+    let Route::Server(cluster, address) = route else {
+        return st(Status::INTERNAL_FAILURE);
+    };
+    let request = GrpcRequest {
+        target,
+        address,
+        authority: grpc.authority.unwrap_or(cluster),
+        skip_envoy_headers: grpc.skip_envoy_headers,
+        service: text(&service_name).into_owned(),
+        method: text(&method).into_owned(),
+        metadata,
+        // A call's timeout, 0 included (Envoy sends `grpc-timeout: 0m`, and sets no timer).
+        unary: unary.map(|(m, ms)| (m, (ms > 0).then(|| Duration::from_millis(u64::from(ms))))),
+    };
+    if let Err(e) = c.data().shared.grpc.start(request) {
+        return Err(wasmtime::Error::msg(e));
+    }
     st(Status::OK)
 }
 
@@ -173,12 +259,12 @@ pub(super) fn proxy_grpc_stream(
     )
 }
 
-/// The exchange `token` of the calling context, if it is of `kind`'s family.
+/// The exchange `token` of the VM (its root context's).
 fn target(c: &C<'_>, token: u32) -> GrpcTarget {
     GrpcTarget {
         thread: c.data().thread,
         filter: c.data().cur_vm,
-        context: c.data().ctx_id(),
+        context: c.data().vm().root_ctx,
         token,
     }
 }
@@ -196,20 +282,28 @@ pub(super) fn proxy_grpc_send(
     }
     let message = read!(c, message_data, message_size);
     let t = target(c, token);
-    let Some(op) = c.data().vm().grpc.get(&(t.context, token)).copied() else {
+    let Some(op) = c.data().vm().grpc.get(&token).copied() else {
         return st(Status::NOT_FOUND);
     };
-    // After the server closed it, Envoy's handler has no stream left to send on: Ok, nothing sent.
-    if !op.remote_closed {
-        let end = end_stream != 0;
-        c.data().shared.grpc.send(t, message, end);
-        if end {
-            if let Some(op) = c.data_mut().vm_mut().grpc.get_mut(&(t.context, token)) {
-                op.local_closed = true;
-            }
-        }
+    if op.remote_closed {
+        return Err(dangling("proxy_grpc_send", token));
     }
+    // A send with end of stream half-closes the stream, but Envoy does not mark it closed
+    // locally (only `proxy_grpc_close` does): its entry then outlives the server's close.
+    c.data().shared.grpc.send(t, message, end_stream != 0);
     st(Status::OK)
+}
+
+/// Envoy 1.40 keeps a stream's entry after the server closed it unless the module had called
+/// `proxy_grpc_close` first; its handle then points at a deleted stream, and a send, close or
+/// cancel on it uses freed memory (answering Ok). Refused by name rather than answered.
+fn dangling(call: &str, token: u32) -> wasmtime::Error {
+    wasmtime::Error::msg(format!(
+        "harness: {call} on the gRPC stream {token} after the server closed it is not modelled: \
+         in Envoy 1.40 it acts on a deleted stream (a use after free); close a stream with \
+         proxy_grpc_close before the server does, or stop using its token after \
+         proxy_on_grpc_close"
+    ))
 }
 
 pub(super) fn proxy_grpc_cancel(c: &mut C<'_>, token: i32) -> R {
@@ -218,13 +312,10 @@ pub(super) fn proxy_grpc_cancel(c: &mut C<'_>, token: i32) -> R {
         return st(Status::BAD_ARGUMENT);
     }
     let t = target(c, token);
-    if c.data_mut()
-        .vm_mut()
-        .grpc
-        .remove(&(t.context, token))
-        .is_none()
-    {
-        return st(Status::NOT_FOUND);
+    match c.data_mut().vm_mut().grpc.remove(&token) {
+        None => return st(Status::NOT_FOUND),
+        Some(op) if op.remote_closed => return Err(dangling("proxy_grpc_cancel", token)),
+        Some(_) => {}
     }
     c.data().shared.grpc.cancel(t);
     st(Status::OK)
@@ -233,7 +324,7 @@ pub(super) fn proxy_grpc_cancel(c: &mut C<'_>, token: i32) -> R {
 pub(super) fn proxy_grpc_close(c: &mut C<'_>, token: i32) -> R {
     let token = token as u32;
     let t = target(c, token);
-    let key = (t.context, token);
+    let key = token;
     match token & KIND_MASK {
         // A call: closing it is cancelling it.
         KIND_CALL => proxy_grpc_cancel(c, token as i32),
@@ -242,8 +333,7 @@ pub(super) fn proxy_grpc_close(c: &mut C<'_>, token: i32) -> R {
                 return st(Status::NOT_FOUND);
             };
             if op.remote_closed {
-                c.data_mut().vm_mut().grpc.remove(&key);
-                c.data().shared.grpc.cancel(t);
+                return Err(dangling("proxy_grpc_close", token));
             } else {
                 c.data().shared.grpc.half_close(t);
                 if let Some(op) = c.data_mut().vm_mut().grpc.get_mut(&key) {

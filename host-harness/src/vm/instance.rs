@@ -115,6 +115,7 @@ impl VmSet {
                 next_grpc_call: 1,
                 next_grpc_stream: 2,
                 grpc: HashMap::new(),
+                status_code: 0,
             });
             let index = store.data().vms.len() - 1;
             // cpp-host's `startVm` restricts the host calls start-up code may make.

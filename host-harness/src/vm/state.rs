@@ -103,8 +103,12 @@ pub(crate) struct Vm {
     /// bits tell callout kinds apart; HTTP callouts are 4, 8, …).
     pub next_grpc_call: u32,
     pub next_grpc_stream: u32,
-    /// gRPC calls and streams in flight, by (context that made it, token).
-    pub grpc: HashMap<(u32, u32), GrpcOp>,
+    /// gRPC calls and streams in flight, by token (the root context's, as cpp-host makes
+    /// every callout on it).
+    pub grpc: HashMap<u32, GrpcOp>,
+    /// The root context's status code (`proxy_get_status`): the last gRPC close's, kept after
+    /// it (Envoy clears only the message).
+    pub status_code: u32,
 }
 
 /// A gRPC call or stream as the VM's context keeps it (Envoy's `grpc_call_request_` and
@@ -164,8 +168,8 @@ pub(crate) struct VmState {
     pub callout: Option<CalloutResult>,
     /// The gRPC answer being delivered.
     pub grpc: GrpcDelivery,
-    /// What `proxy_get_status` answers during a gRPC close callback (code, message).
-    pub status: Option<(u32, String)>,
+    /// The message `proxy_get_status` gives during a gRPC close callback.
+    pub status_message: Option<String>,
     /// Whether the current root call is `on_configure` / `on_vm_start` (configuration buffers).
     pub in_config: bool,
     /// Inside `_initialize` / `_start` / `main`: cpp-host lets start-up code call only a few
@@ -189,21 +193,10 @@ impl VmState {
             shared,
             callout: None,
             grpc: GrpcDelivery::default(),
-            status: None,
+            status_message: None,
             in_config: false,
             starting: false,
             hostcalls: 0,
-        }
-    }
-
-    /// Cancels the gRPC calls and streams context `ctx` of filter `vm` made (it is going away).
-    pub fn drop_grpc(&mut self, vm: usize, ctx: u32) {
-        let thread = self.thread;
-        if let Some(v) = self.vms.get_mut(vm) {
-            if v.grpc.keys().any(|(c, _)| *c == ctx) {
-                v.grpc.retain(|(c, _), _| *c != ctx);
-                self.shared.grpc.cancel_context(thread, vm, ctx);
-            }
         }
     }
 
