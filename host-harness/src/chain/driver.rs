@@ -114,7 +114,7 @@ impl VmSet {
         }
         let (failed, fail) = {
             let vm = &self.store.data().vms[filter];
-            (vm.failed, vm.info.fail)
+            (vm.failed(), vm.info.fail)
         };
         if failed {
             return self.failed_filter(key, filter, fail);

@@ -8,7 +8,7 @@ impl VmSet {
     pub fn on_tick(&mut self, filter: usize) {
         let (root, f) = {
             let vm = &self.store.data().vms[filter];
-            if vm.failed {
+            if vm.failed() {
                 return;
             }
             (vm.root_ctx, vm.cb.tick.clone())
@@ -24,7 +24,7 @@ impl VmSet {
     pub fn on_queue_ready(&mut self, filter: usize, context_id: u32, token: u32) {
         let f = {
             let vm = &self.store.data().vms[filter];
-            if vm.failed {
+            if vm.failed() {
                 return;
             }
             vm.cb.queue_ready.clone()
@@ -46,7 +46,7 @@ impl VmSet {
         let (root, f, result) = {
             let vm = &mut self.store.data_mut().vms[filter];
             let result = vm.callouts.remove(&token);
-            if vm.failed {
+            if vm.failed() {
                 return;
             }
             (vm.root_ctx, vm.cb.http_call_response.clone(), result)
@@ -89,7 +89,7 @@ impl VmSet {
             let Some(op) = vm.grpc.get(&token).copied() else {
                 return;
             };
-            if vm.failed {
+            if vm.failed() {
                 vm.grpc.remove(&token);
                 return;
             }

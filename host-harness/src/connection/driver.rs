@@ -62,7 +62,7 @@ impl VmSet {
             if self.flow_closed(key) {
                 return Ok(());
             }
-            if self.store.data().vms[filter].failed {
+            if self.store.data().vms[filter].failed() {
                 self.flow_failed_filter(key, filter);
                 continue;
             }
@@ -269,7 +269,7 @@ impl VmSet {
         else {
             return Next::Continue;
         };
-        if self.store.data().vms[filter].failed {
+        if self.store.data().vms[filter].failed() {
             self.flow_failed_filter(key, filter);
             return if self.flow_closed(key) {
                 Next::Closed

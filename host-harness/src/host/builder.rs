@@ -113,6 +113,7 @@ impl HostBuilder {
                 module,
                 shape,
                 log_level: spec.log_level,
+                vm_key: vm_key(spec),
             }));
         }
         if infos.iter().any(|i| i.shape.abi != abi) {
@@ -185,4 +186,22 @@ pub(super) fn fault_of(
         fault = fault.nth(n);
     }
     fault
+}
+
+/// Envoy's VM key for a filter: its vm_id, a digest of its code, its VM configuration and
+/// environment (`vm_config.environment_variables`) — plugins with equal keys share a VM.
+fn vm_key(spec: &FilterSpec) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [spec.vm_id.as_bytes(), &spec.bytes[..], &spec.vm_config] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    for (k, v) in &spec.env {
+        for part in [k.as_bytes(), v.as_bytes()] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+    }
+    h.finalize().into()
 }

@@ -328,7 +328,7 @@ impl Host {
                 let mut w = lock(m);
                 let (current, period, failed) = {
                     let vm = &w.store.data().vms[filter];
-                    (vm.tick_generation, vm.tick_period_ms, vm.failed)
+                    (vm.tick_generation, vm.tick_period_ms, vm.failed())
                 };
                 if current != generation || period == 0 || failed {
                     return;
@@ -449,7 +449,7 @@ impl Host {
             return false;
         };
         self.vm_set(thread)
-            .map(|m| lock(m).store.data().vms[i].failed)
+            .map(|m| lock(m).store.data().vms[i].failed())
             .unwrap_or(false)
     }
 

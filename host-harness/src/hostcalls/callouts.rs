@@ -86,9 +86,9 @@ pub(super) fn proxy_http_call(
     // apart), one counter per VM.
     let token = {
         let vm = c.data_mut().vm_mut();
-        vm.next_callout = vm.next_callout.wrapping_add(4).max(4);
-        vm.callouts.insert(vm.next_callout, result);
-        vm.next_callout
+        let token = vm.core.next_http_call();
+        vm.callouts.insert(token, result);
+        token
     };
     shared.schedule(
         delay,

@@ -119,14 +119,12 @@ fn start(
     // context started it, and its callbacks come to the root context.
     let (thread, filter, context) = (c.data().thread, c.data().cur_vm, c.data().vm().root_ctx);
     let token = {
-        let vm = c.data_mut().vm_mut();
-        let counter = if stream {
-            &mut vm.next_grpc_stream
+        let core = &c.data().vm().core;
+        if stream {
+            core.next_grpc_stream()
         } else {
-            &mut vm.next_grpc_call
-        };
-        *counter = counter.wrapping_add(4);
-        *counter
+            core.next_grpc_call()
+        }
     };
     if let Err(s) = put_u32(c, return_token, token) {
         return st(s);

@@ -1,7 +1,6 @@
 //! Instantiating a VM set (every filter of the chain, then each root context's create /
 //! vm_start / configure, as Envoy does on each thread) and calling into a guest.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -9,7 +8,7 @@ use wasmtime::{Instance, Linker, Store, TypedFunc, WasmParams, WasmResults};
 
 use super::module::shared_engine;
 use super::shared::HostShared;
-use super::state::{Callbacks, FilterInfo, GrpcCallbacks, Vm, VmState};
+use super::state::{Callbacks, FilterInfo, GrpcCallbacks, Vm, VmCore, VmState};
 use crate::error::HostError;
 use crate::outcome::{LogLevel, LogLine};
 use crate::runtime::lock;
@@ -47,6 +46,22 @@ impl VmSet {
     ) -> Result<VmSet, HostError> {
         let mut store = Store::new(shared_engine(), VmState::new(thread, shared));
         for info in filters {
+            // A plugin whose VM key an earlier one has joins that VM: a second root context in
+            // the same instance (its statics, memory, context ids and callout tokens), started
+            // and configured on its own.
+            let sibling = store
+                .data()
+                .vms
+                .iter()
+                .find(|v| v.info.vm_key == info.vm_key)
+                .map(|v| (v.memory, v.alloc.clone(), v.cb.clone(), v.core.clone()));
+            if let Some((memory, alloc, cb, core)) = sibling {
+                store
+                    .data_mut()
+                    .vms
+                    .push(Vm::new(info.clone(), memory, alloc, cb, core));
+                continue;
+            }
             let inst = linker
                 .instantiate(&mut store, &info.module)
                 .map_err(|e| HostError::Instantiate(format!("{e:#}")))?;
@@ -99,24 +114,13 @@ impl VmSet {
                 } else {
                     None
                 };
-            store.data_mut().vms.push(Vm {
-                info: info.clone(),
+            store.data_mut().vms.push(Vm::new(
+                info.clone(),
                 memory,
                 alloc,
                 cb,
-                root_ctx: 0,
-                next_ctx: 1,
-                contexts: HashMap::new(),
-                failed: false,
-                tick_generation: 0,
-                tick_period_ms: 0,
-                next_callout: 0,
-                callouts: HashMap::new(),
-                next_grpc_call: 1,
-                next_grpc_stream: 2,
-                grpc: HashMap::new(),
-                status_code: 0,
-            });
+                Arc::new(VmCore::default()),
+            ));
             let index = store.data().vms.len() - 1;
             // cpp-host's `startVm` restricts the host calls start-up code may make.
             store.data_mut().starting = true;
@@ -158,8 +162,7 @@ impl VmSet {
         let info = store.data().vms[i].info.clone();
         let root = {
             let vm = &mut store.data_mut().vms[i];
-            let id = vm.next_ctx;
-            vm.next_ctx += 1;
+            let id = vm.core.next_context();
             vm.root_ctx = id;
             id
         };
@@ -255,7 +258,7 @@ pub(crate) fn call<R>(
                 Some(t) => format!("{t}"),
                 None => format!("{e:#}"),
             };
-            st.vms[vm].failed = true;
+            st.vms[vm].fail();
             st.cur_vm = vm;
             st.cur_ctx = ctx;
             st.log(

@@ -3,6 +3,7 @@
 //! context the current callback runs as — what every host call reads first.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use wasmtime::{Memory, Module, TypedFunc};
@@ -46,12 +47,16 @@ pub(crate) struct FilterInfo {
     pub module: Module,
     pub shape: ModuleShape,
     pub log_level: LogLevel,
+    /// Envoy's VM key: plugins with the same vm_id, code and VM configuration (its
+    /// `configuration` and environment variables) share one VM per thread.
+    pub vm_key: [u8; 32],
 }
 
 /// `proxy_on_http_call_response(context, token, headers, body_size, trailers)`.
 pub(crate) type HttpCallResponseFn = TypedFunc<(i32, i32, i32, i32, i32), ()>;
 
 /// The module's exported callbacks (absent ones are simply not called, as in cpp-host).
+#[derive(Clone)]
 pub(crate) struct Callbacks {
     pub context_create: Option<ContextCreateFn>,
     pub vm_start: Option<TypedFunc<(i32, i32), i32>>,
@@ -73,6 +78,7 @@ pub(crate) struct Callbacks {
 }
 
 /// The gRPC callbacks, each `(context_id, token, count or size or status)`.
+#[derive(Clone)]
 pub(crate) struct GrpcCallbacks {
     pub initial_metadata: Option<TypedFunc<(i32, i32, i32), ()>>,
     pub receive: Option<TypedFunc<(i32, i32, i32), ()>>,
@@ -90,19 +96,15 @@ pub(crate) struct Vm {
     pub alloc: TypedFunc<i32, i32>,
     pub cb: Callbacks,
     pub root_ctx: u32,
-    pub next_ctx: u32,
+    /// What the plugins sharing this VM share (Envoy: one VM per thread for plugins with the
+    /// same vm_id, code and VM configuration).
+    pub core: Arc<VmCore>,
     /// Stream contexts alive in this VM → stream key.
     pub contexts: HashMap<u32, u64>,
-    pub failed: bool,
     pub tick_generation: u64,
     pub tick_period_ms: u32,
-    pub next_callout: u32,
     /// Callout results waiting for their completion event.
     pub callouts: HashMap<u32, CalloutResult>,
-    /// Envoy numbers a VM's gRPC calls 5, 9, 13, … and its streams 6, 10, 14, … (the low two
-    /// bits tell callout kinds apart; HTTP callouts are 4, 8, …).
-    pub next_grpc_call: u32,
-    pub next_grpc_stream: u32,
     /// gRPC calls and streams in flight, by token (the root context's, as cpp-host makes
     /// every callout on it).
     pub grpc: HashMap<u32, GrpcOp>,
@@ -133,19 +135,92 @@ pub(crate) struct GrpcDelivery {
 }
 
 impl Vm {
+    pub fn new(
+        info: Arc<FilterInfo>,
+        memory: Memory,
+        alloc: TypedFunc<i32, i32>,
+        cb: Callbacks,
+        core: Arc<VmCore>,
+    ) -> Vm {
+        Vm {
+            info,
+            memory,
+            alloc,
+            cb,
+            root_ctx: 0,
+            core,
+            contexts: HashMap::new(),
+            tick_generation: 0,
+            tick_period_ms: 0,
+            callouts: HashMap::new(),
+            grpc: HashMap::new(),
+            status_code: 0,
+        }
+    }
+
     /// A new context id for the stream or connection `key` (recorded in `contexts`), with the root
     /// context it belongs to and the `proxy_on_context_create` to call: what both drivers do
     /// before a filter first sees a request or a connection.
     pub fn new_context(&mut self, key: u64) -> (u32, u32, Option<ContextCreateFn>) {
-        let ctx = self.next_ctx;
-        self.next_ctx += 1;
+        let ctx = self.core.next_context();
         self.contexts.insert(ctx, key);
         (ctx, self.root_ctx, self.cb.context_create.clone())
     }
 
     /// Its callbacks, unless the VM has failed (a failed VM gets no more calls).
     pub fn live(&self) -> Option<&Callbacks> {
-        (!self.failed).then_some(&self.cb)
+        (!self.failed()).then_some(&self.cb)
+    }
+
+    /// Whether the VM has failed (a trap in any plugin it holds).
+    pub fn failed(&self) -> bool {
+        self.core.failed.load(Ordering::Relaxed)
+    }
+
+    pub fn fail(&self) {
+        self.core.failed.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The state of one wasm VM that every plugin it holds shares: its context ids, whether it
+/// failed, its callout token counters. (Atomics only so that two plugins' `Vm`s can hold it; one
+/// thread uses it.)
+#[derive(Debug)]
+pub(crate) struct VmCore {
+    next_ctx: AtomicU32,
+    failed: AtomicBool,
+    /// Envoy numbers a VM's HTTP callouts 4, 8, 12, …, its gRPC calls 5, 9, 13, … and its
+    /// streams 6, 10, 14, … (the low two bits tell callout kinds apart).
+    next_http_call: AtomicU32,
+    next_grpc_call: AtomicU32,
+    next_grpc_stream: AtomicU32,
+}
+
+impl Default for VmCore {
+    fn default() -> Self {
+        VmCore {
+            next_ctx: AtomicU32::new(1),
+            failed: AtomicBool::new(false),
+            next_http_call: AtomicU32::new(0),
+            next_grpc_call: AtomicU32::new(1),
+            next_grpc_stream: AtomicU32::new(2),
+        }
+    }
+}
+
+impl VmCore {
+    /// The next context id of the VM (root and stream contexts alike).
+    pub fn next_context(&self) -> u32 {
+        self.next_ctx.fetch_add(1, Ordering::Relaxed)
+    }
+    pub fn next_http_call(&self) -> u32 {
+        self.next_http_call.fetch_add(4, Ordering::Relaxed).wrapping_add(4)
+    }
+    pub fn next_grpc_call(&self) -> u32 {
+        self.next_grpc_call.fetch_add(4, Ordering::Relaxed).wrapping_add(4)
+    }
+    pub fn next_grpc_stream(&self) -> u32 {
+        self.next_grpc_stream.fetch_add(4, Ordering::Relaxed).wrapping_add(4)
     }
 }
 
