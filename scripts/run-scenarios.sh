@@ -17,6 +17,13 @@ if [ $# -eq 0 ] || [[ "${1:-}" == -* ]]; then
   while IFS= read -r f; do files+=("$f"); done < <(find examples/mesh -maxdepth 1 -name '*.yaml' | sort)
 fi
 bin="${CARGO_TARGET_DIR:-target}/debug/meshward"
+# The gRPC conformance files (tests/scenarios/conformance/grpc) call a real gRPC server: start the
+# test one (it stops with this script) and hand its ports to the files' `${MESHWARD_GRPC_*}`.
+coproc GRPC_ECHO { exec .venv/bin/python tests/peers/grpc_echo.py; }
+trap 'kill "$GRPC_ECHO_PID" 2>/dev/null || true' EXIT
+read -r _ MESHWARD_GRPC_ECHO <&"${GRPC_ECHO[0]}"
+read -r _ MESHWARD_GRPC_SILENT <&"${GRPC_ECHO[0]}"
+export MESHWARD_GRPC_ECHO MESHWARD_GRPC_SILENT
 status=0
 "$bin" test --envoy "$@" "${files[@]}" || status=$?
 if [ $# -eq 0 ] || [[ "${1:-}" == -* ]]; then
