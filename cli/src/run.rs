@@ -147,6 +147,9 @@ fn chain_of(args: &RunArgs) -> Result<(Scenario, PathBuf)> {
         config,
         config_file: args.config_file.as_ref().map(|f| here.join(f)),
         fail_open: false,
+        vm_config: None,
+        failure_policy: None,
+        reload_backoff: None,
     };
     let scenario = Scenario {
         description: None,

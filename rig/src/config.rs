@@ -38,6 +38,18 @@ pub struct WasmFilter {
     pub fail_open: bool,
     /// `vm_config.environment_variables.key_values`: what the module's WASI `environ_get` sees.
     pub env: Vec<(String, String)>,
+    /// `vm_config.configuration` (a `google.protobuf.StringValue`): what `on_vm_start` may read.
+    /// Part of the VM's key: plugins share a VM only if vm_id, code and this are all equal.
+    /// `None`: the field is left out (an empty VM configuration).
+    pub vm_configuration: Option<String>,
+    /// `failure_policy` (Envoy's `FailurePolicy` enum name: `FAIL_CLOSED`, `FAIL_OPEN`,
+    /// `FAIL_RELOAD`). `None`: the field is left out (Envoy's default, fail closed). Envoy refuses
+    /// it together with `fail_open: true`.
+    pub failure_policy: Option<String>,
+    /// `reload_config.backoff.base_interval` in milliseconds (with `FAIL_RELOAD`; Envoy's
+    /// default 1000): a failed VM is replaced only once this long (jittered up by as much as
+    /// half) has passed since the thread's VM was last loaded.
+    pub reload_backoff_ms: Option<u64>,
 }
 
 impl WasmFilter {
@@ -50,7 +62,28 @@ impl WasmFilter {
             configuration: configuration.to_string(),
             fail_open: false,
             env: Vec::new(),
+            vm_configuration: None,
+            failure_policy: None,
+            reload_backoff_ms: None,
         }
+    }
+
+    /// Sets `vm_config.configuration` (the VM configuration `on_vm_start` reads).
+    pub fn vm_configuration(mut self, configuration: &str) -> Self {
+        self.vm_configuration = Some(configuration.to_string());
+        self
+    }
+
+    /// Sets `failure_policy` (`FAIL_CLOSED`, `FAIL_OPEN`, `FAIL_RELOAD`).
+    pub fn failure_policy(mut self, policy: &str) -> Self {
+        self.failure_policy = Some(policy.to_string());
+        self
+    }
+
+    /// Sets `reload_config.backoff.base_interval` (milliseconds) for `FAIL_RELOAD`.
+    pub fn reload_backoff_ms(mut self, ms: u64) -> Self {
+        self.reload_backoff_ms = Some(ms);
+        self
     }
 
     /// Adds an environment variable to the VM (`vm_config.environment_variables.key_values`).
@@ -101,20 +134,34 @@ impl WasmFilter {
                 .collect();
             vm_config["environment_variables"] = json!({"key_values": key_values});
         }
+        if let Some(configuration) = &self.vm_configuration {
+            vm_config["configuration"] = json!({
+                "@type": "type.googleapis.com/google.protobuf.StringValue",
+                "value": configuration,
+            });
+        }
+        let mut config = json!({
+            "name": self.name,
+            "root_id": self.root_id.as_deref().unwrap_or(&self.name),
+            "vm_config": vm_config,
+            "configuration": {
+                "@type": "type.googleapis.com/google.protobuf.StringValue",
+                "value": self.configuration,
+            },
+            "fail_open": self.fail_open,
+        });
+        if let Some(policy) = &self.failure_policy {
+            config["failure_policy"] = json!(policy);
+        }
+        if let Some(ms) = self.reload_backoff_ms {
+            config["reload_config"] =
+                json!({"backoff": {"base_interval": format!("{}s", ms as f64 / 1000.0)}});
+        }
         Ok(json!({
             "name": format!("wasm.{}", self.name),
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                "config": {
-                    "name": self.name,
-                    "root_id": self.root_id.as_deref().unwrap_or(&self.name),
-                    "vm_config": vm_config,
-                    "configuration": {
-                        "@type": "type.googleapis.com/google.protobuf.StringValue",
-                        "value": self.configuration,
-                    },
-                    "fail_open": self.fail_open,
-                }
+                "config": config,
             }
         }))
     }
@@ -526,6 +573,31 @@ fn cluster(name: &str, addr: SocketAddr, http2: bool) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vm_configuration_failure_policy_and_reload_backoff_reach_the_plugin_config() {
+        let plain = WasmFilter::new("p", "/m.wasm", "{}").to_json().unwrap();
+        let config = &plain["typed_config"]["config"];
+        assert!(config["vm_config"].get("configuration").is_none());
+        assert!(config.get("failure_policy").is_none());
+        assert!(config.get("reload_config").is_none());
+        let set = WasmFilter::new("p", "/m.wasm", "{}")
+            .vm_configuration("vm")
+            .failure_policy("FAIL_RELOAD")
+            .reload_backoff_ms(2500)
+            .to_json()
+            .unwrap();
+        let config = &set["typed_config"]["config"];
+        assert_eq!(
+            config["vm_config"]["configuration"],
+            json!({"@type": "type.googleapis.com/google.protobuf.StringValue", "value": "vm"})
+        );
+        assert_eq!(config["failure_policy"], "FAIL_RELOAD");
+        assert_eq!(
+            config["reload_config"],
+            json!({"backoff": {"base_interval": "2.5s"}})
+        );
+    }
 
     #[test]
     fn a_grpc_cluster_speaks_http2_and_the_others_do_not() {

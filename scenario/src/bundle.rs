@@ -38,10 +38,13 @@ pub fn bundled(scenario: &Scenario) -> Result<Scenario, String> {
             return Err(format!("`{name}` out of the bundle's order (or twice)"));
         }
         last = Some(position);
-        if entry.fail_open {
+        if entry.fail_open || entry.failure_policy.is_some() {
             return Err(format!(
-                "`{name}` is failOpen (the bundle has one fail policy)"
+                "`{name}` is failOpen or has a failurePolicy (the bundle has one fail policy)"
             ));
+        }
+        if entry.vm_config.is_some() {
+            return Err(format!("`{name}` has a vmConfig (the bundle has one VM)"));
         }
         let section = ORDER.get(position).map(|(_, s)| *s).unwrap_or_default();
         sections.insert(section.to_string(), section_config(entry, &base)?);
@@ -61,6 +64,9 @@ pub fn bundled(scenario: &Scenario) -> Result<Scenario, String> {
         config: Some(Value::Object(sections)),
         config_file: None,
         fail_open: false,
+        vm_config: None,
+        failure_policy: None,
+        reload_backoff: None,
     }];
     Ok(out)
 }

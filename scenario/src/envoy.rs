@@ -327,15 +327,25 @@ fn dead_address() -> Result<SocketAddr> {
     Ok(l.local_addr()?)
 }
 
-/// One chain entry as the wasm filter Envoy loads.
-fn wasm_filter(entry: &ChainEntry, base: &Path, wasm_dir: &Path) -> Result<WasmFilter> {
+/// One chain entry as the wasm filter Envoy loads (HTTP here, network in [`crate::tcp`]).
+pub(crate) fn wasm_filter(entry: &ChainEntry, base: &Path, wasm_dir: &Path) -> Result<WasmFilter> {
     let module = entry.module_path(base, wasm_dir);
     let configuration = String::from_utf8(entry.config_bytes(base)?)
         .context("pluginConfig must be UTF-8 for Envoy's StringValue")?;
-    Ok(
-        WasmFilter::new(&entry.plugin_name(), &module, &configuration)
-            .root_id(&entry.root_id())
-            .vm_id(&entry.vm_id())
-            .fail_open(entry.fail_open),
-    )
+    let mut filter = WasmFilter::new(&entry.plugin_name(), &module, &configuration)
+        .root_id(&entry.root_id())
+        .vm_id(&entry.vm_id())
+        .fail_open(entry.fail_open);
+    if let Some(bytes) = entry.vm_config_bytes()? {
+        let vm_configuration =
+            String::from_utf8(bytes).context("vmConfig must be UTF-8 for Envoy's StringValue")?;
+        filter = filter.vm_configuration(&vm_configuration);
+    }
+    if let Some(policy) = entry.failure_policy {
+        filter = filter.failure_policy(policy.envoy_name());
+    }
+    if let Some(backoff) = entry.reload_backoff()? {
+        filter = filter.reload_backoff_ms(backoff.as_millis().try_into().unwrap_or(u64::MAX));
+    }
+    Ok(filter)
 }

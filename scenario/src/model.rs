@@ -227,6 +227,42 @@ pub struct ChainEntry {
     /// Envoy `fail_open` (Istio failStrategy FAIL_OPEN). Default false: fail closed.
     #[serde(default)]
     pub fail_open: bool,
+    /// `vm_config.configuration`, inline (any YAML value; sent as JSON, what `on_vm_start`
+    /// reads). Part of the VM's identity: entries share a VM only if vm_id, module and this are
+    /// all equal. Default: none (empty).
+    #[serde(default)]
+    pub vm_config: Option<serde_json::Value>,
+    /// Envoy `failure_policy`: what the filter does once its VM failed (trapped). Default: Envoy's
+    /// (fail closed). Not together with `failOpen: true` (Envoy refuses both).
+    #[serde(default)]
+    pub failure_policy: Option<FailurePolicy>,
+    /// With `failurePolicy: FAIL_RELOAD`: Envoy `reload_config.backoff.base_interval` (`500ms`,
+    /// `2s`; at most 10s). Default: Envoy's 1s.
+    #[serde(default)]
+    pub reload_backoff: Option<String>,
+}
+
+/// `chain[].failurePolicy`: Envoy's `envoy.extensions.wasm.v3.FailurePolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FailurePolicy {
+    /// Every request through the failed plugin gets a 503 (Envoy's default).
+    FailClosed,
+    /// The failed plugin is skipped (as `failOpen: true`).
+    FailOpen,
+    /// The thread's failed VM is replaced by a fresh one (no more often than the reload backoff).
+    FailReload,
+}
+
+impl FailurePolicy {
+    /// The enum value's name in Envoy's configuration.
+    pub fn envoy_name(self) -> &'static str {
+        match self {
+            FailurePolicy::FailClosed => "FAIL_CLOSED",
+            FailurePolicy::FailOpen => "FAIL_OPEN",
+            FailurePolicy::FailReload => "FAIL_RELOAD",
+        }
+    }
 }
 
 /// One request and what must come of it.
@@ -453,6 +489,18 @@ impl Scenario {
             {
                 bail!("chain[{i}]: `sha256` and `insecureRegistry` go with an `oci://` module");
             }
+            if entry.fail_open && entry.failure_policy.is_some() {
+                bail!("chain[{i}]: give at most one of `failOpen` and `failurePolicy` (Envoy refuses both)");
+            }
+            let backoff = entry
+                .reload_backoff()
+                .with_context(|| format!("chain[{i}]"))?;
+            if backoff.is_some() && entry.failure_policy != Some(FailurePolicy::FailReload) {
+                bail!("chain[{i}]: `reloadBackoff` goes with `failurePolicy: FAIL_RELOAD`");
+            }
+            if backoff.is_some_and(|b| b < std::time::Duration::from_millis(1)) {
+                bail!("chain[{i}]: `reloadBackoff` must be at least 1ms (Envoy's base_interval)");
+            }
         }
         for case in &self.cases {
             for h in &case.request.headers {
@@ -512,6 +560,19 @@ impl ChainEntry {
     /// VM id of this entry: `vmId`, else the plugin name.
     pub fn vm_id(&self) -> String {
         self.vm_id.clone().unwrap_or_else(|| self.plugin_name())
+    }
+
+    /// The `vmConfig` bytes for this entry (JSON), if any.
+    pub fn vm_config_bytes(&self) -> Result<Option<Vec<u8>>> {
+        match &self.vm_config {
+            Some(v) => Ok(Some(serde_json::to_vec(v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// `reloadBackoff` as a duration, if given.
+    pub fn reload_backoff(&self) -> Result<Option<std::time::Duration>> {
+        short_duration("reloadBackoff", self.reload_backoff.as_deref())
     }
 
     /// The image reference when the module is `oci://…`.
@@ -575,6 +636,51 @@ mod tests {
              cases: [{{name: c, request: {{path: /}}, expect: {expect}}}]\n"
         );
         Scenario::from_yaml(&yaml, Path::new("t.yaml"))
+    }
+
+    fn with_entry(entry: &str) -> Result<Scenario> {
+        let yaml = format!(
+            "chain: [{{filter: spiffe-authz, {entry}}}]\n\
+             cases: [{{name: c, request: {{path: /}}, expect: {{status: 200}}}}]\n"
+        );
+        Scenario::from_yaml(&yaml, Path::new("t.yaml"))
+    }
+
+    #[test]
+    fn chain_entries_take_a_vm_config_a_failure_policy_and_a_reload_backoff() {
+        let s = with_entry("vmConfig: {v: 1}, failurePolicy: FAIL_RELOAD, reloadBackoff: 500ms")
+            .unwrap();
+        let entry = &s.chain[0];
+        assert_eq!(entry.vm_config_bytes().unwrap().unwrap(), br#"{"v":1}"#);
+        assert_eq!(entry.failure_policy, Some(FailurePolicy::FailReload));
+        assert_eq!(
+            entry.reload_backoff().unwrap(),
+            Some(std::time::Duration::from_millis(500))
+        );
+        for (text, name) in [
+            ("FAIL_CLOSED", "FAIL_CLOSED"),
+            ("FAIL_OPEN", "FAIL_OPEN"),
+            ("FAIL_RELOAD", "FAIL_RELOAD"),
+        ] {
+            let s = with_entry(&format!("failurePolicy: {text}")).unwrap();
+            assert_eq!(s.chain[0].failure_policy.unwrap().envoy_name(), name);
+        }
+        let s = with_entry("name: x").unwrap();
+        assert!(s.chain[0].vm_config_bytes().unwrap().is_none());
+        assert!(s.chain[0].failure_policy.is_none());
+    }
+
+    #[test]
+    fn failure_policy_knobs_are_checked_as_envoy_would() {
+        let err = |entry: &str| format!("{:#}", with_entry(entry).unwrap_err());
+        assert!(err("failurePolicy: FAIL_SOMETIMES").contains("FAIL_SOMETIMES"));
+        assert!(err("failOpen: true, failurePolicy: FAIL_CLOSED")
+            .contains("at most one of `failOpen` and `failurePolicy`"));
+        assert!(err("reloadBackoff: 1s").contains("`reloadBackoff` goes with"));
+        assert!(err("failurePolicy: FAIL_OPEN, reloadBackoff: 1s").contains("goes with"));
+        assert!(err("failurePolicy: FAIL_RELOAD, reloadBackoff: 0s").contains("at least 1ms"));
+        assert!(err("failurePolicy: FAIL_RELOAD, reloadBackoff: 11s").contains("over 10s"));
+        assert!(with_entry("failOpen: false, failurePolicy: FAIL_CLOSED").is_ok());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use meshward_harness::{ConnectionSpec, Host, Tls};
 use meshward_rig::{
     tcp_listener_with, Certs, ClientCert, EchoUpstream, Envoy, EnvoyConfig, TcpClient,
-    TcpEchoUpstream, TcpTransport, WasmFilter,
+    TcpEchoUpstream, TcpTransport,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -379,16 +379,7 @@ pub fn run_envoy(scenario: &TcpScenario, wasm_dir: &Path) -> Result<Vec<TcpObser
     let base = scenario.base();
     let mut filters = Vec::new();
     for entry in &scenario.chain {
-        let module = entry.module_path(&base, wasm_dir);
-        let configuration = String::from_utf8(entry.config_bytes(&base)?)
-            .context("pluginConfig must be UTF-8 for Envoy's StringValue")?;
-        filters.push(
-            WasmFilter::new(&entry.plugin_name(), &module, &configuration)
-                .root_id(&entry.root_id())
-                .vm_id(&entry.vm_id())
-                .fail_open(entry.fail_open)
-                .to_network_json()?,
-        );
+        filters.push(crate::envoy::wasm_filter(entry, &base, wasm_dir)?.to_network_json()?);
     }
     run_envoy_with(scenario, filters)
 }

@@ -2,13 +2,18 @@
 //! SDK would panic on).
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 
 proxy_wasm::main! {{
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(RuntimeRoot) });
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
+        bump(&ROOTS);
+        event(format!("r{context_id}"));
+        Box::new(RuntimeRoot { id: context_id })
+    });
 }}
 
 #[link(wasm_import_module = "env")]
@@ -52,12 +57,12 @@ extern "C" {
 
 /// How many times the host called the exported `main` (cpp-host calls it once, after
 /// `_initialize`, in every VM it starts).
-static MAIN_CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+static MAIN_CALLS: AtomicU32 = AtomicU32::new(0);
 
 /// A WASI reactor's `main`, as a C or TinyGo module exports it.
 #[no_mangle]
 pub extern "C" fn main(_argc: i32, _argv: i32) -> i32 {
-    MAIN_CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    bump(&MAIN_CALLS);
     // Host calls from start-up code, chosen by the VM's environment (readable at start-up).
     match std::env::var("MESHWARD_RT_START").as_deref() {
         Ok("log") => {
@@ -74,6 +79,65 @@ pub extern "C" fn main(_argc: i32, _argv: i32) -> i32 {
 thread_local! {
     /// What `on_vm_start` saw when it asked for the plugin configuration.
     static VM_START: RefCell<String> = const { RefCell::new(String::new()) };
+    /// What this instance's host called, in order (`x-rt-vm-log`): `r<id>` a root context
+    /// created, `s<id>:<vm configuration size>` its `on_vm_start`, `c<id>:<plugin configuration
+    /// size>` its `on_configure` (HTTP contexts are left out: `x-rt-vm` counts them).
+    static EVENTS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Per wasm instance (module statics): every `on_configure`, `on_vm_start`, root context and
+/// HTTP context this instance saw. A VM the host shares between plugins counts for all of them;
+/// a fresh VM (a reload, another thread's) starts again from 0.
+static CONFIGURES: AtomicU32 = AtomicU32::new(0);
+static VM_STARTS: AtomicU32 = AtomicU32::new(0);
+static ROOTS: AtomicU32 = AtomicU32::new(0);
+static HTTP: AtomicU32 = AtomicU32::new(0);
+
+fn bump(counter: &AtomicU32) {
+    counter.fetch_add(1, Ordering::SeqCst);
+}
+
+fn count(counter: &AtomicU32) -> u32 {
+    counter.load(Ordering::SeqCst)
+}
+
+fn event(e: String) {
+    EVENTS.with(|v| v.borrow_mut().push(e));
+}
+
+/// Adds 1 to the decimal counter under `key` in the host's shared data (scoped by vm_id, shared
+/// by every VM of the process: canaries and every thread's), compare-and-swap until it holds.
+fn bump_shared(key: &str) {
+    use proxy_wasm::hostcalls::{get_shared_data, set_shared_data};
+    loop {
+        let (value, cas) = get_shared_data(key).unwrap();
+        let n = value.map_or(0, |v| shared_number(&v)) + 1;
+        match set_shared_data(key, Some(n.to_string().as_bytes()), cas) {
+            Ok(()) => return,
+            Err(proxy_wasm::types::Status::CasMismatch) => continue,
+            Err(s) => panic!("rt: set_shared_data({key}): {s:?}"),
+        }
+    }
+}
+
+/// Adds 1 to the counter metric `name` (defined here, by every VM that bumps it: Envoy's stats are
+/// process-wide, so canaries and every thread's VM count in the one metric).
+fn bump_metric(name: &str) {
+    use proxy_wasm::hostcalls::{define_metric, increment_metric};
+    let id = define_metric(proxy_wasm::types::MetricType::Counter, name).unwrap();
+    increment_metric(id, 1).unwrap();
+}
+
+fn shared_number(bytes: &[u8]) -> u64 {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0)
+}
+
+fn shared(key: &str) -> u64 {
+    let (value, _) = proxy_wasm::hostcalls::get_shared_data(key).unwrap();
+    value.map_or(0, |v| shared_number(&v))
 }
 
 /// `proxy_get_status` as `<code>:<message>` (or `status:<n>` if the call itself failed).
@@ -115,18 +179,28 @@ fn plugin_configuration() -> String {
     }
 }
 
-struct RuntimeRoot;
+struct RuntimeRoot {
+    id: u32,
+}
 
 impl Context for RuntimeRoot {}
 
 impl RootContext for RuntimeRoot {
-    fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
+    fn on_vm_start(&mut self, vm_configuration_size: usize) -> bool {
+        bump(&VM_STARTS);
+        event(format!("s{}:{vm_configuration_size}", self.id));
+        bump_shared("rt.vm_starts");
+        bump_metric("rt.vm_starts");
         let seen = plugin_configuration();
         VM_START.with(|v| *v.borrow_mut() = seen);
         true
     }
 
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        bump(&CONFIGURES);
+        event(format!("c{}:{plugin_configuration_size}", self.id));
+        bump_shared("rt.configures");
+        bump_metric("rt.configures");
         self.register_shared_queue("q");
         true
     }
@@ -135,13 +209,21 @@ impl RootContext for RuntimeRoot {
         Some(ContextType::HttpContext)
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Runtime::default()))
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        bump(&HTTP);
+        Some(Box::new(Runtime {
+            id: context_id,
+            root: self.id,
+            ..Runtime::default()
+        }))
     }
 }
 
 #[derive(Default)]
 struct Runtime {
+    /// This context's id and its root context's.
+    id: u32,
+    root: u32,
     /// Tokens of the callouts still to answer, in dispatch order.
     tokens: Vec<u32>,
     answered: usize,
@@ -225,14 +307,60 @@ impl Runtime {
     }
 }
 
+impl Runtime {
+    /// `x-rt-vm`: this instance's counters, this context's ids and the shared counters, under a
+    /// name of this plugin's.
+    fn report_vm(&self) {
+        let plugin = self
+            .get_property(vec!["plugin_name"])
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let report = format!(
+            "configures={},vm_starts={},roots={},http={},ctx={},root={},shared_configures={},shared_vm_starts={}",
+            count(&CONFIGURES),
+            count(&VM_STARTS),
+            count(&ROOTS),
+            count(&HTTP),
+            self.id,
+            self.root,
+            shared("rt.configures"),
+            shared("rt.vm_starts"),
+        );
+        self.add_http_request_header(&format!("x-rt-vm-{plugin}"), &report);
+        let log = EVENTS.with(|v| v.borrow().join(" "));
+        self.add_http_request_header(&format!("x-rt-vm-log-{plugin}"), &log);
+    }
+
+    /// `x-rt-trap: 1` (every plugin) or `x-rt-trap: <plugin name>` (that one): a panic, which the
+    /// release profile's `panic = "abort"` turns into a wasm trap.
+    fn maybe_trap(&self, which: &str) {
+        if which == "1" {
+            panic!("rt: trap requested");
+        }
+        let plugin = self
+            .get_property(vec!["plugin_name"])
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        if which == plugin {
+            panic!("rt: trap requested for {plugin}");
+        }
+    }
+}
+
 impl HttpContext for Runtime {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if let Some(which) = self.get_http_request_header("x-rt-trap") {
+            self.maybe_trap(&which);
+        }
+        if self.get_http_request_header("x-rt-vm").is_some() {
+            self.report_vm();
+        }
         if self.get_http_request_header("x-rt-vm-start").is_some() {
             let seen = VM_START.with(|v| v.borrow().clone());
             self.add_http_request_header("x-rt-vm-start-plugin-config", &seen);
         }
         if self.get_http_request_header("x-rt-main").is_some() {
-            let calls = MAIN_CALLS.load(std::sync::atomic::Ordering::SeqCst);
+            let calls = count(&MAIN_CALLS);
             self.add_http_request_header("x-rt-main-calls", &calls.to_string());
         }
         if let Some(name) = self.get_http_request_header("x-rt-env") {

@@ -21,7 +21,20 @@
 //! - `x-rt-env: <name>` → `x-rt-env-value: <value>` (`std::env::var`, i.e. WASI `environ_get`),
 //!   or `<unset>`;
 //! - `x-rt-vm-start: 1` → `x-rt-vm-start-plugin-config: <status>[:<size>]`, what
-//!   `proxy_get_buffer_bytes(PluginConfiguration)` answered inside `on_vm_start`.
+//!   `proxy_get_buffer_bytes(PluginConfiguration)` answered inside `on_vm_start`;
+//! - `x-rt-vm: 1` → each plugin adds `x-rt-vm-<plugin>` (`<plugin>` the `plugin_name` property):
+//!   `configures=<n>,vm_starts=<n>,roots=<n>,http=<n>,ctx=<id>,root=<id>,shared_configures=<n>,
+//!   shared_vm_starts=<n>` — how many `on_configure`, `on_vm_start`, root contexts and HTTP
+//!   contexts this wasm instance saw (module statics: one count per VM, whichever plugins share
+//!   it), this HTTP context's id and its root context's, and the shared-data counters
+//!   `rt.configures` / `rt.vm_starts` that every `on_configure` / `on_vm_start` bumps (shared data
+//!   is per vm_id but process-wide: they count canary VMs and every thread's VM); and
+//!   `x-rt-vm-log-<plugin>`: what the instance's host called, in order, space-separated —
+//!   `r<id>` a root context created, `s<id>:<vm configuration size>` its `on_vm_start`,
+//!   `c<id>:<plugin configuration size>` its `on_configure` (both also bump the counter metrics
+//!   `rt.configures` / `rt.vm_starts`, process-wide as shared data);
+//! - `x-rt-trap: 1` → every plugin panics in `on_http_request_headers` (a trap: the release
+//!   profile aborts on panic); `x-rt-trap: <plugin name>` → only that plugin does.
 
 #[cfg(target_arch = "wasm32")]
 mod filter;
