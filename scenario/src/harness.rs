@@ -7,12 +7,12 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use meshward_harness::{
-    CalloutResponse, ClockMode, Cluster, DownstreamTransport, FilterSpec, Host, ListenerSettings,
-    Outcome, Request, Tls, Verdict,
+    CalloutResponse, ClockMode, Cluster, DownstreamTransport, FailStrategy, FilterSpec, Host,
+    ListenerSettings, Outcome, Request, Tls, Verdict,
 };
 
 use crate::check::Observed;
-use crate::model::{Case, ChainEntry, MtlsMode, RequestSpec, Scenario};
+use crate::model::{Case, ChainEntry, FailurePolicy, MtlsMode, RequestSpec, Scenario};
 use crate::target::Target;
 
 /// A scenario's chain in the harness: one host for every case, in order.
@@ -109,7 +109,22 @@ pub(crate) fn filter_spec(entry: &ChainEntry, base: &Path, wasm_dir: &Path) -> R
         .root_id(&entry.root_id())
         .vm_id(&entry.vm_id())
         .config(entry.config_bytes(base)?)
-        .fail_open(entry.fail_open))
+        .vm_config(entry.vm_config_bytes()?.unwrap_or_default())
+        .fail_strategy(fail_strategy(entry)?))
+}
+
+/// The chain entry's `failOpen` / `failurePolicy` (`reloadBackoff`: Envoy's default 1 s).
+fn fail_strategy(entry: &ChainEntry) -> Result<FailStrategy> {
+    Ok(match entry.failure_policy {
+        None if entry.fail_open => FailStrategy::FailOpen,
+        None | Some(FailurePolicy::FailClosed) => FailStrategy::FailClosed,
+        Some(FailurePolicy::FailOpen) => FailStrategy::FailOpenAfterTrap,
+        Some(FailurePolicy::FailReload) => FailStrategy::Reload {
+            backoff: entry
+                .reload_backoff()?
+                .unwrap_or(std::time::Duration::from_secs(1)),
+        },
+    })
 }
 
 /// The harness listener's transport for a scenario's `listener.mtls`.

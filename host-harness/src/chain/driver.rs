@@ -21,8 +21,21 @@ enum Step {
 }
 
 impl VmSet {
+    /// A new request: Envoy creates the chain's filters for it in order — a FAIL_RELOAD plugin
+    /// whose VM failed reloads here — and each filter's context takes its id from its VM then
+    /// (`proxy_on_context_create` comes later, when the filter first sees the request).
     pub fn insert_stream(&mut self, key: u64, stream: Stream) {
         self.store.data_mut().streams.insert(key, stream);
+        for i in 0..self.store.data().vms.len() {
+            if self.store.data().vms[i].failed() {
+                self.reload(i);
+            }
+            let vm = &mut self.store.data_mut().vms[i];
+            if !vm.failed() {
+                let id = vm.core.next_context();
+                vm.reserved.insert(key, id);
+            }
+        }
     }
 
     pub fn take_stream(&mut self, key: u64) -> Option<Stream> {
@@ -117,7 +130,7 @@ impl VmSet {
             (vm.failed(), vm.info.fail)
         };
         if failed {
-            return self.failed_filter(key, filter, fail);
+            return self.failed_filter(key, filter, fail, false);
         }
         let Some(s) = self.stream(key) else {
             return Step::Continue;
@@ -126,7 +139,7 @@ impl VmSet {
             Some(ctx) => ctx,
             None if stage == Stage::ReqHeaders => match self.create_context(key, filter) {
                 Some(ctx) => ctx,
-                None => return self.failed_filter(key, filter, fail),
+                None => return self.failed_filter(key, filter, fail, true),
             },
             // A filter that never saw the request skips later callbacks (cpp-host
             // `in_vm_context_created_`).
@@ -143,7 +156,7 @@ impl VmSet {
                     Step::Continue
                 }
             }
-            Some(Err(_trap)) => self.failed_filter(key, filter, fail),
+            Some(Err(_trap)) => self.failed_filter(key, filter, fail, true),
         }
     }
 
@@ -179,9 +192,22 @@ impl VmSet {
         }))
     }
 
-    /// CHECK_FAIL_HTTP: fail open skips the filter; fail closed fails the stream once with 503.
-    fn failed_filter(&mut self, key: u64, filter: usize, fail: FailStrategy) -> Step {
-        if fail == FailStrategy::FailOpen {
+    /// CHECK_FAIL_HTTP: the legacy fail open skips the filter; `FAIL_OPEN` skips it on the
+    /// requests after the one that trapped (`trapped_now`); otherwise the stream fails once with
+    /// 503.
+    fn failed_filter(
+        &mut self,
+        key: u64,
+        filter: usize,
+        fail: FailStrategy,
+        trapped_now: bool,
+    ) -> Step {
+        let skip = match fail {
+            FailStrategy::FailOpen => true,
+            FailStrategy::FailOpenAfterTrap => !trapped_now,
+            FailStrategy::FailClosed | FailStrategy::Reload { .. } => false,
+        };
+        if skip {
             return Step::Continue;
         }
         match self.stream_mut(key).and_then(|s| s.fail(filter)) {
@@ -246,6 +272,9 @@ impl VmSet {
         }
         if let Some(s) = self.stream_mut(key) {
             s.complete();
+        }
+        for vm in &mut self.store.data_mut().vms {
+            vm.reserved.remove(&key);
         }
     }
 

@@ -122,7 +122,10 @@ impl VmSet {
 
     /// CHECK_FAIL for a network filter: fail open skips it, fail closed closes the connection.
     fn flow_failed_filter(&mut self, key: u64, filter: usize) {
-        if self.store.data().vms[filter].info.fail == FailStrategy::FailOpen {
+        if matches!(
+            self.store.data().vms[filter].info.fail,
+            FailStrategy::FailOpen | FailStrategy::FailOpenAfterTrap
+        ) {
             if let Some(slot) = self.flow(key).and_then(|fl| fl.ctx.get_mut(filter)) {
                 *slot = None;
             }

@@ -144,7 +144,18 @@ impl HostBuilder {
         for f in self.faults {
             shared.faults.arm(f);
         }
-        // The main thread configures each plugin first, as in Envoy.
+        // Envoy validates each plugin's configuration first in a canary: a fresh VM of its own
+        // that starts, creates the root context, runs `on_vm_start` and `on_configure`, and is
+        // discarded (what it wrote to shared data, logged or defined as metrics stays).
+        for info in &infos {
+            drop(VmSet::new(
+                Thread::Main,
+                std::slice::from_ref(info),
+                &linker,
+                shared.clone(),
+            )?);
+        }
+        // Then the main thread's VMs, then each worker's, as in Envoy.
         let main = Mutex::new(VmSet::new(Thread::Main, &infos, &linker, shared.clone())?);
         let mut workers = Vec::new();
         for n in 0..self.workers {
@@ -188,20 +199,14 @@ pub(super) fn fault_of(
     fault
 }
 
-/// Envoy's VM key for a filter: its vm_id, a digest of its code, its VM configuration and
-/// environment (`vm_config.environment_variables`) — plugins with equal keys share a VM.
+/// Envoy's VM key for a filter (`makeVmKey`): its vm_id, its VM configuration and a digest of
+/// its code — plugins with equal keys share a VM (plugin name and configuration do not count).
 fn vm_key(spec: &FilterSpec) -> [u8; 32] {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
-    for part in [spec.vm_id.as_bytes(), &spec.bytes[..], &spec.vm_config] {
+    for part in [spec.vm_id.as_bytes(), &spec.vm_config, &spec.bytes[..]] {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part);
-    }
-    for (k, v) in &spec.env {
-        for part in [k.as_bytes(), v.as_bytes()] {
-            h.update((part.len() as u64).to_le_bytes());
-            h.update(part);
-        }
     }
     h.finalize().into()
 }

@@ -16,14 +16,23 @@ use crate::runtime::Thread;
 use crate::stream::Stream;
 use meshward_abi::AbiVersion;
 
-/// What the host does when a filter's VM has failed (Envoy's `fail_open`).
+/// What the host does when a filter's VM has failed (Envoy's `fail_open` and `failure_policy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FailStrategy {
-    /// Envoy's default: every request through the failed filter gets 503.
+    /// Envoy's default (`FAIL_CLOSED`): every request through the failed filter gets 503, the
+    /// VM is never reloaded.
     #[default]
     FailClosed,
-    /// `fail_open: true`: the failed filter is skipped.
+    /// The legacy `fail_open: true`: the request that trapped goes on without the filter, and
+    /// so do later ones.
     FailOpen,
+    /// `failure_policy: FAIL_OPEN`: the request that trapped gets 503; later ones skip the
+    /// filter.
+    FailOpenAfterTrap,
+    /// `failure_policy: FAIL_RELOAD`: the request that trapped gets 503; a later request
+    /// reloads the VM (a fresh instance, the plugin started again in it) when `backoff` has
+    /// passed since the VM was last loaded, else gets 503.
+    Reload { backoff: std::time::Duration },
 }
 
 /// What loading needs to know about a module.
@@ -101,6 +110,9 @@ pub(crate) struct Vm {
     pub core: Arc<VmCore>,
     /// Stream contexts alive in this VM → stream key.
     pub contexts: HashMap<u32, u64>,
+    /// Context ids taken when a request's filters were created, until the filter's context is
+    /// (stream key → id).
+    pub reserved: HashMap<u64, u32>,
     pub tick_generation: u64,
     pub tick_period_ms: u32,
     /// Callout results waiting for their completion event.
@@ -150,6 +162,7 @@ impl Vm {
             root_ctx: 0,
             core,
             contexts: HashMap::new(),
+            reserved: HashMap::new(),
             tick_generation: 0,
             tick_period_ms: 0,
             callouts: HashMap::new(),
@@ -162,7 +175,10 @@ impl Vm {
     /// context it belongs to and the `proxy_on_context_create` to call: what both drivers do
     /// before a filter first sees a request or a connection.
     pub fn new_context(&mut self, key: u64) -> (u32, u32, Option<ContextCreateFn>) {
-        let ctx = self.core.next_context();
+        let ctx = self
+            .reserved
+            .remove(&key)
+            .unwrap_or_else(|| self.core.next_context());
         self.contexts.insert(ctx, key);
         (ctx, self.root_ctx, self.cb.context_create.clone())
     }
@@ -187,6 +203,8 @@ impl Vm {
 /// thread uses it.)
 #[derive(Debug)]
 pub(crate) struct VmCore {
+    /// When the VM was loaded (start-up or reload): FAIL_RELOAD's backoff counts from here.
+    pub loaded_at: u64,
     next_ctx: AtomicU32,
     failed: AtomicBool,
     /// Envoy numbers a VM's HTTP callouts 4, 8, 12, …, its gRPC calls 5, 9, 13, … and its
@@ -196,9 +214,11 @@ pub(crate) struct VmCore {
     next_grpc_stream: AtomicU32,
 }
 
-impl Default for VmCore {
-    fn default() -> Self {
+impl VmCore {
+    /// A fresh VM's, loaded at `loaded_at` (host monotonic ns).
+    pub fn new(loaded_at: u64) -> Self {
         VmCore {
+            loaded_at,
             next_ctx: AtomicU32::new(1),
             failed: AtomicBool::new(false),
             next_http_call: AtomicU32::new(0),
@@ -214,13 +234,19 @@ impl VmCore {
         self.next_ctx.fetch_add(1, Ordering::Relaxed)
     }
     pub fn next_http_call(&self) -> u32 {
-        self.next_http_call.fetch_add(4, Ordering::Relaxed).wrapping_add(4)
+        self.next_http_call
+            .fetch_add(4, Ordering::Relaxed)
+            .wrapping_add(4)
     }
     pub fn next_grpc_call(&self) -> u32 {
-        self.next_grpc_call.fetch_add(4, Ordering::Relaxed).wrapping_add(4)
+        self.next_grpc_call
+            .fetch_add(4, Ordering::Relaxed)
+            .wrapping_add(4)
     }
     pub fn next_grpc_stream(&self) -> u32 {
-        self.next_grpc_stream.fetch_add(4, Ordering::Relaxed).wrapping_add(4)
+        self.next_grpc_stream
+            .fetch_add(4, Ordering::Relaxed)
+            .wrapping_add(4)
     }
 }
 
