@@ -14,10 +14,14 @@ fn root_and_request_lifecycle_order() {
         .build()
         .unwrap();
     let startup = events(&host.logs(), "a");
-    // main thread + one worker: each root runs create, vm_start, configure.
+    // the configuration canary, the main thread, one worker: each root runs create, vm_start,
+    // configure.
     assert_eq!(
         startup,
         [
+            "context_create",
+            "vm_start",
+            "configure",
             "context_create",
             "vm_start",
             "configure",

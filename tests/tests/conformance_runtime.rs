@@ -433,3 +433,15 @@ fn what_envoy_does_with_vms() {
         }
     }
 }
+
+/// A local reply once the response headers went to the client: Envoy resets the stream (the client
+/// has the headers); the harness has no mid-body reset to show, so it refuses by name. In the
+/// response-headers callback the reply replaces the response, in both worlds (local-replies.yaml).
+#[test]
+fn the_harness_refuses_a_local_reply_after_the_response_headers_went_out() {
+    let out = refused("meshward_test_sdk_http", &[("x-sdk", "respb:local=418")]);
+    assert!(
+        out.contains("harness: send_local_response after the response headers went to the client is not modelled"),
+        "{out}"
+    );
+}

@@ -149,7 +149,7 @@ impl HostBuilder {
         // discarded (what it wrote to shared data, logged or defined as metrics stays).
         for info in &infos {
             drop(VmSet::new(
-                Thread::Main,
+                Thread::Canary,
                 std::slice::from_ref(info),
                 &linker,
                 shared.clone(),

@@ -73,6 +73,7 @@ impl Host {
         match thread {
             Thread::Main => Some(&self.main),
             Thread::Worker(n) => self.workers.get(n),
+            Thread::Canary => None,
         }
     }
 

@@ -60,6 +60,14 @@ pub(super) fn proxy_send_local_response(
     let body = read!(c, body_data, body_size);
     let headers = read!(c, headers_data, headers_size);
     let filter = c.data().cur_vm;
+    if c.data().stream().is_some_and(|s| s.response_headers_sent()) {
+        // Envoy resets the stream (the client has the headers and part of the body); the
+        // harness's outcome has no mid-body reset, so it refuses rather than answer otherwise.
+        return Err(wasmtime::Error::msg(
+            "harness: send_local_response after the response headers went to the client is not \
+             modelled: Envoy resets the stream there (the client sees the headers, then a reset)",
+        ));
+    }
     if let Some(s) = c.data_mut().stream_mut() {
         s.send_local_reply(LocalReply {
             status: status_code as u32 as u16,

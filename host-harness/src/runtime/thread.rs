@@ -6,13 +6,16 @@
 pub enum Thread {
     Main,
     Worker(usize),
+    /// A configuration canary: a throwaway VM Envoy starts and configures once per plugin before
+    /// the threads' VMs, then discards — nothing it schedules ever fires.
+    Canary,
 }
 
 impl Thread {
     /// The worker index, `None` on the main thread.
     pub fn worker(self) -> Option<usize> {
         match self {
-            Thread::Main => None,
+            Thread::Main | Thread::Canary => None,
             Thread::Worker(n) => Some(n),
         }
     }

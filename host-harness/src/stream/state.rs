@@ -222,6 +222,12 @@ impl Stream {
     }
 
     /// `proxy_send_local_response`: the first reply asked for wins.
+    /// Whether the response headers have gone to the client: the response body is flowing and
+    /// no filter still holds the headers (every filter continued them).
+    pub fn response_headers_sent(&self) -> bool {
+        self.stage == Stage::RespBody && !self.held.iter().any(|h| h.resp_headers)
+    }
+
     pub fn send_local_reply(&mut self, reply: LocalReply) {
         if self.requests.local_reply.is_none() {
             self.requests.local_reply = Some(reply);
