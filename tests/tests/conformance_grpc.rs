@@ -5,7 +5,7 @@
 //! answers, `${MESHWARD_GRPC_SILENT}`). A case fails if either run misses its expectation or the
 //! two differ in anything it checks. Envoy, the venv or grpcio missing ⇒ failure, never a skip.
 //!
-//! The expectations are what Envoy 1.40 did (`what_envoy_does` prints it all, case by case). Two
+//! The expectations are what Envoy 1.40 did (a case that differs prints both worlds' values). Two
 //! facts no scenario can hold are pinned in Envoy alone below: the exact headers of Envoy's gRPC
 //! requests (from its router's debug log) and the abort on a cluster name that parses as a
 //! protobuf `GrpcService`.
@@ -221,64 +221,6 @@ fn a_cluster_name_that_parses_as_a_grpc_service_aborts_envoy() {
     envoy
         .wait_for_log("panic: unset oneof", std::time::Duration::from_secs(10))
         .unwrap();
-}
-
-/// Not a check: runs the files (all, or `MESHWARD_GRPC_FILES=calls,streams`) in Envoy only and
-/// prints what each case observed (status, the `x-grpc-*` headers the upstream received, the
-/// `x-grpc-late` response header): how the expectations were written, and what the harness must
-/// copy. `cargo test -p meshward-tests --test conformance_grpc -- --ignored --nocapture`
-#[test]
-#[ignore]
-fn what_envoy_does() {
-    use meshward_scenario::{EnvoyTarget, Scenario, Target};
-    server();
-    let root = repo();
-    let names =
-        std::env::var("MESHWARD_GRPC_FILES").unwrap_or_else(|_| "calls,streams,tokens".to_string());
-    for name in names.split(',') {
-        let scenario = Scenario::load(&file(name)).unwrap();
-        let target = EnvoyTarget::start(&scenario, &default_wasm_dir(&root)).unwrap();
-        println!("== {name}");
-        for case in &scenario.cases {
-            let seen = match target.run_case(case) {
-                Ok(seen) => seen,
-                Err(e) => {
-                    println!("-- {}\n   error: {e:#}", case.name);
-                    continue;
-                }
-            };
-            println!(
-                "-- {}\n   status {} upstream {}",
-                case.name, seen.status, seen.reached_upstream
-            );
-            for (k, v) in seen
-                .upstream_headers
-                .iter()
-                .chain(&seen.response_headers)
-                .filter(|(k, _)| k.starts_with("x-grpc-"))
-            {
-                println!("   {k}: {v}");
-            }
-            if seen.status != 200 {
-                println!("   body: {}", String::from_utf8_lossy(&seen.body));
-            }
-            let missed = meshward_scenario::check(&case.expect, &seen);
-            if !missed.is_empty() {
-                println!(
-                    "   NOT AS EXPECTED:\n{}",
-                    meshward_scenario::render(&missed)
-                );
-            }
-        }
-        let log = target.envoy().log_contents();
-        println!("== {name}: Envoy log (wasm, grpc)");
-        for line in log
-            .lines()
-            .filter(|l| l.contains("sdk-grpc") || l.contains("panic"))
-        {
-            println!("   {line}");
-        }
-    }
 }
 
 /// The harness with the `sdk-grpc` module and the test server as cluster `echo`.

@@ -101,8 +101,7 @@ fn queues_callouts_and_stream_control_agree_in_harness_and_envoy() {
     scenario("runtime");
 }
 
-/// VM sharing, canaries and failure policies (the `vm-*` files): what Envoy 1.40 does, from
-/// `what_envoy_does_with_vms` below.
+/// VM sharing, canaries and failure policies (the `vm-*` files): what Envoy 1.40 does.
 #[test]
 fn plugins_with_one_vm_id_share_a_vm_in_harness_and_envoy() {
     scenario("vm-sharing");
@@ -344,94 +343,6 @@ fn start_up_code_may_log_but_not_read_the_clock_in_both() {
         format!("{err:#}").contains("restricted_callback"),
         "Envoy: {err:#}"
     );
-}
-
-/// Runs VM-sharing files (`MESHWARD_VM_FILES`, default all `vm-*`) in Envoy alone and prints what
-/// each case observed: status, the `x-rt-vm*` headers, the body of a non-200, the wasm stats that
-/// moved and the module's log lines. How the expectations of `vm-*.yaml` were written, and what
-/// the harness must copy. `cargo test -p meshward-tests --test conformance_runtime
-/// what_envoy_does_with_vms -- --ignored --nocapture`
-#[test]
-#[ignore]
-fn what_envoy_does_with_vms() {
-    use meshward_scenario::{EnvoyTarget, Scenario, Target};
-    let root = repo();
-    let dir = root.join("tests/scenarios/conformance/runtime");
-    let names = std::env::var("MESHWARD_VM_FILES").unwrap_or_else(|_| {
-        let mut names: Vec<String> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
-            .filter(|s| s.starts_with("vm-"))
-            .collect();
-        names.sort();
-        names.join(",")
-    });
-    for name in names.split(',') {
-        let scenario = Scenario::load(&dir.join(format!("{name}.yaml"))).unwrap();
-        let target = EnvoyTarget::start(&scenario, &default_wasm_dir(&root)).unwrap();
-        let wasm_stats = || -> std::collections::BTreeMap<String, u64> {
-            target
-                .envoy()
-                .stats()
-                .unwrap()
-                .into_iter()
-                .filter(|(k, _)| k.contains("wasm"))
-                .collect()
-        };
-        println!("== {name}");
-        let mut stats = wasm_stats();
-        for (k, v) in &stats {
-            println!("   start: {k} = {v}");
-        }
-        for case in &scenario.cases {
-            let seen = match target.run_case(case) {
-                Ok(seen) => seen,
-                Err(e) => {
-                    println!("-- {}\n   error: {e:#}", case.name);
-                    continue;
-                }
-            };
-            println!(
-                "-- {}\n   status {} upstream {}",
-                case.name, seen.status, seen.reached_upstream
-            );
-            for (k, v) in seen
-                .upstream_headers
-                .iter()
-                .filter(|(k, _)| k.starts_with("x-rt-vm"))
-            {
-                println!("   {k}: {v}");
-            }
-            if seen.status != 200 {
-                println!("   body: {:?}", String::from_utf8_lossy(&seen.body));
-                for (k, v) in &seen.response_headers {
-                    println!("   response {k}: {v}");
-                }
-            }
-            let now = wasm_stats();
-            for (k, v) in &now {
-                if stats.get(k) != Some(v) {
-                    println!("   stat {k}: {:?} -> {v}", stats.get(k));
-                }
-            }
-            stats = now;
-            let missed = meshward_scenario::check(&case.expect, &seen);
-            if !missed.is_empty() {
-                println!(
-                    "   NOT AS EXPECTED:\n{}",
-                    meshward_scenario::render(&missed)
-                );
-            }
-        }
-        let log = target.envoy().log_contents();
-        println!("== {name}: Envoy log (wasm)");
-        for line in log.lines().filter(|l| {
-            l.contains("rt:") || l.contains("panic") || l.contains("reload") || l.contains("[wasm]")
-        }) {
-            println!("   {line}");
-        }
-    }
 }
 
 /// A local reply once the response headers went to the client: Envoy resets the stream (the client
