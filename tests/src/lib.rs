@@ -7,7 +7,7 @@ pub mod crd;
 pub mod grpc;
 mod parity;
 
-pub use parity::parity_suite;
+pub use parity::{assert_every_file_has_its_test, parity_file, parity_suite};
 
 /// The repository root (the parent of `tests/`).
 pub fn repo() -> PathBuf {

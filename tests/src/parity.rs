@@ -39,3 +39,50 @@ pub fn parity_suite(dir: &str) -> usize {
     assert!(passed > 0, "{dir}: no case ran");
     passed
 }
+
+/// Runs one file, `tests/scenarios/<dir>/<name>.yaml`, in both targets; panics with its report
+/// when a case fails or none ran. For folders whose files each have a test of their own.
+pub fn parity_file(dir: &str, name: &str) -> usize {
+    let root = repo();
+    let file = root
+        .join("tests/scenarios")
+        .join(dir)
+        .join(format!("{name}.yaml"));
+    let report = run_file(
+        &file,
+        &default_wasm_dir(&root),
+        Targets::HarnessAndEnvoy,
+        true,
+    );
+    println!(
+        "{}\n{name}: {} passed, {} failed",
+        report.text, report.passed, report.failed
+    );
+    assert_eq!(
+        report.failed, 0,
+        "{name}: {} case(s) failed:\n{}",
+        report.failed, report.text
+    );
+    assert!(report.passed > 0, "{name}: no case ran");
+    report.passed
+}
+
+/// Every `*.yaml` of `tests/scenarios/<dir>` has a test: `source` (the test file's text) calls
+/// `scenario("<stem>")` for it.
+pub fn assert_every_file_has_its_test(dir: &str, source: &str) {
+    let dir = repo().join("tests/scenarios").join(dir);
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.expect("dir entry").path();
+        let stem = path
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let call = format!("scenario(\"{stem}\")");
+        assert!(
+            source.contains(&call),
+            "{} has no test: add one calling {call}",
+            path.display()
+        );
+    }
+}

@@ -13,9 +13,8 @@
 use std::sync::OnceLock;
 
 use meshward_rig::default_wasm_dir;
-use meshward_scenario::suite::{run_file, Targets};
 use meshward_tests::grpc::{GrpcEcho, PORT_VARIABLE, SILENT_VARIABLE};
-use meshward_tests::repo;
+use meshward_tests::{assert_every_file_has_its_test, parity_file, repo};
 
 /// One server for the whole test binary (the tests run in parallel; its calls are independent),
 /// its port in `MESHWARD_GRPC_ECHO` before any scenario file is loaded.
@@ -29,31 +28,9 @@ fn server() -> &'static GrpcEcho {
     })
 }
 
-fn file(name: &str) -> std::path::PathBuf {
-    repo()
-        .join("tests/scenarios/conformance/grpc")
-        .join(format!("{name}.yaml"))
-}
-
 fn scenario(name: &str) {
     server();
-    let root = repo();
-    let report = run_file(
-        &file(name),
-        &default_wasm_dir(&root),
-        Targets::HarnessAndEnvoy,
-        true,
-    );
-    println!(
-        "{}\n{name}: {} passed, {} failed",
-        report.text, report.passed, report.failed
-    );
-    assert_eq!(
-        report.failed, 0,
-        "{name}: {} case(s) failed:\n{}",
-        report.failed, report.text
-    );
-    assert!(report.passed > 0, "{name}: no case ran");
+    parity_file("conformance/grpc", name);
 }
 
 #[test]
@@ -74,18 +51,7 @@ fn grpc_tokens_agree_in_harness_and_envoy() {
 /// Every scenario file of the folder is run by one of the tests above.
 #[test]
 fn every_grpc_scenario_file_has_its_test() {
-    let source = include_str!("conformance_grpc.rs");
-    let dir = repo().join("tests/scenarios/conformance/grpc");
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
-        let call = format!("scenario(\"{stem}\")");
-        assert!(
-            source.contains(&call),
-            "{} has no test: add one calling {call}",
-            path.display()
-        );
-    }
+    assert_every_file_has_its_test("conformance/grpc", include_str!("conformance_grpc.rs"));
 }
 
 /// Envoy with the `sdk-grpc` module, the test server as cluster `echo` and as `name`, and the

@@ -8,30 +8,10 @@ use std::path::PathBuf;
 
 use meshward_harness::{CalloutResponse, Cluster, FilterSpec, Host, Request};
 use meshward_rig::default_wasm_dir;
-use meshward_scenario::suite::{run_file, Targets};
-use meshward_tests::repo;
+use meshward_tests::{assert_every_file_has_its_test, parity_file, repo};
 
 fn scenario(name: &str) {
-    let root = repo();
-    let file = root
-        .join("tests/scenarios/conformance/runtime")
-        .join(format!("{name}.yaml"));
-    let report = run_file(
-        &file,
-        &default_wasm_dir(&root),
-        Targets::HarnessAndEnvoy,
-        true,
-    );
-    println!(
-        "{}\n{name}: {} passed, {} failed",
-        report.text, report.passed, report.failed
-    );
-    assert_eq!(
-        report.failed, 0,
-        "{name}: {} case(s) failed:\n{}",
-        report.failed, report.text
-    );
-    assert!(report.passed > 0, "{name}: no case ran");
+    parity_file("conformance/runtime", name);
 }
 
 #[test]
@@ -47,18 +27,10 @@ fn callout_responses_are_read_only_in_harness_and_envoy() {
 /// Every scenario file of the folder is run by one of the tests above.
 #[test]
 fn every_runtime_scenario_file_has_its_test() {
-    let source = include_str!("conformance_runtime.rs");
-    let dir = meshward_tests::repo().join("tests/scenarios/conformance/runtime");
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
-        let call = format!("scenario(\"{stem}\")");
-        assert!(
-            source.contains(&call),
-            "{} has no test: add one calling {call}",
-            path.display()
-        );
-    }
+    assert_every_file_has_its_test(
+        "conformance/runtime",
+        include_str!("conformance_runtime.rs"),
+    );
 }
 
 #[test]

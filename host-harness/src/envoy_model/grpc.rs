@@ -536,6 +536,14 @@ impl Failure {
         }
     }
 
+    /// The close callback's event: the status, and [`Failure::message`] for `proxy_get_status`.
+    pub fn close(&self) -> GrpcEventKind {
+        GrpcEventKind::Close {
+            status: self.status,
+            message: self.message(),
+        }
+    }
+
     /// The trailers-only headers of Envoy's gRPC local reply.
     fn headers(&self) -> Pairs {
         vec![
@@ -556,10 +564,7 @@ impl Failure {
     /// trailers-only answer (empty initial metadata, the reply's headers as trailing metadata)
     /// and then its close.
     pub fn events(&self, unary: bool) -> Vec<(GrpcEventKind, bool)> {
-        let close = GrpcEventKind::Close {
-            status: self.status,
-            message: self.message(),
-        };
+        let close = self.close();
         if unary || !self.local {
             return vec![(close, true)];
         }
@@ -767,14 +772,7 @@ async fn receive(
             GrpcEventKind::TrailingMetadata(with_status(http_status, &parts.headers, service_time)),
             false,
         );
-        let failure = Failure::upstream(status, message);
-        emit(
-            GrpcEventKind::Close {
-                status,
-                message: failure.message(),
-            },
-            true,
-        );
+        emit(Failure::upstream(status, message).close(), true);
         return Ok(());
     }
     if !unary {
@@ -814,14 +812,8 @@ async fn receive(
         };
     }
     emit(GrpcEventKind::TrailingMetadata(pairs_of(&trailers)), false);
-    let failure = Failure::upstream(status, message);
-    emit(
-        GrpcEventKind::Close {
-            status,
-            message: failure.message(),
-        },
-        true,
-    );
+    // A stream's end is a close even with status 0 (its message is then the details alone).
+    emit(Failure::upstream(status, message).close(), true);
     Ok(())
 }
 
