@@ -209,6 +209,9 @@ pub(crate) struct GrpcClient {
     live: Mutex<HashMap<GrpcTarget, Live>>,
     sender: Mutex<mpsc::Sender<GrpcEvent>>,
     inbox: Mutex<mpsc::Receiver<GrpcEvent>>,
+    /// A stream was opened, sent on or half-closed since the host last waited: only then is an
+    /// answer on an open stream worth a quiet wait.
+    activity: std::sync::atomic::AtomicBool,
 }
 
 impl Default for GrpcClient {
@@ -219,6 +222,7 @@ impl Default for GrpcClient {
             live: Mutex::new(HashMap::new()),
             sender: Mutex::new(sender),
             inbox: Mutex::new(inbox),
+            activity: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -258,6 +262,7 @@ impl GrpcClient {
             (Some(tx), Some(rx))
         };
         let task = runtime.spawn(exchange(request, receiver, events));
+        self.touch();
         lock(&self.live).insert(
             target,
             Live {
@@ -297,6 +302,7 @@ impl GrpcClient {
                 l.ends_by_itself = true;
             }
         }
+        self.touch();
     }
 
     /// Half-closes a stream (`proxy_grpc_close`): the server's answers still arrive.
@@ -308,6 +314,18 @@ impl GrpcClient {
             }
             l.ends_by_itself = true;
         }
+        self.touch();
+    }
+
+    fn touch(&self) {
+        self.activity
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether a stream saw the module's activity since the last call.
+    pub fn take_activity(&self) -> bool {
+        self.activity
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Cancels a call or resets a stream: no more callbacks for it.

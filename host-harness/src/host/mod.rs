@@ -406,14 +406,16 @@ impl Host {
     }
 
     /// Waits for the gRPC answers still to come before the host moves on: an exchange bound to
-    /// end (a call, a half-closed stream) for up to `grpc::BOUNDED_WAIT`; an open stream for a
-    /// short quiet spell when something else could happen (`other_work`), else as long. Whether
+    /// end (a call, a half-closed stream) for up to `grpc::BOUNDED_WAIT`; an open stream as long
+    /// when nothing else could happen (`other_work`), else for a short quiet spell if the module
+    /// sent on a stream since the last wait (an idle open stream costs nothing per timer). Whether
     /// an answer was delivered.
     fn settle_grpc(&self, other_work: bool) -> bool {
         let (ending, open) = self.shared.grpc.pending();
+        let active = self.shared.grpc.take_activity();
         let wait = if ending > 0 || (open > 0 && !other_work) {
             BOUNDED_WAIT
-        } else if open > 0 {
+        } else if open > 0 && active {
             QUIET_WAIT
         } else {
             return self.run_grpc(Duration::ZERO);
