@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use super::protobuf::{read_len, read_tag, read_varint, skip_field};
 use crate::runtime::{lock, Thread};
 
 /// Name/value pairs as the module reads them from a metadata map.
@@ -55,24 +56,47 @@ pub(crate) struct EnvoyGrpc {
 /// fails, the bytes as a cluster name. (A minimal protobuf wire walk rather than a protobuf crate:
 /// only "does it parse" and three fields are needed.)
 pub(crate) fn service_ref(bytes: &[u8]) -> ServiceRef {
-    let Some(fields) = parse_message(bytes) else {
+    // GrpcService: envoy_grpc = 1, google_grpc = 2 (messages); EnvoyGrpc: cluster_name = 1,
+    // authority = 2 (strings), skip_envoy_headers = 5 (bool).
+    let Some(fields) = parse_message(bytes, &[]) else {
         return ServiceRef::ClusterName(String::from_utf8_lossy(bytes).into_owned());
     };
-    let last_bytes = |fields: &[(u64, Field<'_>)], n: u64| {
-        fields.iter().rev().find_map(|(f, v)| match v {
+    // Message fields parse recursively: a malformed one fails the whole parse. Occurrences of
+    // a message field merge (the last scalar wins); envoy_grpc and google_grpc are a oneof (the
+    // last one set wins).
+    let mut envoy_grpc: Vec<(u32, Field<'_>)> = Vec::new();
+    let mut target = None;
+    for (n, v) in &fields {
+        match (n, v) {
+            (1, Field::Bytes(b)) => match parse_message(b, &[1, 2]) {
+                Some(inner) => {
+                    envoy_grpc.extend(inner);
+                    target = Some(1);
+                }
+                None => {
+                    return ServiceRef::ClusterName(String::from_utf8_lossy(bytes).into_owned())
+                }
+            },
+            (2, Field::Bytes(b)) => {
+                if parse_message(b, &[]).is_none() {
+                    return ServiceRef::ClusterName(String::from_utf8_lossy(bytes).into_owned());
+                }
+                target = Some(2);
+            }
+            _ => {}
+        }
+    }
+    let last_bytes = |n: u32| {
+        envoy_grpc.iter().rev().find_map(|(f, v)| match v {
             Field::Bytes(b) if *f == n => Some(String::from_utf8_lossy(b).into_owned()),
             _ => None,
         })
     };
-    let envoy_grpc = fields.iter().rev().find_map(|(n, v)| match v {
-        Field::Bytes(b) if *n == 1 => parse_message(b),
-        _ => None,
-    });
-    match envoy_grpc {
-        Some(inner) => ServiceRef::Proto(EnvoyGrpc {
-            cluster_name: last_bytes(&inner, 1).unwrap_or_default(),
-            authority: last_bytes(&inner, 2).filter(|a| !a.is_empty()),
-            skip_envoy_headers: inner
+    match target {
+        Some(1) => ServiceRef::Proto(EnvoyGrpc {
+            cluster_name: last_bytes(1).unwrap_or_default(),
+            authority: last_bytes(2).filter(|a| !a.is_empty()),
+            skip_envoy_headers: envoy_grpc
                 .iter()
                 .rev()
                 .find_map(|(n, v)| match v {
@@ -81,7 +105,7 @@ pub(crate) fn service_ref(bytes: &[u8]) -> ServiceRef {
                 })
                 .unwrap_or(false),
         }),
-        None if fields.iter().any(|(n, _)| *n == 2) => ServiceRef::GoogleGrpc,
+        Some(_) => ServiceRef::GoogleGrpc,
         None => ServiceRef::NoClient,
     }
 }
@@ -94,56 +118,25 @@ enum Field<'a> {
 }
 
 /// The top-level varint and length-delimited fields of a protobuf message (field number,
-/// value), or `None` when the bytes are not a well-formed message (what makes
-/// `ParseFromString` fail).
-fn parse_message(mut b: &[u8]) -> Option<Vec<(u64, Field<'_>)>> {
-    fn varint(b: &mut &[u8]) -> Option<u64> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let (&byte, rest) = b.split_first()?;
-            *b = rest;
-            v |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
-    }
+/// value), or `None` when `ParseFromString` would fail on the bytes (`envoy_model::protobuf`);
+/// `strings` are proto3 strings, which must be UTF-8.
+fn parse_message<'a>(mut b: &'a [u8], strings: &[u32]) -> Option<Vec<(u32, Field<'a>)>> {
     let mut out = Vec::new();
-    let mut groups: Vec<u64> = Vec::new();
     while !b.is_empty() {
-        let key = varint(&mut b)?;
-        let (field, wire) = (key >> 3, key & 7);
-        if field == 0 {
-            return None;
-        }
+        let (field, wire) = read_tag(&mut b)?;
         match wire {
-            0 => {
-                let v = varint(&mut b)?;
-                if groups.is_empty() {
-                    out.push((field, Field::Varint(v)));
-                }
-            }
-            1 => b = b.get(8..)?,
+            0 => out.push((field, Field::Varint(read_varint(&mut b)?))),
             2 => {
-                let len = usize::try_from(varint(&mut b)?).ok()?;
-                let value = b.get(..len)?;
-                b = b.get(len..)?;
-                if groups.is_empty() {
-                    out.push((field, Field::Bytes(value)));
+                let value = read_len(&mut b)?;
+                if strings.contains(&field) {
+                    std::str::from_utf8(value).ok()?;
                 }
+                out.push((field, Field::Bytes(value)));
             }
-            3 => groups.push(field),
-            4 => {
-                if groups.pop() != Some(field) {
-                    return None;
-                }
-            }
-            5 => b = b.get(4..)?,
-            _ => return None,
+            _ => skip_field(&mut b, field, wire, 0)?,
         }
     }
-    groups.is_empty().then_some(out)
+    Some(out)
 }
 
 /// Who gets an exchange's callbacks.
@@ -878,6 +871,11 @@ mod tests {
         // on them: conformance_grpc.rs).
         for name in ["", "h2", "x1", "p1", "echo1"] {
             assert_eq!(service_ref(name.as_bytes()), ServiceRef::NoClient, "{name}");
+        }
+        // envoy_grpc whose inner message is malformed (an unterminated varint), or whose
+        // cluster_name is not UTF-8: the whole parse fails, so the bytes are a cluster name.
+        for raw in [&[0x0a, 0x01, 0xff][..], &[0x0a, 0x03, 0x0a, 0x01, 0xff]] {
+            assert!(matches!(service_ref(raw), ServiceRef::ClusterName(_)), "{raw:?}");
         }
     }
 

@@ -11,6 +11,7 @@ pub(crate) mod grpc;
 mod hcm;
 mod header_map;
 mod properties;
+pub(crate) mod protobuf;
 mod transport;
 mod upstream;
 

@@ -3,7 +3,7 @@
 //! answers what it can answer as Envoy does (malformed arguments, unknown keys, missing keys) and
 //! refuses the rest loudly (see [`refusal`]): their effects are not modelled.
 
-use super::verify_signature::{read_len, read_tag, skip_field};
+use crate::envoy_model::protobuf::{read_len, read_tag, skip_field};
 use crate::Status;
 
 /// The filter-state object factories Envoy 1.40 registers (its node's `filter_state.object`
