@@ -875,7 +875,10 @@ mod tests {
         // envoy_grpc whose inner message is malformed (an unterminated varint), or whose
         // cluster_name is not UTF-8: the whole parse fails, so the bytes are a cluster name.
         for raw in [&[0x0a, 0x01, 0xff][..], &[0x0a, 0x03, 0x0a, 0x01, 0xff]] {
-            assert!(matches!(service_ref(raw), ServiceRef::ClusterName(_)), "{raw:?}");
+            assert!(
+                matches!(service_ref(raw), ServiceRef::ClusterName(_)),
+                "{raw:?}"
+            );
         }
     }
 
