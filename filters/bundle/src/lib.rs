@@ -51,6 +51,17 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> { Box::new(Root::new(context_id)) });
 }}
 
+// The callbacks this module handles: what its four stages handle: request headers, response headers
+// (rate-limit), and jwt-authn's JWKS fetches. scripts/build-wasm.sh drops the SDK's exports of the
+// others, so that Envoy does not enter the VM for them (meshward_host::callbacks!).
+meshward_host::callbacks!(
+    "proxy_on_request_headers",
+    "proxy_on_response_headers",
+    "proxy_on_http_call_response",
+    "proxy_on_queue_ready",
+    "proxy_on_tick",
+);
+
 /// The enabled checks of one VM, and the requests jwt-authn parked.
 struct Bundle {
     header_limits: Option<header_limits::stage::Stage>,

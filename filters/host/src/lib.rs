@@ -55,6 +55,7 @@
 
 mod abi;
 mod buffers;
+mod callbacks;
 mod configure;
 mod context;
 mod foreign;
@@ -71,6 +72,8 @@ pub use buffers::{
     get_buffer, plugin_configuration, request_body, response_body, set_buffer, set_request_body,
     set_response_body, vm_configuration,
 };
+#[doc(hidden)]
+pub use callbacks::section_bytes;
 pub use configure::configure;
 pub use context::{current_time_nanos, done, set_effective_context, set_tick_period};
 pub use foreign::call_foreign_function;

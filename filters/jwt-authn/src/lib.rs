@@ -31,6 +31,17 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> { Box::new(Root::new(context_id)) });
 }}
 
+// The callbacks this module handles: the request headers, and the root context's JWKS fetches
+// (responses, the shared-queue wake-up, the refresh timer). scripts/build-wasm.sh drops the SDK's
+// exports of the others, so that Envoy does not enter the VM for them (meshward_host::callbacks!).
+#[cfg(feature = "standalone")]
+meshward_host::callbacks!(
+    "proxy_on_request_headers",
+    "proxy_on_http_call_response",
+    "proxy_on_queue_ready",
+    "proxy_on_tick",
+);
+
 pub struct Root {
     stage: Option<Rc<Stage>>,
     context_id: u32,

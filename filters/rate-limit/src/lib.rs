@@ -31,6 +31,12 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
+// The callbacks this module handles: the request headers, and the response headers
+// (`x-ratelimit-*`). scripts/build-wasm.sh drops the SDK's exports of the others, so that Envoy
+// does not enter the VM for them (meshward_host::callbacks!).
+#[cfg(feature = "standalone")]
+meshward_host::callbacks!("proxy_on_request_headers", "proxy_on_response_headers",);
+
 /// The root context: the configured stage, shared by every request of this VM.
 #[derive(Default)]
 pub struct Root {

@@ -20,6 +20,11 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
+// The callbacks this module handles: the first downstream bytes (the decision is taken there).
+// scripts/build-wasm.sh drops the SDK's exports of the others, so that Envoy does not enter the VM
+// for them (meshward_host::callbacks!).
+meshward_host::callbacks!("proxy_on_downstream_data",);
+
 // spiffe-authz's own entry point must not come along (see Cargo.toml).
 const _: () = assert!(!spiffe_authz::STANDALONE || !cfg!(target_arch = "wasm32"));
 
