@@ -49,13 +49,17 @@ else
     mapfile -t TARGETS < <(cd "$FUZZ/fuzz_targets" && ls -1 *.rs | sed 's/\.rs$//' | sort)
 fi
 
-FAILED=0
-SUMMARY=()
-for t in "${TARGETS[@]}"; do
-    work="$FUZZ/target/corpus/$t"
-    artifacts="$FUZZ/target/artifacts/$t"
+# One target per core at a time (MESHWARD_FUZZ_JOBS overrides): each libFuzzer run is one
+# process on one core, so a sequential loop left the other core idle for the whole step.
+JOBS="${MESHWARD_FUZZ_JOBS:-$(nproc 2>/dev/null || echo 1)}"
+
+# Runs one target; its summary line goes to fuzz/target/fuzz-<target>.summary.
+run_target() {
+    local t="$1"
+    local work="$FUZZ/target/corpus/$t" artifacts="$FUZZ/target/artifacts/$t"
+    local log="$FUZZ/target/fuzz-$t.log" summary="$FUZZ/target/fuzz-$t.summary"
     mkdir -p "$work" "$artifacts"
-    log="$FUZZ/target/fuzz-$t.log"
+    local start rc execs cov crash
     start=$(date +%s)
     set +e
     "$BIN/$t" "$work" "$FUZZ/corpus/$t" \
@@ -63,22 +67,38 @@ for t in "${TARGETS[@]}"; do
         -print_final_stats=1 -artifact_prefix="$artifacts/" >"$log" 2>&1
     rc=$?
     set -e
-    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-    cov=$(grep -Eo 'cov: [0-9]+ ft: [0-9]+' "$log" | tail -1)
-    crash=$(sed -n 's/.*Test unit written to //p' "$log" | tail -1)
+    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1) || true
+    cov=$(grep -Eo 'cov: [0-9]+ ft: [0-9]+' "$log" | tail -1) || true
+    crash=$(sed -n 's/.*Test unit written to //p' "$log" | tail -1) || true
     if [ "$rc" -ne 0 ]; then
-        FAILED=1
-        SUMMARY+=("$(printf '%-15s FAILED after %ss: crashes 1, executions %s, reproducer %s' \
-            "$t" "$(( $(date +%s) - start ))" "${execs:-?}" "${crash:-none (see $log)}")")
+        printf '%-15s FAILED after %ss: crashes 1, executions %s, reproducer %s\n' \
+            "$t" "$(( $(date +%s) - start ))" "${execs:-?}" "${crash:-none (see $log)}" >"$summary"
         echo "fuzz.sh: $t failed (exit $rc); last lines of $log:"
         grep -E "panicked|assert|ERROR|SUMMARY" "$log" | head -8 || true
-        [ -n "$crash" ] && echo "fuzz.sh: reproduce with: $BIN/$t $crash"
+        if [ -n "$crash" ]; then echo "fuzz.sh: reproduce with: $BIN/$t $crash"; fi
     else
-        SUMMARY+=("$(printf '%-15s ok %ss: crashes 0, executions %s, %s' \
-            "$t" "$SECONDS_PER_TARGET" "${execs:-?}" "${cov:-}")")
+        printf '%-15s ok %ss: crashes 0, executions %s, %s\n' \
+            "$t" "$SECONDS_PER_TARGET" "${execs:-?}" "${cov:-}" >"$summary"
     fi
-done
+}
 
-echo "fuzz.sh: summary (${SECONDS_PER_TARGET} s per target)"
-printf '  %s\n' "${SUMMARY[@]}"
+for t in "${TARGETS[@]}"; do
+    rm -f "$FUZZ/target/fuzz-$t.summary"
+    while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
+    run_target "$t" &
+done
+wait
+
+FAILED=0
+echo "fuzz.sh: summary (${SECONDS_PER_TARGET} s per target, ${JOBS} at a time)"
+for t in "${TARGETS[@]}"; do
+    summary="$FUZZ/target/fuzz-$t.summary"
+    if [ -s "$summary" ]; then
+        line=$(cat "$summary")
+    else
+        line="$(printf '%-15s FAILED: the run left no summary' "$t")"
+    fi
+    case "$line" in *FAILED*) FAILED=1 ;; esac
+    printf '  %s\n' "$line"
+done
 exit "$FAILED"
