@@ -10,6 +10,7 @@ use meshward_rig::WorkDir;
 const CONFIGURATIONS: &[(&str, &str)] = &[
     ("router only", "router"),
     ("no-op wasm", "noop"),
+    ("no-op wasm, request-headers callback only", "noop-trimmed"),
     ("header-limits (strict.json)", "header-limits"),
     ("HCM limits (same limits)", "hcm-limits"),
     ("spiffe-authz (mesh-10.json)", "spiffe-authz"),

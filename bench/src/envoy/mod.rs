@@ -158,9 +158,14 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         headers: vec![("content-type".into(), "text/plain".into())],
         body: b"ok".to_vec(),
     })?;
+    let scratch = tempfile::Builder::new()
+        .prefix("meshward-bench-")
+        .tempdir()
+        .context("creating a directory for the trimmed no-op module")?;
     let inputs = setups::Inputs {
         wasm_dir: options.wasm_dir.clone(),
         repo: options.repo.clone(),
+        scratch: scratch.path().to_path_buf(),
     };
     let plan = setups::plan(&inputs, options.jwt_pool)?;
     let mut modules: Vec<(String, u64)> = Vec::new();

@@ -27,6 +27,8 @@ pub struct Inputs {
     pub wasm_dir: PathBuf,
     /// The repository root (policies/ and tests/fixtures/jwt/keys/).
     pub repo: PathBuf,
+    /// Where modules derived for the run are written (the trimmed no-op).
+    pub scratch: PathBuf,
 }
 
 /// One Envoy listener: its name (also its stat prefix), its HTTP filters before the router and
@@ -144,6 +146,27 @@ fn wasm(inputs: &Inputs, filter: &str, file: &str, config: &str) -> Result<WasmE
     })
 }
 
+/// The no-op module with every event callback but `proxy_on_request_headers` removed, as
+/// scripts/build-wasm.sh trims the shipped filters: the floor of a filter that handles only the
+/// request headers, beside the SDK's (every callback exported) in the same run.
+fn trimmed_noop(inputs: &Inputs) -> Result<WasmEntry> {
+    let noop = wasm(inputs, "noop", "meshward_test_noop.wasm", "")?;
+    let bytes = std::fs::read(&noop.module)
+        .with_context(|| format!("reading {}", noop.module.display()))?;
+    let trimmed = meshward_trim_callbacks::keep_only(&bytes, &["proxy_on_request_headers"])
+        .map_err(|e| anyhow!("trimming {}: {e}", noop.module.display()))?;
+    let module = inputs
+        .scratch
+        .join("meshward_test_noop_request_headers_only.wasm");
+    std::fs::write(&module, &trimmed.wasm)
+        .with_context(|| format!("writing {}", module.display()))?;
+    Ok(WasmEntry {
+        filter: "noop".to_string(),
+        module,
+        config: String::new(),
+    })
+}
+
 /// A listener whose HTTP filters are exactly `wasm`.
 fn wasm_listener(
     name: &'static str,
@@ -241,6 +264,7 @@ pub fn plan(inputs: &Inputs, jwt_pool: usize) -> Result<Plan> {
             vec![wasm(inputs, "noop", "meshward_test_noop.wasm", "")?],
             Map::new(),
         )?,
+        wasm_listener("noop-trimmed", vec![trimmed_noop(inputs)?], Map::new())?,
         wasm_listener("header-limits", vec![hl.clone()], codec_above_policy())?,
         native_listener("hcm-limits", vec![], native_limits()),
         wasm_listener("spiffe-authz", vec![sa.clone()], Map::new())?,
@@ -353,6 +377,13 @@ pub fn plan(inputs: &Inputs, jwt_pool: usize) -> Result<Plan> {
     let setups = vec![
         setup("router only", "router", "floor", one(&base), vec![ok()]),
         setup("no-op wasm", "noop", "floor", one(&base), vec![ok()]),
+        setup(
+            "no-op wasm, request-headers callback only",
+            "noop-trimmed",
+            "floor",
+            one(&base),
+            vec![ok()],
+        ),
         setup(
             "header-limits (strict.json)",
             "header-limits",

@@ -66,7 +66,21 @@ pub struct Trimmed {
 /// Removes every export named in [`EVENTS`] that the module's [`SECTION`] does not list.
 /// Idempotent: a trimmed module comes back unchanged.
 pub fn trim(wasm: &[u8]) -> Result<Trimmed, String> {
-    let handled = handled(wasm)?;
+    trim_to(wasm, handled(wasm)?)
+}
+
+/// Removes every export named in [`EVENTS`] except those in `keep`, whatever the module lists
+/// (`meshward bench envoy` derives its callback floor from the SDK's no-op module this way).
+pub fn keep_only(wasm: &[u8], keep: &[&str]) -> Result<Trimmed, String> {
+    if let Some(name) = keep.iter().find(|name| !EVENTS.contains(name)) {
+        return Err(format!(
+            "{name:?} is not an event callback of proxy-wasm ABI 0.2.1"
+        ));
+    }
+    trim_to(wasm, keep.iter().map(|name| name.to_string()).collect())
+}
+
+fn trim_to(wasm: &[u8], handled: BTreeSet<String>) -> Result<Trimmed, String> {
     let mut module = wasm_encoder::Module::new();
     let mut removed = Vec::new();
     for payload in wasmparser::Parser::new(0).parse_all(wasm) {
@@ -233,6 +247,20 @@ mod tests {
         // Still a valid module, with its custom section and code intact.
         wasmparser::Validator::new().validate_all(&t.wasm).unwrap();
         assert_eq!(handled(&t.wasm).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn keep_only_ignores_the_section_and_checks_its_names() {
+        let t = keep_only(&module(None), &["proxy_on_log"]).unwrap();
+        assert_eq!(
+            t.removed,
+            [
+                "proxy_on_request_headers",
+                "proxy_on_response_headers",
+                "proxy_on_done"
+            ]
+        );
+        assert!(keep_only(&module(None), &["proxy_on_delete"]).is_err());
     }
 
     #[test]
