@@ -43,11 +43,21 @@ impl GrpcEcho {
             String::from_utf8_lossy(&probe.stderr).trim()
         );
         let script = crate::repo().join("tests/peers/grpc_echo.py");
+        // Its stderr goes to a file, not the test's: a server held in a `static` outlives the test
+        // process until it notices, and must not keep the test runner's pipe open meanwhile
+        // (nextest reports such a test as leaky).
+        let log = std::env::temp_dir().join(format!(
+            "meshward-grpc-echo-{}-{}.log",
+            std::process::id(),
+            STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let stderr = std::fs::File::create(&log)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
         let mut child = Command::new(&python)
             .arg(&script)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", script.display()));
         let stdout = child.stdout.take().expect("piped stdout");
@@ -67,8 +77,11 @@ impl GrpcEcho {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!(
-                    "{} did not print its ports (`PORT <n>`, `SILENT <m>`): {e}",
-                    script.display()
+                    "{} did not print its ports (`PORT <n>`, `SILENT <m>`): {e}; its stderr \
+                     ({}):\n{}",
+                    script.display(),
+                    log.display(),
+                    std::fs::read_to_string(&log).unwrap_or_default()
                 );
             }
         };
@@ -101,6 +114,9 @@ impl Drop for GrpcEcho {
         let _ = self.child.wait();
     }
 }
+
+/// Servers started by this process, for their log files' names.
+static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// The Python that runs the server: `$MESHWARD_PYTHON`, else the project's venv.
 fn python() -> PathBuf {
