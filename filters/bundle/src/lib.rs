@@ -51,7 +51,7 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> { Box::new(Root::new(context_id)) });
 }}
 
-// The callbacks this module handles: what its four stages handle: request headers, response headers
+// The callbacks this module handles, those of its four stages: request headers, response headers
 // (rate-limit), and jwt-authn's JWKS fetches. scripts/build-wasm.sh drops the SDK's exports of the
 // others, so that Envoy does not enter the VM for them (meshward_host::callbacks!).
 meshward_host::callbacks!(

@@ -35,7 +35,7 @@ proxy_wasm::main! {{
 // (`x-ratelimit-*`). scripts/build-wasm.sh drops the SDK's exports of the others, so that Envoy
 // does not enter the VM for them (meshward_host::callbacks!).
 #[cfg(feature = "standalone")]
-meshward_host::callbacks!("proxy_on_request_headers", "proxy_on_response_headers",);
+meshward_host::callbacks!("proxy_on_request_headers", "proxy_on_response_headers");
 
 /// The root context: the configured stage, shared by every request of this VM.
 #[derive(Default)]

@@ -23,7 +23,7 @@ proxy_wasm::main! {{
 // The callbacks this module handles: the first downstream bytes (the decision is taken there).
 // scripts/build-wasm.sh drops the SDK's exports of the others, so that Envoy does not enter the VM
 // for them (meshward_host::callbacks!).
-meshward_host::callbacks!("proxy_on_downstream_data",);
+meshward_host::callbacks!("proxy_on_downstream_data");
 
 // spiffe-authz's own entry point must not come along (see Cargo.toml).
 const _: () = assert!(!spiffe_authz::STANDALONE || !cfg!(target_arch = "wasm32"));
