@@ -33,6 +33,44 @@ enum BenchCommand {
     /// and a no-op wasm network filter: connections/s, connection time, Envoy CPU per connection,
     /// Envoy RSS; writes a Markdown table into BENCHMARKS.md.
     Tcp(BenchTcpArgs),
+    /// The price of each proxy-wasm crossing in a real Envoy 1.40: one listener per kind of host
+    /// call (a test module making it --calls times per request) beside the router alone and the
+    /// no-op module with and without its unhandled callbacks, in interleaved rounds; prints Envoy
+    /// CPU per host call and per VM entry and writes a Markdown table into BENCHMARKS.md.
+    Abi(BenchAbiArgs),
+}
+
+#[derive(Args)]
+pub struct BenchAbiArgs {
+    /// Envoy worker threads (`--concurrency`).
+    #[arg(long, default_value_t = 1)]
+    concurrency: u32,
+    /// Keep-alive mTLS connections of the load generator (one thread each).
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Interleaved rounds over every configuration.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Seconds per configuration per round.
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Warm-up seconds per configuration.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Host calls of the measured kind per request (the price of one is the row's extra CPU
+    /// divided by this).
+    #[arg(long, default_value_t = 50)]
+    calls: u32,
+    /// Directory holding meshward_test_noop.wasm and meshward_test_hostcall_cost.wasm
+    /// (scripts/build-wasm.sh builds them).
+    #[arg(long)]
+    wasm_dir: Option<PathBuf>,
+    /// The Markdown file whose generated section (between marker comments) is replaced.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    out: PathBuf,
+    /// Print the table only; write no file.
+    #[arg(long)]
+    no_write: bool,
 }
 
 #[derive(Args)]
@@ -71,9 +109,10 @@ pub fn run(args: BenchCli) -> Result<()> {
     match (args.command, args.harness) {
         (Some(BenchCommand::Envoy(envoy)), _) => run_envoy(envoy),
         (Some(BenchCommand::Tcp(tcp)), _) => run_tcp(tcp),
+        (Some(BenchCommand::Abi(abi)), _) => run_abi(abi),
         (None, Some(harness)) => run_bench(harness),
         (None, None) => {
-            bail!("give a scenario file (meshward bench SCENARIO), `meshward bench envoy` or `meshward bench tcp`")
+            bail!("give a scenario file (meshward bench SCENARIO), `meshward bench envoy`, `meshward bench tcp` or `meshward bench abi`")
         }
     }
 }
@@ -107,6 +146,32 @@ fn run_envoy(args: BenchEnvoyArgs) -> Result<()> {
     print!("{section}");
     if !args.no_write {
         bench::update_file(&args.out, &section)?;
+        eprintln!("wrote the table into {}", args.out.display());
+    }
+    Ok(())
+}
+
+fn run_abi(args: BenchAbiArgs) -> Result<()> {
+    let mut options = BenchOptions {
+        concurrency: args.concurrency.max(1),
+        connections: args.connections.max(1),
+        rounds: args.rounds,
+        round: seconds(args.seconds, "--seconds")?,
+        warmup: seconds(args.warmup, "--warmup")?,
+        command: std::iter::once("meshward".to_string())
+            .chain(std::env::args().skip(1))
+            .collect::<Vec<_>>()
+            .join(" "),
+        ..BenchOptions::default()
+    };
+    if let Some(dir) = args.wasm_dir {
+        options.wasm_dir = dir;
+    }
+    let report = bench::abi::run(&options, args.calls)?;
+    let section = bench::abi::render(&report);
+    print!("{section}");
+    if !args.no_write {
+        bench::abi::update_file(&args.out, &section)?;
         eprintln!("wrote the table into {}", args.out.display());
     }
     Ok(())

@@ -198,3 +198,118 @@ fn bench_envoy_measures_every_configuration_after_checking_its_filters() {
     }
     assert!(text.contains("bench_rig smoke test"), "{text}");
 }
+
+/// Smoke test of `meshward bench abi`: every kind of host call measured in a real Envoy beside
+/// the floors, each row making exactly its calls (the run checks that in the harness and fails
+/// otherwise), a price per call and per VM entry, and its own Markdown section.
+#[test]
+fn bench_abi_prices_every_kind_of_host_call() {
+    use meshward_bench::envoy::abi;
+    use meshward_test_hostcall_cost::Kind;
+
+    let options = BenchOptions {
+        connections: 2,
+        rounds: 1,
+        round: Duration::from_millis(300),
+        warmup: Duration::from_millis(100),
+        command: "bench_rig abi smoke test".into(),
+        ..BenchOptions::default()
+    };
+    let report = abi::run(&options, 5).unwrap();
+    let mut expected = vec![
+        "router only".to_string(),
+        "no-op wasm".to_string(),
+        "no-op wasm, request-headers callback only".to_string(),
+    ];
+    expected.extend(Kind::ALL.into_iter().map(|k| abi::row_name(k, 5)));
+    expected.extend(abi::ONCE.into_iter().map(|(k, _)| abi::row_name(k, 1)));
+    let names: Vec<&str> = report.rows.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, expected);
+    for row in &report.rows {
+        assert!(row.median.requests > 0, "{}: no request measured", row.name);
+        assert!(
+            row.median.cpu_per_request > Duration::ZERO,
+            "{}: Envoy's CPU time was not measured",
+            row.name
+        );
+        assert!(
+            report
+                .checks
+                .iter()
+                .any(|c| c.listener == row.listener && c.status == 200),
+            "{}: no passing sanity check",
+            row.name
+        );
+    }
+    let rows = Kind::ALL
+        .into_iter()
+        .map(|k| (k, 5))
+        .chain(abi::ONCE.into_iter().map(|(k, _)| (k, 1)));
+    for (kind, times) in rows {
+        let row = report.row(&abi::row_name(kind, times)).unwrap();
+        let made: u64 = row.hostcalls.iter().map(|(_, n)| n).sum();
+        let expected = if kind.is_host_call() { times } else { 0 };
+        assert_eq!(made, u64::from(expected), "{kind:?} × {times}");
+        assert!(
+            report.per_call_us(kind, times).is_some_and(f64::is_finite),
+            "{kind:?} × {times}"
+        );
+    }
+    assert!(report.vm_entry_us().is_some_and(f64::is_finite));
+
+    let dir = WorkDir::new("bench-abi-").unwrap();
+    let path = dir
+        .write("BENCHMARKS.md", "# Benchmarks\n\nkept\n")
+        .unwrap();
+    let section = abi::render(&report);
+    abi::update_file(&path, &section).unwrap();
+    abi::update_file(&path, &section).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.starts_with("# Benchmarks\n\nkept\n"), "{text}");
+    assert_eq!(text.matches(abi::BEGIN_MARKER).count(), 1, "{text}");
+    assert_eq!(text.matches(abi::END_MARKER).count(), 1, "{text}");
+    assert!(text.contains(abi::HEADING), "{text}");
+    for name in expected {
+        assert!(text.contains(&format!("| {name} |")), "{name}:\n{text}");
+    }
+    assert!(text.contains("One VM entry"), "{text}");
+}
+
+/// The cost module refuses to be measured on a call that fails: a property the connection does
+/// not have answers 500, so the benchmark (which expects 200) stops instead of timing an error.
+#[test]
+fn the_cost_module_answers_500_when_its_call_fails() {
+    use meshward_harness::{FilterSpec, Host, Request, Tls};
+
+    let module = meshward_rig::default_wasm_dir(&meshward_rig::repo_root())
+        .join("meshward_test_hostcall_cost.wasm");
+    let host = |call: &str| {
+        Host::builder()
+            .filter(
+                FilterSpec::from_file(&module)
+                    .unwrap()
+                    .name("hostcall-cost")
+                    .config_json(&format!(r#"{{"call": "{call}", "times": 3}}"#)),
+            )
+            .build()
+            .unwrap()
+    };
+    let mtls = Request::new("GET", "/").tls(Tls::peer("spiffe://cluster.local/ns/a/sa/b"));
+    let plaintext = Request::new("GET", "/");
+    assert_eq!(host("property").send(&mtls).status(), 200);
+    let refused = host("property").send(&plaintext);
+    assert_eq!(refused.status(), 500);
+    assert_eq!(
+        refused.response.header("x-hostcall-cost-error"),
+        Some("property")
+    );
+    assert!(Host::builder()
+        .filter(
+            FilterSpec::from_file(&module)
+                .unwrap()
+                .name("hostcall-cost")
+                .config_json(r#"{"call": "nope", "times": 3}"#),
+        )
+        .build()
+        .is_err());
+}

@@ -11,6 +11,7 @@
 //! report gives the median over rounds. Before anything is measured every listener must show that
 //! it applies its filters (a violating request gets the expected status, the measured one 200).
 
+pub mod abi;
 mod hostcalls;
 pub(crate) mod load;
 pub(crate) mod markdown;
@@ -182,6 +183,56 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
             modules.push((file, size));
         }
     }
+    let measured = measure(&plan, options, &upstream, &certs, &client_cert)?;
+
+    // 5. Memory: one Envoy per chain, at `--concurrency 2`.
+    let memory = memory::measure(
+        &plan,
+        &[
+            ("router only", "router"),
+            ("meshward chain (four modules)", "meshward-chain"),
+            ("meshward bundle (meshward.wasm)", "meshward-bundle"),
+            ("native chain", "native-chain"),
+        ],
+        upstream.addr(),
+        &certs,
+        &client_cert,
+        options,
+    )?;
+    Ok(BenchReport {
+        options: options.clone(),
+        rows: measured.rows,
+        checks: measured.checks,
+        upstream_direct: measured.upstream_direct,
+        envoy_version,
+        envoy_rss_kib: measured.envoy_rss_kib,
+        memory,
+        modules,
+        date: today(),
+        nproc: std::thread::available_parallelism().map_or(0, usize::from),
+        cpu_model: cpu_model(),
+        load_before,
+    })
+}
+
+/// What [`measure`] found.
+pub(crate) struct Measured {
+    pub rows: Vec<Row>,
+    pub checks: Vec<SanityCheck>,
+    pub upstream_direct: Figures,
+    pub envoy_rss_kib: u64,
+}
+
+/// Counts each configuration's host calls in the harness, starts one Envoy with every listener
+/// of `plan`, runs the sanity checks, warms every configuration up, measures the upstream alone,
+/// then the interleaved rounds.
+pub(crate) fn measure(
+    plan: &setups::Plan,
+    options: &BenchOptions,
+    upstream: &EchoUpstream,
+    certs: &Certs,
+    client_cert: &meshward_rig::ClientCert,
+) -> Result<Measured> {
     let mut hostcalls = Vec::new();
     for setup in &plan.setups {
         let chain = plan
@@ -201,7 +252,7 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         // Filters log per request at debug at most: keep Envoy from formatting those lines.
         .component_log_levels("wasm:warn");
     for listener in &plan.listeners {
-        config = config.raw_listener(setups::listener_json(listener, &certs));
+        config = config.raw_listener(setups::listener_json(listener, certs));
     }
     let envoy = Envoy::start(&config)?;
     let addresses = listener_addresses(&envoy, plan.listeners.len())?;
@@ -217,7 +268,7 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
     let mut checks = Vec::new();
     for setup in &plan.setups {
         let addr = addr_of(setup.listener)?;
-        let client = Client::tls(addr, &certs, Some(&client_cert))?;
+        let client = Client::tls(addr, certs, Some(client_cert))?;
         for check in &setup.checks {
             let response = client
                 .send(&check.request)
@@ -249,7 +300,7 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
     let pid = envoy.pid();
     let load_for = |setup: &setups::Setup, duration: Duration| -> Result<Load> {
         Ok(Load {
-            client: Client::tls(addr_of(setup.listener)?, &certs, Some(&client_cert))?,
+            client: Client::tls(addr_of(setup.listener)?, certs, Some(client_cert))?,
             requests: Arc::new(setup.requests.clone()),
             connections: options.connections,
             duration,
@@ -327,34 +378,11 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         })
         .collect();
     drop(envoy);
-
-    // 5. Memory: one Envoy per chain, at `--concurrency 2`.
-    let memory = memory::measure(
-        &plan,
-        &[
-            ("router only", "router"),
-            ("meshward chain (four modules)", "meshward-chain"),
-            ("meshward bundle (meshward.wasm)", "meshward-bundle"),
-            ("native chain", "native-chain"),
-        ],
-        upstream.addr(),
-        &certs,
-        &client_cert,
-        options,
-    )?;
-    Ok(BenchReport {
-        options: options.clone(),
+    Ok(Measured {
         rows,
         checks,
         upstream_direct,
-        envoy_version,
         envoy_rss_kib,
-        memory,
-        modules,
-        date: today(),
-        nproc: std::thread::available_parallelism().map_or(0, usize::from),
-        cpu_model: cpu_model(),
-        load_before,
     })
 }
 

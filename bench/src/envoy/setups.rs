@@ -75,7 +75,7 @@ pub struct Setup {
 /// The 20 request headers of a typical browser-originated API call (those of
 /// `benches/scenarios/header-limits-20.yaml`, with a real bearer token and the client address a
 /// trusted front proxy appended to `x-forwarded-for`).
-fn base_request(token: &str) -> Request {
+pub(crate) fn base_request(token: &str) -> Request {
     Request::get(PATH)
         .close(false)
         .header("accept", "application/json")
@@ -122,7 +122,7 @@ fn with_token(request: &Request, token: &str) -> Request {
     r
 }
 
-fn closing(request: Request) -> Request {
+pub(crate) fn closing(request: Request) -> Request {
     request.close(true)
 }
 
@@ -131,7 +131,7 @@ fn read_policy(inputs: &Inputs, rel: &str) -> Result<String> {
     std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
 }
 
-fn wasm(inputs: &Inputs, filter: &str, file: &str, config: &str) -> Result<WasmEntry> {
+pub(crate) fn wasm(inputs: &Inputs, filter: &str, file: &str, config: &str) -> Result<WasmEntry> {
     let module = inputs.wasm_dir.join(file);
     if !module.is_file() {
         return Err(anyhow!(
@@ -149,7 +149,7 @@ fn wasm(inputs: &Inputs, filter: &str, file: &str, config: &str) -> Result<WasmE
 /// The no-op module with every event callback but `proxy_on_request_headers` removed, as
 /// scripts/build-wasm.sh trims the shipped filters: the floor of a filter that handles only the
 /// request headers, beside the SDK's (every callback exported) in the same run.
-fn trimmed_noop(inputs: &Inputs) -> Result<WasmEntry> {
+pub(crate) fn trimmed_noop(inputs: &Inputs) -> Result<WasmEntry> {
     let noop = wasm(inputs, "noop", "meshward_test_noop.wasm", "")?;
     let bytes = std::fs::read(&noop.module)
         .with_context(|| format!("reading {}", noop.module.display()))?;
@@ -168,7 +168,7 @@ fn trimmed_noop(inputs: &Inputs) -> Result<WasmEntry> {
 }
 
 /// A listener whose HTTP filters are exactly `wasm`.
-fn wasm_listener(
+pub(crate) fn wasm_listener(
     name: &'static str,
     wasm: Vec<WasmEntry>,
     hcm: Map<String, Value>,
@@ -195,7 +195,7 @@ fn wasm_listener(
     })
 }
 
-fn native_listener(
+pub(crate) fn native_listener(
     name: &'static str,
     filters: Vec<Value>,
     hcm: Map<String, Value>,
