@@ -572,3 +572,78 @@ fn a_wasm_filter_sees_the_mtls_peer_or_no_peer() {
 
 /// How long to wait for something Envoy does asynchronously (ticks, log lines).
 const LOG_WAIT: Duration = Duration::from_secs(5);
+
+/// A client certificate without a URI SAN is mTLS without a peer identity, in Envoy and in the
+/// harness alike. spiffe-authz and rate-limit read only the URI SAN, not `connection.mtls` (a SAN
+/// exists only with a presented certificate: the test above): such a certificate gives no peer,
+/// so a principal rule does not match it, while a rule without one still does.
+#[test]
+fn a_client_certificate_without_a_uri_san_is_mtls_without_a_peer_in_both_worlds() {
+    use meshward_harness::{FilterSpec, Host, Request as HarnessRequest, Tls};
+
+    let policy = r#"{"requireMtls": false, "policies": [
+        {"name": "open", "rules": [{"to": [{"operation": {"paths": ["/open"]}}]}]},
+        {"name": "b-only", "rules": [
+            {"from": [{"source": {"principals": ["cluster.local/ns/a/sa/b"]}}],
+             "to": [{"operation": {"paths": ["/b"]}}]}]}]}"#;
+    let module = test_module("spiffe_authz");
+    let echo = EchoUpstream::start().unwrap();
+    let certs = Certs::generate().unwrap();
+    let envoy = Envoy::start(
+        &EnvoyConfig::new(echo.addr())
+            .tls(&certs, 0)
+            .filter(probe("probe", ""))
+            .filter(WasmFilter::new("spiffe-authz", &module, policy)),
+    )
+    .unwrap();
+    let no_san = certs.client_cert(&[], "no-san").unwrap();
+    let spiffe_b = certs
+        .client_cert(&["spiffe://cluster.local/ns/a/sa/b"], "b")
+        .unwrap();
+    let no_san_client = envoy.tls_client(&certs, Some(&no_san)).unwrap();
+    let b_client = envoy.tls_client(&certs, Some(&spiffe_b)).unwrap();
+    let tls_only = envoy.tls_client(&certs, None).unwrap();
+    let open = || Request::get("/open");
+    assert_eq!(
+        probe_property(&no_san_client, "connection.mtls", open()),
+        "hex:01"
+    );
+    assert_eq!(
+        probe_property(
+            &no_san_client,
+            "connection.uri_san_peer_certificate",
+            open()
+        ),
+        "<none>"
+    );
+    let status = |client: &Client, path: &str| client.send(&Request::get(path)).unwrap().status;
+    let envoy_statuses = [
+        status(&no_san_client, "/open"),
+        status(&no_san_client, "/b"),
+        status(&b_client, "/b"),
+        status(&tls_only, "/open"),
+    ];
+
+    let host = Host::builder()
+        .filter(
+            FilterSpec::from_file(&module)
+                .unwrap()
+                .name("spiffe-authz")
+                .config_json(policy),
+        )
+        .build()
+        .unwrap();
+    let subject_only = Tls {
+        peer_subject: Some("CN=no-san".into()),
+        ..Tls::default()
+    };
+    let harness = |tls: Tls, path: &str| host.send(&HarnessRequest::get(path).tls(tls)).status();
+    let harness_statuses = [
+        harness(subject_only.clone(), "/open"),
+        harness(subject_only, "/b"),
+        harness(Tls::peer("spiffe://cluster.local/ns/a/sa/b"), "/b"),
+        harness(Tls::server_only(), "/open"),
+    ];
+    assert_eq!(envoy_statuses, [200, 403, 200, 200]);
+    assert_eq!(harness_statuses, envoy_statuses);
+}

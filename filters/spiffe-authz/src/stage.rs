@@ -235,6 +235,7 @@ fn fail(what: &'static str) -> impl Fn(Status) -> HostFailure {
 /// it, and the first failure in this fixed order is the one logged.
 #[derive(Debug, Default)]
 pub(crate) struct HostFacts {
+    /// A URI SAN was presented, hence a client certificate: see [`HostFacts::read`].
     pub(crate) mtls: bool,
     pub(crate) peer: Option<SpiffeId>,
     method: Option<String>,
@@ -269,29 +270,27 @@ impl HostFacts {
     pub(crate) fn read(needs: &Needs, req: &mut RequestView) -> Result<Self, HostFailure> {
         let text = |v: Option<Vec<u8>>| v.and_then(|b| String::from_utf8(b).ok());
 
-        let mtls = property(req, &["connection", "mtls"], "connection.mtls", needs.peer)?
-            .is_some_and(|b| b.first() == Some(&1));
+        // The peer's URI SAN alone: Envoy has one only from a client certificate the connection
+        // presented (what `connection.mtls` says), and the core reads `mtls` only to grant a
+        // peer identity, which needs the SAN anyway. So `connection.mtls` is not read: a
+        // property read that returns a value is two crossings in Envoy (`meshward bench abi`).
+        let san = text(property(
+            req,
+            &["connection", "uri_san_peer_certificate"],
+            "connection.uri_san_peer_certificate",
+            needs.peer,
+        )?);
+        let mtls = san.is_some();
         // Only the first URI SAN is visible to wasm; it must be a strictly valid SPIFFE ID.
-        let peer = if mtls {
-            let san = property(
-                req,
-                &["connection", "uri_san_peer_certificate"],
-                "connection.uri_san_peer_certificate",
-                true,
-            )?;
-            text(san).and_then(|s| match SpiffeId::parse(&s) {
-                Ok(id) => Some(id),
-                Err(e) => {
-                    log::info!(
-                        "spiffe-authz: peer URI SAN is not a valid SPIFFE ID ({e}); no peer \
-                         identity"
-                    );
-                    None
-                }
-            })
-        } else {
-            None
-        };
+        let peer = san.and_then(|s| match SpiffeId::parse(&s) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                log::info!(
+                    "spiffe-authz: peer URI SAN is not a valid SPIFFE ID ({e}); no peer identity"
+                );
+                None
+            }
+        });
         // When the policies need header lines, the whole map is read (once, by the view), and
         // `:method`, `:path` and `:authority` come from it too instead of one host read each (a
         // read that returns a value is two crossings in Envoy: the call, then the guest
