@@ -16,7 +16,20 @@ use crate::runtime::lock;
 
 fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
-    ENGINE.get_or_init(Engine::default)
+    ENGINE.get_or_init(|| {
+        // `MESHWARD_PERFMAP=1`: write /tmp/perf-<pid>.map, so that `perf record` names the
+        // modules' functions (from their name sections: build them unstripped) beside the host's.
+        // Where the guest's own time goes, e.g. `MESHWARD_PERFMAP=1 perf record -g meshward bench
+        // …` then `perf report` (BENCHMARKS.md, "Where the cost goes now").
+        if std::env::var_os("MESHWARD_PERFMAP").is_some_and(|v| v == "1") {
+            let mut config = wasmtime::Config::new();
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+            if let Ok(engine) = Engine::new(&config) {
+                return engine;
+            }
+        }
+        Engine::default()
+    })
 }
 
 /// The process-wide engine (hosts create their stores on it).
