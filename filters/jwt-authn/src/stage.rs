@@ -506,13 +506,17 @@ fn request_headers(req: &mut RequestView) -> Result<Vec<(String, String)>, Statu
     Ok(req
         .headers()?
         .into_iter()
-        .map(|(name, value)| {
-            (
-                String::from_utf8_lossy(name).into_owned(),
-                String::from_utf8_lossy(value).into_owned(),
-            )
-        })
+        .map(|(name, value)| (text(name), text(value)))
         .collect())
+}
+
+/// `bytes` as text, U+FFFD for what is not UTF-8: `String::from_utf8_lossy`, with the faster
+/// validation of `str::from_utf8` first (every header of every request goes through here).
+fn text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
 }
 
 fn reply(status: u32, body: &str, www_authenticate: &str) -> StageResult {

@@ -7,7 +7,9 @@
 //! A host call that fails where the decision needs it denies the request (fail closed).
 //! The standalone filter (`lib.rs`) and the bundle (`meshward.wasm`) both run it.
 
+use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
 
 use meshward_common::header_name;
 use meshward_common::identity::{RequestIdentity, PROPERTY_PATH};
@@ -26,6 +28,40 @@ pub struct Stage {
     config: Config,
     /// The fixed counters (indices below), then one per policy in config order.
     counters: Counters,
+    identities: IdentityMemo,
+}
+
+/// The last published identity this VM parsed, by its exact bytes. A warm token publishes the
+/// same bytes on every request, and parsing them (JSON) was the largest part of reading the
+/// facts in a profile of the bundle. The same bytes always parse to the same identity, so the
+/// memo answers only what parsing would; it holds one identity (bounded memory).
+#[derive(Default)]
+pub(crate) struct IdentityMemo(RefCell<Option<(Vec<u8>, Rc<RequestIdentity>)>>);
+
+impl IdentityMemo {
+    /// [`RequestIdentity::read`], shared when `bytes` are the last ones parsed.
+    fn read(
+        &self,
+        bytes: Option<&[u8]>,
+    ) -> Result<Option<Rc<RequestIdentity>>, meshward_common::identity::UnreadableIdentity> {
+        let Some(bytes) = bytes else {
+            return Ok(None);
+        };
+        if let Ok(memo) = self.0.try_borrow() {
+            if let Some((seen, identity)) = memo.as_ref() {
+                if seen.as_slice() == bytes {
+                    return Ok(Some(Rc::clone(identity)));
+                }
+            }
+        }
+        let Some(identity) = RequestIdentity::read(Some(bytes))?.map(Rc::new) else {
+            return Ok(None);
+        };
+        if let Ok(mut memo) = self.0.try_borrow_mut() {
+            *memo = Some((bytes.to_vec(), Rc::clone(&identity)));
+        }
+        Ok(Some(identity))
+    }
 }
 
 const ALLOWED: usize = 0;
@@ -60,12 +96,16 @@ impl Stage {
             config.policy_count(),
             if config.dry_run() { " (dry run)" } else { "" }
         );
-        Self { config, counters }
+        Self {
+            config,
+            counters,
+            identities: IdentityMemo::default(),
+        }
     }
 
     /// Decide on the request: `Continue` (possibly after rewriting `:path`) or `Replied`.
     pub fn on_request_headers(&self, req: &mut RequestView) -> StageResult {
-        match read_and_decide(&self.config, req) {
+        match read_and_decide(&self.config, &self.identities, req) {
             Ok(decision) => act(self, &decision, req),
             Err(failure) if self.config.dry_run() => {
                 log::info!("spiffe-authz: dry run: would deny: {failure}");
@@ -89,8 +129,12 @@ pub fn unconfigured() -> StageResult {
 }
 
 /// Read what the policies need and decide.
-fn read_and_decide(config: &Config, req: &mut RequestView) -> Result<Decision, HostFailure> {
-    let facts = HostFacts::read(config.needs(), req)?;
+fn read_and_decide(
+    config: &Config,
+    identities: &IdentityMemo,
+    req: &mut RequestView,
+) -> Result<Decision, HostFailure> {
+    let facts = HostFacts::read(config.needs(), identities, req)?;
     let decision = decide(config, &facts);
     if decision.deny.is_some() {
         log_refusal(config, &decision, &facts);
@@ -245,7 +289,7 @@ pub(crate) struct HostFacts {
     pub(crate) source_ip: Option<IpAddr>,
     destination_ip: Option<IpAddr>,
     headers: Vec<(String, Vec<u8>)>,
-    identity: Option<RequestIdentity>,
+    identity: Option<Rc<RequestIdentity>>,
     identity_unreadable: bool,
     sni: Option<String>,
 }
@@ -267,7 +311,11 @@ fn property(
 }
 
 impl HostFacts {
-    pub(crate) fn read(needs: &Needs, req: &mut RequestView) -> Result<Self, HostFailure> {
+    pub(crate) fn read(
+        needs: &Needs,
+        identities: &IdentityMemo,
+        req: &mut RequestView,
+    ) -> Result<Self, HostFailure> {
         let text = |v: Option<Vec<u8>>| v.and_then(|b| String::from_utf8(b).ok());
 
         // The peer's URI SAN alone: Envoy has one only from a client certificate the connection
@@ -341,7 +389,7 @@ impl HostFacts {
         // needs the identity and it is unreadable (a DENY on request principals must not fail
         // open). In the bundle, jwt-authn's identity is known to the view without a host read.
         let published = property(req, PROPERTY_PATH, "meshward_request_auth", needs.identity)?;
-        let (identity, identity_unreadable) = match RequestIdentity::read(published.as_deref()) {
+        let (identity, identity_unreadable) = match identities.read(published.as_deref()) {
             Ok(identity) => (identity, false),
             Err(_) => (None, true),
         };
@@ -398,7 +446,7 @@ impl RequestFacts for HostFacts {
         &self.headers
     }
     fn identity(&self) -> Option<&RequestIdentity> {
-        self.identity.as_ref()
+        self.identity.as_deref()
     }
     fn identity_unreadable(&self) -> bool {
         self.identity_unreadable
@@ -433,6 +481,28 @@ pub(crate) fn parse_address(text: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_identity_memo_parses_each_new_value_once_and_never_keeps_a_bad_one() {
+        let memo = IdentityMemo::default();
+        let alice = br#"{"principal":"https://idp/alice","iss":"https://idp","sub":"alice"}"#;
+        let bob = br#"{"principal":"https://idp/bob","iss":"https://idp","sub":"bob"}"#;
+        assert!(memo.read(None).unwrap().is_none());
+        let first = memo.read(Some(alice)).unwrap().unwrap();
+        let again = memo.read(Some(alice)).unwrap().unwrap();
+        assert!(Rc::ptr_eq(&first, &again), "the same bytes are parsed once");
+        assert_eq!(first.principal, "https://idp/alice");
+        let other = memo.read(Some(bob)).unwrap().unwrap();
+        assert_eq!(other.principal, "https://idp/bob");
+        // Unreadable bytes are an error every time, whatever was parsed before.
+        assert!(memo.read(Some(b"{not json")).is_err());
+        assert!(memo.read(Some(b"")).is_err());
+        assert!(memo.read(Some(b"{not json")).is_err());
+        assert_eq!(
+            memo.read(Some(bob)).unwrap().unwrap().principal,
+            "https://idp/bob"
+        );
+    }
 
     #[test]
     fn log_values_are_escaped_and_bounded() {
@@ -472,7 +542,11 @@ mod tests {
     #[test]
     fn native_builds_have_no_host_and_fail_closed() {
         let config = Config::parse(b"{}").unwrap();
-        let Err(failure) = read_and_decide(&config, &mut RequestView::standalone()) else {
+        let Err(failure) = read_and_decide(
+            &config,
+            &IdentityMemo::default(),
+            &mut RequestView::standalone(),
+        ) else {
             panic!("without a host the read must fail");
         };
         assert_eq!(failure.status, Status::UNIMPLEMENTED);

@@ -247,7 +247,10 @@ impl Config {
         let mut out: Vec<String> = Vec::new();
         for (name, _) in headers {
             if !name.starts_with(':')
-                && self.output_headers.contains(&fold_header_name(name))
+                && self
+                    .output_headers
+                    .iter()
+                    .any(|o| meshward_common::header_name::same(name.as_bytes(), o.as_bytes()))
                 && !out.contains(name)
             {
                 out.push(name.clone());

@@ -46,6 +46,7 @@ fn clean_token(text: &str) -> Option<&str> {
 
 /// Header names as a CGI-style backend reads them: case-insensitive, `_` ≡ `-`.
 pub use meshward_common::header_name::fold as fold_header_name;
+use meshward_common::header_name::same as same_header;
 
 /// Percent-decode once (either hex case); malformed escapes stay as they are.
 pub fn percent_decode(text: &str) -> String {
@@ -73,7 +74,9 @@ pub fn percent_decode(text: &str) -> String {
 /// `.`, ` `, `+`, `[`, `-` as `_`.
 fn fold_param_name(name: &str) -> String {
     let mut decoded = name.to_string();
-    for _ in 0..3 {
+    // Without a `%` there is nothing to decode (the common case: every query parameter of every
+    // request is folded).
+    for _ in 0..if name.contains('%') { 3 } else { 0 } {
         let next = percent_decode(&decoded);
         if next == decoded {
             break;
@@ -163,9 +166,10 @@ fn header_location(
     prefix: &str,
 ) -> Result<Option<String>, AuthError> {
     let folded = fold_header_name(name);
+    // Compared folded byte by byte, without a folded copy of every header name per request.
     let copies: Vec<&(String, String)> = headers
         .iter()
-        .filter(|(n, _)| !n.starts_with(':') && fold_header_name(n) == folded)
+        .filter(|(n, _)| !n.starts_with(':') && same_header(n.as_bytes(), folded.as_bytes()))
         .collect();
     if !copies.iter().any(|(_, v)| header_present(v, prefix)) {
         return Ok(None);
@@ -201,7 +205,7 @@ fn cookie_location(
     let folded = fold_param_name(cookie);
     let matches: Vec<(&str, &str)> = headers
         .iter()
-        .filter(|(n, _)| fold_header_name(n) == "cookie")
+        .filter(|(n, _)| same_header(n.as_bytes(), b"cookie"))
         .flat_map(|(_, v)| v.split([';', ',']))
         .map(|pair| {
             let pair = pair.trim_matches([' ', '\t']);
