@@ -2,7 +2,7 @@
 //! (see `meshward_bench::envoy`), and `meshward bench SCENARIO` (the harness bench) under
 //! the same `bench` command.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Result};
@@ -40,8 +40,9 @@ enum BenchCommand {
     Abi(BenchAbiArgs),
 }
 
+/// What `bench envoy` and `bench abi` share: the Envoy, the load, the rounds, the output.
 #[derive(Args)]
-pub struct BenchAbiArgs {
+pub struct RoundArgs {
     /// Envoy worker threads (`--concurrency`).
     #[arg(long, default_value_t = 1)]
     concurrency: u32,
@@ -57,14 +58,6 @@ pub struct BenchAbiArgs {
     /// Warm-up seconds per configuration.
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
-    /// Host calls of the measured kind per request (the price of one is the row's extra CPU
-    /// divided by this).
-    #[arg(long, default_value_t = 50)]
-    calls: u32,
-    /// Directory holding meshward_test_noop.wasm and meshward_test_hostcall_cost.wasm
-    /// (scripts/build-wasm.sh builds them).
-    #[arg(long)]
-    wasm_dir: Option<PathBuf>,
     /// The Markdown file whose generated section (between marker comments) is replaced.
     #[arg(long, default_value = "BENCHMARKS.md")]
     out: PathBuf,
@@ -73,23 +66,56 @@ pub struct BenchAbiArgs {
     no_write: bool,
 }
 
+impl RoundArgs {
+    /// The benchmark options these arguments give (the rest at their defaults).
+    fn options(&self, wasm_dir: Option<PathBuf>) -> Result<BenchOptions> {
+        let mut options = BenchOptions {
+            concurrency: self.concurrency.max(1),
+            connections: self.connections.max(1),
+            rounds: self.rounds,
+            round: seconds(self.seconds, "--seconds")?,
+            warmup: seconds(self.warmup, "--warmup")?,
+            command: std::iter::once("meshward".to_string())
+                .chain(std::env::args().skip(1))
+                .collect::<Vec<_>>()
+                .join(" "),
+            ..BenchOptions::default()
+        };
+        if let Some(dir) = wasm_dir {
+            options.wasm_dir = dir;
+        }
+        Ok(options)
+    }
+
+    /// Prints `section` and, unless `--no-write`, puts it into `--out` with `update`.
+    fn report(&self, section: &str, update: fn(&Path, &str) -> Result<()>) -> Result<()> {
+        print!("{section}");
+        if !self.no_write {
+            update(&self.out, section)?;
+            eprintln!("wrote the table into {}", self.out.display());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Args)]
+pub struct BenchAbiArgs {
+    #[command(flatten)]
+    rounds: RoundArgs,
+    /// Host calls of the measured kind per request (the price of one is the row's extra CPU
+    /// divided by this).
+    #[arg(long, default_value_t = 50)]
+    calls: u32,
+    /// Directory holding meshward_test_noop.wasm and meshward_test_hostcall_cost.wasm
+    /// (scripts/build-wasm.sh builds them).
+    #[arg(long)]
+    wasm_dir: Option<PathBuf>,
+}
+
 #[derive(Args)]
 pub struct BenchEnvoyArgs {
-    /// Envoy worker threads (`--concurrency`).
-    #[arg(long, default_value_t = 1)]
-    concurrency: u32,
-    /// Keep-alive mTLS connections of the load generator (one thread each).
-    #[arg(long, default_value_t = 8)]
-    connections: usize,
-    /// Interleaved rounds over every configuration.
-    #[arg(long, default_value_t = 5)]
-    rounds: usize,
-    /// Seconds per configuration per round.
-    #[arg(long, default_value_t = 2.0)]
-    seconds: f64,
-    /// Warm-up seconds per configuration.
-    #[arg(long, default_value_t = 1.0)]
-    warmup: f64,
+    #[command(flatten)]
+    rounds: RoundArgs,
     /// Distinct tokens per algorithm for the cold JWT rows (must exceed 256, the caches' size).
     #[arg(long, default_value_t = 1024)]
     jwt_pool: usize,
@@ -97,12 +123,6 @@ pub struct BenchEnvoyArgs {
     /// (scripts/build-wasm.sh builds them).
     #[arg(long)]
     wasm_dir: Option<PathBuf>,
-    /// The Markdown file whose generated section (between marker comments) is replaced.
-    #[arg(long, default_value = "BENCHMARKS.md")]
-    out: PathBuf,
-    /// Print the table only; write no file.
-    #[arg(long)]
-    no_write: bool,
 }
 
 pub fn run(args: BenchCli) -> Result<()> {
@@ -125,54 +145,18 @@ pub(crate) fn seconds(value: f64, flag: &str) -> Result<Duration> {
 }
 
 fn run_envoy(args: BenchEnvoyArgs) -> Result<()> {
-    let mut options = BenchOptions {
-        concurrency: args.concurrency.max(1),
-        connections: args.connections.max(1),
-        rounds: args.rounds,
-        round: seconds(args.seconds, "--seconds")?,
-        warmup: seconds(args.warmup, "--warmup")?,
+    let options = BenchOptions {
         jwt_pool: args.jwt_pool,
-        command: std::iter::once("meshward".to_string())
-            .chain(std::env::args().skip(1))
-            .collect::<Vec<_>>()
-            .join(" "),
-        ..BenchOptions::default()
+        ..args.rounds.options(args.wasm_dir)?
     };
-    if let Some(dir) = args.wasm_dir {
-        options.wasm_dir = dir;
-    }
     let report = bench::run(&options)?;
-    let section = bench::render(&report);
-    print!("{section}");
-    if !args.no_write {
-        bench::update_file(&args.out, &section)?;
-        eprintln!("wrote the table into {}", args.out.display());
-    }
-    Ok(())
+    args.rounds
+        .report(&bench::render(&report), bench::update_file)
 }
 
 fn run_abi(args: BenchAbiArgs) -> Result<()> {
-    let mut options = BenchOptions {
-        concurrency: args.concurrency.max(1),
-        connections: args.connections.max(1),
-        rounds: args.rounds,
-        round: seconds(args.seconds, "--seconds")?,
-        warmup: seconds(args.warmup, "--warmup")?,
-        command: std::iter::once("meshward".to_string())
-            .chain(std::env::args().skip(1))
-            .collect::<Vec<_>>()
-            .join(" "),
-        ..BenchOptions::default()
-    };
-    if let Some(dir) = args.wasm_dir {
-        options.wasm_dir = dir;
-    }
+    let options = args.rounds.options(args.wasm_dir)?;
     let report = bench::abi::run(&options, args.calls)?;
-    let section = bench::abi::render(&report);
-    print!("{section}");
-    if !args.no_write {
-        bench::abi::update_file(&args.out, &section)?;
-        eprintln!("wrote the table into {}", args.out.display());
-    }
-    Ok(())
+    args.rounds
+        .report(&bench::abi::render(&report), bench::abi::update_file)
 }

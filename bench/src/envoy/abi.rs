@@ -14,14 +14,13 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context, Result};
-use meshward_rig::{Certs, EchoUpstream, Response};
+use anyhow::{bail, Result};
 use meshward_test_hostcall_cost::Kind;
 use serde_json::{json, Map};
 
-use crate::envoy::markdown::{cpu_range, cpu_us, micros, update_section};
+use crate::envoy::markdown::{cpu_range, cpu_us, micros, section_head, update_section, RunHead};
 use crate::envoy::setups::{self, Check, Inputs, Plan, Setup, WasmEntry};
-use crate::envoy::{BenchOptions, Row, SanityCheck, CLIENT_SPIFFE_ID, PATH};
+use crate::envoy::{BenchOptions, Rig, Row, SanityCheck, PATH};
 
 pub const BEGIN_MARKER: &str = "<!-- meshward bench abi: begin (generated, rerun to update) -->";
 pub const END_MARKER: &str = "<!-- meshward bench abi: end -->";
@@ -89,7 +88,12 @@ fn plan(inputs: &Inputs, calls: u32) -> Result<Plan> {
         )?,
     ];
     let cost = setups::wasm(inputs, "hostcall-cost", module, "")?;
-    let trimmed = trimmed_cost(inputs, &cost)?;
+    // Trimmed as the shipped filters are: the rows differ from the trimmed no-op by their calls.
+    let trimmed = setups::request_headers_only(
+        inputs,
+        &cost,
+        "meshward_test_hostcall_cost_request_headers_only.wasm",
+    )?;
     for (kind, times, listener) in cost_rows(calls) {
         let config = json!({"call": kind.name(), "times": times}).to_string();
         listeners.push(setups::wasm_listener(
@@ -136,24 +140,6 @@ fn plan(inputs: &Inputs, calls: u32) -> Result<Plan> {
     })
 }
 
-/// The cost module with only `proxy_on_request_headers` among its event callbacks, as the
-/// shipped filters are built: the rows differ from the trimmed no-op by their calls alone.
-fn trimmed_cost(inputs: &Inputs, cost: &WasmEntry) -> Result<WasmEntry> {
-    let bytes = std::fs::read(&cost.module)
-        .with_context(|| format!("reading {}", cost.module.display()))?;
-    let trimmed = meshward_trim_callbacks::keep_only(&bytes, &["proxy_on_request_headers"])
-        .map_err(|e| anyhow!("trimming {}: {e}", cost.module.display()))?;
-    let module = inputs
-        .scratch
-        .join("meshward_test_hostcall_cost_request_headers_only.wasm");
-    std::fs::write(&module, &trimmed.wasm)
-        .with_context(|| format!("writing {}", module.display()))?;
-    Ok(WasmEntry {
-        module,
-        ..cost.clone()
-    })
-}
-
 /// Runs the measurement: `calls` host calls of each kind per request.
 pub fn run(options: &BenchOptions, calls: u32) -> Result<AbiReport> {
     if options.rounds == 0 {
@@ -164,24 +150,9 @@ pub fn run(options: &BenchOptions, calls: u32) -> Result<AbiReport> {
     }
     let load_before = crate::envoy::load_average();
     let envoy_version = crate::envoy::envoy_version()?;
-    let certs = Certs::generate()?;
-    let client_cert = certs.client_cert(&[CLIENT_SPIFFE_ID], "frontend")?;
-    let upstream = EchoUpstream::fixed(Response {
-        status: 200,
-        headers: vec![("content-type".into(), "text/plain".into())],
-        body: b"ok".to_vec(),
-    })?;
-    let scratch = tempfile::Builder::new()
-        .prefix("meshward-bench-abi-")
-        .tempdir()
-        .context("creating a directory for the trimmed modules")?;
-    let inputs = Inputs {
-        wasm_dir: options.wasm_dir.clone(),
-        repo: options.repo.clone(),
-        scratch: scratch.path().to_path_buf(),
-    };
-    let plan = plan(&inputs, calls)?;
-    let measured = crate::envoy::measure(&plan, options, &upstream, &certs, &client_cert)?;
+    let rig = Rig::new(options)?;
+    let plan = plan(&rig.inputs, calls)?;
+    let measured = crate::envoy::measure(&plan, options, &rig)?;
     // The harness's count proves each row makes exactly its calls (and the floors none).
     for row in &measured.rows {
         let made: u64 = row.hostcalls.iter().map(|(_, n)| n).sum();
@@ -241,16 +212,17 @@ impl AbiReport {
 /// The generated section, markers included.
 pub fn render(report: &AbiReport) -> String {
     let o = &report.options;
-    let mut s = String::new();
-    let _ = writeln!(s, "{BEGIN_MARKER}");
-    let _ = writeln!(
-        s,
-        "Date: {} · machine: {} CPUs (`nproc`), {} · load average before the run: {} · Envoy `{}`",
-        report.date, report.nproc, report.cpu_model, report.load_before, report.envoy_version
+    let mut s = section_head(
+        BEGIN_MARKER,
+        &RunHead {
+            date: &report.date,
+            nproc: report.nproc,
+            cpu_model: &report.cpu_model,
+            load_before: &report.load_before,
+            envoy_version: &report.envoy_version,
+            command: &o.command,
+        },
     );
-    let _ = writeln!(s);
-    let _ = writeln!(s, "```sh\n{}\n```", o.command);
-    let _ = writeln!(s);
     let _ = writeln!(
         s,
         "Envoy `--concurrency {}`; {} keep-alive mTLS connections, closed loop; {} interleaved \

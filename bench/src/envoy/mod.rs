@@ -152,23 +152,8 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
     }
     let load_before = load_average();
     let envoy_version = envoy_version()?;
-    let certs = Certs::generate()?;
-    let client_cert = certs.client_cert(&[CLIENT_SPIFFE_ID], "frontend")?;
-    let upstream = EchoUpstream::fixed(Response {
-        status: 200,
-        headers: vec![("content-type".into(), "text/plain".into())],
-        body: b"ok".to_vec(),
-    })?;
-    let scratch = tempfile::Builder::new()
-        .prefix("meshward-bench-")
-        .tempdir()
-        .context("creating a directory for the trimmed no-op module")?;
-    let inputs = setups::Inputs {
-        wasm_dir: options.wasm_dir.clone(),
-        repo: options.repo.clone(),
-        scratch: scratch.path().to_path_buf(),
-    };
-    let plan = setups::plan(&inputs, options.jwt_pool)?;
+    let rig = Rig::new(options)?;
+    let plan = setups::plan(&rig.inputs, options.jwt_pool)?;
     let mut modules: Vec<(String, u64)> = Vec::new();
     for w in plan.listeners.iter().flat_map(|l| &l.wasm) {
         let file = w
@@ -183,7 +168,7 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
             modules.push((file, size));
         }
     }
-    let measured = measure(&plan, options, &upstream, &certs, &client_cert)?;
+    let measured = measure(&plan, options, &rig)?;
 
     // 5. Memory: one Envoy per chain, at `--concurrency 2`.
     let memory = memory::measure(
@@ -194,9 +179,9 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
             ("meshward bundle (meshward.wasm)", "meshward-bundle"),
             ("native chain", "native-chain"),
         ],
-        upstream.addr(),
-        &certs,
-        &client_cert,
+        rig.upstream.addr(),
+        &rig.certs,
+        &rig.client_cert,
         options,
     )?;
     Ok(BenchReport {
@@ -215,6 +200,45 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
     })
 }
 
+/// What every run of the benchmark stands on: certificates (the client's with the benchmark's
+/// SPIFFE ID), the fixed-response upstream, and a scratch directory for modules derived at run
+/// time (trimmed copies), removed when the rig is dropped.
+pub(crate) struct Rig {
+    pub certs: Certs,
+    pub client_cert: meshward_rig::ClientCert,
+    pub upstream: EchoUpstream,
+    pub inputs: setups::Inputs,
+    _scratch: tempfile::TempDir,
+}
+
+impl Rig {
+    pub(crate) fn new(options: &BenchOptions) -> Result<Self> {
+        let certs = Certs::generate()?;
+        let client_cert = certs.client_cert(&[CLIENT_SPIFFE_ID], "frontend")?;
+        let upstream = EchoUpstream::fixed(Response {
+            status: 200,
+            headers: vec![("content-type".into(), "text/plain".into())],
+            body: b"ok".to_vec(),
+        })?;
+        let scratch = tempfile::Builder::new()
+            .prefix("meshward-bench-")
+            .tempdir()
+            .context("creating a directory for the trimmed modules")?;
+        let inputs = setups::Inputs {
+            wasm_dir: options.wasm_dir.clone(),
+            repo: options.repo.clone(),
+            scratch: scratch.path().to_path_buf(),
+        };
+        Ok(Self {
+            certs,
+            client_cert,
+            upstream,
+            inputs,
+            _scratch: scratch,
+        })
+    }
+}
+
 /// What [`measure`] found.
 pub(crate) struct Measured {
     pub rows: Vec<Row>,
@@ -226,13 +250,8 @@ pub(crate) struct Measured {
 /// Counts each configuration's host calls in the harness, starts one Envoy with every listener
 /// of `plan`, runs the sanity checks, warms every configuration up, measures the upstream alone,
 /// then the interleaved rounds.
-pub(crate) fn measure(
-    plan: &setups::Plan,
-    options: &BenchOptions,
-    upstream: &EchoUpstream,
-    certs: &Certs,
-    client_cert: &meshward_rig::ClientCert,
-) -> Result<Measured> {
+pub(crate) fn measure(plan: &setups::Plan, options: &BenchOptions, rig: &Rig) -> Result<Measured> {
+    let (upstream, certs, client_cert) = (&rig.upstream, &rig.certs, &rig.client_cert);
     let mut hostcalls = Vec::new();
     for setup in &plan.setups {
         let chain = plan

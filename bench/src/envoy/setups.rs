@@ -151,19 +151,30 @@ pub(crate) fn wasm(inputs: &Inputs, filter: &str, file: &str, config: &str) -> R
 /// request headers, beside the SDK's (every callback exported) in the same run.
 pub(crate) fn trimmed_noop(inputs: &Inputs) -> Result<WasmEntry> {
     let noop = wasm(inputs, "noop", "meshward_test_noop.wasm", "")?;
-    let bytes = std::fs::read(&noop.module)
-        .with_context(|| format!("reading {}", noop.module.display()))?;
+    request_headers_only(
+        inputs,
+        &noop,
+        "meshward_test_noop_request_headers_only.wasm",
+    )
+}
+
+/// `entry` with its module trimmed to `proxy_on_request_headers` among the event callbacks
+/// (`meshward_trim_callbacks::keep_only`), written to the scratch directory as `file`.
+pub(crate) fn request_headers_only(
+    inputs: &Inputs,
+    entry: &WasmEntry,
+    file: &str,
+) -> Result<WasmEntry> {
+    let bytes = std::fs::read(&entry.module)
+        .with_context(|| format!("reading {}", entry.module.display()))?;
     let trimmed = meshward_trim_callbacks::keep_only(&bytes, &["proxy_on_request_headers"])
-        .map_err(|e| anyhow!("trimming {}: {e}", noop.module.display()))?;
-    let module = inputs
-        .scratch
-        .join("meshward_test_noop_request_headers_only.wasm");
+        .map_err(|e| anyhow!("trimming {}: {e}", entry.module.display()))?;
+    let module = inputs.scratch.join(file);
     std::fs::write(&module, &trimmed.wasm)
         .with_context(|| format!("writing {}", module.display()))?;
     Ok(WasmEntry {
-        filter: "noop".to_string(),
         module,
-        config: String::new(),
+        ..entry.clone()
     })
 }
 

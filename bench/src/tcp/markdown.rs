@@ -6,7 +6,9 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::envoy::markdown::{cpu_range, cpu_us, micros, ratio, update_section};
+use crate::envoy::markdown::{
+    cpu_range, cpu_us, micros, ratio, section_head, update_section, RunHead,
+};
 use crate::envoy::{Figures, CLIENT_SPIFFE_ID};
 use crate::tcp::{TcpBenchReport, PAYLOAD_BYTES};
 
@@ -24,16 +26,17 @@ fn cpu_ratio(a: &Figures, b: &Figures) -> String {
 /// The generated section, markers included.
 pub fn render(report: &TcpBenchReport) -> String {
     let o = &report.options;
-    let mut s = String::new();
-    let _ = writeln!(s, "{BEGIN_MARKER}");
-    let _ = writeln!(
-        s,
-        "Date: {} · machine: {} CPUs (`nproc`), {} · load average before the run: {} · Envoy `{}`",
-        report.date, report.nproc, report.cpu_model, report.load_before, report.envoy_version
+    let mut s = section_head(
+        BEGIN_MARKER,
+        &RunHead {
+            date: &report.date,
+            nproc: report.nproc,
+            cpu_model: &report.cpu_model,
+            load_before: &report.load_before,
+            envoy_version: &report.envoy_version,
+            command: &o.command,
+        },
     );
-    let _ = writeln!(s);
-    let _ = writeln!(s, "```sh\n{}\n```", o.command);
-    let _ = writeln!(s);
     let _ = writeln!(
         s,
         "Envoy `--concurrency {}`; load generator: {} closed-loop client threads in {} build of \
