@@ -143,9 +143,9 @@ fn bench_envoy_measures_every_configuration_after_checking_its_filters() {
     assert!(report.upstream_direct.requests > 0);
     assert!(report.envoy_rss_kib > 0);
     assert!(
-        report.envoy_version.contains("1.40"),
+        report.run.envoy_version.contains("1.40"),
         "{}",
-        report.envoy_version
+        report.run.envoy_version
     );
 
     // Every listener passed its checks, and the rejecting ones rejected.

@@ -18,9 +18,9 @@ use anyhow::{bail, Result};
 use meshward_test_hostcall_cost::Kind;
 use serde_json::{json, Map};
 
-use crate::envoy::markdown::{cpu_range, cpu_us, micros, section_head, update_section, RunHead};
+use crate::envoy::markdown::{cpu_range, cpu_us, micros, section_head, update_section};
 use crate::envoy::setups::{self, Check, Inputs, Plan, Setup, WasmEntry};
-use crate::envoy::{BenchOptions, Rig, Row, SanityCheck, PATH};
+use crate::envoy::{BenchOptions, Rig, Row, RunInfo, SanityCheck, PATH};
 
 pub const BEGIN_MARKER: &str = "<!-- meshward bench abi: begin (generated, rerun to update) -->";
 pub const END_MARKER: &str = "<!-- meshward bench abi: end -->";
@@ -41,11 +41,8 @@ pub struct AbiReport {
     pub rows: Vec<Row>,
     /// Every listener answered the measured request 200 before the rounds.
     pub checks: Vec<SanityCheck>,
-    pub envoy_version: String,
-    pub date: String,
-    pub nproc: usize,
-    pub cpu_model: String,
-    pub load_before: String,
+    /// Where and when it ran, and on which Envoy.
+    pub run: RunInfo,
 }
 
 /// Kinds also measured with a single call per request, with their listeners: a crossing's code
@@ -148,8 +145,7 @@ pub fn run(options: &BenchOptions, calls: u32) -> Result<AbiReport> {
     if calls == 0 {
         bail!("--calls must be at least 1");
     }
-    let load_before = crate::envoy::load_average();
-    let envoy_version = crate::envoy::envoy_version()?;
+    let run = RunInfo::gather()?;
     let rig = Rig::new(options)?;
     let plan = plan(&rig.inputs, calls)?;
     let measured = crate::envoy::measure(&plan, options, &rig)?;
@@ -175,11 +171,7 @@ pub fn run(options: &BenchOptions, calls: u32) -> Result<AbiReport> {
         calls,
         rows: measured.rows,
         checks: measured.checks,
-        envoy_version,
-        date: crate::envoy::today(),
-        nproc: std::thread::available_parallelism().map_or(0, usize::from),
-        cpu_model: crate::envoy::cpu_model(),
-        load_before,
+        run,
     })
 }
 
@@ -212,17 +204,7 @@ impl AbiReport {
 /// The generated section, markers included.
 pub fn render(report: &AbiReport) -> String {
     let o = &report.options;
-    let mut s = section_head(
-        BEGIN_MARKER,
-        &RunHead {
-            date: &report.date,
-            nproc: report.nproc,
-            cpu_model: &report.cpu_model,
-            load_before: &report.load_before,
-            envoy_version: &report.envoy_version,
-            command: &o.command,
-        },
-    );
+    let mut s = section_head(BEGIN_MARKER, &report.run, &o.command);
     let _ = writeln!(
         s,
         "Envoy `--concurrency {}`; {} keep-alive mTLS connections, closed loop; {} interleaved \

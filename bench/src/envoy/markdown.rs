@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::envoy::{BenchReport, Figures};
+use crate::envoy::{BenchReport, Figures, RunInfo};
 
 pub const BEGIN_MARKER: &str = "<!-- meshward bench envoy: begin (generated, rerun to update) -->";
 pub const END_MARKER: &str = "<!-- meshward bench envoy: end -->";
@@ -61,19 +61,9 @@ fn hostcalls(calls: &[(String, u64)]) -> String {
     }
 }
 
-/// Where and how a run was made: the first lines of every generated section.
-pub(crate) struct RunHead<'a> {
-    pub date: &'a str,
-    pub nproc: usize,
-    pub cpu_model: &'a str,
-    pub load_before: &'a str,
-    pub envoy_version: &'a str,
-    pub command: &'a str,
-}
-
 /// A generated section's opening: its begin marker, the date, machine, load and Envoy of the run,
 /// and the command that made it.
-pub(crate) fn section_head(begin_marker: &str, run: &RunHead) -> String {
+pub(crate) fn section_head(begin_marker: &str, run: &RunInfo, command: &str) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "{begin_marker}");
     let _ = writeln!(
@@ -82,7 +72,7 @@ pub(crate) fn section_head(begin_marker: &str, run: &RunHead) -> String {
         run.date, run.nproc, run.cpu_model, run.load_before, run.envoy_version
     );
     let _ = writeln!(s);
-    let _ = writeln!(s, "```sh\n{}\n```", run.command);
+    let _ = writeln!(s, "```sh\n{command}\n```");
     let _ = writeln!(s);
     s
 }
@@ -90,17 +80,7 @@ pub(crate) fn section_head(begin_marker: &str, run: &RunHead) -> String {
 /// The generated section, markers included.
 pub fn render(report: &BenchReport) -> String {
     let o = &report.options;
-    let mut s = section_head(
-        BEGIN_MARKER,
-        &RunHead {
-            date: &report.date,
-            nproc: report.nproc,
-            cpu_model: &report.cpu_model,
-            load_before: &report.load_before,
-            envoy_version: &report.envoy_version,
-            command: &o.command,
-        },
-    );
+    let mut s = section_head(BEGIN_MARKER, &report.run, &o.command);
     let _ = writeln!(
         s,
         "Envoy `--concurrency {}`; load generator: {} keep-alive mTLS connections (client certificate `{}`), closed loop, in {} build of meshward; \

@@ -112,6 +112,31 @@ pub struct SanityCheck {
     pub status: u16,
 }
 
+/// Where and when a benchmark ran, and on which Envoy: the head of every generated section.
+#[derive(Debug, Clone)]
+pub struct RunInfo {
+    /// UTC date, `YYYY-MM-DD`.
+    pub date: String,
+    pub nproc: usize,
+    pub cpu_model: String,
+    /// `/proc/loadavg` before the run (other work on the machine).
+    pub load_before: String,
+    pub envoy_version: String,
+}
+
+impl RunInfo {
+    /// Gathered before a run starts (the load average is the machine's before the benchmark).
+    pub(crate) fn gather() -> Result<Self> {
+        Ok(Self {
+            load_before: load_average(),
+            envoy_version: envoy_version()?,
+            date: today(),
+            nproc: std::thread::available_parallelism().map_or(0, usize::from),
+            cpu_model: cpu_model(),
+        })
+    }
+}
+
 /// Everything a run measured.
 #[derive(Debug, Clone)]
 pub struct BenchReport {
@@ -120,19 +145,14 @@ pub struct BenchReport {
     pub checks: Vec<SanityCheck>,
     /// The upstream alone (plaintext, same connections and request, no Envoy).
     pub upstream_direct: Figures,
-    pub envoy_version: String,
+    /// Where and when it ran, and on which Envoy.
+    pub run: RunInfo,
     /// Envoy's VmRSS after the warm-up, KiB.
     pub envoy_rss_kib: u64,
     /// Envoy's VmRSS per chain, one Envoy each, at `--concurrency 2` ([`memory`]).
     pub memory: Vec<Memory>,
     /// The wasm modules measured and their sizes in bytes.
     pub modules: Vec<(String, u64)>,
-    /// UTC date, `YYYY-MM-DD`.
-    pub date: String,
-    pub nproc: usize,
-    pub cpu_model: String,
-    /// `/proc/loadavg` before the run (other work on the machine).
-    pub load_before: String,
 }
 
 impl BenchReport {
@@ -150,8 +170,7 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
     if options.jwt_pool <= 256 {
         bail!("--jwt-pool must exceed 256 (the verified-token caches hold 256 tokens)");
     }
-    let load_before = load_average();
-    let envoy_version = envoy_version()?;
+    let run = RunInfo::gather()?;
     let rig = Rig::new(options)?;
     let plan = setups::plan(&rig.inputs, options.jwt_pool)?;
     let mut modules: Vec<(String, u64)> = Vec::new();
@@ -189,14 +208,10 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         rows: measured.rows,
         checks: measured.checks,
         upstream_direct: measured.upstream_direct,
-        envoy_version,
+        run,
         envoy_rss_kib: measured.envoy_rss_kib,
         memory,
         modules,
-        date: today(),
-        nproc: std::thread::available_parallelism().map_or(0, usize::from),
-        cpu_model: cpu_model(),
-        load_before,
     })
 }
 

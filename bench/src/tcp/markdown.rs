@@ -6,9 +6,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::envoy::markdown::{
-    cpu_range, cpu_us, micros, ratio, section_head, update_section, RunHead,
-};
+use crate::envoy::markdown::{cpu_range, cpu_us, micros, ratio, section_head, update_section};
 use crate::envoy::{Figures, CLIENT_SPIFFE_ID};
 use crate::tcp::{TcpBenchReport, PAYLOAD_BYTES};
 
@@ -26,17 +24,7 @@ fn cpu_ratio(a: &Figures, b: &Figures) -> String {
 /// The generated section, markers included.
 pub fn render(report: &TcpBenchReport) -> String {
     let o = &report.options;
-    let mut s = section_head(
-        BEGIN_MARKER,
-        &RunHead {
-            date: &report.date,
-            nproc: report.nproc,
-            cpu_model: &report.cpu_model,
-            load_before: &report.load_before,
-            envoy_version: &report.envoy_version,
-            command: &o.command,
-        },
-    );
+    let mut s = section_head(BEGIN_MARKER, &report.run, &o.command);
     let _ = writeln!(
         s,
         "Envoy `--concurrency {}`; load generator: {} closed-loop client threads in {} build of \
@@ -170,7 +158,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::envoy::median;
+    use crate::envoy::{median, RunInfo};
     use crate::tcp::{TcpBenchOptions, TcpCheck, TcpMemory, TcpRow};
 
     fn figures(conns: f64, cpu_us: u64) -> Figures {
@@ -235,7 +223,13 @@ mod tests {
                 enforced: false,
             }],
             upstream_direct: figures(20000.0, 0),
-            envoy_version: "x/1.40.0".into(),
+            run: RunInfo {
+                date: "2026-12-06".into(),
+                nproc: 2,
+                cpu_model: "cpu".into(),
+                load_before: "0.1 0.2 0.3".into(),
+                envoy_version: "x/1.40.0".into(),
+            },
             envoy_rss_kib: 100 * 1024,
             memory: vec![
                 TcpMemory {
@@ -248,10 +242,6 @@ mod tests {
                 },
             ],
             modules: vec![("spiffe_authz_tcp.wasm".into(), 2048)],
-            date: "2026-12-06".into(),
-            nproc: 2,
-            cpu_model: "cpu".into(),
-            load_before: "0.1 0.2 0.3".into(),
         }
     }
 

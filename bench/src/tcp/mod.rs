@@ -31,7 +31,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use crate::envoy::load::closed_loop;
 use crate::envoy::{
     clock_ticks_per_second, cpu_ticks, figures, listener_addresses, median, nothing, rss_kib,
-    Figures, CLIENT_SPIFFE_ID,
+    Figures, RunInfo, CLIENT_SPIFFE_ID,
 };
 use client::{tls_config, TcpBenchClient};
 use echo::EchoServer;
@@ -120,19 +120,14 @@ pub struct TcpBenchReport {
     pub checks: Vec<TcpCheck>,
     /// The echo upstream alone (plaintext, same clients and payload, no Envoy).
     pub upstream_direct: Figures,
-    pub envoy_version: String,
+    /// Where and when it ran, and on which Envoy.
+    pub run: RunInfo,
     /// Envoy's VmRSS after the warm-up (all listeners), KiB.
     pub envoy_rss_kib: u64,
     /// One Envoy per configuration at `--concurrency 2`, after traffic.
     pub memory: Vec<TcpMemory>,
     /// The wasm modules measured and their sizes in bytes.
     pub modules: Vec<(String, u64)>,
-    /// UTC date, `YYYY-MM-DD`.
-    pub date: String,
-    pub nproc: usize,
-    pub cpu_model: String,
-    /// `/proc/loadavg` before the run.
-    pub load_before: String,
 }
 
 impl TcpBenchReport {
@@ -203,8 +198,7 @@ pub fn run(options: &TcpBenchOptions) -> Result<TcpBenchReport> {
     if options.rounds == 0 {
         bail!("--rounds must be at least 1");
     }
-    let load_before = crate::envoy::load_average();
-    let envoy_version = crate::envoy::envoy_version()?;
+    let run = RunInfo::gather()?;
     let certs = Certs::generate()?;
     let clients = Clients::new(&certs)?;
     // Enough echo threads for every open connection (each client's, plus the upstream side of
@@ -363,14 +357,10 @@ pub fn run(options: &TcpBenchOptions) -> Result<TcpBenchReport> {
         rows,
         checks,
         upstream_direct,
-        envoy_version,
+        run,
         envoy_rss_kib,
         memory,
         modules,
-        date: crate::envoy::today(),
-        nproc: std::thread::available_parallelism().map_or(0, usize::from),
-        cpu_model: crate::envoy::cpu_model(),
-        load_before,
     })
 }
 
