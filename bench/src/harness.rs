@@ -32,6 +32,9 @@ pub struct BenchReport {
     pub per_filter_mean: Vec<(String, Duration)>,
     /// Mean `env.proxy_*` host calls per request made by each filter (chain order).
     pub per_filter_hostcalls: Vec<(String, f64)>,
+    /// Mean wasm instructions per request executed by each filter (chain order); 0 unless
+    /// instructions are metered (`meshward_harness::meter_guest_instructions`).
+    pub per_filter_fuel: Vec<(String, f64)>,
     /// Requests whose status differed from the first request's status (a sanity check).
     pub status_changes: u64,
     /// CPU time the sending threads used (their own clocks, summed): on a shared machine,
@@ -65,10 +68,10 @@ fn thread_cpu_time() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-/// Latencies (ns), per-filter totals (ns), status changes, CPU time and per-filter host calls of
-/// one bench thread.
+/// Latencies (ns), per-filter totals (ns), status changes, CPU time, per-filter host calls and
+/// per-filter wasm instructions of one bench thread.
 #[derive(Default)]
-struct ThreadResult(Vec<u64>, Vec<u64>, u64, Duration, Vec<u64>);
+struct ThreadResult(Vec<u64>, Vec<u64>, u64, Duration, Vec<u64>, Vec<u64>);
 
 /// Runs the requests through `host` as fast as possible.
 pub fn bench(host: &Host, opts: &BenchOptions) -> BenchReport {
@@ -89,6 +92,7 @@ pub fn bench(host: &Host, opts: &BenchOptions) -> BenchReport {
                     let mut lat = Vec::new();
                     let mut filt = vec![0u64; names.len()];
                     let mut calls = vec![0u64; names.len()];
+                    let mut fuel = vec![0u64; names.len()];
                     let mut first = None;
                     let mut changes = 0;
                     let mut i = 0usize;
@@ -111,6 +115,9 @@ pub fn bench(host: &Host, opts: &BenchOptions) -> BenchReport {
                         for (slot, (_, c)) in calls.iter_mut().zip(out.filter_hostcalls.iter()) {
                             *slot += c;
                         }
+                        for (slot, (_, f)) in fuel.iter_mut().zip(out.filter_fuel.iter()) {
+                            *slot += f;
+                        }
                         match first {
                             None => first = Some(out.status()),
                             Some(s) if s != out.status() => changes += 1,
@@ -118,7 +125,7 @@ pub fn bench(host: &Host, opts: &BenchOptions) -> BenchReport {
                         }
                     }
                     let cpu = thread_cpu_time().saturating_sub(cpu_start);
-                    ThreadResult(lat, filt, changes, cpu, calls)
+                    ThreadResult(lat, filt, changes, cpu, calls, fuel)
                 })
             })
             .collect();
@@ -152,17 +159,21 @@ pub fn bench(host: &Host, opts: &BenchOptions) -> BenchReport {
             )
         })
         .collect();
-    let per_filter_hostcalls = names
-        .iter()
-        .enumerate()
-        .map(|(i, name)| {
-            let total: u64 = results
-                .iter()
-                .map(|r| r.4.get(i).copied().unwrap_or(0))
-                .sum();
-            (name.clone(), total as f64 / n.max(1) as f64)
-        })
-        .collect();
+    let per_request = |column: fn(&ThreadResult) -> &Vec<u64>| -> Vec<(String, f64)> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let total: u64 = results
+                    .iter()
+                    .map(|r| column(r).get(i).copied().unwrap_or(0))
+                    .sum();
+                (name.clone(), total as f64 / n.max(1) as f64)
+            })
+            .collect()
+    };
+    let per_filter_hostcalls = per_request(|r| &r.4);
+    let per_filter_fuel = per_request(|r| &r.5);
     BenchReport {
         requests: n,
         elapsed,
@@ -172,6 +183,7 @@ pub fn bench(host: &Host, opts: &BenchOptions) -> BenchReport {
         p999: pct(0.999),
         per_filter_mean,
         per_filter_hostcalls,
+        per_filter_fuel,
         status_changes: results.iter().map(|r| r.2).sum(),
         cpu: results.iter().map(|r| r.3).sum(),
     }

@@ -30,9 +30,17 @@ pub struct BenchArgs {
     /// holds none of them) the filters it carries.
     #[arg(long)]
     wasm_dir: Option<PathBuf>,
+    /// Also count the wasm instructions each filter executes per request (wasmtime fuel, about
+    /// one per wasm operator): its own work, unmoved by the machine's load. Metered code runs
+    /// slower, so the times printed beside are not the unmetered ones.
+    #[arg(long)]
+    fuel: bool,
 }
 
 pub fn run_bench(args: BenchArgs) -> Result<()> {
+    if args.fuel && !meshward_harness::meter_guest_instructions() {
+        bail!("--fuel: a module was compiled before metering was turned on");
+    }
     let mut scenario = Scenario::load(&args.scenario)?;
     meshward_scenario::oci::pull_modules(&mut scenario)?;
     if let Some(name) = &args.case {
@@ -85,6 +93,11 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
         .zip(&report.per_filter_hostcalls)
     {
         println!("filter {filter}: mean {mean:?} and {calls:.1} host calls per request");
+    }
+    if args.fuel {
+        for (filter, fuel) in &report.per_filter_fuel {
+            println!("filter {filter}: {fuel:.0} wasm instructions per request (fuel)");
+        }
     }
     if report.status_changes > 0 {
         println!(

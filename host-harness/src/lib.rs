@@ -51,4 +51,4 @@ pub use meshward_abi::{AbiVersion, Status};
 pub use outcome::{LogLevel, LogLine, Outcome, Phase, RequestHead, Response, Verdict};
 pub use request::{Request, Tls};
 pub use runtime::{ClockMode, HostcallRecord, MetricKind, MetricValue, Thread};
-pub use vm::FailStrategy;
+pub use vm::{meter_guest_instructions, FailStrategy};

@@ -97,6 +97,10 @@ pub struct Outcome {
     /// Per filter (chain order): `env.proxy_*` host calls its callbacks made for this request
     /// (WASI calls not counted).
     pub filter_hostcalls: Vec<(String, u64)>,
+    /// Per filter (chain order): wasm instructions its callbacks executed for this request
+    /// (wasmtime fuel); all 0 unless [`meter_guest_instructions`](crate::meter_guest_instructions)
+    /// was called first (`meshward bench --fuel`).
+    pub filter_fuel: Vec<(String, u64)>,
     /// The worker that served the request.
     pub worker: usize,
 }

@@ -132,6 +132,7 @@ impl Host {
                 logs: Vec::new(),
                 filter_nanos: self.names.iter().map(|n| (n.clone(), 0)).collect(),
                 filter_hostcalls: self.names.iter().map(|n| (n.clone(), 0)).collect(),
+                filter_fuel: self.names.iter().map(|n| (n.clone(), 0)).collect(),
                 worker,
             };
         }
@@ -218,6 +219,7 @@ impl Host {
             logs: Vec::new(),
             filter_nanos: self.names.iter().map(|n| (n.clone(), 0)).collect(),
             filter_hostcalls: self.names.iter().map(|n| (n.clone(), 0)).collect(),
+            filter_fuel: self.names.iter().map(|n| (n.clone(), 0)).collect(),
             worker,
         })
     }
@@ -267,6 +269,7 @@ impl Host {
                 logs: Vec::new(),
                 filter_nanos: Vec::new(),
                 filter_hostcalls: Vec::new(),
+                filter_fuel: Vec::new(),
                 worker,
             };
         };
@@ -297,6 +300,7 @@ impl Host {
             .cloned()
             .zip(result.filter_hostcalls)
             .collect();
+        let filter_fuel = self.names.iter().cloned().zip(result.filter_fuel).collect();
         Outcome {
             verdict,
             upstream_request: result.upstream_request,
@@ -304,6 +308,7 @@ impl Host {
             logs: result.logs,
             filter_nanos,
             filter_hostcalls,
+            filter_fuel,
             worker,
         }
     }

@@ -138,6 +138,8 @@ pub(crate) struct Stream {
     filter_nanos: Vec<u64>,
     /// Per filter: `env.proxy_*` calls its callbacks made for this stream.
     filter_hostcalls: Vec<u64>,
+    /// Per filter: wasm instructions its callbacks executed for this stream (0 unmetered).
+    filter_fuel: Vec<u64>,
 }
 
 impl Stream {
@@ -183,6 +185,7 @@ impl Stream {
             logs: Vec::new(),
             filter_nanos: vec![0; filters],
             filter_hostcalls: vec![0; filters],
+            filter_fuel: vec![0; filters],
         }
     }
 
@@ -316,6 +319,12 @@ impl Stream {
     pub fn add_filter_hostcalls(&mut self, filter: usize, calls: u64) {
         if let Some(n) = self.filter_hostcalls.get_mut(filter) {
             *n += calls;
+        }
+    }
+
+    pub fn add_filter_fuel(&mut self, filter: usize, fuel: u64) {
+        if let Some(n) = self.filter_fuel.get_mut(filter) {
+            *n += fuel;
         }
     }
 
@@ -705,6 +714,7 @@ impl Stream {
             logs: std::mem::take(&mut self.logs),
             filter_nanos: std::mem::take(&mut self.filter_nanos),
             filter_hostcalls: std::mem::take(&mut self.filter_hostcalls),
+            filter_fuel: std::mem::take(&mut self.filter_fuel),
         }
     }
 }
@@ -719,6 +729,7 @@ pub(crate) struct StreamResult {
     pub logs: Vec<LogLine>,
     pub filter_nanos: Vec<u64>,
     pub filter_hostcalls: Vec<u64>,
+    pub filter_fuel: Vec<u64>,
 }
 
 impl StreamFacts for Stream {

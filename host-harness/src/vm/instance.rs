@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use wasmtime::{Instance, Linker, Store, TypedFunc, WasmParams, WasmResults};
 
-use super::module::shared_engine;
+use super::module::{metering, shared_engine};
 use super::shared::HostShared;
 use super::state::{Callbacks, FailStrategy, FilterInfo, GrpcCallbacks, Vm, VmCore, VmState};
 use crate::error::HostError;
@@ -153,6 +153,12 @@ impl VmSet {
         shared: Arc<HostShared>,
     ) -> Result<VmSet, HostError> {
         let mut store = Store::new(shared_engine(), VmState::new(thread, shared));
+        if metering() {
+            // Metered for counting, never to stop a filter: a store that runs dry traps.
+            store
+                .set_fuel(u64::MAX)
+                .map_err(|e| HostError::Instantiate(format!("cannot meter instructions: {e:#}")))?;
+        }
         for info in filters {
             // A plugin whose VM key an earlier one has joins that VM: a second root context in
             // the same instance (its statics, memory, context ids and callout tokens), started
@@ -307,9 +313,14 @@ pub(crate) fn call<R>(
         st.effective_ctx = None;
     }
     let calls_before = store.data().hostcalls;
+    // `Err` when instructions are not metered (`meter_guest_instructions`): counted as 0.
+    let fuel_before = store.get_fuel().ok();
     let started = Instant::now();
     let result = f(store);
     let elapsed = started.elapsed().as_nanos() as u64;
+    let fuel = fuel_before
+        .zip(store.get_fuel().ok())
+        .map_or(0, |(before, after)| before.saturating_sub(after));
     let st = store.data_mut();
     st.effective_ctx = None;
     let calls = st.hostcalls.wrapping_sub(calls_before);
@@ -317,6 +328,7 @@ pub(crate) fn call<R>(
         if let Some(s) = st.streams.get_mut(&key) {
             s.add_filter_nanos(vm, elapsed);
             s.add_filter_hostcalls(vm, calls);
+            s.add_filter_fuel(vm, fuel);
         }
     }
     match result {

@@ -10,6 +10,7 @@ mod state;
 
 pub(crate) use instance::{call, VmSet};
 pub(crate) use memory::{copy_out, mem_read, mem_write};
+pub use module::meter_guest_instructions;
 pub(crate) use module::{compile, shared_engine};
 pub(crate) use shared::HostShared;
 pub use state::FailStrategy;
