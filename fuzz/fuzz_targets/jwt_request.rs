@@ -163,8 +163,13 @@ fn run(st: &mut State, data: &[u8]) {
         path = format!("/p?{name}={}", text(&mut r, &st.tokens));
     }
     headers.push((":path".into(), path.clone()));
+    // The core borrows its headers (the filter hands it text views of the host's map).
+    let borrowed: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
     let req = Request {
-        headers: &headers,
+        headers: &borrowed,
         path: &path,
         scheme: "http",
         authority: "example.com",

@@ -96,4 +96,4 @@ pub use shared::{
     dequeue_shared_queue, enqueue_shared_queue, get_shared_data, register_shared_queue,
     resolve_shared_queue, set_shared_data,
 };
-pub use view::{RequestView, StageResult};
+pub use view::{HeaderSnapshot, RequestView, StageResult};

@@ -14,6 +14,7 @@
 //! stage reads back, without asking the host: the identity is handed over in memory.
 
 use std::ops::Range;
+use std::rc::Rc;
 
 use crate::{wire, MapType, Status};
 
@@ -51,12 +52,14 @@ enum Headers {
     Unread,
     /// The host would not hand the map over (or handed over a malformed one).
     Failed(Status),
-    Read(HeaderMap),
+    /// Shared with any [`HeaderSnapshot`] a stage holds; an edit while one is held copies the
+    /// map first (the snapshot keeps what was read).
+    Read(Rc<HeaderMap>),
 }
 
 /// The pairs of the map in host order, as ranges into one buffer: the host's serialized map,
 /// decoded in place (no copy per header), with the names and values of later edits appended.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct HeaderMap {
     buf: Vec<u8>,
     entries: Vec<(Range<usize>, Range<usize>)>,
@@ -129,6 +132,28 @@ impl HeaderMap {
     }
 }
 
+/// The request header pairs as a [`RequestView`] had them when the snapshot was taken (shared
+/// with the view, not copied).
+#[derive(Debug, Clone)]
+pub struct HeaderSnapshot(Rc<HeaderMap>);
+
+impl HeaderSnapshot {
+    /// Every pair in the host's order, duplicates kept.
+    pub fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.0.pairs()
+    }
+
+    /// How many pairs.
+    pub fn len(&self) -> usize {
+        self.0.entries.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.entries.is_empty()
+    }
+}
+
 impl RequestView {
     /// The view of a standalone filter: single header lookups ask the host until the whole map
     /// is read.
@@ -151,11 +176,11 @@ impl RequestView {
     }
 
     /// Read the whole request header map if it was not read yet.
-    fn load(&mut self) -> Result<&HeaderMap, Status> {
+    fn load(&mut self) -> Result<&Rc<HeaderMap>, Status> {
         if let Headers::Unread = self.headers {
             self.headers = match crate::get_map_raw(MapType::HttpRequestHeaders) {
                 Ok(raw) => match HeaderMap::decode(raw) {
-                    Some(map) => Headers::Read(map),
+                    Some(map) => Headers::Read(Rc::new(map)),
                     None => Headers::Failed(Status::SERIALIZATION_FAILURE),
                 },
                 Err(status) => Headers::Failed(status),
@@ -174,6 +199,14 @@ impl RequestView {
     /// ([`Status::SERIALIZATION_FAILURE`] for a malformed one), every time.
     pub fn headers(&mut self) -> Result<wire::Pairs<'_>, Status> {
         Ok(self.load()?.pairs().collect())
+    }
+
+    /// The request header map as read so far, to hold while editing the request through the
+    /// view (jwt-authn reads the headers, decides, then edits them): the same host call and
+    /// errors as [`headers`](Self::headers), no copy of the map unless an edit is made while the
+    /// snapshot is held. The snapshot keeps the pairs it was taken with.
+    pub fn header_snapshot(&mut self) -> Result<HeaderSnapshot, Status> {
+        Ok(HeaderSnapshot(Rc::clone(self.load()?)))
     }
 
     /// The first value of request header `name` (any case), as `proxy_get_header_map_value`
@@ -200,7 +233,7 @@ impl RequestView {
         }
         crate::remove_map_value(MapType::HttpRequestHeaders, name)?;
         if let Headers::Read(map) = &mut self.headers {
-            map.remove(name);
+            Rc::make_mut(map).remove(name);
         }
         Ok(())
     }
@@ -209,7 +242,7 @@ impl RequestView {
     pub fn replace_header(&mut self, name: &[u8], value: &[u8]) -> Result<(), Status> {
         crate::replace_map_value(MapType::HttpRequestHeaders, name, value)?;
         if let Headers::Read(map) = &mut self.headers {
-            map.replace(name, value);
+            Rc::make_mut(map).replace(name, value);
         }
         Ok(())
     }
@@ -254,7 +287,7 @@ impl RequestView {
         let raw = wire::encode_map(pairs).unwrap_or_default();
         let mut view = Self::new(whole_map);
         view.headers = match HeaderMap::decode(raw) {
-            Some(map) => Headers::Read(map),
+            Some(map) => Headers::Read(Rc::new(map)),
             None => Headers::Failed(Status::SERIALIZATION_FAILURE),
         };
         view
@@ -325,11 +358,26 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_keeps_what_was_read_while_the_view_is_edited() {
+        let mut view = RequestView::with_headers(true, &[("a", "1"), ("b", "2")]);
+        let snapshot = view.header_snapshot().unwrap();
+        // Edit the view's model directly (natively the host refuses edits): copy on write.
+        if let Headers::Read(map) = &mut view.headers {
+            Rc::make_mut(map).replace(b"A", b"9");
+        }
+        let before: Vec<(&[u8], &[u8])> = snapshot.pairs().collect();
+        assert_eq!(before, vec![(&b"a"[..], &b"1"[..]), (&b"b"[..], &b"2"[..])]);
+        assert_eq!(snapshot.len(), 2);
+        assert_eq!(view.header("a").unwrap(), Some(b"9".to_vec()));
+    }
+
+    #[test]
     fn a_malformed_map_is_a_serialization_failure_every_time() {
         assert!(HeaderMap::decode(vec![5, 0, 0, 0, 1]).is_none());
         let mut view = RequestView::bundled();
         // Natively the read fails; the failure is kept, not retried.
         assert_eq!(view.headers().err(), Some(Status::UNIMPLEMENTED));
+        assert_eq!(view.header_snapshot().err(), Some(Status::UNIMPLEMENTED));
         assert_eq!(view.header(":path").err(), Some(Status::UNIMPLEMENTED));
     }
 

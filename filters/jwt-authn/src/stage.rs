@@ -290,11 +290,24 @@ impl Stage {
     /// Decide on the request of the current effective context and act on the verdict.
     /// `expired_wait`: it has waited for keys as long as allowed.
     fn process(&self, req: &mut RequestView, context_id: u32, expired_wait: bool) -> StageResult {
-        let headers = match request_headers(req) {
-            Ok(h) => h,
+        // Held while the request is edited below: the core borrows its text, and an edit copies
+        // the view's map rather than the snapshot (no text copy of every header per request).
+        let snapshot = match req.header_snapshot() {
+            Ok(snapshot) => snapshot,
             Err(status) => {
                 error!("jwt-authn: cannot read request headers (host status {status})");
                 return deny_unread();
+            }
+        };
+        let lossy: Vec<(String, String)>;
+        let headers: Vec<(&str, &str)> = match text_headers(snapshot.pairs()) {
+            Some(headers) => headers,
+            None => {
+                lossy = lossy_headers(snapshot.pairs());
+                lossy
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_str()))
+                    .collect()
             }
         };
         let request = engine::Request::from_headers(&headers);
@@ -500,23 +513,32 @@ fn log_outcome(uri: &str, outcome: &FetchOutcome) {
     }
 }
 
-/// The request headers as text. Bytes that are not UTF-8 become U+FFFD: such a token can never
-/// verify (so it is denied, not mistaken for an absent one), and such a name matches no rule.
-fn request_headers(req: &mut RequestView) -> Result<Vec<(String, String)>, Status> {
-    Ok(req
-        .headers()?
-        .into_iter()
-        .map(|(name, value)| (text(name), text(value)))
-        .collect())
+/// The request headers as text borrowed from the host's map; `None` when a name or value is not
+/// UTF-8 (then [`lossy_headers`]).
+fn text_headers<'a>(
+    pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+) -> Option<Vec<(&'a str, &'a str)>> {
+    pairs
+        .map(|(name, value)| {
+            Some((
+                std::str::from_utf8(name).ok()?,
+                std::str::from_utf8(value).ok()?,
+            ))
+        })
+        .collect()
 }
 
-/// `bytes` as text, U+FFFD for what is not UTF-8: `String::from_utf8_lossy`, with the faster
-/// validation of `str::from_utf8` first (every header of every request goes through here).
-fn text(bytes: &[u8]) -> String {
-    match std::str::from_utf8(bytes) {
-        Ok(s) => s.to_owned(),
-        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
-    }
+/// The request headers as text, U+FFFD for bytes that are not UTF-8: such a token can never
+/// verify (so it is denied, not mistaken for an absent one), and such a name matches no rule.
+fn lossy_headers<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Vec<(String, String)> {
+    pairs
+        .map(|(name, value)| {
+            (
+                String::from_utf8_lossy(name).into_owned(),
+                String::from_utf8_lossy(value).into_owned(),
+            )
+        })
+        .collect()
 }
 
 fn reply(status: u32, body: &str, www_authenticate: &str) -> StageResult {
@@ -593,6 +615,30 @@ mod tests {
             StageResult::Replied
         );
         assert_eq!(unconfigured(), StageResult::Replied);
+    }
+
+    #[test]
+    fn headers_are_borrowed_as_text_unless_a_byte_is_not_utf8() {
+        let valid: [(&[u8], &[u8]); 2] = [(b":path", b"/a"), (b"authorization", b"Bearer x.y.z")];
+        assert_eq!(
+            text_headers(valid.into_iter()),
+            Some(vec![(":path", "/a"), ("authorization", "Bearer x.y.z")])
+        );
+        // One bad byte anywhere: every header through the lossy copy, the bad one with U+FFFD
+        // (a token with it can never verify; a name with it matches no rule).
+        let invalid: [(&[u8], &[u8]); 2] =
+            [(b":path", b"/a"), (b"authorization", b"Bearer x.\xff.z")];
+        assert_eq!(text_headers(invalid.into_iter()), None);
+        assert_eq!(
+            lossy_headers(invalid.into_iter()),
+            vec![
+                (":path".to_string(), "/a".to_string()),
+                (
+                    "authorization".to_string(),
+                    "Bearer x.\u{fffd}.z".to_string()
+                )
+            ]
+        );
     }
 
     #[test]

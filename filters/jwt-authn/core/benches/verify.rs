@@ -62,14 +62,15 @@ fn config() -> Config {
 /// ROUNDS rounds (one Authenticator for all rounds, as one VM serves many requests).
 fn time(tokens: &[String], n: usize) -> (Duration, Duration) {
     let mut auth = Authenticator::new(config());
-    let headers: Vec<Vec<(String, String)>> = tokens
+    let values: Vec<String> = tokens.iter().map(|t| format!("Bearer {t}")).collect();
+    let headers: Vec<Vec<(&str, &str)>> = values
         .iter()
-        .map(|t| {
+        .map(|v| {
             vec![
-                (":method".to_string(), "GET".to_string()),
-                (":path".to_string(), "/orders".to_string()),
-                (":authority".to_string(), "example.com".to_string()),
-                ("authorization".to_string(), format!("Bearer {t}")),
+                (":method", "GET"),
+                (":path", "/orders"),
+                (":authority", "example.com"),
+                ("authorization", v.as_str()),
             ]
         })
         .collect();

@@ -243,7 +243,7 @@ impl Config {
 
     /// The request headers (names as given) that a backend folding case and `_`/`-` would read
     /// as one of the output headers: a client must never supply those, token or not.
-    pub fn spoofed_output_headers(&self, headers: &[(String, String)]) -> Vec<String> {
+    pub fn spoofed_output_headers(&self, headers: &[(&str, &str)]) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for (name, _) in headers {
             if !name.starts_with(':')
@@ -251,9 +251,9 @@ impl Config {
                     .output_headers
                     .iter()
                     .any(|o| meshward_common::header_name::same(name.as_bytes(), o.as_bytes()))
-                && !out.contains(name)
+                && !out.iter().any(|o| o == name)
             {
-                out.push(name.clone());
+                out.push((*name).to_string());
             }
         }
         out

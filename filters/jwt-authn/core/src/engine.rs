@@ -19,7 +19,7 @@ use crate::verify::{verify_signature_with, Signature};
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
     /// Every header (pseudo-headers included), in order, names as the host gives them.
-    pub headers: &'a [(String, String)],
+    pub headers: &'a [(&'a str, &'a str)],
     /// `:path`, query included.
     pub path: &'a str,
     /// `x-forwarded-proto`, else `:scheme`.
@@ -32,7 +32,7 @@ impl<'a> Request<'a> {
     /// The request as its header map describes it: `:path`, `x-forwarded-proto` else `:scheme`
     /// else `http`, `:authority` (first of each, names matched case-insensitively; missing ones
     /// empty).
-    pub fn from_headers(headers: &'a [(String, String)]) -> Self {
+    pub fn from_headers(headers: &'a [(&'a str, &'a str)]) -> Self {
         Self {
             headers,
             path: header(headers, ":path").unwrap_or_default(),
@@ -49,11 +49,11 @@ impl<'a> Request<'a> {
     }
 }
 
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+fn header<'a>(headers: &'a [(&'a str, &'a str)], name: &str) -> Option<&'a str> {
     headers
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
+        .map(|(_, v)| *v)
 }
 
 /// Keys for a rule, as far as this worker knows them.
@@ -178,7 +178,7 @@ impl Authenticator {
                 Some(t) if t != f.token => {
                     return Verdict::Deny(denial(AuthError::MultipleTokens, req));
                 }
-                _ => token = Some(&f.token),
+                _ => token = Some(&*f.token),
             }
             at.push(f.location);
         }
@@ -193,8 +193,7 @@ impl Authenticator {
                 set_headers: Vec::new(),
             };
         };
-        let token = token.to_string();
-        match self.check(&token, &at, now_secs, keys, expired_wait, stats) {
+        match self.check(token, &at, now_secs, keys, expired_wait, stats) {
             Err(error) => Verdict::Deny(denial(error, req)),
             Ok(Checked::Ok(v)) => self.allow(&v, &at, req),
             Ok(Checked::Wait { rule, refetch }) => Verdict::Wait {

@@ -24,13 +24,16 @@
 //! token). Several locations may each yield a token; [`crate::engine`] then requires them to be
 //! one and the same token (one request, one identity).
 
+use std::borrow::Cow;
+
 use crate::config::{Location, LocationKind};
 use crate::status::AuthError;
 
-/// One token found in the request.
+/// One token found in the request: borrowed from the header it came in, owned when decoding
+/// made it (a percent-encoded parameter).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Found {
-    pub token: String,
+pub struct Found<'a> {
+    pub token: Cow<'a, str>,
     /// Index into `Config::locations`.
     pub location: usize,
 }
@@ -47,6 +50,29 @@ fn clean_token(text: &str) -> Option<&str> {
 /// Header names as a CGI-style backend reads them: case-insensitive, `_` ≡ `-`.
 pub use meshward_common::header_name::fold as fold_header_name;
 use meshward_common::header_name::same as same_header;
+
+/// One byte of a parameter or cookie name as [`fold_param_name`] maps it, for a name with
+/// nothing to decode and no bracket (UTF-8 sequences are left alone, as there).
+fn fold_param_byte(b: u8) -> u8 {
+    match b {
+        b'.' | b' ' | b'+' | b'[' | b'-' => b'_',
+        b => b.to_ascii_lowercase(),
+    }
+}
+
+/// Whether parameter or cookie name `key` folds to `folded` (already folded): byte by byte,
+/// without a folded copy, unless `key` has something to decode or a bracket (every query
+/// parameter of every request comes through here).
+fn same_param_name(key: &str, folded: &str) -> bool {
+    if key.contains(['%', '[']) {
+        return fold_param_name(key) == folded;
+    }
+    key.len() == folded.len()
+        && key
+            .bytes()
+            .zip(folded.bytes())
+            .all(|(k, f)| fold_param_byte(k) == f)
+}
 
 /// Percent-decode once (either hex case); malformed escapes stay as they are.
 pub fn percent_decode(text: &str) -> String {
@@ -141,11 +167,11 @@ fn query_of(path: &str) -> &str {
 
 /// Tokens in location order, at most one per location. `Err` when a present location does not
 /// yield exactly one clean token.
-pub fn extract(
+pub fn extract<'a>(
     locations: &[Location],
-    headers: &[(String, String)],
-    path: &str,
-) -> Result<Vec<Found>, AuthError> {
+    headers: &[(&'a str, &'a str)],
+    path: &'a str,
+) -> Result<Vec<Found<'a>>, AuthError> {
     let mut found = Vec::new();
     for (i, location) in locations.iter().enumerate() {
         let token = match &location.kind {
@@ -160,48 +186,51 @@ pub fn extract(
     Ok(found)
 }
 
-fn header_location(
-    headers: &[(String, String)],
+fn header_location<'a>(
+    headers: &[(&'a str, &'a str)],
     name: &str,
     prefix: &str,
-) -> Result<Option<String>, AuthError> {
-    let folded = fold_header_name(name);
-    // Compared folded byte by byte, without a folded copy of every header name per request.
-    let copies: Vec<&(String, String)> = headers
+) -> Result<Option<Cow<'a, str>>, AuthError> {
+    // Compared folded byte by byte, without a folded copy of any header name.
+    let is_copy = |(n, _): &&(&'a str, &'a str)| {
+        !n.starts_with(':') && same_header(n.as_bytes(), name.as_bytes())
+    };
+    if !headers
         .iter()
-        .filter(|(n, _)| !n.starts_with(':') && same_header(n.as_bytes(), folded.as_bytes()))
-        .collect();
-    if !copies.iter().any(|(_, v)| header_present(v, prefix)) {
+        .filter(is_copy)
+        .any(|(_, v)| header_present(v, prefix))
+    {
         return Ok(None);
     }
-    match copies.as_slice() {
-        [(n, v)] if n.eq_ignore_ascii_case(name) => header_token(v, prefix)
-            .map(|t| Some(t.to_string()))
+    let mut copies = headers.iter().filter(is_copy);
+    match (copies.next(), copies.next()) {
+        (Some((n, v)), None) if n.eq_ignore_ascii_case(name) => header_token(v, prefix)
+            .map(|t| Some(Cow::Borrowed(t)))
             .ok_or(AuthError::BadFormat),
         _ => Err(AuthError::BadFormat),
     }
 }
 
-fn param_location(path: &str, param: &str) -> Result<Option<String>, AuthError> {
+fn param_location<'a>(path: &'a str, param: &str) -> Result<Option<Cow<'a, str>>, AuthError> {
     let folded = fold_param_name(param);
     let matches: Vec<(&str, &str)> = query_of(path)
         .split(['&', ';'])
         .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
-        .filter(|(key, _)| fold_param_name(key) == folded)
+        .filter(|(key, _)| same_param_name(key, &folded))
         .collect();
     match matches.as_slice() {
         [] => Ok(None),
         [(key, value)] if percent_decode(key) == param => clean_token(&percent_decode(value))
-            .map(|t| Some(t.to_string()))
+            .map(|t| Some(Cow::Owned(t.to_string())))
             .ok_or(AuthError::BadFormat),
         _ => Err(AuthError::BadFormat),
     }
 }
 
-fn cookie_location(
-    headers: &[(String, String)],
+fn cookie_location<'a>(
+    headers: &[(&'a str, &'a str)],
     cookie: &str,
-) -> Result<Option<String>, AuthError> {
+) -> Result<Option<Cow<'a, str>>, AuthError> {
     let folded = fold_param_name(cookie);
     let matches: Vec<(&str, &str)> = headers
         .iter()
@@ -211,7 +240,7 @@ fn cookie_location(
             let pair = pair.trim_matches([' ', '\t']);
             pair.split_once('=').unwrap_or((pair, ""))
         })
-        .filter(|(key, _)| fold_param_name(key.trim_end()) == folded)
+        .filter(|(key, _)| same_param_name(key.trim_end(), &folded))
         .collect();
     match matches.as_slice() {
         [] => Ok(None),
@@ -221,7 +250,7 @@ fn cookie_location(
                 .and_then(|v| v.strip_suffix('"'))
                 .unwrap_or(value);
             clean_token(value)
-                .map(|t| Some(t.to_string()))
+                .map(|t| Some(Cow::Borrowed(t)))
                 .ok_or(AuthError::BadFormat)
         }
         _ => Err(AuthError::BadFormat),
@@ -239,13 +268,6 @@ mod tests {
         }
     }
 
-    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect()
-    }
-
     fn bearer() -> Location {
         loc(LocationKind::Header {
             name: "authorization".into(),
@@ -258,7 +280,7 @@ mod tests {
         headers: &[(&str, &str)],
         path: &str,
     ) -> Result<Vec<String>, AuthError> {
-        extract(locs, &h(headers), path).map(|f| f.into_iter().map(|f| f.token).collect())
+        extract(locs, headers, path).map(|f| f.into_iter().map(|f| f.token.into_owned()).collect())
     }
 
     #[test]
@@ -441,16 +463,16 @@ mod tests {
         ];
         let found = extract(
             &locs,
-            &h(&[
+            &[
                 ("cookie", "a=1; session=c.c.c"),
                 ("authorization", "Bearer a.a.a"),
-            ]),
+            ],
             "/p?access_token=b.b.b",
         )
         .unwrap();
         let got: Vec<_> = found
             .iter()
-            .map(|f| (f.token.as_str(), f.location))
+            .map(|f| (f.token.as_ref(), f.location))
             .collect();
         assert_eq!(got, [("a.a.a", 0), ("b.b.b", 1), ("c.c.c", 2)]);
     }
@@ -462,5 +484,53 @@ mod tests {
         assert_eq!(fold_param_name("ACC%45SS.Token"), "access_token");
         assert_eq!(fold_param_name("access_token[x]"), "access_token");
         assert_eq!(fold_param_name("[x]"), "_x]");
+    }
+
+    /// The byte-by-byte comparison is the folded comparison, for every spelling a client may
+    /// send: case, the `_` look-alikes, encodings, brackets, non-ASCII text.
+    #[test]
+    fn comparing_param_names_folds_as_fold_param_name() {
+        let names = [
+            "access_token",
+            "ACCESS_TOKEN",
+            "access.token",
+            "access token",
+            "access+token",
+            "access-token",
+            "access[token",
+            "access_token[]",
+            "access_token[0]",
+            "acc%65ss_token",
+            "acc%2565ss_token",
+            "%61ccess_token",
+            "access_tokeN",
+            "access_toke",
+            "access_tokens",
+            "accéss_token",
+            "ACCÉSS_TOKEN",
+            "ß",
+            "SS",
+            "",
+            "[",
+            "[]",
+            "_",
+            ".",
+            "%",
+            "%zz",
+            "access\u{17f}token",
+            "K",
+            "\u{212a}",
+            "a.b-c+d e[f]",
+        ];
+        for key in names {
+            for target in names {
+                let folded = fold_param_name(target);
+                assert_eq!(
+                    same_param_name(key, &folded),
+                    fold_param_name(key) == folded,
+                    "{key:?} against {target:?}"
+                );
+            }
+        }
     }
 }

@@ -46,10 +46,7 @@ fn good(extra: Value) -> String {
 }
 
 fn run(auth: &mut Authenticator, headers: &[(&str, &str)], path: &str) -> Verdict {
-    let headers: Vec<(String, String)> = headers
-        .iter()
-        .map(|(n, v)| (n.to_string(), v.to_string()))
-        .collect();
+    let headers: Vec<(&str, &str)> = headers.to_vec();
     let req = Request {
         headers: &headers,
         path,
@@ -282,10 +279,7 @@ fn hs256_signed_with_the_rsa_public_key_is_refused() {
     let headers = [("authorization", bearer(&real))];
     let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
     let v = {
-        let h: Vec<(String, String)> = headers
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect();
+        let h: Vec<(&str, &str)> = headers.to_vec();
         let now = Clock::now_since_epoch().as_secs();
         auth.decide(
             &Request {
@@ -441,7 +435,7 @@ fn spoofed_output_headers_in_any_spelling_are_listed_for_removal() {
         "outputPayloadToHeader": "x-jwt-payload",
         "outputClaimToHeaders": [{"header":"X-Jwt-Sub","claim":"sub"}]
     })));
-    let headers: Vec<(String, String)> = [
+    let headers: Vec<(&str, &str)> = [
         ("x_jwt_sub", "a"),
         ("X_JWT_SUB", "a"),
         ("x-jwt_sub", "a"),
@@ -451,9 +445,7 @@ fn spoofed_output_headers_in_any_spelling_are_listed_for_removal() {
         ("x_other", "keep"),
         (":path", "/"),
     ]
-    .iter()
-    .map(|(n, v)| (n.to_string(), v.to_string()))
-    .collect();
+    .to_vec();
     assert_eq!(
         auth.config.spoofed_output_headers(&headers),
         [
@@ -544,7 +536,8 @@ fn outputs_and_forwarding() {
 fn cache_hits_skip_verification_but_recheck_time() {
     let mut auth = Authenticator::new(config(json!({})));
     let t = good(json!({"exp": NOW + 10}));
-    let h = vec![("authorization".to_string(), bearer(&t))];
+    let value = bearer(&t);
+    let h = vec![("authorization", value.as_str())];
     let req = Request {
         headers: &h,
         path: "/",
@@ -579,7 +572,8 @@ fn a_forged_token_never_hits_a_cached_one() {
     let mut auth = Authenticator::new(config(json!({})));
     let t = good(json!({"exp": NOW + 10}));
     let allowed = |auth: &mut Authenticator, token: &str| {
-        let h = vec![("authorization".to_string(), bearer(token))];
+        let value = bearer(token);
+        let h = vec![("authorization", value.as_str())];
         let req = Request::from_headers(&h);
         let mut stats = Stats::default();
         let v = auth.decide(&req, NOW, &NoRemote, false, &mut stats);
@@ -645,7 +639,8 @@ fn es256_and_eddsa_tokens() {
             .with_subject("carol")
     };
     for t in [es.sign(c()).unwrap(), ed.sign(c()).unwrap()] {
-        let h = vec![("authorization".to_string(), bearer(&t))];
+        let value = bearer(&t);
+        let h = vec![("authorization", value.as_str())];
         let v = auth.decide(
             &Request {
                 headers: &h,
@@ -675,7 +670,8 @@ fn es256_and_eddsa_tokens() {
         json!({"iss":ISS}),
         |_| vec![0; 64],
     );
-    let h = vec![("authorization".to_string(), bearer(&swapped))];
+    let value = bearer(&swapped);
+    let h = vec![("authorization", value.as_str())];
     let v = auth.decide(
         &Request {
             headers: &h,
@@ -696,23 +692,21 @@ fn es256_and_eddsa_tokens() {
 
 #[test]
 fn the_request_is_read_from_its_header_map() {
-    let h: Vec<(String, String)> = [
+    let h: Vec<(&str, &str)> = [
         (":Path", "/a?b=c"),
         (":scheme", "http"),
         ("X-Forwarded-Proto", "https"),
         (":authority", "api.example.com"),
         (":path", "/second"),
     ]
-    .iter()
-    .map(|(n, v)| (n.to_string(), v.to_string()))
-    .collect();
+    .to_vec();
     let req = Request::from_headers(&h);
     assert_eq!(
         (req.path, req.scheme, req.authority),
         ("/a?b=c", "https", "api.example.com")
     );
     assert_eq!(req.header(":method"), None);
-    let bare: Vec<(String, String)> = vec![(":scheme".into(), "http2".into())];
+    let bare: Vec<(&str, &str)> = vec![(":scheme", "http2")];
     let req = Request::from_headers(&bare);
     assert_eq!((req.path, req.scheme, req.authority), ("", "http2", ""));
     let req = Request::from_headers(&[]);

@@ -31,7 +31,8 @@ fn auth(jwks_file: &str) -> Authenticator {
 }
 
 fn outcome(auth: &mut Authenticator, token: &str, now: u64) -> String {
-    let headers = vec![("authorization".to_string(), format!("Bearer {token}"))];
+    let value = format!("Bearer {token}");
+    let headers = [("authorization", value.as_str())];
     let req = Request {
         headers: &headers,
         path: "/",
