@@ -482,3 +482,30 @@ fn reasons_have_distinct_metrics_and_details() {
         assert!(!r.details().contains(char::is_whitespace));
     }
 }
+
+/// The word-at-a-time scan answers as the byte-by-byte one, for every byte value at every
+/// position of a word and of the tail, among clean bytes of every kind (ASCII, space, obs-text).
+#[test]
+fn the_word_scan_finds_every_control_byte_the_byte_scan_finds() {
+    let naive = |bytes: &[u8]| bytes.iter().any(|&b| b < 0x20 || b == 0x7F);
+    let fillers: [u8; 5] = [b'a', b' ', 0x80, 0xFF, 0x7E];
+    for len in 0..=19 {
+        for filler in fillers {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut bytes = vec![filler; len];
+                    bytes[at] = b;
+                    assert_eq!(
+                        has_control_byte(&bytes),
+                        naive(&bytes),
+                        "byte {b:#04x} at {at} of {len}, filler {filler:#04x}"
+                    );
+                }
+            }
+            assert!(!has_control_byte(&vec![filler; len]));
+        }
+    }
+    // Two flagged bytes, and a flagged byte beside the borrow-prone 0x20 and 0x80.
+    assert!(has_control_byte(b"\x1f\x20\x7f\x80abcd"));
+    assert!(!has_control_byte(b"\x20\x80\x20\x80\x20\x80\x20\x80\x21"));
+}
