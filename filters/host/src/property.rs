@@ -6,20 +6,52 @@ use crate::{wire, Status};
 /// The property at `path` (e.g. `&["connection", "mtls"]`); `None` if the host has none.
 /// A segment containing a NUL is [`Status::BAD_ARGUMENT`] (the host is not asked).
 pub fn get_property(path: &[&str]) -> Result<Option<Vec<u8>>, Status> {
-    let path = wire::property_path(path).ok_or(Status::BAD_ARGUMENT)?;
-    // SAFETY: pointer and length of a live buffer; the out-params are returned_buffer's.
-    returned_buffer(|data, size| unsafe {
-        abi::proxy_get_property(path.as_ptr(), path.len(), data, size)
+    with_property_path(path, |path| {
+        // SAFETY: pointer and length of a live buffer; the out-params are returned_buffer's.
+        returned_buffer(|data, size| unsafe {
+            abi::proxy_get_property(path.as_ptr(), path.len(), data, size)
+        })
     })
 }
 
 /// Set the property at `path` (in Envoy: a filter state object `wasm.<path>`).
 pub fn set_property(path: &[&str], value: &[u8]) -> Result<(), Status> {
-    let path = wire::property_path(path).ok_or(Status::BAD_ARGUMENT)?;
-    // SAFETY: pointers and lengths of live buffers.
-    Status::check(unsafe {
-        abi::proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len())
+    with_property_path(path, |path| {
+        // SAFETY: pointers and lengths of live buffers.
+        Status::check(unsafe {
+            abi::proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len())
+        })
     })
+}
+
+/// Call `f` with `segments` encoded as the host expects ([`wire::property_path`]), on the stack
+/// when they fit (every property a filter reads does: a property read is a few per request, and
+/// each was a heap allocation); [`Status::BAD_ARGUMENT`] for a segment with a NUL.
+fn with_property_path<R>(
+    segments: &[&str],
+    f: impl FnOnce(&[u8]) -> Result<R, Status>,
+) -> Result<R, Status> {
+    let mut buf = [0u8; 128];
+    let mut len = 0usize;
+    for (i, segment) in segments.iter().enumerate() {
+        if segment.as_bytes().contains(&0) {
+            return Err(Status::BAD_ARGUMENT);
+        }
+        let separator: &[u8] = if i == 0 { b"" } else { b"\0" };
+        for part in [separator, segment.as_bytes()] {
+            let end = len.saturating_add(part.len());
+            match buf.get_mut(len..end) {
+                Some(slot) => slot.copy_from_slice(part),
+                // Longer than the stack buffer: the heap, as the encoding itself does.
+                None => {
+                    let path = wire::property_path(segments).ok_or(Status::BAD_ARGUMENT)?;
+                    return f(&path);
+                }
+            }
+            len = end;
+        }
+    }
+    f(buf.get(..len).unwrap_or_default())
 }
 
 /// A string property (e.g. `connection.uri_san_peer_certificate`); `None` if not UTF-8.
@@ -50,6 +82,24 @@ pub fn decode_bool(value: &[u8]) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn property_paths_are_encoded_as_the_wire_encoding_does_on_the_stack_or_not() {
+        let long = "x".repeat(200);
+        let cases: [&[&str]; 6] = [
+            &["connection", "uri_san_peer_certificate"],
+            &["a"],
+            &[],
+            &["", ""],
+            &["wasm", long.as_str()],
+            &["a", "b\0c"],
+        ];
+        for segments in cases {
+            let got = with_property_path(segments, |p| Ok(p.to_vec()));
+            let want = wire::property_path(segments).ok_or(Status::BAD_ARGUMENT);
+            assert_eq!(got, want, "{segments:?}");
+        }
+    }
 
     #[test]
     fn integers_are_eight_bytes_little_endian() {

@@ -12,7 +12,7 @@
 use meshward_host::{Counters, RequestView, StreamType};
 use spiffe_authz_core::{decide, Config, Decision, Protocol};
 
-use crate::stage::{bounded, HostFacts, HostFailure, IdentityMemo};
+use crate::stage::{bounded, HostFacts, HostFailure, Memos};
 
 /// The network filter's name: its log prefix and its counters' owner.
 pub const NAME: &str = "spiffe-authz-tcp";
@@ -70,8 +70,8 @@ impl ConnectionStage {
     /// Decide on the connection `view` reads (its properties only), count, log a refusal naming
     /// the policy, and close the connection when refused.
     pub fn on_first_data(&self, view: &mut RequestView) -> Verdict {
-        // A connection has no request identity (TCP policies cannot name one): nothing to memo.
-        match HostFacts::read(self.config.needs(), &IdentityMemo::default(), view) {
+        // One read per connection: nothing to gain from memos kept across connections.
+        match HostFacts::read(self.config.needs(), &Memos::default(), view) {
             Ok(facts) => {
                 let decision = decide(&self.config, &facts);
                 self.count(&decision);

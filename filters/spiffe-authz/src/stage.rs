@@ -28,39 +28,85 @@ pub struct Stage {
     config: Config,
     /// The fixed counters (indices below), then one per policy in config order.
     counters: Counters,
-    identities: IdentityMemo,
+    memos: Memos,
 }
 
-/// The last published identity this VM parsed, by its exact bytes. A warm token publishes the
-/// same bytes on every request, and parsing them (JSON) was the largest part of reading the
-/// facts in a profile of the bundle. The same bytes always parse to the same identity, so the
-/// memo answers only what parsing would; it holds one identity (bounded memory).
-#[derive(Default)]
-pub(crate) struct IdentityMemo(RefCell<Option<(Vec<u8>, Rc<RequestIdentity>)>>);
+/// The last value this VM parsed from some bytes, kept by those exact bytes. Requests on one
+/// connection carry the same peer URI SAN, and a warm token publishes the same identity bytes on
+/// every request: parsing them (a SPIFFE ID's validation, the identity's JSON) was a large part
+/// of reading the facts in profiles of the bundle. The same bytes always parse to the same
+/// value, so the memo answers only what parsing would; it holds one value (bounded memory), and
+/// keeps nothing that did not parse to a value.
+pub(crate) struct LastParsed<T>(RefCell<Option<(Vec<u8>, Rc<T>)>>);
 
-impl IdentityMemo {
-    /// [`RequestIdentity::read`], shared when `bytes` are the last ones parsed.
-    fn read(
+impl<T> Default for LastParsed<T> {
+    fn default() -> Self {
+        Self(RefCell::new(None))
+    }
+}
+
+impl<T> LastParsed<T> {
+    /// `parse(bytes)`, shared when `bytes` are the last ones that parsed to a value.
+    fn get_or_parse<E>(
         &self,
-        bytes: Option<&[u8]>,
-    ) -> Result<Option<Rc<RequestIdentity>>, meshward_common::identity::UnreadableIdentity> {
-        let Some(bytes) = bytes else {
-            return Ok(None);
-        };
+        bytes: &[u8],
+        parse: impl FnOnce(&[u8]) -> Result<Option<T>, E>,
+    ) -> Result<Option<Rc<T>>, E> {
         if let Ok(memo) = self.0.try_borrow() {
-            if let Some((seen, identity)) = memo.as_ref() {
+            if let Some((seen, value)) = memo.as_ref() {
                 if seen.as_slice() == bytes {
-                    return Ok(Some(Rc::clone(identity)));
+                    return Ok(Some(Rc::clone(value)));
                 }
             }
         }
-        let Some(identity) = RequestIdentity::read(Some(bytes))?.map(Rc::new) else {
+        let Some(value) = parse(bytes)?.map(Rc::new) else {
             return Ok(None);
         };
         if let Ok(mut memo) = self.0.try_borrow_mut() {
-            *memo = Some((bytes.to_vec(), Rc::clone(&identity)));
+            *memo = Some((bytes.to_vec(), Rc::clone(&value)));
         }
-        Ok(Some(identity))
+        Ok(Some(value))
+    }
+}
+
+/// What a stage keeps between requests to read the facts faster (per VM; see [`LastParsed`]).
+#[derive(Default)]
+pub(crate) struct Memos {
+    /// The published request identity.
+    identities: LastParsed<RequestIdentity>,
+    /// The peer's URI SAN as a SPIFFE ID.
+    peers: LastParsed<SpiffeId>,
+}
+
+impl Memos {
+    /// [`RequestIdentity::read`] of published bytes.
+    fn identity(
+        &self,
+        bytes: Option<&[u8]>,
+    ) -> Result<Option<Rc<RequestIdentity>>, meshward_common::identity::UnreadableIdentity> {
+        match bytes {
+            Some(bytes) => self
+                .identities
+                .get_or_parse(bytes, |b| RequestIdentity::read(Some(b))),
+            None => Ok(None),
+        }
+    }
+
+    /// The peer's URI SAN as a strictly valid SPIFFE ID; `None` (logged) when it is not one.
+    fn peer(&self, san: &str) -> Option<Rc<SpiffeId>> {
+        let parsed = self.peers.get_or_parse(san.as_bytes(), |_| {
+            Ok::<_, std::convert::Infallible>(match SpiffeId::parse(san) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    log::info!(
+                        "spiffe-authz: peer URI SAN is not a valid SPIFFE ID ({e}); no peer \
+                         identity"
+                    );
+                    None
+                }
+            })
+        });
+        parsed.ok().flatten()
     }
 }
 
@@ -99,13 +145,13 @@ impl Stage {
         Self {
             config,
             counters,
-            identities: IdentityMemo::default(),
+            memos: Memos::default(),
         }
     }
 
     /// Decide on the request: `Continue` (possibly after rewriting `:path`) or `Replied`.
     pub fn on_request_headers(&self, req: &mut RequestView) -> StageResult {
-        match read_and_decide(&self.config, &self.identities, req) {
+        match read_and_decide(&self.config, &self.memos, req) {
             Ok(decision) => act(self, &decision, req),
             Err(failure) if self.config.dry_run() => {
                 log::info!("spiffe-authz: dry run: would deny: {failure}");
@@ -131,10 +177,10 @@ pub fn unconfigured() -> StageResult {
 /// Read what the policies need and decide.
 fn read_and_decide(
     config: &Config,
-    identities: &IdentityMemo,
+    memos: &Memos,
     req: &mut RequestView,
 ) -> Result<Decision, HostFailure> {
-    let facts = HostFacts::read(config.needs(), identities, req)?;
+    let facts = HostFacts::read(config.needs(), memos, req)?;
     let decision = decide(config, &facts);
     if decision.deny.is_some() {
         log_refusal(config, &decision, &facts);
@@ -281,7 +327,7 @@ fn fail(what: &'static str) -> impl Fn(Status) -> HostFailure {
 pub(crate) struct HostFacts {
     /// A URI SAN was presented, hence a client certificate: see [`HostFacts::read`].
     pub(crate) mtls: bool,
-    pub(crate) peer: Option<SpiffeId>,
+    pub(crate) peer: Option<Rc<SpiffeId>>,
     method: Option<String>,
     path: Option<String>,
     host: Option<String>,
@@ -313,7 +359,7 @@ fn property(
 impl HostFacts {
     pub(crate) fn read(
         needs: &Needs,
-        identities: &IdentityMemo,
+        memos: &Memos,
         req: &mut RequestView,
     ) -> Result<Self, HostFailure> {
         let text = |v: Option<Vec<u8>>| v.and_then(|b| String::from_utf8(b).ok());
@@ -330,15 +376,7 @@ impl HostFacts {
         )?);
         let mtls = san.is_some();
         // Only the first URI SAN is visible to wasm; it must be a strictly valid SPIFFE ID.
-        let peer = san.and_then(|s| match SpiffeId::parse(&s) {
-            Ok(id) => Some(id),
-            Err(e) => {
-                log::info!(
-                    "spiffe-authz: peer URI SAN is not a valid SPIFFE ID ({e}); no peer identity"
-                );
-                None
-            }
-        });
+        let peer = san.and_then(|s| memos.peer(&s));
         // When the policies need header lines, the whole map is read (once, by the view), and
         // `:method`, `:path` and `:authority` come from it too instead of one host read each (a
         // read that returns a value is two crossings in Envoy: the call, then the guest
@@ -389,7 +427,7 @@ impl HostFacts {
         // needs the identity and it is unreadable (a DENY on request principals must not fail
         // open). In the bundle, jwt-authn's identity is known to the view without a host read.
         let published = property(req, PROPERTY_PATH, "meshward_request_auth", needs.identity)?;
-        let (identity, identity_unreadable) = match identities.read(published.as_deref()) {
+        let (identity, identity_unreadable) = match memos.identity(published.as_deref()) {
             Ok(identity) => (identity, false),
             Err(_) => (None, true),
         };
@@ -422,7 +460,7 @@ impl RequestFacts for HostFacts {
         self.mtls
     }
     fn peer(&self) -> Option<&SpiffeId> {
-        self.peer.as_ref()
+        self.peer.as_deref()
     }
     fn method(&self) -> Option<&str> {
         self.method.as_deref()
@@ -484,24 +522,46 @@ mod tests {
 
     #[test]
     fn the_identity_memo_parses_each_new_value_once_and_never_keeps_a_bad_one() {
-        let memo = IdentityMemo::default();
+        let memo = Memos::default();
         let alice = br#"{"principal":"https://idp/alice","iss":"https://idp","sub":"alice"}"#;
         let bob = br#"{"principal":"https://idp/bob","iss":"https://idp","sub":"bob"}"#;
-        assert!(memo.read(None).unwrap().is_none());
-        let first = memo.read(Some(alice)).unwrap().unwrap();
-        let again = memo.read(Some(alice)).unwrap().unwrap();
+        assert!(memo.identity(None).unwrap().is_none());
+        let first = memo.identity(Some(alice)).unwrap().unwrap();
+        let again = memo.identity(Some(alice)).unwrap().unwrap();
         assert!(Rc::ptr_eq(&first, &again), "the same bytes are parsed once");
         assert_eq!(first.principal, "https://idp/alice");
-        let other = memo.read(Some(bob)).unwrap().unwrap();
+        let other = memo.identity(Some(bob)).unwrap().unwrap();
         assert_eq!(other.principal, "https://idp/bob");
         // Unreadable bytes are an error every time, whatever was parsed before.
-        assert!(memo.read(Some(b"{not json")).is_err());
-        assert!(memo.read(Some(b"")).is_err());
-        assert!(memo.read(Some(b"{not json")).is_err());
+        assert!(memo.identity(Some(b"{not json")).is_err());
+        assert!(memo.identity(Some(b"")).is_err());
+        assert!(memo.identity(Some(b"{not json")).is_err());
         assert_eq!(
-            memo.read(Some(bob)).unwrap().unwrap().principal,
+            memo.identity(Some(bob)).unwrap().unwrap().principal,
             "https://idp/bob"
         );
+    }
+
+    #[test]
+    fn the_peer_memo_parses_each_new_san_once_and_never_keeps_an_invalid_one() {
+        let memo = Memos::default();
+        let frontend = "spiffe://cluster.local/ns/default/sa/frontend";
+        let first = memo.peer(frontend).unwrap();
+        let again = memo.peer(frontend).unwrap();
+        assert!(Rc::ptr_eq(&first, &again), "the same SAN is parsed once");
+        assert_eq!(first.namespace(), Some("default"));
+        // An invalid SAN is no peer, every time, and does not displace nor match the last one.
+        for bad in [
+            "spiffe://cluster.local/ns/default/sa/frontend/",
+            "http://x/y",
+            "",
+        ] {
+            assert!(memo.peer(bad).is_none(), "{bad:?}");
+        }
+        let cart = memo.peer("spiffe://cluster.local/ns/shop/sa/cart").unwrap();
+        assert_eq!(cart.namespace(), Some("shop"));
+        assert!(!Rc::ptr_eq(&first, &cart));
+        assert_eq!(memo.peer(frontend).unwrap().as_str(), frontend);
     }
 
     #[test]
@@ -542,11 +602,9 @@ mod tests {
     #[test]
     fn native_builds_have_no_host_and_fail_closed() {
         let config = Config::parse(b"{}").unwrap();
-        let Err(failure) = read_and_decide(
-            &config,
-            &IdentityMemo::default(),
-            &mut RequestView::standalone(),
-        ) else {
+        let Err(failure) =
+            read_and_decide(&config, &Memos::default(), &mut RequestView::standalone())
+        else {
             panic!("without a host the read must fail");
         };
         assert_eq!(failure.status, Status::UNIMPLEMENTED);

@@ -611,9 +611,10 @@ fn path_condition_message(
     ctx: &Ctx<'_>,
     any_reading: bool,
 ) -> String {
-    let (Some(path), Some(target)) = (ctx.path, ctx.target.as_deref()) else {
+    let (Some(path), Some(target)) = (ctx.path, ctx.target()) else {
         return "no :path".to_string();
     };
+    let target = target.as_str();
     let reason = |label: &str, reading: &str| -> Option<String> {
         let subject = Subject::one(format!("{label} {} (normalized)", shown(reading)));
         if c.values

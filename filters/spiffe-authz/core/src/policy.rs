@@ -607,8 +607,9 @@ impl Prepared<'_> {
         Ctx {
             facts: self.facts,
             peer: self.peer,
+            peer_namespace: self.peer.and_then(SpiffeId::namespace),
+            normalized: self.normalized.as_ref(),
             path: self.normalized.as_ref().map(NormalizedPath::path),
-            target: self.normalized.as_ref().map(NormalizedPath::forward_target),
             remote_ip: self.remote_ip,
         }
     }
@@ -618,11 +619,20 @@ impl Prepared<'_> {
 pub(crate) struct Ctx<'f> {
     pub(crate) facts: &'f dyn RequestFacts,
     pub(crate) peer: Option<&'f SpiffeId>,
+    /// The peer's Istio namespace (`/ns/<ns>/…`), read once for every namespace matcher.
+    pub(crate) peer_namespace: Option<&'f str>,
+    normalized: Option<&'f NormalizedPath>,
     /// The normalized path (no query).
     pub(crate) path: Option<&'f str>,
-    /// The normalized path with the original `?query`: the `:path` the upstream receives.
-    pub(crate) target: Option<String>,
     pub(crate) remote_ip: Option<IpAddr>,
+}
+
+impl Ctx<'_> {
+    /// The normalized path with the original `?query`: the `:path` the upstream receives. Made
+    /// when a `request.headers[:path]` condition asks (most policies have none).
+    pub(crate) fn target(&self) -> Option<String> {
+        self.normalized.map(NormalizedPath::forward_target)
+    }
 }
 
 impl Policy {
@@ -750,10 +760,9 @@ impl Source {
         let identity = ctx.facts.identity();
         self.principals
             .check(|m| peer.is_some_and(|p| m.matches(p.as_str())))
-            && self.namespaces.check(|m| {
-                peer.and_then(SpiffeId::namespace)
-                    .is_some_and(|ns| m.matches(ns))
-            })
+            && self
+                .namespaces
+                .check(|m| ctx.peer_namespace.is_some_and(|ns| m.matches(ns)))
             && self
                 .request_principals
                 .check(|m| identity.is_some_and(|id| m.matches(id)))
@@ -792,10 +801,10 @@ impl Condition {
         if let Attr::Path = self.attr {
             // The path is normalized whenever a `:path` condition exists (`Needs::path`); without
             // one (never, in practice) nothing can hold.
-            let (Some(path), Some(target)) = (ctx.path, ctx.target.as_deref()) else {
+            let (Some(path), Some(target)) = (ctx.path, ctx.target()) else {
                 return false;
             };
-            let readings = [path, target];
+            let readings = [path, target.as_str()];
             let holds = |r: &str| {
                 self.values.as_ref().is_none_or(|v| strings_match(v, r))
                     && !self
@@ -849,13 +858,9 @@ impl Condition {
             ),
             Attr::SourceIp => ip(f.source_ip()),
             Attr::RemoteIp => ip(ctx.remote_ip),
-            Attr::SourceNamespace => strings(
-                &mut ctx
-                    .peer
-                    .and_then(SpiffeId::namespace)
-                    .map(str::as_bytes)
-                    .into_iter(),
-            ),
+            Attr::SourceNamespace => {
+                strings(&mut ctx.peer_namespace.map(str::as_bytes).into_iter())
+            }
             Attr::SourcePrincipal => {
                 strings(&mut ctx.peer.map(|p| p.as_str().as_bytes()).into_iter())
             }
