@@ -1,6 +1,8 @@
-//! Host calls per request per filter, for each configuration with wasm filters: Envoy has no
-//! counter for them, so the same modules with the same configurations get the same requests in
-//! the harness, whose count of `env.proxy_*` calls per filter is exact (`Outcome::filter_hostcalls`).
+//! Host calls and wasm instructions per request per filter, for each configuration with wasm
+//! filters: Envoy has no counter for them, so the same modules with the same configurations get
+//! the same requests in the harness, whose count of `env.proxy_*` calls per filter is exact
+//! (`Outcome::filter_hostcalls`), and which meters the wasm instructions each filter executes
+//! (`Outcome::filter_fuel`, when [`meshward_harness::meter_guest_instructions`] came first).
 
 use anyhow::{anyhow, Context, Result};
 use meshward_harness::{ClockMode, FilterSpec, Host, Request, Tls};
@@ -9,11 +11,19 @@ use meshward_rig::Request as RigRequest;
 use crate::envoy::setups::WasmEntry;
 use crate::envoy::CLIENT_SPIFFE_ID;
 
-/// The host calls each filter of `chain` makes for the last of `sample`, after the ones before it
-/// (which warm the caches). Empty for a chain without wasm filters.
-pub fn count(chain: &[WasmEntry], sample: &[RigRequest]) -> Result<Vec<(String, u64)>> {
+/// What each wasm filter of a chain did for the measured request (chain order).
+#[derive(Debug, Default)]
+pub struct Counted {
+    pub hostcalls: Vec<(String, u64)>,
+    /// Empty unless the harness meters instructions.
+    pub fuel: Vec<(String, u64)>,
+}
+
+/// The host calls (and wasm instructions) each filter of `chain` spends on the last of `sample`,
+/// after the ones before it (which warm the caches). Empty for a chain without wasm filters.
+pub fn count(chain: &[WasmEntry], sample: &[RigRequest], metered: bool) -> Result<Counted> {
     if chain.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Counted::default());
     }
     // Wall-clock time, as in Envoy: the tokens were signed at bench time.
     let mut builder = Host::builder().clock(ClockMode::Real);
@@ -37,7 +47,14 @@ pub fn count(chain: &[WasmEntry], sample: &[RigRequest]) -> Result<Vec<(String, 
             outcome.status()
         ));
     }
-    Ok(outcome.filter_hostcalls)
+    Ok(Counted {
+        hostcalls: outcome.filter_hostcalls,
+        fuel: if metered {
+            outcome.filter_fuel
+        } else {
+            Vec::new()
+        },
+    })
 }
 
 /// The benchmark's request as the harness takes it, over mTLS from the benchmark client.

@@ -45,6 +45,24 @@ pub(crate) fn cpu_range(rounds: &[Figures]) -> String {
     }
 }
 
+/// `26.1k`, or `header-limits 26.1k · jwt-authn 83.5k = 109.6k` for a chain; `–` without wasm
+/// filters or without metering.
+fn instructions(fuel: &[(String, u64)]) -> String {
+    let k = |n: u64| format!("{:.1}k", n as f64 / 1000.0);
+    match fuel {
+        [] => "–".into(),
+        [(_, n)] => k(*n),
+        many => format!(
+            "{} = {}",
+            many.iter()
+                .map(|(f, n)| format!("{f} {}", k(*n)))
+                .collect::<Vec<_>>()
+                .join(" · "),
+            k(many.iter().map(|(_, n)| n).sum::<u64>())
+        ),
+    }
+}
+
 /// `7`, or `header-limits 1 · jwt-authn 7 = 8` for a chain; `–` without wasm filters.
 fn hostcalls(calls: &[(String, u64)]) -> String {
     match calls {
@@ -113,17 +131,17 @@ pub fn render(report: &BenchReport) -> String {
     let noop = report.rows.get(1).map(|r| r.median).unwrap_or_default();
     let _ = writeln!(
         s,
-        "| configuration | side | req/s | req/s ÷ router | p50 | p99 | Envoy CPU / req | (rounds: min–max) | ÷ router | ÷ no-op | − router | host calls / req |"
+        "| configuration | side | req/s | req/s ÷ router | p50 | p99 | Envoy CPU / req | (rounds: min–max) | ÷ router | ÷ no-op | − router | host calls / req | wasm instructions / req |"
     );
     let _ = writeln!(
         s,
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
     );
     for row in &report.rows {
         let m = &row.median;
         let _ = writeln!(
             s,
-            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {:+.1} µs | {} |",
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {:+.1} µs | {} | {} |",
             row.name,
             row.side,
             m.requests_per_second,
@@ -136,6 +154,7 @@ pub fn render(report: &BenchReport) -> String {
             ratio(cpu_us(m), cpu_us(&noop)),
             cpu_us(m) - cpu_us(&floor),
             hostcalls(&row.hostcalls),
+            instructions(&row.fuel),
         );
     }
     let _ = writeln!(s);
@@ -143,7 +162,10 @@ pub fn render(report: &BenchReport) -> String {
         s,
         "Host calls per request: the `env.proxy_*` calls each wasm filter makes for the measured request \
          (for the cold rows: a second cold token), counted by running the same modules, configurations and \
-         request in the harness (Envoy has no such counter)."
+         request in the harness (Envoy has no such counter). Wasm instructions per request: what \
+         the same harness run metered (wasmtime fuel, about one unit per wasm operator, \
+         `meshward bench --fuel`): each filter's own work, which does not move with the load on \
+         the machine as the CPU figures do."
     );
     if !report.memory.is_empty() {
         let _ = writeln!(s);

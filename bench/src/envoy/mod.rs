@@ -101,6 +101,9 @@ pub struct Row {
     pub median: Figures,
     /// Host calls per request of each wasm filter (counted in the harness; empty for native).
     pub hostcalls: Vec<(String, u64)>,
+    /// Wasm instructions per request of each wasm filter (metered in the harness; empty for
+    /// native, and when the process compiled a module before metering could be turned on).
+    pub fuel: Vec<(String, u64)>,
 }
 
 /// A sanity check that passed before the measurement.
@@ -267,6 +270,8 @@ pub(crate) struct Measured {
 /// then the interleaved rounds.
 pub(crate) fn measure(plan: &setups::Plan, options: &BenchOptions, rig: &Rig) -> Result<Measured> {
     let (upstream, certs, client_cert) = (&rig.upstream, &rig.certs, &rig.client_cert);
+    // Metering changes no outcome; it only has to come before the harness compiles a module.
+    let metered = meshward_harness::meter_guest_instructions();
     let mut hostcalls = Vec::new();
     for setup in &plan.setups {
         let chain = plan
@@ -276,7 +281,7 @@ pub(crate) fn measure(plan: &setups::Plan, options: &BenchOptions, rig: &Rig) ->
             .map(|l| l.wasm.as_slice())
             .unwrap_or_default();
         hostcalls.push(
-            hostcalls::count(chain, &setup.sample)
+            hostcalls::count(chain, &setup.sample, metered)
                 .with_context(|| format!("host calls of {}", setup.name))?,
         );
     }
@@ -402,13 +407,14 @@ pub(crate) fn measure(plan: &setups::Plan, options: &BenchOptions, rig: &Rig) ->
         .iter()
         .zip(rounds)
         .zip(hostcalls)
-        .map(|((setup, rounds), hostcalls)| Row {
+        .map(|((setup, rounds), counted)| Row {
             name: setup.name.clone(),
             listener: setup.listener.to_string(),
             side: setup.side.to_string(),
             median: median(&rounds),
             rounds,
-            hostcalls,
+            hostcalls: counted.hostcalls,
+            fuel: counted.fuel,
         })
         .collect();
     drop(envoy);
