@@ -8,7 +8,9 @@
 //!   (`<repo>/../shared/reference/istio-crds-subset.yaml`), and their phases/priorities order the
 //!   filters header-limits → jwt-authn → spiffe-authz → rate-limit; spiffe-authz-tcp's is a
 //!   `type: NETWORK` plugin whose policy spiffe-authz's parser accepts compiled for TCP;
-//! - `examples/envoy/bootstrap.yaml` starts in real Envoy and answers through all four filters.
+//! - `examples/envoy/bootstrap.yaml` starts in real Envoy and answers through all four filters;
+//! - the scenarios of `benches/scenarios` (what `meshward bench` figures in BENCHMARKS.md come
+//!   from) pass in the harness: a benchmark measures the request it claims to.
 //!
 //! Refresh the generated files with `MESHWARD_BLESS=1 cargo test -p meshward-tests --test examples`.
 
@@ -28,6 +30,7 @@ use serde_yaml_ng::Value as Yaml;
 // `meshward wasmplugin`: its flags (meshward-cli) and its renderer (meshward-oci).
 use meshward_cli::wasmplugin::WasmPluginArgs;
 use meshward_oci::wasmplugin::{self, Filter, Phase, PluginType};
+use meshward_scenario::suite::{run_file, Targets};
 use meshward_tests::crd::validate;
 use meshward_tests::{jwt_token as token, repo};
 
@@ -87,6 +90,24 @@ fn parse_with_core(filter: &str, json: &str) -> Result<(), String> {
 
 fn schema_path(filter: &str) -> PathBuf {
     repo().join("policies").join(filter).join("schema.json")
+}
+
+#[test]
+fn benchmark_scenarios_meet_their_expectations() {
+    let dir = repo().join("benches/scenarios");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 10, "{} benchmark scenarios", files.len());
+    let wasm_dir = meshward_rig::default_wasm_dir(&repo());
+    for file in &files {
+        let report = run_file(file, &wasm_dir, Targets::Harness, false);
+        assert_eq!(report.failed, 0, "{}:\n{}", file.display(), report.text);
+        assert!(report.passed > 0, "{}: no case", file.display());
+    }
 }
 
 #[test]
