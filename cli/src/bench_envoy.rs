@@ -25,8 +25,9 @@ pub struct BenchCli {
 enum BenchCommand {
     /// meshward's filters, their chain and the bundle in a real Envoy 1.40 against Envoy's native
     /// filters (RBAC, jwt_authn, local_ratelimit, HCM limits), side by side in interleaved rounds:
-    /// Envoy CPU per request, host calls per request per filter (counted in the harness), Envoy
-    /// RSS per chain at --concurrency 2, module sizes; writes a Markdown table into BENCHMARKS.md.
+    /// Envoy CPU per request, host calls and wasm instructions per request per filter (counted in
+    /// the harness), Envoy RSS per chain at --concurrency 2, module sizes; writes a Markdown table
+    /// into BENCHMARKS.md.
     Envoy(BenchEnvoyArgs),
     /// spiffe-authz-tcp against Envoy's native network RBAC (the same policies as istiod renders
     /// them) in a real Envoy 1.40, per mTLS connection through tcp_proxy, beside tcp_proxy alone
