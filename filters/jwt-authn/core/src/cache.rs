@@ -26,6 +26,8 @@ pub struct Verified {
     pub rule: usize,
     /// The key-set generation that verified it (0 for inline keys).
     pub generation: u64,
+    /// The checks every hit repeats read these (`exp`, `nbf`, `aud`); `all` is empty, the
+    /// claims having moved into the published identity.
     pub claims: Claims,
     /// The base64url payload, as forwarded by `forwardPayloadHeader`.
     pub payload_b64: Box<str>,

@@ -2,7 +2,7 @@
 //! with the request. Keys come from a [`KeyLookup`] (inline sets, or the remote JWKS state).
 
 use meshward_common::identity::RequestIdentity;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use std::rc::Rc;
 
@@ -12,7 +12,7 @@ use crate::extract::extract;
 use crate::host_verify::HostVerifier;
 use crate::jwk::KeySet;
 use crate::status::AuthError;
-use crate::token::{check_audience, check_time, parse_claims, parse_jws, Claims};
+use crate::token::{check_audience, check_time, parse_claims, parse_jws};
 use crate::verify::{verify_signature_with, Signature};
 
 /// What the filter sees of a request.
@@ -288,8 +288,12 @@ impl Authenticator {
             }
             Err(e) => return Err(e),
         }
-        // What the token yields is computed once, here, and shared by every later hit.
-        let published = RequestIdentity::from_claims(claims.all.clone())
+        // What the token yields is computed once, here, and shared by every later hit. The claims
+        // move into the published identity (outputs read them there); the cache entry keeps
+        // only what its checks on every hit read (`exp`, `nbf`, `aud`).
+        let mut claims = claims;
+        let all = std::mem::take(&mut claims.all);
+        let published = RequestIdentity::from_claims(all)
             .ok_or(AuthError::UnknownIssuer)
             .and_then(|identity| {
                 let bytes = identity
@@ -312,6 +316,10 @@ impl Authenticator {
     /// only in a form every reader parses back to the same value; otherwise the request is
     /// refused (401): an identity a reader cannot read must never look like "no identity".
     fn allow(&self, v: &Verified, at: &[usize], req: &Request<'_>) -> Verdict {
+        let (identity, identity_bytes) = match &v.published {
+            Ok(published) => published.clone(),
+            Err(error) => return Verdict::Deny(denial(*error, req)),
+        };
         let mut remove_headers = Vec::new();
         let mut set_headers: Vec<(String, String)> = Vec::new();
         let Some(rule) = self.config.rules.get(v.rule) else {
@@ -332,14 +340,10 @@ impl Authenticator {
             set_headers.push((header.clone(), v.payload_b64.to_string()));
         }
         for (header, path) in &rule.claim_headers {
-            if let Some(value) = claim_text(&v.claims, path) {
+            if let Some(value) = claim_text(&identity.claims, path) {
                 set_headers.push((header.clone(), value));
             }
         }
-        let (identity, identity_bytes) = match &v.published {
-            Ok(published) => published.clone(),
-            Err(error) => return Verdict::Deny(denial(*error, req)),
-        };
         Verdict::Allow {
             identity: Some(identity),
             identity_bytes: Some(identity_bytes),
@@ -361,9 +365,9 @@ fn reads_all(config: &Config, rule: usize, at: &[usize]) -> bool {
 
 /// A claim as header text: strings as is, numbers and booleans as JSON; objects, arrays and
 /// missing claims give nothing (Envoy `claim_to_headers`).
-fn claim_text(claims: &Claims, path: &[String]) -> Option<String> {
+fn claim_text(claims: &Map<String, Value>, path: &[String]) -> Option<String> {
     let (first, rest) = path.split_first()?;
-    let mut value = claims.all.get(first)?;
+    let mut value = claims.get(first)?;
     for segment in rest {
         value = value.get(segment)?;
     }
