@@ -17,6 +17,17 @@ pub fn repo() -> PathBuf {
         .to_path_buf()
 }
 
+/// The `*.yaml` files of `dir`, sorted (scenario and mesh directories).
+pub fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
 /// A release module built by `scripts/build-wasm.sh`, by file stem or filter name
 /// (`rate_limit` or `rate-limit`); a missing file fails the test, never skips it.
 pub fn wasm(name: &str) -> PathBuf {

@@ -3,8 +3,6 @@
 //! expectation or if the two runs differ in anything the case checks. Envoy missing ⇒ failure,
 //! never a skip.
 
-use std::path::PathBuf;
-
 use meshward_rig::default_wasm_dir;
 use meshward_scenario::suite::{run_file, Targets};
 
@@ -15,12 +13,7 @@ use crate::repo;
 pub fn parity_suite(dir: &str) -> usize {
     let root = repo();
     let scenario_dir = root.join("tests/scenarios").join(dir);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&scenario_dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", scenario_dir.display()))
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-        .collect();
-    files.sort();
+    let files = crate::yaml_files(&scenario_dir);
     assert!(
         !files.is_empty(),
         "no scenario files in {}",

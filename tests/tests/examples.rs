@@ -94,13 +94,7 @@ fn schema_path(filter: &str) -> PathBuf {
 
 #[test]
 fn benchmark_scenarios_meet_their_expectations() {
-    let dir = repo().join("benches/scenarios");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-        .collect();
-    files.sort();
+    let files = meshward_tests::yaml_files(&repo().join("benches/scenarios"));
     assert!(files.len() >= 10, "{} benchmark scenarios", files.len());
     let wasm_dir = meshward_rig::default_wasm_dir(&repo());
     for file in &files {

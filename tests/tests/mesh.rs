@@ -8,17 +8,10 @@ use std::path::{Path, PathBuf};
 use meshward_rig::default_wasm_dir;
 use meshward_scenario::mesh::{explain, MeshScenario};
 use meshward_scenario::suite::{run_file, FileReport, Targets};
-use meshward_tests::repo;
+use meshward_tests::{repo, yaml_files};
 
 fn example_files() -> Vec<PathBuf> {
-    let dir = repo().join("examples/mesh");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-        .collect();
-    files.sort();
-    files
+    yaml_files(&repo().join("examples/mesh"))
 }
 
 fn run(file: &Path, targets: Targets) -> FileReport {
