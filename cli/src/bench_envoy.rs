@@ -76,10 +76,7 @@ impl RoundArgs {
             rounds: self.rounds,
             round: seconds(self.seconds, "--seconds")?,
             warmup: seconds(self.warmup, "--warmup")?,
-            command: std::iter::once("meshward".to_string())
-                .chain(std::env::args().skip(1))
-                .collect::<Vec<_>>()
-                .join(" "),
+            command: command_line(),
             ..BenchOptions::default()
         };
         if let Some(dir) = wasm_dir {
@@ -136,6 +133,14 @@ pub fn run(args: BenchCli) -> Result<()> {
             bail!("give a scenario file (meshward bench SCENARIO), `meshward bench envoy`, `meshward bench tcp` or `meshward bench abi`")
         }
     }
+}
+
+/// How this run was invoked, `meshward …`, for the report's reproduce line.
+pub(crate) fn command_line() -> String {
+    std::iter::once("meshward".to_string())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 pub(crate) fn seconds(value: f64, flag: &str) -> Result<Duration> {

@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Args;
 use meshward_bench::tcp::{self as bench, TcpBenchOptions};
 
-use crate::bench_envoy::seconds;
+use crate::bench_envoy::{command_line, seconds};
 
 #[derive(Args)]
 pub struct BenchTcpArgs {
@@ -47,10 +47,7 @@ pub fn run_tcp(args: BenchTcpArgs) -> Result<()> {
         rounds: args.rounds,
         round: seconds(args.seconds, "--seconds")?,
         warmup: seconds(args.warmup, "--warmup")?,
-        command: std::iter::once("meshward".to_string())
-            .chain(std::env::args().skip(1))
-            .collect::<Vec<_>>()
-            .join(" "),
+        command: command_line(),
         ..TcpBenchOptions::default()
     };
     if let Some(dir) = args.wasm_dir {
